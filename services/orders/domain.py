@@ -1,0 +1,149 @@
+"""Orders' domain: buyers' purchase orders and their validation. Pure: no I/O; operations return events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+from shared.events.orders import PurchaseOrderReceived, ReceivedLine
+
+BUYERS: dict[str, str] = {
+    "KAI": "PT Kereta Api Indonesia (Persero)",
+    "INKA": "PT Industri Kereta Api (Persero)",
+    "TMMIN": "PT Toyota Motor Manufacturing Indonesia",
+}
+
+# item code → (description, capacity product family)
+ITEMS: dict[str, tuple[str, str]] = {
+    "BB-COMP-K": ("Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE"),
+    "BB-COMP-LL": ("Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE"),
+    "BB-CI": ("Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON"),
+}
+
+SITES: dict[str, str] = {
+    "BY-YK": "Balai Yasa Yogyakarta",
+    "BY-MRI": "Balai Yasa Manggarai",
+    "BY-TGL": "Balai Yasa Tegal",
+    "BY-SGU": "Balai Yasa Surabaya Gubeng",
+    "BY-KAC": "Balai Yasa Kiaracondong",
+    "INKA-MN": "PT INKA Madiun",
+}
+
+
+class OrderStatus(StrEnum):
+    RECEIVED = "received"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    due_date: date
+    quantity: int
+    site_code: str
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    line_no: int
+    item_code: str
+    description: str
+    quantity: int
+    unit_price: int  # whole rupiah
+    deliveries: tuple[Delivery, ...]
+
+
+@dataclass(frozen=True)
+class PurchaseOrder:
+    id: str
+    buyer_code: str
+    po_number: str
+    issued_on: date
+    currency: str
+    lines: tuple[OrderLine, ...]
+    status: OrderStatus
+    received_at: datetime
+
+    @property
+    def total_amount(self) -> int:
+        return sum(line.quantity * line.unit_price for line in self.lines)
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    message: str
+
+
+class OrderRejected(ValueError):
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.message}" for v in violations))
+        self.violations = violations
+
+
+def check_purchase_order(
+    buyer_code: str, issued_on: date, currency: str, lines: list[OrderLine], today: date
+) -> list[Violation]:
+    """Every rule a purchase order must meet; an empty list means it can be received."""
+    violations: list[Violation] = []
+    if buyer_code not in BUYERS:
+        violations.append(Violation("buyer_code", f"unknown buyer {buyer_code!r}; known: {', '.join(BUYERS)}"))
+    if currency != "IDR":
+        violations.append(Violation("currency", "only IDR (whole rupiah) is accepted"))
+    if issued_on > today:
+        violations.append(Violation("issued_on", "must not be in the future"))
+    if not lines:
+        violations.append(Violation("lines", "an order has at least one line"))
+    seen_line_numbers: set[int] = set()
+    for i, line in enumerate(lines):
+        where = f"lines.{i}"
+        if line.line_no in seen_line_numbers:
+            violations.append(Violation(f"{where}.line_no", f"line number {line.line_no} repeats"))
+        seen_line_numbers.add(line.line_no)
+        if line.item_code not in ITEMS:
+            violations.append(Violation(f"{where}.item_code", f"unknown item {line.item_code!r}; known: {', '.join(ITEMS)}"))
+        if line.quantity <= 0:
+            violations.append(Violation(f"{where}.quantity", "must be greater than 0"))
+        if line.unit_price <= 0:
+            violations.append(Violation(f"{where}.unit_price", "must be greater than 0"))
+        if not line.deliveries:
+            violations.append(Violation(f"{where}.deliveries", "a line has at least one delivery"))
+        delivered = 0
+        for j, delivery in enumerate(line.deliveries):
+            at = f"{where}.deliveries.{j}"
+            delivered += delivery.quantity
+            if delivery.quantity <= 0:
+                violations.append(Violation(f"{at}.quantity", "must be greater than 0"))
+            if delivery.due_date <= today:
+                violations.append(Violation(f"{at}.due_date", "must be after today"))
+            if delivery.site_code not in SITES:
+                violations.append(Violation(f"{at}.site_code", f"unknown site {delivery.site_code!r}; known: {', '.join(SITES)}"))
+        if line.deliveries and delivered != line.quantity:
+            violations.append(
+                Violation(f"{where}.deliveries", f"deliveries sum to {delivered} but the line orders {line.quantity}")
+            )
+    return violations
+
+
+def receive_purchase_order(
+    order_id: str,
+    buyer_code: str,
+    po_number: str,
+    issued_on: date,
+    currency: str,
+    lines: list[OrderLine],
+    today: date,
+    now: datetime,
+) -> tuple[PurchaseOrder, PurchaseOrderReceived]:
+    violations = check_purchase_order(buyer_code, issued_on, currency, lines, today)
+    if violations:
+        raise OrderRejected(violations)
+    order = PurchaseOrder(order_id, buyer_code, po_number, issued_on, currency, tuple(lines), OrderStatus.RECEIVED, now)
+    event = PurchaseOrderReceived(
+        order_id=order_id,
+        buyer_code=buyer_code,
+        po_number=po_number,
+        issued_on=issued_on,
+        lines=[ReceivedLine(line_no=l.line_no, item_code=l.item_code, quantity=l.quantity) for l in lines],
+        received_at=now,
+    )
+    return order, event

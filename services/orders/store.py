@@ -1,0 +1,157 @@
+"""Orders' tables and queries."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import UtcDateTime, backbone_tables
+from shared.events import EventData
+from shared.outbox import stage
+from shared.projections import foundry_projection_table
+
+from .domain import Delivery, OrderLine, OrderStatus, PurchaseOrder
+
+metadata = sa.MetaData()
+backbone = backbone_tables(metadata)
+foundry_projection = foundry_projection_table(metadata)
+
+purchase_orders = sa.Table(
+    "purchase_orders",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("buyer_code", sa.String(20), nullable=False),
+    sa.Column("po_number", sa.String(100), nullable=False),
+    sa.Column("issued_on", sa.Date, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("lines", sa.JSON, nullable=False),
+    sa.Column("total_amount", sa.BigInteger, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("buyer_code", "po_number", name="uq_purchase_orders_buyer_po"),
+)
+
+# A buyer's Idempotency-Key and the request it was first used with: a retry gets the same answer.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("buyer_code", sa.String(20), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+
+async def publish(session: AsyncSession, *events: EventData) -> None:
+    await stage(session, backbone.outbox, *events)
+
+
+def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "line_no": l.line_no,
+            "item_code": l.item_code,
+            "description": l.description,
+            "quantity": l.quantity,
+            "unit_price": l.unit_price,
+            "deliveries": [
+                {"due_date": d.due_date.isoformat(), "quantity": d.quantity, "site_code": d.site_code} for d in l.deliveries
+            ],
+        }
+        for l in lines
+    ]
+
+
+def _to_order(row: Any) -> PurchaseOrder:
+    lines = tuple(
+        OrderLine(
+            line_no=l["line_no"],
+            item_code=l["item_code"],
+            description=l["description"],
+            quantity=l["quantity"],
+            unit_price=l["unit_price"],
+            deliveries=tuple(
+                Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in l["deliveries"]
+            ),
+        )
+        for l in row.lines
+    )
+    return PurchaseOrder(
+        id=row.id,
+        buyer_code=row.buyer_code,
+        po_number=row.po_number,
+        issued_on=row.issued_on,
+        currency=row.currency,
+        lines=lines,
+        status=OrderStatus(row.status),
+        received_at=row.received_at,
+    )
+
+
+async def add_order(session: AsyncSession, order: PurchaseOrder) -> None:
+    await session.execute(
+        sa.insert(purchase_orders).values(
+            id=order.id,
+            buyer_code=order.buyer_code,
+            po_number=order.po_number,
+            issued_on=order.issued_on,
+            currency=order.currency,
+            status=order.status.value,
+            lines=_lines_json(order.lines),
+            total_amount=order.total_amount,
+            received_at=order.received_at,
+        )
+    )
+
+
+async def get_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
+    row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id))).first()
+    return _to_order(row) if row else None
+
+
+async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: str) -> PurchaseOrder | None:
+    row = (
+        await session.execute(
+            sa.select(purchase_orders).where(
+                purchase_orders.c.buyer_code == buyer_code, purchase_orders.c.po_number == po_number
+            )
+        )
+    ).first()
+    return _to_order(row) if row else None
+
+
+async def list_orders(
+    session: AsyncSession, *, buyer_code: str | None, status: str | None, limit: int, offset: int
+) -> tuple[list[PurchaseOrder], int]:
+    conditions = []
+    if buyer_code:
+        conditions.append(purchase_orders.c.buyer_code == buyer_code)
+    if status:
+        conditions.append(purchase_orders.c.status == status)
+    total = (await session.execute(sa.select(sa.func.count()).select_from(purchase_orders).where(*conditions))).scalar_one()
+    rows = (
+        await session.execute(
+            sa.select(purchase_orders)
+            .where(*conditions)
+            .order_by(purchase_orders.c.received_at.desc(), purchase_orders.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    return [_to_order(r) for r in rows], total
+
+
+async def find_idempotency_key(session: AsyncSession, buyer_code: str, key: str) -> Any:
+    return (
+        await session.execute(
+            sa.select(idempotency_keys).where(idempotency_keys.c.buyer_code == buyer_code, idempotency_keys.c.key == key)
+        )
+    ).first()
+
+
+async def add_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> None:
+    await session.execute(sa.insert(idempotency_keys).values(**values))

@@ -1,0 +1,28 @@
+"""Wires the quality service: `uvicorn --factory services.quality.app:create_app`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from shared.service import ServiceSpec, create_service_app
+from shared.settings import Settings
+
+from . import api, store
+from .subscriptions import SUBSCRIPTIONS
+
+SPEC = ServiceSpec(
+    name="quality",
+    title="Ceper Supply — quality",
+    description="Product specifications, certificates, lot testing and each foundry's quality status.",
+    routers=[api.router],
+    metadata=store.metadata,
+    backbone=store.backbone,
+    subscriptions=SUBSCRIPTIONS,
+    migrations_dir=Path(__file__).parent / "migrations",
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings)

@@ -1,0 +1,576 @@
+"""The local Apache Kafka broker: fetching its jars, formatting its storage, starting and stopping it.
+
+One real single-node KRaft broker (broker and controller in one JVM) for developers and tests, started
+from the Maven Central artifacts pinned in `deploy/kafka/pom.xml`. Also owns the two broker-facing
+helpers everyone needs before producing: waiting until a broker answers and creating topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+
+KAFKA_VERSION = "4.4.0"
+MIN_JAVA = 17
+POM_PATH = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "pom.xml"
+JDK_HINT = "install a JDK (apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one"
+LOG_TAIL_LINES = 40
+
+T = TypeVar("T")
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be fetched, started or reached; the message says what to do next."""
+
+
+# --- jars -------------------------------------------------------------------------------------------
+
+
+def java_executable() -> str:
+    """The `java` to run Kafka with (JAVA_HOME first, then PATH), checked to be Java 17 or newer."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home, "bin", "java") if java_home else None
+    java = str(candidate) if candidate and candidate.is_file() else shutil.which("java")
+    if java is None:
+        raise BrokerError(f"Java {MIN_JAVA}+ not found: {JDK_HINT}")
+    try:
+        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BrokerError(f"Could not run {java} -version ({exc}): {JDK_HINT}") from None
+    major = parse_java_major(done.stderr + done.stdout)
+    if major is None:
+        raise BrokerError(f"Could not tell the version of {java}: {JDK_HINT}")
+    if major < MIN_JAVA:
+        raise BrokerError(f"Java {MIN_JAVA}+ needed, found Java {major} at {java}: {JDK_HINT}")
+    return java
+
+
+def parse_java_major(version_output: str) -> int | None:
+    """Major version from `java -version` output: `"17.0.15"` -> 17, old style `"1.8.0_392"` -> 8."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    if major == 1 and match.group(2) is not None:
+        return int(match.group(2))
+    return major
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ceper-supply"
+
+
+def pom_hash(pom: Path = POM_PATH) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+
+
+def _jars_complete(folder: Path) -> bool:
+    return any(folder.glob("kafka_2.13-*.jar")) and any(folder.glob("kafka-clients-*.jar"))
+
+
+def kafka_jars(cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
+    """Folder holding the broker's runtime jars, fetched once with Maven into `<cache_dir>/kafka-<pom hash>/`.
+
+    `cache_dir` defaults to `${XDG_CACHE_HOME:-~/.cache}/ceper-supply`. Keying on the pom's hash means
+    a version bump fetches afresh and never mixes jars of two versions.
+    """
+    java_executable()
+    if not POM_PATH.is_file():
+        raise BrokerError(f"{POM_PATH} not found: run from a checkout of the repository")
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = base / f"kafka-{pom_hash()}"
+    if _jars_complete(target):
+        return target
+
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Maven not found: install it (apt-get install maven) to fetch the Kafka jars once "
+            f"into {target}"
+        )
+    if progress is not None:
+        progress(f"Fetching Apache Kafka {KAFKA_VERSION} jars with Maven into {target}")
+    base.mkdir(parents=True, exist_ok=True)
+    # Download beside the target and rename, so an interrupted fetch never looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
+    try:
+        command = [
+            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM_PATH),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            raise BrokerError(
+                "Maven took over 15 minutes to fetch the Kafka jars: check access to Maven Central "
+                "and run `ceper kafka fetch` again"
+            ) from None
+        if done.returncode != 0 or not _jars_complete(staging):
+            tail = _tail_text(done.stdout + done.stderr)
+            raise BrokerError(
+                f"Maven could not fetch the Kafka jars (exit {done.returncode}): check access to "
+                f"Maven Central (or ~/.m2/settings.xml) and run `ceper kafka fetch` again.\n{tail}"
+            )
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process finished the same fetch first; its copy is as good as ours.
+            if not _jars_complete(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+def new_cluster_id() -> str:
+    """16 random bytes as URL-safe base64 without padding, the form `kafka-storage random-uuid` prints."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        # A leading '-' would be read as an option on the StorageTool command line.
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def broker_properties(port: int, controller_port: int, log_dir: Path) -> dict[str, str]:
+    """server.properties of a single node that is both broker and KRaft controller."""
+    listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+        "listeners": listeners,
+        "advertised.listeners": listeners,
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        # Internal topics default to 3 replicas and min ISR 2, which one node can never satisfy.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        # After an unclean exit a restarted broker waits out its old session (9 s by default).
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "4000",
+        # The 3 s default delays every consumer group join in tests.
+        "group.initial.rebalance.delay.ms": "0",
+        # The cleaner's 128 MiB default buffer would take a quarter of a 512 MiB heap.
+        "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
+        # Topics are created explicitly (ensure_topics), so a typo fails instead of making a topic.
+        "auto.create.topics.enable": "false",
+        "num.partitions": "6",
+        # Events are the record of what happened: keep them so services can replay.
+        "log.retention.ms": "-1",
+    }
+
+
+def render_properties(properties: dict[str, str]) -> str:
+    # Java properties files treat a backslash as an escape character.
+    lines = [key + "=" + value.replace("\\", "\\\\") for key, value in properties.items()]
+    header = "# Written by shared/broker.py on every start; change broker_properties() instead."
+    return "\n".join([header, *lines]) + "\n"
+
+
+# --- the broker process -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the JVM's server sockets: connections in TIME_WAIT after a restart don't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _process_cmdline(pid: int) -> str | None:
+    """The command line of a live process, or None if it is gone (zombies count as gone)."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():
+        try:
+            raw = proc.read_bytes()
+        except OSError:
+            return None
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
+    try:
+        done = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+def _tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even when the caller sits inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()
+
+
+class LocalKafka:
+    """A single-node KRaft broker whose storage, config, log and pid file live in `data_dir`.
+
+    The data dir keeps topics across restarts; it is tied to the controller port it was formatted with.
+    """
+
+    def __init__(self, data_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512):
+        if port == controller_port:
+            raise BrokerError(f"Kafka's broker and controller ports must differ (both are {port})")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.port = port
+        self.controller_port = controller_port
+        self.heap_mb = heap_mb
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of this data dir's running broker, or None; a stale pid file is removed on the way."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        cmdline = _process_cmdline(pid)
+        # The pid may have been reused by an unrelated process since the broker died.
+        if cmdline is None or "kafka.Kafka" not in cmdline or str(self.properties_path) not in cmdline:
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def cluster_id(self) -> str | None:
+        try:
+            return json.loads(self.cluster_file.read_text())["cluster_id"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def status(self) -> dict[str, Any]:
+        pid = self.pid
+        return {
+            "running": pid is not None,
+            "pid": pid,
+            "bootstrap": self.bootstrap,
+            "controller_port": self.controller_port,
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_path),
+            "cluster_id": self.cluster_id,
+            "kafka_version": KAFKA_VERSION,
+        }
+
+    def start(self, timeout: float = 90) -> None:
+        """Start the broker and wait until it answers; a no-op if it already runs."""
+        if self.is_running():
+            return
+        self._check_formatted_ports()
+        for port in (self.port, self.controller_port):
+            if not _port_is_free(port):
+                raise BrokerError(
+                    f"Port {port} on 127.0.0.1 is already in use: stop whatever listens there "
+                    f"(`ss -ltnp 'sport = :{port}'` shows it) or use other ports"
+                )
+        jars = kafka_jars()
+        java = java_executable()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_path.write_text(
+            render_properties(broker_properties(self.port, self.controller_port, self.log_dir))
+        )
+        self._format(java, jars)
+
+        if self.log_path.exists():
+            self.log_path.replace(self.log_path.with_name("broker.log.1"))
+        command = [
+            java, f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC",
+            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ",
+            # Each client and server config is dumped in full at INFO; server.properties says the same.
+            "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config.AbstractConfig=warn",
+            "-cp", str(jars / "*"), "kafka.Kafka", str(self.properties_path),
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            # Own session: Ctrl-C in the terminal that ran `ceper kafka start` must not reach the broker.
+            self._proc = subprocess.Popen(
+                command, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.pid_path.write_text(f"{self._proc.pid}\n")
+
+        proc = self._proc
+        try:
+            _run_sync(lambda: wait_until_ready(self.bootstrap, timeout, is_alive=lambda: proc.poll() is None))
+        except BaseException as exc:
+            exited = proc.poll() is not None
+            # A broker that never became ready is stopped, so a failed start leaves nothing behind.
+            self.stop(timeout=10)
+            if not isinstance(exc, BrokerError):
+                raise
+            what = f"exited with code {proc.returncode}" if exited else f"did not answer within {timeout:g} s"
+            raise BrokerError(
+                f"Kafka {what}; full log in {self.log_path}, last lines:\n{self.log_tail()}"
+            ) from None
+
+    def stop(self, timeout: float = 30) -> bool:
+        """SIGTERM (Kafka's shutdown hook flushes the logs), SIGKILL after `timeout`; True if it was running."""
+        pid = self.pid
+        if pid is None:
+            self.pid_path.unlink(missing_ok=True)
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if not self._wait_gone(pid, timeout):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._wait_gone(pid, 10)
+        self.pid_path.unlink(missing_ok=True)
+        self._proc = None
+        return True
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            with self.log_path.open(errors="replace") as log:
+                return "".join(deque(log, maxlen=lines)).rstrip()
+        except OSError:
+            return "(no broker log)"
+
+    def _wait_gone(self, pid: int, timeout: float) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _process_cmdline(pid) is None:
+                return True
+            time.sleep(0.1)
+        return _process_cmdline(pid) is None
+
+    def _check_formatted_ports(self) -> None:
+        if not self.cluster_file.exists():
+            if (self.log_dir / "meta.properties").exists():
+                raise BrokerError(
+                    f"{self.log_dir} holds Kafka data but {self.cluster_file} is missing: "
+                    f"delete {self.data_dir} to start with an empty broker"
+                )
+            return
+        try:
+            formatted = json.loads(self.cluster_file.read_text())
+            formatted_port = int(formatted["controller_port"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise BrokerError(
+                f"{self.cluster_file} is unreadable ({exc}): delete {self.data_dir} to start with an empty broker"
+            ) from None
+        # The controller's address is written into the KRaft metadata at format time; the broker
+        # port is only registered at each start, so that one may change.
+        if formatted_port != self.controller_port:
+            raise BrokerError(
+                f"{self.data_dir} was formatted for controller port {formatted_port}, not "
+                f"{self.controller_port}: use the old ports again, or delete {self.data_dir} "
+                "(its topics and events go with it)"
+            )
+
+    def _format(self, java: str, jars: Path) -> None:
+        cluster_id = self.cluster_id
+        if cluster_id is not None and (self.log_dir / "meta.properties").exists():
+            return
+        if cluster_id is None:
+            cluster_id = new_cluster_id()
+            # Written before formatting, so a format cut short is retried with the same id.
+            record = {"cluster_id": cluster_id, "controller_port": self.controller_port}
+            self.cluster_file.write_text(json.dumps(record, indent=2) + "\n")
+        command = [
+            java, "-Xmx256m", "-cp", str(jars / "*"), "kafka.tools.StorageTool", "format",
+            "-t", cluster_id, "-c", str(self.properties_path), "--standalone", "-g",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise BrokerError(f"Formatting Kafka storage in {self.log_dir} took over 2 minutes") from None
+        if done.returncode != 0:
+            raise BrokerError(
+                f"Formatting Kafka storage in {self.log_dir} failed (exit {done.returncode}); "
+                f"delete {self.data_dir} to start afresh. Output:\n{_tail_text(done.stdout + done.stderr)}"
+            )
+
+
+# --- talking to a broker ----------------------------------------------------------------------------
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    first = bootstrap.split(",")[0].strip()
+    first = first.split("://", 1)[-1]
+    host, _, port = first.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _answers(bootstrap: str) -> None:
+    host, port = _host_port(bootstrap)
+    # A bare TCP connect first: cheap, and spares the log aiokafka's connection errors while the JVM boots.
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    await writer.wait_closed()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        if not cluster.get("brokers"):
+            raise ConnectionError("no broker registered yet")
+    finally:
+        await admin.close()
+
+
+async def wait_until_ready(bootstrap: str, timeout: float, is_alive: Callable[[], bool] | None = None) -> None:
+    """Wait until a broker at `bootstrap` answers a metadata request (an open port is not enough).
+
+    `is_alive` is polled between attempts so a crashed broker fails at once instead of at the timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_error = "no answer yet"
+    while True:
+        if is_alive is not None and not is_alive():
+            raise BrokerError(f"Kafka exited before {bootstrap} answered")
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout:g} s ({last_error})")
+        try:
+            await asyncio.wait_for(_answers(bootstrap), timeout=min(remaining, 10))
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure here just means "not yet"
+            last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))
+
+
+async def ensure_topics(
+    bootstrap: str, topics: dict[str, dict[str, str]], partitions: int = 6, *, timeout: float = 30
+) -> None:
+    """Create the missing ones of `topics` (name -> topic configs), replication factor 1, and wait until
+    every one has a leader for each partition. Topics that already exist are left as they are."""
+    if not topics:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        try:
+            await admin.start()
+        except KafkaConnectionError:
+            raise BrokerError(
+                f"Kafka is not reachable at {bootstrap}: start the local broker with `ceper kafka start`, "
+                "or check CEPER_KAFKA_BOOTSTRAP_SERVERS"
+            ) from None
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, 1, topic_configs={key: str(value) for key, value in configs.items()})
+            for name, configs in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            response = await admin.create_topics(missing, timeout_ms=int(timeout * 1000))
+            for result in response.to_object()["topic_errors"]:
+                code = result["error_code"]
+                # Another process may create the same topic between our list and our create.
+                if code == 0 or code == TopicAlreadyExistsError.errno:
+                    continue
+                error = for_code(code)
+                detail = result.get("error_message") or error.description
+                raise BrokerError(f"Could not create topic {result['topic']!r}: {error.__name__}: {detail}")
+        await _wait_for_leaders(admin, list(topics), timeout)
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        pending = sorted(
+            {
+                topic["topic"]
+                for topic in described
+                if topic["error_code"] != 0
+                or not topic["partitions"]
+                or any(partition["leader"] < 0 for partition in topic["partitions"])
+            }
+            | (set(names) - {topic["topic"] for topic in described})
+        )
+        if not pending:
+            return
+        if loop.time() >= deadline:
+            raise BrokerError(f"Topics {', '.join(pending)} have no leader after {timeout:g} s: see the broker log")
+        await asyncio.sleep(0.1)
+

@@ -1,0 +1,123 @@
+"""CloudEvents 1.0 envelope and its Kafka binary-mode encoding (`ce_*` headers, JSON data as the value)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import ValidationError
+
+from .registry import REGISTRY, EventData, EventType
+
+_JSON = JSONFormat()
+CONTENT_TYPE = "application/json"
+# CloudEvents extension carrying the id of the request or event chain that caused this event.
+TRACE_EXTENSION = "traceid"
+
+D = TypeVar("D", bound=EventData)
+
+
+class MalformedEvent(ValueError):
+    """A message on one of our topics that is not a valid event of a known type: never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope(Generic[D]):
+    type: EventType
+    data: D
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    trace_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.type.key_of(self.data)
+
+    @property
+    def subject(self) -> str:
+        return self.key
+
+    @classmethod
+    def of(cls, data: D, *, trace_id: str | None = None) -> "Envelope[D]":
+        return cls(type=type(data).event_type(), data=data, trace_id=trace_id)
+
+
+def to_kafka(envelope: Envelope[Any]) -> KafkaMessage:
+    attributes: dict[str, Any] = {
+        "id": envelope.id,
+        "type": envelope.type.name,
+        "source": envelope.type.source,
+        "specversion": "1.0",
+        "time": envelope.time,
+        "subject": envelope.subject,
+        "datacontenttype": CONTENT_TYPE,
+    }
+    if envelope.trace_id:
+        attributes[TRACE_EXTENSION] = envelope.trace_id
+    cloud_event = CloudEvent(attributes, envelope.data.model_dump(mode="json"))
+    message = to_binary(cloud_event, _JSON, key_mapper=lambda _: envelope.key)
+    return message
+
+
+def headers_list(message: KafkaMessage) -> list[tuple[str, bytes]]:
+    return list(message.headers.items())
+
+
+def event_type_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> str | None:
+    """The `ce_type` header, read without parsing the rest: lets a consumer skip types it does not handle."""
+    for name, value in headers:
+        if name == "ce_type":
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def from_kafka(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> Envelope[Any]:
+    """Decodes and validates a binary-mode CloudEvent; raises `MalformedEvent` saying what is wrong."""
+    if value is None:
+        raise MalformedEvent("message has no value")
+    header_map: dict[str, bytes] = {}
+    for name, raw in headers:
+        header_map[name] = raw
+    if "ce_type" not in header_map:
+        raise MalformedEvent("message has no ce_type header: not a CloudEvent in binary mode")
+    try:
+        cloud_event = from_binary(KafkaMessage(headers=header_map, key=key, value=value), _JSON, CloudEvent)
+    except (BaseCloudEventException, ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise MalformedEvent(f"invalid CloudEvent: {exc}") from exc
+    if cloud_event.get_specversion() != "1.0":
+        raise MalformedEvent(f"unsupported CloudEvents specversion {cloud_event.get_specversion()!r}")
+    type_name = cloud_event.get_type()
+    event_type = REGISTRY.get(type_name)
+    if event_type is None:
+        raise MalformedEvent(f"unknown event type {type_name!r}")
+    payload = cloud_event.get_data()
+    if isinstance(payload, (bytes, str)):
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            raise MalformedEvent(f"data is not JSON: {exc}") from exc
+    try:
+        data = event_type.model.model_validate(payload)
+    except ValidationError as exc:
+        raise MalformedEvent(f"data does not match {type_name}: {_summarise(exc)}") from exc
+    event_time = cloud_event.get_time() or datetime.now(timezone.utc)
+    if event_time.tzinfo is None:
+        event_time = event_time.replace(tzinfo=timezone.utc)
+    trace = cloud_event.get_extension(TRACE_EXTENSION)
+    return Envelope(type=event_type, data=data, id=cloud_event.get_id(), time=event_time, trace_id=trace)
+
+
+def _summarise(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors(include_url=False)
+    )

@@ -1,0 +1,245 @@
+"""Transactional outbox: events are written with the state change that caused them, then relayed to Kafka.
+
+`stage()` adds events to the caller's transaction. The `Relay` publishes unsent rows in order, marks them
+sent only after Kafka acknowledged them (`acks=all`, idempotent producer), retries with backoff while the
+broker is away, and deletes sent rows after the retention period. It wakes as soon as a transaction that
+staged events commits, and also polls now and then for rows written by other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from . import metrics
+from .events import Envelope, EventData, to_kafka
+from .logging import get_logger
+from .settings import Settings
+
+log = get_logger(__name__)
+
+# The id of the request or event being handled; staged events carry it so a chain can be followed in logs.
+current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_trace_id", default=None)
+
+WAKE_KEY = "outbox_wake"
+_WRITTEN_KEY = "outbox_written"
+
+
+async def stage(session: AsyncSession, outbox: sa.Table, *events: EventData | Envelope[Any]) -> list[Envelope[Any]]:
+    """Writes events into the session's transaction; they reach Kafka only if it commits."""
+    envelopes = [e if isinstance(e, Envelope) else Envelope.of(e, trace_id=current_trace_id.get()) for e in events]
+    if not envelopes:
+        return []
+    now = datetime.now(timezone.utc)
+    rows = []
+    for envelope in envelopes:
+        message = to_kafka(envelope)
+        rows.append(
+            {
+                "event_id": envelope.id,
+                "event_type": envelope.type.name,
+                "topic": envelope.type.topic,
+                "key": envelope.key,
+                "headers": {name: value.decode("utf-8") for name, value in message.headers.items()},
+                "payload": message.value,
+                "created_at": now,
+            }
+        )
+    await session.execute(sa.insert(outbox), rows)
+    session.info[_WRITTEN_KEY] = True
+    return envelopes
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relay(session: Session) -> None:
+    # A spurious wake costs one empty query; a missed one costs a poll interval of latency.
+    if session.info.pop(_WRITTEN_KEY, False):
+        wake = session.info.get(WAKE_KEY)
+        if wake is not None:
+            wake()
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    failures: int = 0
+
+
+class Relay:
+    """Publishes the outbox of one service's database to Kafka."""
+
+    def __init__(self, service: str, engine: AsyncEngine, outbox: sa.Table, settings: Settings) -> None:
+        self.service = service
+        self.engine = engine
+        self.outbox = outbox
+        self.settings = settings
+        self.stats = RelayStats()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = False
+        self._backlog_gauge = metrics.OUTBOX_BACKLOG.labels(service)
+        self._age_gauge = metrics.OUTBOX_OLDEST_AGE.labels(service)
+        self._last_cleanup = 0.0
+        self._last_gauges = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Safe to call from any thread: the after-commit hook may run in a driver thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def start(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            try:
+                while await self.publish_pending():
+                    pass
+                backoff = 0.1
+                await self._housekeeping()
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                self.stats.failures += 1
+                log.warning("outbox relay cannot publish, will retry", error=str(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.outbox_max_backoff_s)
+                continue
+            except sa.exc.DBAPIError as exc:
+                log.warning("outbox relay cannot read its database, will retry", error=str(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.outbox_max_backoff_s)
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def publish_pending(self) -> bool:
+        """Publishes one batch of unsent rows; returns True when there may be more."""
+        assert self._producer is not None, "relay not started"
+        limit = self.settings.outbox_batch_size
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        self.outbox.c.seq,
+                        self.outbox.c.topic,
+                        self.outbox.c.key,
+                        self.outbox.c.headers,
+                        self.outbox.c.payload,
+                        self.outbox.c.event_type,
+                    )
+                    .where(self.outbox.c.sent_at.is_(None))
+                    .order_by(self.outbox.c.seq)
+                    .limit(limit)
+                )
+            ).all()
+            await conn.rollback()
+        if not rows:
+            return False
+        # Send all, then await every ack: the producer pipelines the batch and keeps per-partition order.
+        futures = []
+        for row in rows:
+            headers = [(name, value.encode("utf-8")) for name, value in row.headers.items()]
+            futures.append(
+                await self._producer.send(
+                    self.settings.topic(row.topic), value=row.payload, key=row.key.encode("utf-8"), headers=headers
+                )
+            )
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        # Only the prefix acked without a gap is marked sent: a failed event is re-sent with everything after
+        # it, so no consumer sees a later event of a key without the earlier one having been sent first.
+        sent: list[int] = []
+        failure: BaseException | None = None
+        for row, result in zip(rows, results):
+            if isinstance(result, BaseException):
+                failure = result
+                break
+            sent.append(row.seq)
+        if sent:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    sa.update(self.outbox)
+                    .where(self.outbox.c.seq.in_(sent))
+                    .values(sent_at=datetime.now(timezone.utc))
+                )
+            for row in rows[: len(sent)]:
+                metrics.EVENTS_PRODUCED.labels(self.service, row.event_type).inc()
+            self.stats.published += len(sent)
+        if failure is not None:
+            raise failure if isinstance(failure, Exception) else KafkaError(str(failure))
+        return len(rows) == limit
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_gauges >= 5:
+            self._last_gauges = now
+            await self.refresh_gauges()
+        if now - self._last_cleanup >= 600:
+            self._last_cleanup = now
+            await self.delete_sent_before(datetime.now(timezone.utc) - timedelta(hours=self.settings.outbox_retention_hours))
+
+    async def refresh_gauges(self) -> tuple[int, float]:
+        async with self.engine.connect() as conn:
+            count, oldest = (
+                await conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(self.outbox.c.created_at)).where(self.outbox.c.sent_at.is_(None))
+                )
+            ).one()
+            await conn.rollback()
+        age = 0.0
+        if oldest is not None:
+            if isinstance(oldest, str):  # SQLite returns aggregates of stored datetimes as text
+                oldest = datetime.fromisoformat(oldest)
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=timezone.utc)
+            age = max(0.0, (datetime.now(timezone.utc) - oldest).total_seconds())
+        self._backlog_gauge.set(count)
+        self._age_gauge.set(age)
+        return count, age
+
+    async def delete_sent_before(self, cutoff: datetime) -> int:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.delete(self.outbox).where(self.outbox.c.sent_at.is_not(None), self.outbox.c.sent_at < cutoff)
+            )
+        deleted = result.rowcount or 0
+        if deleted:
+            log.info("outbox cleaned", deleted=deleted)
+        return deleted

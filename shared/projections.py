@@ -1,0 +1,64 @@
+"""Projections of the foundry register that orders and quality keep from capacity's events.
+
+Event-carried state: each consumer keeps its own copy, so it works while capacity is down. Rows are built
+from event data only (never the local clock), so a replay rebuilds exactly the same table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .db import UtcDateTime
+from .events import Envelope
+from .events.capacity import FoundryRegistered, FoundryUpdated
+
+
+def foundry_projection_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "foundry_projection",
+        metadata,
+        sa.Column("code", sa.String(20), primary_key=True),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("village", sa.String(100), nullable=False),
+        sa.Column("product_families", sa.JSON, nullable=False),
+        sa.Column("revision", sa.Integer, nullable=False),
+        sa.Column("updated_at", UtcDateTime, nullable=False),
+    )
+
+
+async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Envelope[Any]) -> None:
+    data = envelope.data
+    if isinstance(data, FoundryRegistered):
+        values = {
+            "code": data.foundry_code,
+            "name": data.name,
+            "village": data.village,
+            "product_families": list(data.product_families),
+            "revision": 0,
+            "updated_at": data.registered_at,
+        }
+    elif isinstance(data, FoundryUpdated):
+        values = {
+            "code": data.foundry_code,
+            "name": data.name,
+            "village": data.village,
+            "product_families": list(data.product_families),
+            "revision": data.revision,
+            "updated_at": data.updated_at,
+        }
+    else:  # pragma: no cover - wiring error
+        raise TypeError(f"not a foundry event: {type(data).__name__}")
+    current = (await session.execute(sa.select(table.c.revision).where(table.c.code == values["code"]))).scalar()
+    if current is None:
+        await session.execute(sa.insert(table).values(**values))
+    elif values["revision"] >= current:
+        # Revisions make the projection correct even if an older update arrives after a newer one.
+        await session.execute(sa.update(table).where(table.c.code == values["code"]).values(**values))
+
+
+async def list_foundries(session: AsyncSession, table: sa.Table) -> list[dict[str, Any]]:
+    rows = (await session.execute(sa.select(table).order_by(table.c.code))).mappings().all()
+    return [dict(row) for row in rows]

@@ -1,0 +1,221 @@
+"""The composition root every service shares: database, outbox relay, inbox consumer, HTTP app.
+
+A service describes itself with a `ServiceSpec` (its tables, routers, subscriptions, migrations);
+`create_service_app` wires the real adapters around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY as PROMETHEUS_REGISTRY, generate_latest
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from . import kafka
+from .db import BackboneTables, create_engine, migrate, session_factory
+from .http import RequestContextMiddleware, install_problem_handlers, problem_responses
+from .inbox import InboxConsumer, Subscriptions
+from .logging import configure_logging, get_logger
+from .outbox import WAKE_KEY, Relay
+from .settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    title: str
+    description: str
+    routers: list[APIRouter] = field(default_factory=list)
+    metadata: sa.MetaData | None = None
+    backbone: BackboneTables | None = None
+    subscriptions: Subscriptions | None = None
+    migrations_dir: Path | None = None
+    # Extra start/stop work of a service (e.g. the console's live event feed), run inside the lifespan.
+    on_start: list[Callable[["ServiceRuntime"], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[["ServiceRuntime"], Awaitable[None]]] = field(default_factory=list)
+    readiness: list[Callable[["ServiceRuntime"], Awaitable[str | None]]] = field(default_factory=list)
+
+
+class ServiceRuntime:
+    """The running adapters of one service; lives as long as the app."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.settings = settings
+        self.engine = create_engine(settings.database_url(spec.name)) if spec.metadata is not None else None
+        self.relay: Relay | None = None
+        self.consumer: InboxConsumer | None = None
+        self.sessions: async_sessionmaker[AsyncSession] | None = None
+        if self.engine is not None and spec.backbone is not None:
+            self.relay = Relay(spec.name, self.engine, spec.backbone.outbox, settings)
+            self.sessions = session_factory(self.engine, **{WAKE_KEY: self.relay.wake})
+            if spec.subscriptions is not None:
+                self.consumer = InboxConsumer(spec.name, spec.subscriptions, self.sessions, spec.backbone.inbox, settings)
+        elif self.engine is not None:
+            self.sessions = session_factory(self.engine)
+        self.producer: AIOKafkaProducer | None = None
+        self.broker_connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+        self.state: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        if self.engine is not None and self.spec.migrations_dir is not None and self.settings.should_migrate_on_start():
+            await migrate(self.engine, self.spec.migrations_dir)
+        # The broker may be away at start: HTTP and the outbox work meanwhile, events wait in the outbox.
+        self._connect_task = asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
+        for hook in self.spec.on_start:
+            await hook(self)
+
+    async def _connect_broker(self) -> None:
+        backoff = 0.2
+        while True:
+            producer = kafka.producer(self.settings, client_id=f"ceper-{self.name}")
+            try:
+                await kafka.ensure_platform_topics(self.settings)
+                await producer.start()
+                break
+            except (KafkaError, OSError, asyncio.TimeoutError, RuntimeError) as exc:
+                await producer.stop()
+                log.warning("broker not reachable yet", error=str(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.producer = producer
+        if self.relay is not None:
+            await self.relay.start(producer)
+        if self.consumer is not None:
+            await self.consumer.start(producer)
+        self.broker_connected.set()
+        log.info("connected to the broker", bootstrap=self.settings.kafka_bootstrap_servers)
+
+    async def wait_connected(self, timeout: float = 60) -> None:
+        await asyncio.wait_for(self.broker_connected.wait(), timeout)
+
+    async def stop(self) -> None:
+        for hook in reversed(self.spec.on_stop):
+            await hook(self)
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+            try:
+                await self._connect_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+        self.broker_connected.clear()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    async def check_ready(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        if self.engine is not None:
+            try:
+                async with self.engine.connect() as conn:
+                    await asyncio.wait_for(conn.execute(sa.text("SELECT 1")), 3)
+                checks["database"] = "ok"
+            except Exception as exc:  # any failure means not ready; the reason is reported
+                checks["database"] = f"unavailable: {exc.__class__.__name__}: {exc}"[:300]
+        checks["broker"] = await self._check_broker()
+        if self.consumer is not None:
+            checks["consumer"] = "ok" if self.consumer.running else "not running"
+        for check in self.spec.readiness:
+            problem = await check(self)
+            checks[check.__name__.removeprefix("check_")] = problem or "ok"
+        return checks
+
+    async def _check_broker(self) -> str:
+        if self.producer is None:
+            return "unavailable: not connected yet"
+        try:
+            metadata = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 3)
+            return "ok" if metadata.brokers() else "unavailable: no brokers in metadata"
+        except Exception as exc:
+            return f"unavailable: {exc.__class__.__name__}"
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions = runtime_of(request).sessions
+    assert sessions is not None, "this service has no database"
+    return sessions
+
+
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    checks: dict[str, str] = {}
+
+
+def _operations_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=Health, summary="Liveness: the process serves requests")
+    async def healthz() -> Health:
+        return Health(status="ok", service=service)
+
+    @router.get(
+        "/readyz",
+        response_model=Health,
+        summary="Readiness: the database and the broker really answer",
+        responses={503: {"model": Health, "description": "A dependency is unavailable; `checks` says which"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        checks = await runtime_of(request).check_ready()
+        ready = all(v == "ok" for v in checks.values())
+        body = Health(status="ok" if ready else "unavailable", service=service, checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=problem_responses())
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(PROMETHEUS_REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = ServiceRuntime(spec, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(spec.name, settings.log_level, settings.log_json)
+        await runtime.start()
+        log.info("service started", service=spec.name)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("service stopped", service=spec.name)
+
+    app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=spec.name)
+    app.include_router(_operations_router(spec.name))
+    for router in spec.routers:
+        app.include_router(router)
+    return app

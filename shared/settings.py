@@ -1,0 +1,68 @@
+"""The one settings object: every knob of every service, read from `CEPER_…` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["orders", "capacity", "quality", "console"]
+DOMAIN_SERVICES: tuple[str, ...] = ("orders", "capacity", "quality")
+DEFAULT_PORTS: dict[str, int] = {"console": 8000, "orders": 8001, "capacity": 8002, "quality": 8003}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CEPER_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    var_dir: Path = Path("var")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Prepended to every topic and consumer group: lets tests share one broker without seeing each other.
+    kafka_topic_prefix: str = ""
+    kafka_partitions: int = Field(default=6, ge=1)
+
+    orders_database_url: str | None = None
+    capacity_database_url: str | None = None
+    quality_database_url: str | None = None
+    console_database_url: str | None = None
+    # None means: migrate on start everywhere but production, where `ceper migrate` does it.
+    migrate_on_start: bool | None = None
+
+    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    outbox_retention_hours: float = Field(default=168.0, ge=0)
+    outbox_max_backoff_s: float = Field(default=5.0, gt=0)
+    inbox_max_attempts: int = Field(default=3, ge=1)
+    inbox_retry_backoff_s: float = Field(default=0.05, ge=0)
+    inbox_batch_size: int = Field(default=500, ge=1)
+
+    orders_url: str = "http://127.0.0.1:8001"
+    capacity_url: str = "http://127.0.0.1:8002"
+    quality_url: str = "http://127.0.0.1:8003"
+    console_url: str = "http://127.0.0.1:8000"
+
+    def database_url(self, service: str) -> str:
+        url = getattr(self, f"{service}_database_url", None)
+        if url:
+            return url
+        return f"sqlite+aiosqlite:///{(self.var_dir / f'{service}.db').as_posix()}"
+
+    def should_migrate_on_start(self) -> bool:
+        return self.migrate_on_start if self.migrate_on_start is not None else self.env != "production"
+
+    def topic(self, name: str) -> str:
+        return f"{self.kafka_topic_prefix}{name}"
+
+    def consumer_group(self, service: str) -> str:
+        return f"{self.kafka_topic_prefix}ceper-{service}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
