@@ -220,7 +220,7 @@ def _port_is_free(port: int) -> bool:
 
 
 def _process_cmdline(pid: int) -> str | None:
-    """The command line of a live process, or None if it is gone (zombies count as gone)."""
+    """The command line of a process, or None if it is gone or exiting (then Linux shows an empty one)."""
     proc = Path(f"/proc/{pid}/cmdline")
     if Path("/proc/self").exists():
         try:
@@ -233,6 +233,32 @@ def _process_cmdline(pid: int) -> str | None:
     except OSError:
         return None
     return done.stdout.strip() or None
+
+
+def _process_gone(pid: int) -> bool:
+    """True once a process has exited; an unreaped zombie counts as exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    if Path("/proc/self").exists():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        state = re.search(r"^State:\s+(\S)", status, re.MULTILINE)
+        threads = re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE)
+        # While a JVM exits, its main thread may be a zombie already with other threads still running.
+        return bool(state and state.group(1) == "Z" and (threads is None or int(threads.group(1)) <= 1))
+    try:
+        done = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    except OSError:
+        return False
+    return not done.stdout.strip() or done.stdout.strip().startswith("Z")
 
 
 def _tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -297,9 +323,15 @@ class LocalKafka:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
+        if _process_gone(pid):
+            self.pid_path.unlink(missing_ok=True)
+            return None
         cmdline = _process_cmdline(pid)
+        # No command line while the process exists: it is in the middle of exiting, still ours.
+        if cmdline is None:
+            return pid
         # The pid may have been reused by an unrelated process since the broker died.
-        if cmdline is None or "kafka.Kafka" not in cmdline or str(self.properties_path) not in cmdline:
+        if "kafka.Kafka" not in cmdline or str(self.properties_path) not in cmdline:
             self.pid_path.unlink(missing_ok=True)
             return None
         return pid
@@ -415,10 +447,10 @@ class LocalKafka:
                 return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _process_cmdline(pid) is None:
+            if _process_gone(pid):
                 return True
             time.sleep(0.1)
-        return _process_cmdline(pid) is None
+        return _process_gone(pid)
 
     def _check_formatted_ports(self) -> None:
         if not self.cluster_file.exists():

@@ -6,6 +6,7 @@ import asyncio
 from typing import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from .settings import Settings
 
@@ -24,7 +25,7 @@ async def read_to_end(settings: Settings, *topics: str, batch: int = 1000) -> As
     try:
         partitions: list[TopicPartition] = []
         for topic in topics:
-            numbers = await _partitions_of(consumer, topic)
+            numbers = await partitions_of(settings.kafka_bootstrap_servers, topic)
             partitions += [TopicPartition(topic, p) for p in sorted(numbers)]
         if not partitions:
             return
@@ -56,14 +57,17 @@ async def read_to_end(settings: Settings, *topics: str, batch: int = 1000) -> As
         await consumer.stop()
 
 
-async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return set(partitions)
-        await consumer.topics()  # refreshes metadata
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return set(partitions)
-        await asyncio.sleep(0.1)
+async def partitions_of(bootstrap_servers: str, topic: str) -> set[int]:
+    # A consumer without a group only learns the partitions of topics it was assigned: ask an admin client.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ceper-tools")
+    await admin.start()
+    try:
+        for _ in range(50):
+            described = await admin.describe_topics([topic])
+            for entry in described:
+                if entry.get("error_code", 0) == 0 and entry.get("partitions"):
+                    return {p["partition"] for p in entry["partitions"]}
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
     return set()

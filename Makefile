@@ -1,0 +1,47 @@
+# The two commands: `make dev` runs the platform, `make test` runs every test. Both install what is missing.
+PYTHON_BIN ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CEPER := $(VENV)/bin/ceper
+INSTALLED := $(VENV)/.installed
+SYSTEM_DEPS := $(VENV)/.system-deps
+
+.PHONY: dev test install system-deps kafka contracts bench clean help
+
+help:
+	@echo "make dev    run Kafka and the four services with the demo (Ctrl-C stops them)"
+	@echo "make test   run every test against the real Kafka broker, SQLite and PostgreSQL"
+	@echo "make bench  run the benchmarks in bench/"
+
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $@
+
+install: $(INSTALLED)
+
+$(SYSTEM_DEPS): deploy/install-system-deps.sh
+	@mkdir -p $(VENV)
+	bash deploy/install-system-deps.sh
+	@touch $@
+
+system-deps: $(SYSTEM_DEPS)
+
+kafka: install system-deps
+	$(CEPER) kafka fetch
+
+dev: kafka
+	$(CEPER) dev
+
+test: kafka
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+contracts: install
+	$(CEPER) contracts export
+
+bench: kafka
+	$(PY) bench/backbone.py
+
+clean:
+	rm -rf var .pytest_cache

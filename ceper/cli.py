@@ -1,0 +1,263 @@
+"""`ceper`: the operator's command line for Ceper Supply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from shared.settings import DEFAULT_PORTS, DOMAIN_SERVICES, get_settings
+
+from . import kafka_cmd
+
+app = typer.Typer(help="Ceper Supply: Koperasi Batur Jaya's supply platform.", no_args_is_help=True, add_completion=False)
+app.add_typer(kafka_cmd.app, name="kafka")
+dlq_app = typer.Typer(help="Dead-letter topics: what a service could not apply.", no_args_is_help=True)
+contracts_app = typer.Typer(help="Event contracts: JSON Schemas and the AsyncAPI document.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(contracts_app, name="contracts")
+
+console = Console()
+err = Console(stderr=True)
+
+SERVICES_WITH_DB = list(DOMAIN_SERVICES)
+
+
+def _spec(service: str):  # type: ignore[no-untyped-def]
+    if service == "orders":
+        from services.orders.app import SPEC
+    elif service == "capacity":
+        from services.capacity.app import SPEC
+    elif service == "quality":
+        from services.quality.app import SPEC
+    elif service == "console":
+        from services.console.app import SPEC
+    else:
+        raise _fail(f"unknown service {service!r}: choose one of orders, capacity, quality, console")
+    return SPEC
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _domain_service(service: str) -> str:
+    if service not in DOMAIN_SERVICES:
+        raise _fail(f"unknown service {service!r}: choose one of {', '.join(DOMAIN_SERVICES)}")
+    return service
+
+
+@app.command()
+def migrate(services: list[str] = typer.Argument(None, help="Services to migrate (default: all three)")) -> None:
+    """Upgrade the services' databases to the newest schema (production runs this before start)."""
+    from shared.db import create_engine, migrate as upgrade
+
+    settings = get_settings()
+    chosen = services or SERVICES_WITH_DB
+
+    async def run() -> None:
+        for service in chosen:
+            spec = _spec(_domain_service(service))
+            engine = create_engine(settings.database_url(service))
+            try:
+                await upgrade(engine, spec.migrations_dir)
+            finally:
+                await engine.dispose()
+            console.print(f"{service}: database at the newest schema")
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        raise _fail(f"cannot reach the database: {exc}") from None
+
+
+@app.command()
+def serve(
+    service: str = typer.Argument(..., help="orders, capacity, quality or console"),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
+    port: Optional[int] = typer.Option(None, help="Port (default: the service's own)"),
+) -> None:
+    """Run one service under uvicorn."""
+    import uvicorn
+
+    _spec(service)
+    uvicorn.run(
+        f"services.{service}.app:create_app",
+        factory=True,
+        host=host,
+        port=port or DEFAULT_PORTS[service],
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def dev(
+    seed: bool = typer.Option(True, help="Load the demo data once the services are up"),
+) -> None:
+    """Run the whole platform locally: Kafka and the four services; Ctrl-C stops what it started."""
+    from .dev import run_dev
+
+    raise typer.Exit(run_dev(seed=seed))
+
+
+@app.command()
+def seed(seed: int = typer.Option(1995, help="Random seed: the same seed gives the same demo")) -> None:
+    """Load the demo cooperative into running services (safe to run again)."""
+    import httpx
+
+    from .seed import seed_demo
+
+    settings = get_settings()
+    urls = {"orders": settings.orders_url, "capacity": settings.capacity_url, "quality": settings.quality_url}
+    try:
+        console.print(seed_demo(urls, seed))
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        raise _fail(f"seeding failed: {exc}. Are the services running (`make dev`)?") from None
+
+
+@app.command()
+def topics() -> None:
+    """Create the platform's topics if they are missing."""
+    from shared.kafka import ensure_platform_topics, platform_topics
+
+    settings = get_settings()
+    try:
+        asyncio.run(ensure_platform_topics(settings))
+    except Exception as exc:
+        raise _fail(f"cannot create topics on {settings.kafka_bootstrap_servers}: {exc}") from None
+    for name in platform_topics(settings):
+        console.print(name)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    service: str = typer.Argument(..., help="The consuming service whose dead letters to show"),
+    all_: bool = typer.Option(False, "--all", help="Also show dead letters already redriven"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
+) -> None:
+    """List the events a service could not apply, with the error and where each came from."""
+    from shared.dlq import list_dead_letters
+
+    settings = get_settings()
+    try:
+        letters = asyncio.run(list_dead_letters(settings, _domain_service(service), include_redriven=all_))
+    except Exception as exc:
+        raise _fail(f"cannot read the dead-letter topic on {settings.kafka_bootstrap_servers}: {exc}") from None
+    if as_json:
+        for l in letters:
+            print(
+                json.dumps(
+                    {
+                        "dlq_partition": l.partition,
+                        "dlq_offset": l.offset,
+                        "event_id": l.event_id,
+                        "event_type": l.event_type,
+                        "key": l.key.decode("utf-8", "replace") if l.key else None,
+                        "error_type": l.error_type,
+                        "error": l.error,
+                        "origin": f"{l.origin_topic}/{l.origin_partition}/{l.origin_offset}",
+                        "attempts": l.attempts,
+                        "failed_at": l.failed_at.isoformat() if l.failed_at else None,
+                        "redriven": l.redriven,
+                    }
+                )
+            )
+        return
+    if not letters:
+        console.print(f"No {'' if all_ else 'pending '}dead letters for {service}.")
+        return
+    table = Table(title=f"Dead letters of {service}")
+    for column in ("dlq offset", "event", "type", "origin", "error", "failed at", "redriven"):
+        table.add_column(column, overflow="fold")
+    for l in letters:
+        table.add_row(
+            f"{l.partition}/{l.offset}",
+            l.event_id or "-",
+            l.event_type or "-",
+            f"{l.origin_topic}/{l.origin_partition}/{l.origin_offset}",
+            f"{l.error_type}: {l.error}",
+            l.failed_at.strftime("%Y-%m-%d %H:%M:%S") if l.failed_at else "-",
+            "yes" if l.redriven else "no",
+        )
+    console.print(table)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    service: str = typer.Argument(..., help="The consuming service whose dead letters to send back"),
+    event_id: list[str] = typer.Option(None, "--event-id", help="Only these events (repeatable); default: all pending"),
+) -> None:
+    """Send pending dead letters back to their topics so the service applies them again."""
+    from shared.dlq import redrive
+
+    settings = get_settings()
+    try:
+        sent = asyncio.run(redrive(settings, _domain_service(service), event_ids=set(event_id) if event_id else None))
+    except Exception as exc:
+        raise _fail(f"cannot redrive on {settings.kafka_bootstrap_servers}: {exc}") from None
+    if not sent:
+        console.print("Nothing to redrive.")
+        return
+    for l in sent:
+        console.print(f"redriven {l.event_id or '-'} ({l.event_type or 'unknown type'}) to {l.origin_topic}")
+    console.print(f"{len(sent)} dead letter(s) sent back to be applied again.")
+
+
+@app.command()
+def replay(service: str = typer.Argument(..., help="orders, capacity or quality")) -> None:
+    """Rebuild a service's projections of other services' events from the beginning of the topics.
+
+    Stop the service first: the rebuild runs in one transaction and the consumer resumes after it.
+    """
+    from shared.replay import replay_projections
+
+    settings = get_settings()
+    spec = _spec(_domain_service(service))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as progress:
+        task = progress.add_task(f"Replaying {service}'s projections…", total=None)
+
+        def tick(read: int) -> None:
+            progress.update(task, description=f"Replaying {service}'s projections… {read} events read")
+
+        try:
+            report = asyncio.run(replay_projections(spec, settings, tick))
+        except Exception as exc:
+            raise _fail(f"replay failed and changed nothing: {exc}") from None
+    console.print(
+        f"{service}: {report.applied} events applied to {', '.join(report.tables) or 'no tables'} "
+        f"({report.read} read, {report.malformed} malformed, {report.failed} still failing)"
+    )
+
+
+@contracts_app.command("export")
+def contracts_export() -> None:
+    """Write docs/events/*.json and docs/asyncapi.yaml from the event registry."""
+    from shared.contracts import export_all
+
+    try:
+        written = export_all()
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{len(written)} files written")
+
+
+@contracts_app.command("check")
+def contracts_check() -> None:
+    """Fail if a committed schema is missing, stale, or broken by a model change."""
+    from shared.contracts import check_event_schemas
+
+    problems = check_event_schemas()
+    if problems:
+        raise _fail("\n".join(problems))
+    console.print("Event contracts are up to date and backward compatible.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,141 @@
+"""`ceper dev`: the whole platform on one machine, on the embedded defaults, stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from shared.broker import BrokerError, kafka_jars
+from shared.settings import DEFAULT_PORTS, get_settings
+
+from .kafka_cmd import local_broker
+
+console = Console()
+START_ORDER = ("orders", "capacity", "quality", "console")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If `ceper dev` itself is killed, the kernel stops its services too: no orphans on the ports.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen[bytes]], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    pending = dict(urls)
+    with httpx.Client(timeout=2) as client:
+        while pending:
+            for name, url in list(pending.items()):
+                if processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {processes[name].returncode}; see its log above")
+                try:
+                    if client.get(f"{url}/readyz").status_code == 200:
+                        pending.pop(name)
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
+            time.sleep(0.3)
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 20
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_dev(seed: bool = True) -> int:
+    settings = get_settings()
+    Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+    busy = [f"{name} ({port})" for name, port in DEFAULT_PORTS.items() if _port_busy(port)]
+    if busy:
+        console.print(f"[red]Ports in use: {', '.join(busy)}.[/red] Is another `make dev` running? Stop it first.")
+        return 1
+
+    broker = local_broker()
+    started_broker = False
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    # Ctrl-C reaches the whole process group; we stop the children ourselves, in order.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if broker.is_running():
+            console.print(f"Kafka already running at {broker.bootstrap}: using it (it stays up afterwards)")
+        else:
+            with console.status("Fetching the Kafka jars (once)…") as status:
+                kafka_jars(progress=status.update)
+                status.update(f"Starting Kafka at {broker.bootstrap}…")
+                broker.start()
+            started_broker = True
+            console.print(f"Kafka running at {broker.bootstrap}")
+
+        env = {**os.environ, "CEPER_ENV": settings.env, "PYTHONUNBUFFERED": "1"}
+        for name in START_ORDER:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "ceper", "serve", name, "--port", str(DEFAULT_PORTS[name])],
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        urls = {name: f"http://127.0.0.1:{DEFAULT_PORTS[name]}" for name in START_ORDER}
+        with console.status("Waiting for the services to be ready…"):
+            _wait_ready(urls, processes)
+        if seed:
+            from .seed import seed_demo
+
+            with console.status("Loading the demo…"):
+                summary = seed_demo(urls)
+            console.print(summary)
+
+        table = Table(title="Ceper Supply is running", show_header=True)
+        table.add_column("service")
+        table.add_column("address")
+        table.add_column("API docs")
+        for name in START_ORDER:
+            table.add_row(name, urls[name], f"{urls[name]}/docs")
+        table.add_row("kafka", broker.bootstrap, "")
+        console.print(table)
+        console.print(f"Open the console at [bold]{urls['console']}[/bold]. Press Ctrl-C to stop.")
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} stopped unexpectedly (exit code {process.returncode})")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("\nStopping…")
+        return_code = 0
+    except (BrokerError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return_code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+        _stop(processes)
+        if started_broker:
+            broker.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    console.print("Stopped everything `ceper dev` started.")
+    return return_code
