@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.broker import BrokerError, kafka_jars
-from shared.settings import DEFAULT_PORTS, get_settings
+from shared.settings import DEFAULT_PORTS, Settings, get_settings
 
 from .kafka_cmd import local_broker
 
@@ -70,10 +70,22 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def service_urls(settings: Settings) -> dict[str, str]:
+    """Where each service listens: the URLs the console uses for them (defaults: ports 8000–8003)."""
+    return {
+        "orders": settings.orders_url,
+        "capacity": settings.capacity_url,
+        "quality": settings.quality_url,
+        "console": settings.console_url,
+    }
+
+
 def run_dev(seed: bool = True) -> int:
     settings = get_settings()
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
-    busy = [f"{name} ({port})" for name, port in DEFAULT_PORTS.items() if _port_busy(port)]
+    urls = service_urls(settings)
+    ports = {name: httpx.URL(url).port or DEFAULT_PORTS[name] for name, url in urls.items()}
+    busy = [f"{name} ({port})" for name, port in ports.items() if _port_busy(port)]
     if busy:
         console.print(f"[red]Ports in use: {', '.join(busy)}.[/red] Is another `make dev` running? Stop it first.")
         return 1
@@ -97,11 +109,10 @@ def run_dev(seed: bool = True) -> int:
         env = {**os.environ, "CEPER_ENV": settings.env, "PYTHONUNBUFFERED": "1"}
         for name in START_ORDER:
             processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "ceper", "serve", name, "--port", str(DEFAULT_PORTS[name])],
+                [sys.executable, "-m", "ceper", "serve", name, "--port", str(ports[name])],
                 env=env,
                 preexec_fn=_die_with_parent,
             )
-        urls = {name: f"http://127.0.0.1:{DEFAULT_PORTS[name]}" for name in START_ORDER}
         with console.status("Waiting for the services to be ready…"):
             _wait_ready(urls, processes)
         if seed:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -64,3 +68,22 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,
                 raise last_error
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_ceper(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Runs the `ceper` command line as an operator would, configured like `settings`."""
+    env = {
+        **os.environ,
+        "CEPER_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CEPER_KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+        "CEPER_VAR_DIR": str(settings.var_dir),
+        "CEPER_ENV": settings.env,
+    }
+    for service in ("orders", "capacity", "quality"):
+        url = getattr(settings, f"{service}_database_url")
+        if url:
+            env[f"CEPER_{service.upper()}_DATABASE_URL"] = url
+    return subprocess.run([sys.executable, "-m", "ceper", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)

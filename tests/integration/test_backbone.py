@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +18,7 @@ from shared.inbox import DLQ_ORIGIN_OFFSET, DLQ_ORIGIN_PARTITION, DLQ_ORIGIN_TOP
 from shared.topics import read_to_end
 from tests.fixtures.kafka import free_port_pair
 from tests.integration.probe import registered, running_probe, settings_with, updated
-from tests.support import eventually
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import eventually, run_ceper
 
 
 async def test_same_event_delivered_twice_changes_state_once(make_settings):
@@ -179,16 +174,6 @@ async def test_sent_outbox_rows_are_cleaned_after_retention(make_settings):
         assert backlog == 0 and age == 0
 
 
-def _ceper(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "CEPER_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CEPER_KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "CEPER_VAR_DIR": str(settings.var_dir),
-    }
-    return subprocess.run([sys.executable, "-m", "ceper", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-
-
 async def test_dlq_cli_lists_and_redrives_on_the_real_broker(make_settings):
     settings = settings_with(make_settings)
     async with running_probe(settings) as probe:
@@ -196,7 +181,7 @@ async def test_dlq_cli_lists_and_redrives_on_the_real_broker(make_settings):
         (poison,) = await probe.publish(registered("IKM-500"))
         await eventually(lambda: asyncio.sleep(0, probe.consumer.stats.dead_lettered >= 1))
 
-        listed = await asyncio.to_thread(_ceper, settings, "dlq", "list", "orders", "--json")
+        listed = await asyncio.to_thread(run_ceper, settings, "dlq", "list", "orders", "--json")
         assert listed.returncode == 0, listed.stderr
         rows = [json.loads(line) for line in listed.stdout.splitlines()]
         assert [r["event_id"] for r in rows] == [poison.id]
@@ -204,15 +189,15 @@ async def test_dlq_cli_lists_and_redrives_on_the_real_broker(make_settings):
         assert "cannot apply IKM-500" in rows[0]["error"]
 
         probe.failing.clear()
-        redriven = await asyncio.to_thread(_ceper, settings, "dlq", "redrive", "orders")
+        redriven = await asyncio.to_thread(run_ceper, settings, "dlq", "redrive", "orders")
         assert redriven.returncode == 0, redriven.stderr
         assert "1 dead letter(s) sent back" in redriven.stdout
         await eventually(lambda: probe.effects())
         assert [r.event_id for r in await probe.effects()] == [poison.id]
 
-        after = await asyncio.to_thread(_ceper, settings, "dlq", "list", "orders")
+        after = await asyncio.to_thread(run_ceper, settings, "dlq", "list", "orders")
         assert "No pending dead letters" in after.stdout
 
-        unknown = await asyncio.to_thread(_ceper, settings, "dlq", "list", "nosuch")
+        unknown = await asyncio.to_thread(run_ceper, settings, "dlq", "list", "nosuch")
         assert unknown.returncode == 1 and "unknown service 'nosuch'" in unknown.stderr
         assert "Traceback" not in unknown.stderr

@@ -1,0 +1,130 @@
+"""`make dev` as a developer uses it: the whole platform comes up with the demo, Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def _kafka_ports() -> int:
+    # The broker takes the port and the next one (controller): both must be free.
+    while True:
+        port = free_port()
+        try:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
+
+def _session_pids(sid: int) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.add(int(entry.name))
+    return pids
+
+
+def _start_dev(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ceper", "dev", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # like a terminal: Ctrl-C goes to the whole group
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Press Ctrl-C to stop" in line:
+            return process, lines
+    process.kill()
+    raise AssertionError("ceper dev did not come up:\n" + "".join(lines))
+
+
+def _ctrl_c(process: subprocess.Popen[str]) -> str:
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    return out
+
+
+def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
+    console, orders, capacity, quality = _free_ports(4)
+    kafka = _kafka_ports()
+    env = {
+        **os.environ,
+        "CEPER_VAR_DIR": str(tmp_path / "var"),
+        "CEPER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
+        "CEPER_CONSOLE_URL": f"http://127.0.0.1:{console}",
+        "CEPER_ORDERS_URL": f"http://127.0.0.1:{orders}",
+        "CEPER_CAPACITY_URL": f"http://127.0.0.1:{capacity}",
+        "CEPER_QUALITY_URL": f"http://127.0.0.1:{quality}",
+        "CEPER_ENV": "dev",
+    }
+    process, lines = _start_dev(env)
+    try:
+        banner = "".join(lines)
+        for port in (console, orders, capacity, quality, kafka):
+            assert f"127.0.0.1:{port}" in banner
+        assert "168 member foundries" in banner
+        with httpx.Client(timeout=5) as client:
+            services = client.get(f"http://127.0.0.1:{console}/v1/services").json()
+            assert {name: s["status"] for name, s in services.items()} == {"orders": "ok", "capacity": "ok", "quality": "ok"}
+            page = client.get(f"http://127.0.0.1:{console}/")
+            assert page.status_code == 200 and "Ceper Supply" in page.text
+            deadline = time.monotonic() + 60
+            while len(client.get(f"http://127.0.0.1:{quality}/v1/foundries").json()) < 168:
+                assert time.monotonic() < deadline, "the demo's foundries never reached quality"
+                time.sleep(0.5)
+            orders_listed = client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders").json()
+            assert {o["buyer_code"] for o in orders_listed["items"]} == {"KAI", "INKA"}
+        assert len(_session_pids(process.pid)) == 5  # ceper dev and the four services
+        broker_pid = int((tmp_path / "var" / "kafka" / "broker.pid").read_text().strip())
+        assert Path(f"/proc/{broker_pid}").exists()
+    finally:
+        out = _ctrl_c(process)
+    assert process.returncode == 0, out
+    assert "Stopped everything" in out
+    assert _session_pids(process.pid) == set(), "processes left behind after Ctrl-C"
+    assert not Path(f"/proc/{broker_pid}").exists(), "the broker it started is still running"
+
+    # The next run starts cleanly on the same data, and the demo is not loaded twice.
+    again, lines = _start_dev(env)
+    try:
+        assert "0 member foundries and 0 purchase orders added" in "".join(lines)
+    finally:
+        _ctrl_c(again)
+    assert again.returncode == 0
+    assert _session_pids(again.pid) == set()
