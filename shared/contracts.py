@@ -82,11 +82,12 @@ def _compare(old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any],
     if "items" in old and "items" in new:
         problems += _compare(old["items"], new["items"], old_root, new_root, f"{path}[]")
     if "anyOf" in old and "anyOf" in new:
-        # Optional fields are anyOf [X, null]: compare the non-null branches pairwise by type.
+        # Optional fields are anyOf [X, null]: compare the non-null branches pairwise by type, so an
+        # optional enum, list or object is checked inside as closely as a required one.
         for old_option in old["anyOf"]:
             old_kinds = _types(old_option, old_root)
             for new_option in new["anyOf"]:
-                if old_kinds == _types(new_option, new_root) and "object" in old_kinds:
+                if old_kinds == _types(new_option, new_root) and old_kinds != {"null"}:
                     problems += _compare(old_option, new_option, old_root, new_root, path)
     return problems
 
@@ -97,13 +98,15 @@ def check_event_schemas(directory: Path = EVENTS_DIR) -> list[str]:
     for event_type in REGISTRY:
         path = schema_path(event_type, directory)
         if not path.exists():
-            problems.append(f"{event_type.name}: no committed schema at {path.relative_to(ROOT)}; run `ceper contracts export`")
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            problems.append(f"{event_type.name}: no committed schema at {shown}; run `ceper contracts export`")
             continue
         committed = json.loads(path.read_text())
         current = schema_of(event_type)
-        for change in breaking_changes(committed, current):
+        breaking = breaking_changes(committed, current)
+        for change in breaking:
             problems.append(f"{event_type.name}: breaking change ({change}); publish it as v{event_type.version + 1} instead")
-        if not problems and committed != json.loads(render_schema(event_type)):
+        if not breaking and committed != json.loads(render_schema(event_type)):
             problems.append(f"{event_type.name}: committed schema is out of date; run `ceper contracts export`")
     return problems
 
