@@ -97,6 +97,20 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrites an OpenAPI document so every error documented as a problem says `application/problem+json`
+    with the Problem schema, as the handlers really answer (FastAPI would list `application/json`)."""
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                validation = "HTTPValidationError" in str(content.get("application/json", {}).get("schema", {}))
+                if PROBLEM_JSON in content or (status == "422" and validation):
+                    response["content"] = {PROBLEM_JSON: problem}
+    return schema
+
+
 def problem_response(request: Request | None, status: int, title: str, detail: str | None, slug: str, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     body = Problem(
         type=f"https://ceper.koperasi.id/problems/{slug}" if slug else "about:blank",

@@ -139,6 +139,10 @@ class InboxConsumer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer owns now; empty until it has joined its group."""
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
     async def start(self, producer: AIOKafkaProducer) -> None:
         if not len(self.subscriptions):
             return

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import kafka
 from .db import BackboneTables, create_engine, migrate, session_factory
-from .http import RequestContextMiddleware, install_problem_handlers, problem_responses
+from .http import RequestContextMiddleware, document_problems, install_problem_handlers, problem_responses
 from .inbox import InboxConsumer, Subscriptions
 from .logging import configure_logging, get_logger
 from .outbox import WAKE_KEY, Relay
@@ -173,7 +173,7 @@ class Health(BaseModel):
 def _operations_router(service: str) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", response_model=Health, summary="Liveness: the process serves requests")
+    @router.get("/healthz", response_model=Health, summary="Liveness: the process serves requests", responses=problem_responses())
     async def healthz() -> Health:
         return Health(status="ok", service=service)
 
@@ -181,7 +181,7 @@ def _operations_router(service: str) -> APIRouter:
         "/readyz",
         response_model=Health,
         summary="Readiness: the database and the broker really answer",
-        responses={503: {"model": Health, "description": "A dependency is unavailable; `checks` says which"}},
+        responses={**problem_responses(), 503: {"model": Health, "description": "A dependency is unavailable; `checks` says which"}},
     )
     async def readyz(request: Request) -> JSONResponse:
         checks = await runtime_of(request).check_ready()
@@ -213,6 +213,9 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
 
     app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
+    # Errors are documented as the handlers send them: application/problem+json with the Problem schema.
+    generate_openapi = app.openapi
+    app.openapi = lambda: app.openapi_schema or document_problems(generate_openapi())  # type: ignore[method-assign]
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     app.include_router(_operations_router(spec.name))

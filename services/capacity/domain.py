@@ -24,7 +24,12 @@ class ProductFamily(StrEnum):
 
 
 class DomainError(ValueError):
-    """A rule of the register was broken; the message says which."""
+    """A rule of the register was broken; `field` names the offending field, the message says which rule."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,14 @@ class Foundry:
 def register_foundry(
     code: str, name: str, village: str, product_families: list[ProductFamily], now: datetime
 ) -> tuple[Foundry, FoundryRegistered]:
-    if not FOUNDRY_CODE.match(code):
-        raise DomainError(f"foundry code {code!r} must look like IKM-001")
+    if not FOUNDRY_CODE.fullmatch(code):  # `match` with `$` would let a trailing newline through
+        raise DomainError("code", f"foundry code {code!r} must look like IKM-001")
     if not name.strip():
-        raise DomainError("name must not be empty")
+        raise DomainError("name", "must not be empty")
+    if not village.strip():
+        raise DomainError("village", "must not be empty")
     if not product_families:
-        raise DomainError("a foundry makes at least one product family")
+        raise DomainError("product_families", "a foundry makes at least one product family")
     families = tuple(dict.fromkeys(product_families))  # keeps order, drops repeats
     foundry = Foundry(code, name.strip(), village.strip(), families, 0, now, now)
     return foundry, FoundryRegistered(
@@ -73,9 +80,11 @@ def update_foundry(
         product_families=tuple(dict.fromkeys(product_families)) if product_families is not None else foundry.product_families,
     )
     if not changed.name:
-        raise DomainError("name must not be empty")
+        raise DomainError("name", "must not be empty")
+    if not changed.village:
+        raise DomainError("village", "must not be empty")
     if not changed.product_families:
-        raise DomainError("a foundry makes at least one product family")
+        raise DomainError("product_families", "a foundry makes at least one product family")
     if changed == foundry:
         return foundry, None  # nothing changed: no event, no new revision
     changed = replace(changed, revision=foundry.revision + 1, updated_at=now)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Envelope
 from shared.events.orders import PurchaseOrderReceived
-from shared.http import Conflict, NotFound, Unprocessable
+from shared.http import Conflict, FieldError, NotFound, Unprocessable
 
 from . import store
 from .domain import DomainError, Foundry, ProductFamily, register_foundry, update_foundry
@@ -24,7 +24,7 @@ async def register(
         try:
             foundry, registered = register_foundry(code, name, village, product_families, datetime.now(timezone.utc))
         except DomainError as exc:
-            raise Unprocessable(str(exc)) from exc
+            raise Unprocessable(str(exc), errors=[FieldError(field=f"body.{exc.field}", message=exc.message)]) from exc
         await store.add_foundry(session, foundry)
         await store.publish(session, registered)
     return foundry
@@ -38,7 +38,7 @@ async def change(sessions: async_sessionmaker[AsyncSession], code: str, **change
         try:
             changed, updated = update_foundry(foundry, datetime.now(timezone.utc), **changes)
         except DomainError as exc:
-            raise Unprocessable(str(exc)) from exc
+            raise Unprocessable(str(exc), errors=[FieldError(field=f"body.{exc.field}", message=exc.message)]) from exc
         if updated is not None:
             await store.save_foundry(session, changed)
             await store.publish(session, updated)

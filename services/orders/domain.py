@@ -96,7 +96,9 @@ def check_purchase_order(
     seen_line_numbers: set[int] = set()
     for i, line in enumerate(lines):
         where = f"lines.{i}"
-        if line.line_no in seen_line_numbers:
+        if line.line_no < 1:
+            violations.append(Violation(f"{where}.line_no", "must be 1 or more"))
+        elif line.line_no in seen_line_numbers:
             violations.append(Violation(f"{where}.line_no", f"line number {line.line_no} repeats"))
         seen_line_numbers.add(line.line_no)
         if line.item_code not in ITEMS:

@@ -90,6 +90,10 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: list[tuple[str, 
         header_map[name] = raw
     if "ce_type" not in header_map:
         raise MalformedEvent("message has no ce_type header: not a CloudEvent in binary mode")
+    # The library would invent an id or a specversion; a redelivery must carry the same id to be deduplicated.
+    missing = [h for h in ("ce_id", "ce_source", "ce_specversion") if not header_map.get(h)]
+    if missing:
+        raise MalformedEvent(f"message lacks required CloudEvents headers: {', '.join(missing)}")
     try:
         cloud_event = from_binary(KafkaMessage(headers=header_map, key=key, value=value), _JSON, CloudEvent)
     except (BaseCloudEventException, ValueError, UnicodeDecodeError, TypeError) as exc:

@@ -1,0 +1,155 @@
+"""Orders' intake rules for a buyer's purchase order: pure, each violation naming its field."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from services.orders.domain import (
+    Delivery,
+    OrderLine,
+    OrderRejected,
+    OrderStatus,
+    check_purchase_order,
+    receive_purchase_order,
+)
+from shared.events.orders import PurchaseOrderReceived, ReceivedLine
+
+TODAY = date(2026, 11, 24)
+NOW = datetime(2026, 11, 24, 9, 15, tzinfo=timezone.utc)
+IN_90_DAYS = TODAY + timedelta(days=90)
+
+
+def line(line_no: int = 1, quantity: int = 1200, *deliveries: Delivery, **changes: object) -> OrderLine:
+    made = OrderLine(
+        line_no=line_no,
+        item_code="BB-COMP-K",
+        description="Blok rem komposit tipe K",
+        quantity=quantity,
+        unit_price=203_700,
+        deliveries=deliveries or (Delivery(IN_90_DAYS, quantity, "BY-YK"),),
+    )
+    return replace(made, **changes)  # type: ignore[arg-type]
+
+
+def violations(lines: list[OrderLine] | None = None, *, buyer: str = "KAI", issued_on: date = TODAY, currency: str = "IDR") -> dict[str, str]:
+    found = check_purchase_order(buyer, issued_on, currency, [line()] if lines is None else lines, TODAY)
+    return {v.field: v.message for v in found}
+
+
+def test_a_valid_order_has_no_violations():
+    split = line(1, 12_000, Delivery(IN_90_DAYS, 6_000, "BY-YK"), Delivery(IN_90_DAYS + timedelta(days=30), 6_000, "BY-MRI"))
+    assert violations([split, line(2, 500, item_code="BB-CI")]) == {}
+    assert violations(buyer="INKA", issued_on=TODAY - timedelta(days=10)) == {}
+
+
+def test_unknown_buyer():
+    found = violations(buyer="PT ASING")
+    assert list(found) == ["buyer_code"] and "'PT ASING'" in found["buyer_code"] and "KAI" in found["buyer_code"]
+
+
+def test_unknown_item():
+    found = violations([line(item_code="BB-RUBBER")])
+    assert list(found) == ["lines.0.item_code"] and "'BB-RUBBER'" in found["lines.0.item_code"]
+
+
+def test_unknown_delivery_site():
+    found = violations([line(1, 100, Delivery(IN_90_DAYS, 100, "DEPO-ATLANTIS"))])
+    assert list(found) == ["lines.0.deliveries.0.site_code"]
+
+
+@pytest.mark.parametrize("delivered", [(600, 500), (600, 700), (1200, 1)])
+def test_deliveries_must_sum_to_the_line(delivered: tuple[int, int]):
+    first, second = delivered
+    found = violations([line(1, 1200, Delivery(IN_90_DAYS, first, "BY-YK"), Delivery(IN_90_DAYS, second, "BY-MRI"))])
+    assert list(found) == ["lines.0.deliveries"]
+    assert found["lines.0.deliveries"] == f"deliveries sum to {first + second} but the line orders 1200"
+
+
+def test_a_line_needs_a_delivery():
+    bare = replace(line(), deliveries=())
+    assert list(violations([bare])) == ["lines.0.deliveries"]
+
+
+@pytest.mark.parametrize("due", [TODAY, TODAY - timedelta(days=1), date(2020, 1, 1)])
+def test_due_dates_must_be_after_today(due: date):
+    found = violations([line(1, 10, Delivery(IN_90_DAYS, 5, "BY-YK"), Delivery(due, 5, "BY-YK"))])
+    assert list(found) == ["lines.0.deliveries.1.due_date"]
+
+
+def test_tomorrow_is_a_valid_due_date():
+    assert violations([line(1, 10, Delivery(TODAY + timedelta(days=1), 10, "BY-YK"))]) == {}
+
+
+@pytest.mark.parametrize("amount", [0, -1, -203_700])
+def test_quantities_and_prices_must_be_positive(amount: int):
+    assert "lines.0.quantity" in violations([line(1, amount, Delivery(IN_90_DAYS, 1, "BY-YK"))])
+    assert list(violations([line(unit_price=amount)])) == ["lines.0.unit_price"]
+    # A zero delivery inside a line whose deliveries still sum up.
+    found = violations([line(1, 10, Delivery(IN_90_DAYS, 10, "BY-YK"), Delivery(IN_90_DAYS, amount, "BY-MRI"))])
+    assert "lines.0.deliveries.1.quantity" in found
+
+
+def test_line_numbers_must_not_repeat():
+    found = violations([line(1), line(2), line(1)])
+    assert list(found) == ["lines.2.line_no"] and "repeats" in found["lines.2.line_no"]
+
+
+def test_line_numbers_start_at_one():
+    assert list(violations([line(0)])) == ["lines.0.line_no"]
+
+
+def test_issued_on_must_not_be_in_the_future():
+    assert list(violations(issued_on=TODAY + timedelta(days=1))) == ["issued_on"]
+
+
+@pytest.mark.parametrize("currency", ["USD", "idr", "", "Rp"])
+def test_only_rupiah(currency: str):
+    assert list(violations(currency=currency)) == ["currency"]
+
+
+def test_an_order_needs_a_line():
+    assert list(violations([])) == ["lines"]
+
+
+def test_every_broken_rule_is_reported_at_once():
+    broken = line(1, 100, Delivery(TODAY, 40, "NOWHERE"), item_code="X", unit_price=0)
+    found = violations([broken], buyer="X", currency="EUR", issued_on=TODAY + timedelta(days=2))
+    assert set(found) == {
+        "buyer_code",
+        "currency",
+        "issued_on",
+        "lines.0.item_code",
+        "lines.0.unit_price",
+        "lines.0.deliveries.0.due_date",
+        "lines.0.deliveries.0.site_code",
+        "lines.0.deliveries",
+    }
+
+
+# --- receiving ------------------------------------------------------------------------------------------
+
+
+def test_receive_returns_the_order_and_its_event():
+    lines = [line(1, 1200), line(2, 300, item_code="BB-CI", unit_price=111_000)]
+    order, event = receive_purchase_order("po_1", "KAI", "KAI/PO/2027/00042", TODAY, "IDR", lines, TODAY, NOW)
+    assert order.status is OrderStatus.RECEIVED and order.lines == tuple(lines)
+    assert order.total_amount == 1200 * 203_700 + 300 * 111_000
+    assert isinstance(order.total_amount, int)
+    assert event == PurchaseOrderReceived(
+        order_id="po_1",
+        buyer_code="KAI",
+        po_number="KAI/PO/2027/00042",
+        issued_on=TODAY,
+        lines=[ReceivedLine(line_no=1, item_code="BB-COMP-K", quantity=1200), ReceivedLine(line_no=2, item_code="BB-CI", quantity=300)],
+        received_at=NOW,
+    )
+
+
+def test_receive_refuses_with_every_violation():
+    with pytest.raises(OrderRejected) as refused:
+        receive_purchase_order("po_1", "KAI", "KAI/PO/1", TODAY, "USD", [line(0)], TODAY, NOW)
+    assert [v.field for v in refused.value.violations] == ["currency", "lines.0.line_no"]
+    assert "currency: only IDR" in str(refused.value)
