@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
+from .clock import use as use_clock
 from .logging import get_logger
 from .outbox import current_trace_id
 
@@ -171,6 +172,9 @@ class RequestContextMiddleware:
             await send(message)
 
         started = time.perf_counter()
+        runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+        if runtime is not None:
+            use_clock(runtime.clock)  # each request runs in its own context: give it the service's clock
         token = current_trace_id.set(request_id)
         structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id, trace_id=request_id)
         try:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import kafka
+from .clock import SYSTEM_CLOCK, Clock, use as use_clock
 from .db import BackboneTables, create_engine, migrate, session_factory
 from .http import RequestContextMiddleware, document_problems, install_problem_handlers, problem_responses
 from .inbox import InboxConsumer, Subscriptions
@@ -51,8 +52,9 @@ class ServiceSpec:
 class ServiceRuntime:
     """The running adapters of one service; lives as long as the app."""
 
-    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+    def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.spec = spec
+        self.clock = clock
         self.name = spec.name
         self.settings = settings
         self.engine = create_engine(settings.database_url(spec.name)) if spec.metadata is not None else None
@@ -196,13 +198,14 @@ def _operations_router(service: str) -> APIRouter:
     return router
 
 
-def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+def create_service_app(spec: ServiceSpec, settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
-    runtime = ServiceRuntime(spec, settings)
+    runtime = ServiceRuntime(spec, settings, clock or SYSTEM_CLOCK)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(spec.name, settings.log_level, settings.log_json)
+        use_clock(runtime.clock)  # background tasks started below inherit it
         await runtime.start()
         log.info("service started", service=spec.name)
         try:

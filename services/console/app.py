@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared.service import ServiceRuntime, ServiceSpec, create_service_app
+from shared.clock import Clock
 from shared.settings import Settings
 
 from . import api
@@ -26,5 +27,5 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings)
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings, clock)

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from shared.service import ServiceSpec, create_service_app
+from shared.clock import Clock
 from shared.settings import Settings
 
 from . import api, store
@@ -24,5 +25,5 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings)
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings, clock)
