@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     inbox_retry_backoff_s: float = Field(default=0.05, ge=0)
     inbox_batch_size: int = Field(default=500, ge=1)
 
+    # Quality: how often the certificate-expiry job runs, how early it warns, and how lot records become a status.
+    quality_expiry_check_interval_s: float = Field(default=300.0, gt=0)
+    quality_expiry_warning_days: int = Field(default=30, ge=0)
+    quality_status_window: int = Field(default=12, ge=1)
+    quality_status_prior_weight: float = Field(default=10.0, ge=0)
+    quality_status_prior_pass_rate: float = Field(default=0.9, ge=0, le=1)
+    quality_status_good_at: float = Field(default=0.8, ge=0, le=1)
+    quality_status_suspend_below: float = Field(default=0.6, ge=0, le=1)
+    quality_default_min_tkdn_percent: float = Field(default=25.0, ge=0, le=100)
+
+    orders_webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+
     orders_url: str = "http://127.0.0.1:8001"
     capacity_url: str = "http://127.0.0.1:8002"
     quality_url: str = "http://127.0.0.1:8003"

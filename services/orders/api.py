@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from shared import clock
 from shared.http import NotFound, problem_responses
 from shared.projections import list_foundries
 from shared.service import Sessions
 
-from . import handlers, store
-from .domain import Delivery, OrderLine, PurchaseOrder
+from . import handlers, store, webhooks
+from .domain import BUYERS, Delivery, OrderLine, PurchaseOrder
 
 router = APIRouter(prefix="/v1")
 
@@ -235,3 +237,119 @@ async def list_purchase_orders(
 async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
     async with sessions() as session:
         return [FoundryView(**row) for row in await list_foundries(session, store.foundry_projection)]
+
+
+class WebhookEndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(examples=["https://eproc.kai.id/hooks/ceper"])
+    secret: str | None = Field(
+        default=None,
+        pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$",
+        description="Standard Webhooks secret (`whsec_` + base64, at least 24 bytes); generated when omitted",
+    )
+    enabled: bool = True
+
+
+class WebhookEndpointOut(BaseModel):
+    buyer_code: str
+    url: str
+    secret: str = Field(description="Verify `webhook-signature` with it; keep it private")
+    enabled: bool
+    updated_at: datetime
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    event_type: str
+    status: str = Field(description="pending, delivered or failed (gave up after the last retry)")
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    payload: dict[str, Any]
+
+
+def _known_buyer(buyer_code: str) -> None:
+    if buyer_code not in BUYERS:
+        raise NotFound(f"no buyer {buyer_code}; known: {', '.join(BUYERS)}")
+
+
+@router.put(
+    "/buyers/{buyer_code}/webhook",
+    response_model=WebhookEndpointOut,
+    tags=["webhooks"],
+    summary="Set where a buyer receives signed notifications",
+    responses=problem_responses(404, 422),
+)
+async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessions) -> WebhookEndpointOut:
+    _known_buyer(buyer_code)
+    values = {"url": str(body.url), "secret": body.secret or webhooks.new_secret(), "enabled": body.enabled, "updated_at": clock.now()}
+    async with sessions.begin() as session:
+        table = store.buyer_webhooks
+        exists = (await session.execute(sa.select(table.c.buyer_code).where(table.c.buyer_code == buyer_code))).first()
+        if exists:
+            await session.execute(sa.update(table).where(table.c.buyer_code == buyer_code).values(**values))
+        else:
+            await session.execute(sa.insert(table).values(buyer_code=buyer_code, **values))
+    return WebhookEndpointOut(buyer_code=buyer_code, **values)
+
+
+@router.get(
+    "/buyers/{buyer_code}/webhook",
+    response_model=WebhookEndpointOut,
+    tags=["webhooks"],
+    summary="A buyer's webhook endpoint",
+    responses=problem_responses(404),
+)
+async def get_webhook(buyer_code: str, sessions: Sessions) -> WebhookEndpointOut:
+    _known_buyer(buyer_code)
+    async with sessions() as session:
+        row = (await session.execute(sa.select(store.buyer_webhooks).where(store.buyer_webhooks.c.buyer_code == buyer_code))).first()
+    if row is None:
+        raise NotFound(f"{buyer_code} has no webhook endpoint yet")
+    return WebhookEndpointOut(**row._mapping)
+
+
+@router.post(
+    "/buyers/{buyer_code}/webhook/ping",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    tags=["webhooks"],
+    summary="Queue a `ping` message to check the endpoint and the signature",
+    responses=problem_responses(404),
+)
+async def ping_webhook(buyer_code: str, sessions: Sessions) -> WebhookDeliveryOut:
+    _known_buyer(buyer_code)
+    async with sessions.begin() as session:
+        message_id = await webhooks.enqueue(session, buyer_code, "ping", {"buyer_code": buyer_code})
+        if message_id is None:
+            raise NotFound(f"{buyer_code} has no enabled webhook endpoint")
+        row = (await session.execute(sa.select(store.webhook_deliveries).where(store.webhook_deliveries.c.id == message_id))).one()
+    return WebhookDeliveryOut(**row._mapping)
+
+
+@router.get(
+    "/buyers/{buyer_code}/webhook-deliveries",
+    response_model=list[WebhookDeliveryOut],
+    tags=["webhooks"],
+    summary="The buyer's delivery log, newest first",
+    responses=problem_responses(404, 422),
+)
+async def list_webhook_deliveries(
+    buyer_code: str,
+    sessions: Sessions,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[WebhookDeliveryOut]:
+    _known_buyer(buyer_code)
+    table = store.webhook_deliveries
+    query = sa.select(table).where(table.c.buyer_code == buyer_code)
+    if status:
+        query = query.where(table.c.status == status)
+    async with sessions() as session:
+        rows = (await session.execute(query.order_by(table.c.created_at.desc(), table.c.id).limit(limit))).all()
+    return [WebhookDeliveryOut(**r._mapping) for r in rows]

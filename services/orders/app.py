@@ -6,12 +6,25 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from shared.service import ServiceSpec, create_service_app
+from shared.service import ServiceRuntime, ServiceSpec, create_service_app
 from shared.clock import Clock
 from shared.settings import Settings
 
 from . import api, store
 from .subscriptions import SUBSCRIPTIONS
+from .webhooks import Dispatcher
+
+async def start_webhooks(runtime: ServiceRuntime) -> None:
+    assert runtime.sessions is not None
+    runtime.state["webhooks"] = Dispatcher(runtime.sessions, poll_interval_s=runtime.settings.orders_webhook_poll_interval_s)
+    await runtime.state["webhooks"].start()
+
+
+async def stop_webhooks(runtime: ServiceRuntime) -> None:
+    dispatcher = runtime.state.pop("webhooks", None)
+    if dispatcher is not None:
+        await dispatcher.stop()
+
 
 SPEC = ServiceSpec(
     name="orders",
@@ -22,6 +35,8 @@ SPEC = ServiceSpec(
     backbone=store.backbone,
     subscriptions=SUBSCRIPTIONS,
     migrations_dir=Path(__file__).parent / "migrations",
+    on_start=[start_webhooks],
+    on_stop=[stop_webhooks],
 )
 
 

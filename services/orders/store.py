@@ -46,6 +46,38 @@ idempotency_keys = sa.Table(
 )
 
 
+# Where each buyer's procurement system wants to hear about its orders (Standard Webhooks).
+buyer_webhooks = sa.Table(
+    "buyer_webhooks",
+    metadata,
+    sa.Column("buyer_code", sa.String(20), primary_key=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The persistent queue and delivery log of webhook messages: written in the transaction that caused them.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("buyer_code", sa.String(20), nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("last_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_buyer", "buyer_code", "created_at"),
+)
+
+
 async def publish(session: AsyncSession, *events: EventData) -> None:
     await stage(session, backbone.outbox, *events)
 

@@ -1,0 +1,166 @@
+"""Buyer webhooks: signed (Standard Webhooks) notifications from a persistent queue, with retries.
+
+A message is queued in the same transaction as the change it reports, so it is neither lost nor sent for
+a change that rolled back. The dispatcher sends due messages, retries failures with growing delays, and
+keeps every attempt's outcome as the buyer's delivery log. Buyers verify `webhook-signature` with their
+secret, as any Standard Webhooks library does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks.webhooks import Webhook
+
+from shared import clock
+from shared.logging import get_logger
+
+from . import store
+
+log = get_logger(__name__)
+
+# Seconds to wait before each retry: about a day of attempts before a message is given up as failed.
+RETRY_DELAYS_S = (5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
+WEBHOOK_EVENT_TYPES = (
+    "order.accepted",
+    "order.needs_review",
+    "order.rejected",
+    "line.at_risk",
+    "line.back_on_track",
+    "shipment.dispatched",
+    "shipment.delivered",
+    "order.fulfilled",
+    "ping",
+)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, message_id: str, at: datetime, body: str) -> dict[str, str]:
+    """The three Standard Webhooks headers for one attempt."""
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+    }
+
+
+def body_of(message_id: str, event_type: str, at: datetime, data: dict[str, Any]) -> str:
+    return json.dumps({"id": message_id, "type": event_type, "timestamp": at.isoformat(), "data": data}, separators=(",", ":"))
+
+
+async def enqueue(session: AsyncSession, buyer_code: str, event_type: str, data: dict[str, Any]) -> str | None:
+    """Queues a message for the buyer if it has an enabled endpoint; returns the message id."""
+    if event_type not in WEBHOOK_EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    endpoint = (
+        await session.execute(
+            sa.select(store.buyer_webhooks.c.enabled).where(store.buyer_webhooks.c.buyer_code == buyer_code)
+        )
+    ).scalar()
+    if not endpoint:
+        return None
+    now = clock.now()
+    message_id = f"msg_{uuid.uuid4().hex}"
+    await session.execute(
+        sa.insert(store.webhook_deliveries).values(
+            id=message_id,
+            buyer_code=buyer_code,
+            event_type=event_type,
+            payload={"data": data, "timestamp": now.isoformat()},
+            status="pending",
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+        )
+    )
+    return message_id
+
+
+class Dispatcher:
+    """Sends due webhook messages; one per orders process."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, poll_interval_s: float = 0.5, timeout_s: float = 10.0) -> None:
+        self.sessions = sessions
+        self.poll_interval_s = poll_interval_s
+        self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="orders-webhook-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.send_due() > 0:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: try again on the next tick
+                log.warning("webhook dispatcher failed a round", error=str(exc))
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def send_due(self, limit: int = 20) -> int:
+        """Attempts every message that is due; returns how many were attempted."""
+        now = clock.now()
+        deliveries = store.webhook_deliveries
+        endpoints = store.buyer_webhooks
+        async with self.sessions() as session:
+            due = (
+                await session.execute(
+                    sa.select(deliveries, endpoints.c.url, endpoints.c.secret, endpoints.c.enabled)
+                    .join(endpoints, endpoints.c.buyer_code == deliveries.c.buyer_code)
+                    .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+                    .order_by(deliveries.c.created_at, deliveries.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        if not due:
+            return 0
+        outcomes = await asyncio.gather(*(self._attempt(row) for row in due))
+        async with self.sessions.begin() as session:
+            for row, (status_code, error) in zip(due, outcomes):
+                attempts = row.attempts + 1
+                values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status_code": status_code, "last_error": error}
+                if error is None:
+                    values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+                elif attempts > len(RETRY_DELAYS_S):
+                    values.update(status="failed", next_attempt_at=None)
+                else:
+                    values.update(next_attempt_at=now + timedelta(seconds=RETRY_DELAYS_S[attempts - 1]))
+                await session.execute(sa.update(deliveries).where(deliveries.c.id == row.id).values(**values))
+        return len(due)
+
+    async def _attempt(self, row: Any) -> tuple[int | None, str | None]:
+        if not row.enabled:
+            return None, "endpoint disabled"
+        at = clock.now()
+        body = body_of(row.id, row.event_type, datetime.fromisoformat(row.payload["timestamp"]), row.payload["data"])
+        headers = {"content-type": "application/json", "user-agent": "CeperSupply-Webhooks/1", **sign(row.secret, row.id, at, body)}
+        try:
+            response = await self.client.post(row.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return None, f"{exc.__class__.__name__}: {exc}"[:500]
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"

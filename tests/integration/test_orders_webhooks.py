@@ -1,0 +1,123 @@
+"""Buyer webhooks: signed, queued persistently, retried, delivered to a real HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from services.orders.app import create_app as orders_app
+from shared.clock import FixedClock
+from tests.support import eventually, run_service
+
+
+class Receiver:
+    """A buyer's endpoint: records what it receives, answers the status codes it is told to."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.received.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/ceper"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Receiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as r:
+        yield r
+
+
+async def test_ping_is_signed_and_verifiable_with_the_buyers_secret(make_settings, receiver):
+    settings = make_settings(orders_webhook_poll_interval_s=0.05)
+    async with run_service(orders_app, settings) as orders:
+        put = await orders.http.put("/v1/buyers/KAI/webhook", json={"url": receiver.url})
+        assert put.status_code == 200, put.text
+        secret = put.json()["secret"]
+        assert secret.startswith("whsec_")
+        ping = await orders.http.post("/v1/buyers/KAI/webhook/ping")
+        assert ping.status_code == 202 and ping.json()["status"] == "pending"
+
+        await eventually(lambda: _async(receiver.received))
+        message = receiver.received[0]
+        payload = Webhook(secret).verify(message["body"], message["headers"])  # raises if the signature is wrong
+        assert payload["type"] == "ping" and payload["data"] == {"buyer_code": "KAI"}
+        assert message["headers"]["webhook-id"] == ping.json()["id"]
+        with pytest.raises(Exception):
+            Webhook("whsec_" + "A" * 32).verify(message["body"], message["headers"])
+
+        async def logged_delivered():
+            log = (await orders.http.get("/v1/buyers/KAI/webhook-deliveries")).json()
+            return log and log[0]["status"] == "delivered" and log[0]["last_status_code"] == 200
+
+        await eventually(logged_delivered)
+
+
+async def test_failed_delivery_is_retried_with_backoff_and_survives_a_restart(make_settings, receiver):
+    settings = make_settings(orders_webhook_poll_interval_s=0.05)
+    clock = FixedClock(datetime(2027, 1, 4, 2, 0, tzinfo=timezone.utc))
+    receiver.statuses = [503, 500]
+    factory = lambda s: orders_app(s, clock)  # noqa: E731
+    async with run_service(factory, settings) as orders:
+        await orders.http.put("/v1/buyers/INKA/webhook", json={"url": receiver.url})
+        message_id = (await orders.http.post("/v1/buyers/INKA/webhook/ping")).json()["id"]
+        await eventually(lambda: _async(len(receiver.received) == 1))
+        log = (await orders.http.get("/v1/buyers/INKA/webhook-deliveries")).json()
+        assert log[0]["status"] == "pending" and log[0]["attempts"] == 1 and log[0]["last_status_code"] == 503
+        assert log[0]["next_attempt_at"] == (clock.now() + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+
+    # Down for a while: the message waits in the database, not in memory.
+    clock.advance(timedelta(seconds=6))
+    async with run_service(factory, settings) as orders:
+        await eventually(lambda: _async(len(receiver.received) == 2))
+        clock.advance(timedelta(seconds=31))
+        await eventually(lambda: _async(len(receiver.received) == 3))
+
+        async def delivered():
+            log = (await orders.http.get("/v1/buyers/INKA/webhook-deliveries")).json()
+            return log[0]["status"] == "delivered" and log[0]["attempts"] == 3
+
+        await eventually(delivered)
+    assert {m["headers"]["webhook-id"] for m in receiver.received} == {message_id}
+
+
+async def test_webhook_endpoint_errors_are_problems(make_settings):
+    settings = make_settings()
+    async with run_service(orders_app, settings) as orders:
+        unknown = await orders.http.put("/v1/buyers/NOPE/webhook", json={"url": "http://127.0.0.1:9/x"})
+        assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+        bad_url = await orders.http.put("/v1/buyers/KAI/webhook", json={"url": "not a url"})
+        assert bad_url.status_code == 422 and bad_url.json()["errors"][0]["field"] == "body.url"
+        weak = await orders.http.put("/v1/buyers/KAI/webhook", json={"url": "http://127.0.0.1:9/x", "secret": "hunter2"})
+        assert weak.status_code == 422
+        no_endpoint = await orders.http.post("/v1/buyers/TMMIN/webhook/ping")
+        assert no_endpoint.status_code == 404
+        assert (await orders.http.get("/v1/buyers/TMMIN/webhook")).status_code == 404
+
+
+async def _async(value):
+    return value
