@@ -1,16 +1,463 @@
-"""Quality's use cases (commands from the API) and reactions (events from other services)."""
+"""Quality's use cases (commands from the API, the expiry job) and reactions (events from other services).
+
+Each use case is one transaction: the state change and the events it causes commit together or not at all.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Mapping, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import clock
 from shared.events import Envelope
+from shared.events.quality import CertificateKind, QualityStatus
+from shared.http import Conflict, FieldError, NotFound, Unprocessable
+from shared.logging import get_logger
 from shared.projections import project_foundry
+from shared.settings import Settings
 
-from . import store
+from . import metrics, store
+from .domain import (
+    ITEMS,
+    REQUIRED_CERTIFICATES,
+    Candidate,
+    Certificate,
+    Evaluation,
+    FoundryQuality,
+    Lot,
+    Notice,
+    Parameter,
+    Rejected,
+    SamplingRule,
+    Specification,
+    StateConflict,
+    StatusRule,
+    LabReport,
+    Verdict,
+    decide_lot,
+    default_specification,
+    expiry_notices,
+    grant_certificate,
+    initial_quality,
+    judge_eligibility,
+    override_status,
+    read_samples,
+    reassess,
+    register_lot,
+    release_override,
+    revise_specification,
+    revoke_certificate,
+    unknown_item,
+)
+
+log = get_logger(__name__)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def status_rule(settings: Settings) -> StatusRule:
+    return StatusRule(
+        window=settings.quality_status_window,
+        prior_weight=settings.quality_status_prior_weight,
+        prior_pass_rate=settings.quality_status_prior_pass_rate,
+        good_at=settings.quality_status_good_at,
+        suspend_below=settings.quality_status_suspend_below,
+    )
+
+
+def _invalid(exc: Rejected, prefix: str = "body") -> Unprocessable:
+    return Unprocessable(str(exc), errors=[FieldError(field=f"{prefix}.{v.field}", message=v.message) for v in exc.violations])
+
+
+def _unknown_foundry(code: str) -> Unprocessable:
+    message = f"unknown foundry {code}: not in capacity's register as quality knows it"
+    return Unprocessable(message, errors=[FieldError(field="body.foundry_code", message=message)])
+
+
+# --- reactions ----------------------------------------------------------------------------------------------
 
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
     await project_foundry(session, store.foundry_projection, envelope)
+
+
+# --- specifications ---------------------------------------------------------------------------------------
+
+
+async def ensure_default_specifications(sessions: Sessions) -> list[str]:
+    """Version 1 of every item that has no specification yet: the domain's defaults."""
+    created = []
+    for item_code in ITEMS:
+        try:
+            async with sessions.begin() as session:
+                if await store.get_specification(session, item_code) is None:
+                    await store.add_specification(session, default_specification(item_code, clock.now()))
+                    created.append(item_code)
+        except sa.exc.IntegrityError:
+            pass  # another replica wrote it first
+    return created
+
+
+async def _specification_in_force(session: AsyncSession, item_code: str) -> Specification:
+    spec = await store.get_specification(session, item_code)
+    if spec is None:
+        spec = default_specification(item_code, clock.now())
+        await store.add_specification(session, spec)
+    return spec
+
+
+async def revise(
+    sessions: Sessions, item_code: str, parameters: Sequence[Parameter], sampling: SamplingRule, note: str
+) -> Specification:
+    if item_code not in ITEMS:
+        raise NotFound(unknown_item(item_code))
+    try:
+        async with sessions.begin() as session:
+            current = await _specification_in_force(session, item_code)
+            try:
+                spec = revise_specification(current, item_code, parameters, sampling, note, clock.now())
+            except Rejected as exc:
+                raise _invalid(exc) from exc
+            await store.add_specification(session, spec)
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"another revision of {item_code}'s specification was saved at the same moment; retry") from exc
+    return spec
+
+
+# --- certificates --------------------------------------------------------------------------------------------
+
+
+async def grant(
+    sessions: Sessions,
+    settings: Settings,
+    *,
+    foundry_code: str,
+    kind: CertificateKind,
+    number: str,
+    issuer: str,
+    valid_from: date,
+    valid_until: date,
+    tkdn_percent: float | None,
+    certified_workers: int | None,
+    items: Sequence[str],
+) -> Certificate:
+    now, today = clock.now(), clock.today()
+    try:
+        async with sessions.begin() as session:
+            if await store.get_foundry(session, foundry_code) is None:
+                raise _unknown_foundry(foundry_code)
+            try:
+                certificate, granted = grant_certificate(
+                    f"cert_{uuid.uuid4().hex[:20]}", foundry_code, kind, number, issuer, valid_from, valid_until, now,
+                    tkdn_percent=tkdn_percent, certified_workers=certified_workers, items=items,
+                )
+            except Rejected as exc:
+                raise _invalid(exc) from exc
+            existing = await store.find_certificate(session, certificate.kind, certificate.issuer, certificate.number)
+            if existing is not None:
+                raise Conflict(f"{issuer} {kind.value} certificate {number} is already recorded as {existing.id} ({existing.foundry_code})")
+            await store.add_certificate(session, certificate)
+            await store.publish(session, granted)
+            # A certificate recorded close to or after its end gets its notice now, not at the job's next run.
+            for notice, event in expiry_notices(certificate, set(), today, settings.quality_expiry_warning_days):
+                await store.add_notice(session, certificate.id, notice, today, now)
+                await store.publish(session, event)
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"{issuer} {kind.value} certificate {number} was recorded by a concurrent request") from exc
+    await refresh_metrics(sessions, settings)
+    return certificate
+
+
+async def revoke(sessions: Sessions, settings: Settings, certificate_id: str, reason: str) -> Certificate:
+    async with sessions.begin() as session:
+        certificate = await store.get_certificate(session, certificate_id)
+        if certificate is None:
+            raise NotFound(f"no certificate {certificate_id}")
+        try:
+            revoked, event = revoke_certificate(certificate, reason, clock.now())
+        except Rejected as exc:
+            raise _invalid(exc) from exc
+        except StateConflict as exc:
+            raise Conflict(str(exc)) from exc
+        await store.save_revocation(session, revoked)
+        await store.publish(session, event)
+    await refresh_metrics(sessions, settings)
+    return revoked
+
+
+@dataclass
+class ExpiryReport:
+    on: date
+    expiring: list[str] = field(default_factory=list)  # certificate ids warned now
+    expired: list[str] = field(default_factory=list)
+
+
+async def check_certificate_expiry(sessions: Sessions, settings: Settings) -> ExpiryReport:
+    """The clock-driven job: gives each certificate its expiring and expired notice once, ever.
+
+    The notice row and the event's outbox row commit together, and a notice given once is never given again:
+    a restart, a second run the same day or a second replica publishes nothing twice.
+    """
+    today, now = clock.today(), clock.now()
+    warning_days = settings.quality_expiry_warning_days
+    report = ExpiryReport(today)
+    async with sessions.begin() as session:
+        for certificate, given in await store.certificates_due_notice(session, today + timedelta(days=warning_days)):
+            for notice, event in expiry_notices(certificate, given, today, warning_days):
+                try:
+                    async with session.begin_nested():
+                        await store.add_notice(session, certificate.id, notice, today, now)
+                        await store.publish(session, event)
+                except sa.exc.IntegrityError:
+                    continue  # another replica gave this notice a moment ago
+                (report.expiring if notice is Notice.EXPIRING else report.expired).append(certificate.id)
+    if report.expiring or report.expired:
+        log.info("certificate expiry notices given", on=today.isoformat(), expiring=len(report.expiring), expired=len(report.expired))
+    return report
+
+
+# --- lots and results --------------------------------------------------------------------------------------------
+
+
+async def register(
+    sessions: Sessions,
+    *,
+    lot_code: str | None,
+    foundry_code: str,
+    item_code: str,
+    quantity: int,
+    order_id: str | None,
+    allocation_id: str | None,
+) -> Lot:
+    now = clock.now()
+    code = lot_code or f"{foundry_code}-{clock.today():%y%m%d}-{uuid.uuid4().hex[:6].upper()}"
+    try:
+        async with sessions.begin() as session:
+            foundry = await store.get_foundry(session, foundry_code)
+            if foundry is None:
+                raise _unknown_foundry(foundry_code)
+            if await store.get_lot(session, code) is not None:
+                raise Conflict(f"lot {code} is already registered")
+            spec = await _specification_in_force(session, item_code) if item_code in ITEMS else None
+            try:
+                lot, registered = register_lot(
+                    code, foundry_code, foundry.product_families, item_code, quantity, order_id, allocation_id, spec, now
+                )
+            except Rejected as exc:
+                raise _invalid(exc) from exc
+            await store.add_lot(session, lot)
+            await store.publish(session, registered)
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"lot {code} was registered by a concurrent request") from exc
+    return lot
+
+
+@dataclass(frozen=True)
+class Decision:
+    lot: Lot
+    evaluation: Evaluation
+    quality: FoundryQuality
+
+
+async def record_result(
+    sessions: Sessions,
+    settings: Settings,
+    lot_code: str,
+    *,
+    report_number: str,
+    laboratory: str,
+    tested_on: date | None,
+    samples: Sequence[Mapping[str, Any]],
+) -> Decision:
+    """Judges the lot against its specification version and sampling plan, publishes lot_passed or lot_failed,
+    and moves the foundry's quality status with it."""
+    now = clock.now()
+    rule = status_rule(settings)
+    try:
+        async with sessions.begin() as session:
+            lot = await store.get_lot(session, lot_code, for_update=True)
+            if lot is None:
+                raise NotFound(f"no lot {lot_code}")
+            if lot.decided_at is not None:
+                raise Conflict(f"lot {lot_code} was already decided: {lot.status.value}; a result is recorded once")
+            spec = await store.get_specification(session, lot.item_code, lot.spec_version)
+            assert spec is not None, "a lot's specification version is kept for good"
+            try:
+                measured = read_samples(spec, lot.plan, samples)
+                report = LabReport(report_number, laboratory, tested_on or clock.today(), measured)
+                decided, evaluation, event = decide_lot(lot, spec, report, now)
+            except Rejected as exc:
+                raise _invalid(exc) from exc
+            earlier = await store.report_used(session, report.laboratory.strip(), report.report_number.strip())
+            if earlier is not None:
+                raise Conflict(f"{laboratory} report {report_number} was already recorded for lot {earlier}")
+            valid_then = [
+                c for c in await store.list_certificates(session, foundry_code=lot.foundry_code) if c.is_valid_on(report.tested_on)
+            ]
+            await store.save_decision(session, decided)
+            await store.add_result(
+                session,
+                {
+                    "lot_code": lot.lot_code,
+                    "foundry_code": lot.foundry_code,
+                    "report_number": report.report_number.strip(),
+                    "laboratory": report.laboratory.strip(),
+                    "tested_on": report.tested_on,
+                    "outcome": decided.status.value,
+                    "samples": [dict(s) for s in measured],
+                    "nonconforming": evaluation.nonconforming,
+                    "findings": [
+                        {"parameter": f.parameter, "rule": f.rule, "samples": list(f.samples), "observed": list(f.observed)}
+                        for f in evaluation.findings
+                    ],
+                    "certificates": [store.certificate_json(c) for c in valid_then],
+                    "recorded_at": now,
+                },
+            )
+            await store.publish(session, event)
+            quality = await _reassess(session, lot.foundry_code, rule)
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"a result for lot {lot_code} (or report {report_number}) was recorded by a concurrent request") from exc
+    metrics.lot_decided(decided.item_code, decided.status)
+    await refresh_metrics(sessions, settings)
+    return Decision(decided, evaluation, quality)
+
+
+async def _reassess(session: AsyncSession, foundry_code: str, rule: StatusRule) -> FoundryQuality:
+    quality = await store.lock_quality(session, initial_quality(foundry_code, rule))
+    outcomes = await store.recent_outcomes(session, foundry_code, rule.window)
+    quality, changed = reassess(quality, outcomes, rule, clock.now())
+    await store.save_quality(session, quality)
+    if changed is not None:
+        await _announce(session, changed)
+    return quality
+
+
+async def _announce(session: AsyncSession, changed: Any) -> None:
+    await store.publish(session, changed)
+    await store.add_status_change(
+        session,
+        {
+            "foundry_code": changed.foundry_code,
+            "status": changed.status.value,
+            "previous_status": changed.previous_status.value,
+            "pass_rate": changed.pass_rate,
+            "overridden": changed.overridden,
+            "reason": changed.reason,
+            "changed_at": changed.changed_at,
+        },
+    )
+
+
+# --- quality status ------------------------------------------------------------------------------------------------
+
+
+async def quality_of(sessions: Sessions, settings: Settings, foundry_code: str) -> FoundryQuality:
+    async with sessions() as session:
+        if await store.get_foundry(session, foundry_code) is None:
+            raise NotFound(f"no foundry {foundry_code} in capacity's register as quality knows it")
+        quality = await store.get_quality(session, foundry_code)
+    return quality or initial_quality(foundry_code, status_rule(settings))
+
+
+async def all_quality(sessions: Sessions, settings: Settings) -> list[FoundryQuality]:
+    rule = status_rule(settings)
+    async with sessions() as session:
+        known = await store.foundries(session)
+        recorded = await store.list_quality(session)
+    return [recorded.get(f.code) or initial_quality(f.code, rule) for f in known]
+
+
+async def override(sessions: Sessions, settings: Settings, foundry_code: str, status: QualityStatus, reason: str) -> FoundryQuality:
+    rule = status_rule(settings)
+    async with sessions.begin() as session:
+        if await store.get_foundry(session, foundry_code) is None:
+            raise NotFound(f"no foundry {foundry_code} in capacity's register as quality knows it")
+        quality = await store.lock_quality(session, initial_quality(foundry_code, rule))
+        try:
+            quality, changed = override_status(quality, status, reason, clock.now())
+        except Rejected as exc:
+            raise _invalid(exc) from exc
+        await store.save_quality(session, quality)
+        if changed is not None:
+            await _announce(session, changed)
+    await refresh_metrics(sessions, settings)
+    return quality
+
+
+async def release(sessions: Sessions, settings: Settings, foundry_code: str, reason: str) -> FoundryQuality:
+    rule = status_rule(settings)
+    async with sessions.begin() as session:
+        if await store.get_foundry(session, foundry_code) is None:
+            raise NotFound(f"no foundry {foundry_code} in capacity's register as quality knows it")
+        quality = await store.lock_quality(session, initial_quality(foundry_code, rule))
+        try:
+            quality, changed = release_override(quality, reason, rule, clock.now())
+        except StateConflict as exc:
+            raise Conflict(str(exc)) from exc
+        await store.save_quality(session, quality)
+        if changed is not None:
+            await _announce(session, changed)
+    await refresh_metrics(sessions, settings)
+    return quality
+
+
+# --- eligibility and traceability -------------------------------------------------------------------------------------
+
+
+async def eligibility(
+    sessions: Sessions,
+    settings: Settings,
+    item_code: str,
+    on: date,
+    required: Sequence[CertificateKind] | None,
+    min_tkdn_percent: float | None,
+) -> tuple[list[Verdict], tuple[CertificateKind, ...], float]:
+    if item_code not in ITEMS:
+        raise Unprocessable(unknown_item(item_code), errors=[FieldError(field="query.item", message=unknown_item(item_code))])
+    kinds = tuple(dict.fromkeys(required)) if required else REQUIRED_CERTIFICATES[item_code]
+    minimum = settings.quality_default_min_tkdn_percent if min_tkdn_percent is None else min_tkdn_percent
+    default_status = initial_quality("", status_rule(settings)).status
+    async with sessions() as session:
+        known = await store.foundries(session)
+        held = await store.certificates_by_foundry(session)
+        statuses = await store.statuses_on(session, on)
+    candidates = [
+        Candidate(f.code, f.name, tuple(f.product_families), tuple(held.get(f.code, ())), statuses.get(f.code, default_status))
+        for f in known
+    ]
+    return judge_eligibility(item_code, on, candidates, kinds, minimum), kinds, minimum
+
+
+@dataclass(frozen=True)
+class Trace:
+    lot: Lot
+    foundry: Any
+    specification: Specification
+    result: Any
+
+
+async def trace(sessions: Sessions, lot_code: str) -> Trace:
+    async with sessions() as session:
+        lot = await store.get_lot(session, lot_code)
+        if lot is None:
+            raise NotFound(f"no lot {lot_code}")
+        spec = await store.get_specification(session, lot.item_code, lot.spec_version)
+        assert spec is not None
+        foundry = await store.get_foundry(session, lot.foundry_code)
+        result = await store.get_result(session, lot_code)
+    return Trace(lot, foundry, spec, result)
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------------
+
+
+async def refresh_metrics(sessions: Sessions, settings: Settings) -> None:
+    default_status = initial_quality("", status_rule(settings)).status
+    async with sessions() as session:
+        await metrics.refresh(session, clock.now(), clock.today(), settings.quality_expiry_warning_days, default_status)
