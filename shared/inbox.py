@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import sqlalchemy as sa
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import kafka, metrics
@@ -39,6 +41,9 @@ class PermanentError(Exception):
 
 # Errors that say the database or network is away: they never send an event to the DLQ.
 INFRASTRUCTURE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, OSError, KafkaError)
+
+# The dialects' INSERT … ON CONFLICT DO NOTHING, which the inbox needs to record only unseen events.
+_UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 # Header names of a dead letter; the origin lets an operator find and redrive it.
 DLQ_ERROR = "ceper_dlq_error"
@@ -134,6 +139,7 @@ class InboxConsumer:
         self._task: asyncio.Task[None] | None = None
         self._prefix = settings.kafka_topic_prefix
         self._dlq_topic = settings.topic(dlq_topic_of(service))
+        self._insert_new_by_dialect: dict[str, Any] = {}
 
     @property
     def running(self) -> bool:
@@ -238,20 +244,15 @@ class InboxConsumer:
 
     async def _apply_together(self, deliveries: list[Delivery]) -> None:
         async with self.sessions() as session, session.begin():
-            already = await self._already_applied(session, [d.envelope.id for d in deliveries])
-            rows = []
+            fresh = await self._record_in_inbox(session, deliveries)
             applied: list[Delivery] = []
             for delivery in deliveries:
-                if delivery.envelope.id in already:
-                    metrics.EVENTS_DUPLICATE.labels(self.service, delivery.envelope.type.name).inc()
-                    self.stats.duplicates += 1
+                if delivery.envelope.id not in fresh:
+                    self._count_duplicate(delivery)
                     continue
-                already.add(delivery.envelope.id)
+                fresh.discard(delivery.envelope.id)  # a second copy within the batch is a duplicate too
                 await self._handle(session, delivery)
-                rows.append(self._inbox_row(delivery))
                 applied.append(delivery)
-            if rows:
-                await session.execute(sa.insert(self.inbox), rows)
         self._count_applied(applied)
 
     async def _apply_alone(self, delivery: Delivery) -> None:
@@ -260,12 +261,10 @@ class InboxConsumer:
             attempts += 1
             try:
                 async with self.sessions() as session, session.begin():
-                    if await self._already_applied(session, [delivery.envelope.id]):
-                        metrics.EVENTS_DUPLICATE.labels(self.service, delivery.envelope.type.name).inc()
-                        self.stats.duplicates += 1
+                    if not await self._record_in_inbox(session, [delivery]):
+                        self._count_duplicate(delivery)
                         return
                     await self._handle(session, delivery)
-                    await session.execute(sa.insert(self.inbox), [self._inbox_row(delivery)])
                 self._count_applied([delivery])
                 return
             except (PermanentError, ValidationError, MalformedEvent) as exc:
@@ -292,31 +291,58 @@ class InboxConsumer:
 
     async def _handle(self, session: AsyncSession, delivery: Delivery) -> None:
         envelope = delivery.envelope
-        token = current_trace_id.set(envelope.trace_id or envelope.id)
+        trace_id = envelope.trace_id or envelope.id
+        token = current_trace_id.set(trace_id)
+        # Tokens restore the previous bindings as `bound_contextvars` does, without copying the whole context.
+        log_tokens = structlog.contextvars.bind_contextvars(event_id=envelope.id, trace_id=trace_id)
         try:
-            with structlog.contextvars.bound_contextvars(event_id=envelope.id, trace_id=envelope.trace_id or envelope.id):
-                await delivery.subscription.handler(session, envelope)
+            await delivery.subscription.handler(session, envelope)
         finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
             current_trace_id.reset(token)
 
-    async def _already_applied(self, session: AsyncSession, event_ids: Iterable[str]) -> set[str]:
-        ids = list(event_ids)
-        result = await session.execute(
-            sa.select(self.inbox.c.event_id).where(self.inbox.c.consumer == self.service, self.inbox.c.event_id.in_(ids))
-        )
+    async def _record_in_inbox(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> set[str]:
+        """Adds the inbox rows of events not applied before and returns their ids: the events to apply now.
+
+        One statement that skips known ids through the primary key: no read-then-write race between
+        consumers, and no plan whose cost grows with the size of the inbox.
+        """
+        received_at = datetime.now(timezone.utc)
+        rows: dict[str, dict[str, Any]] = {}
+        for delivery in deliveries:
+            envelope = delivery.envelope
+            if envelope.id not in rows:
+                rows[envelope.id] = {
+                    "consumer": self.service,
+                    "event_id": envelope.id,
+                    "event_type": envelope.type.name,
+                    "received_at": received_at,
+                }
+        statement = self._insert_new(session.get_bind().dialect.name)
+        result = await session.execute(statement, list(rows.values()))
         return set(result.scalars())
 
-    def _inbox_row(self, delivery: Delivery) -> dict[str, Any]:
-        return {
-            "consumer": self.service,
-            "event_id": delivery.envelope.id,
-            "event_type": delivery.envelope.type.name,
-            "received_at": datetime.now(timezone.utc),
-        }
+    def _insert_new(self, dialect: str) -> Any:
+        statement = self._insert_new_by_dialect.get(dialect)
+        if statement is None:
+            insert = _UPSERT_INSERTS.get(dialect)
+            if insert is None:
+                raise RuntimeError(f"the inbox needs SQLite or PostgreSQL, not {dialect}")
+            statement = (
+                insert(self.inbox)
+                .on_conflict_do_nothing(index_elements=[self.inbox.c.consumer, self.inbox.c.event_id])
+                .returning(self.inbox.c.event_id)
+            )
+            self._insert_new_by_dialect[dialect] = statement
+        return statement
+
+    def _count_duplicate(self, delivery: Delivery) -> None:
+        metrics.EVENTS_DUPLICATE.labels(self.service, delivery.envelope.type.name).inc()
+        self.stats.duplicates += 1
 
     def _count_applied(self, applied: list[Delivery]) -> None:
-        for delivery in applied:
-            metrics.EVENTS_CONSUMED.labels(self.service, delivery.envelope.type.name).inc()
+        for type_name, count in Counter(d.envelope.type.name for d in applied).items():
+            metrics.EVENTS_CONSUMED.labels(self.service, type_name).inc(count)
         self.stats.applied += len(applied)
 
     async def _dead_letter(

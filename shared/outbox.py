@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,10 +21,11 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from . import metrics
+from .db import READ_ONLY
 from .events import Envelope, EventData, to_kafka
 from .logging import get_logger
 from .settings import Settings
@@ -94,6 +97,9 @@ class Relay:
         self._last_cleanup = 0.0
         self._last_gauges = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._leader_connection: AsyncConnection | None = None
+        # One lock per service database: the relays of one service's replicas compete for it.
+        self._lock_key = zlib.crc32(f"ceper-outbox-relay:{service}".encode())
 
     def wake(self) -> None:
         """Safe to call from any thread: the after-commit hook may run in a driver thread."""
@@ -124,11 +130,50 @@ class Relay:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+        await self._resign()
+
+    async def is_leader(self) -> bool:
+        """Whether this process may publish: with several replicas on PostgreSQL, only one relays at a time.
+
+        Two relays reading the same rows would interleave their sends and break per-key order. A session
+        advisory lock elects one; if its process dies, its connection and lock go with it and another takes over.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return True  # SQLite is one process's file
+        if self._leader_connection is not None:
+            try:
+                await self._leader_connection.execute(sa.text("SELECT 1"))
+                return True
+            except sa.exc.DBAPIError:
+                await self._resign()  # the session is gone, and the lock with it: compete again
+        connection = await self.engine.connect()
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        won = (await connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key})).scalar()
+        if won:
+            self._leader_connection = connection
+            log.info("outbox relay leads", service=self.service)
+            return True
+        await connection.close()
+        return False
+
+    async def _resign(self) -> None:
+        connection, self._leader_connection = self._leader_connection, None
+        if connection is None:
+            return
+        try:
+            # The connection goes back to the pool, where the session and its lock would live on.
+            await connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._lock_key})
+            await connection.close()
+        except Exception:
+            await connection.invalidate()  # a broken session: discarding it drops the lock with it
 
     async def _run(self) -> None:
         backoff = 0.1
         while not self._stopping:
             try:
+                if not await self.is_leader():
+                    await asyncio.sleep(self.settings.outbox_poll_interval_s)
+                    continue
                 while await self.publish_pending():
                     pass
                 backoff = 0.1
@@ -155,6 +200,7 @@ class Relay:
         assert self._producer is not None, "relay not started"
         limit = self.settings.outbox_batch_size
         async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**READ_ONLY)
             rows = (
                 await conn.execute(
                     sa.select(
@@ -199,8 +245,8 @@ class Relay:
                     .where(self.outbox.c.seq.in_(sent))
                     .values(sent_at=datetime.now(timezone.utc))
                 )
-            for row in rows[: len(sent)]:
-                metrics.EVENTS_PRODUCED.labels(self.service, row.event_type).inc()
+            for event_type, count in Counter(row.event_type for row in rows[: len(sent)]).items():
+                metrics.EVENTS_PRODUCED.labels(self.service, event_type).inc(count)
             self.stats.published += len(sent)
         if failure is not None:
             raise failure if isinstance(failure, Exception) else KafkaError(str(failure))
@@ -217,6 +263,7 @@ class Relay:
 
     async def refresh_gauges(self) -> tuple[int, float]:
         async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**READ_ONLY)
             count, oldest = (
                 await conn.execute(
                     sa.select(sa.func.count(), sa.func.min(self.outbox.c.created_at)).where(self.outbox.c.sent_at.is_(None))

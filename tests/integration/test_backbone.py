@@ -17,7 +17,8 @@ from shared.events import Envelope, to_kafka, topic_of
 from shared.inbox import DLQ_ORIGIN_OFFSET, DLQ_ORIGIN_PARTITION, DLQ_ORIGIN_TOPIC
 from shared.topics import read_to_end
 from tests.fixtures.kafka import free_port_pair
-from tests.integration.probe import registered, running_probe, settings_with, updated
+from shared.outbox import Relay
+from tests.integration.probe import backbone, registered, running_probe, settings_with, updated
 from tests.support import eventually, run_ceper
 
 
@@ -201,3 +202,17 @@ async def test_dlq_cli_lists_and_redrives_on_the_real_broker(make_settings):
         unknown = await asyncio.to_thread(run_ceper, settings, "dlq", "list", "nosuch")
         assert unknown.returncode == 1 and "unknown service 'nosuch'" in unknown.stderr
         assert "Traceback" not in unknown.stderr
+
+
+async def test_only_one_relay_publishes_at_a_time(make_settings, backend):
+    """Replicas of a service share its database: one relay leads on PostgreSQL, the other waits its turn."""
+    settings = settings_with(make_settings)
+    async with running_probe(settings, consume=False) as first:
+        assert await first.relay.is_leader()
+        second = Relay("capacity", first.engine, backbone.outbox, settings)
+        try:
+            assert await second.is_leader() is (backend == "sqlite")
+            await first.relay.stop()  # the leader goes away: its lock with it
+            assert await second.is_leader()
+        finally:
+            await second.stop()
