@@ -92,20 +92,21 @@ def demo_purchase_orders(today: date) -> list[dict[str, object]]:
 
 
 def seed_demo(urls: dict[str, str], seed: int = 1995) -> str:
-    created = 0
-    with httpx.Client(timeout=10) as client:
-        for foundry in demo_foundries(seed):
-            response = client.post(f"{urls['capacity']}/v1/foundries", json=foundry.__dict__)
-            if response.status_code == 201:
-                created += 1
-            elif response.status_code != 409:
-                raise RuntimeError(f"seeding {foundry.code} failed: {response.status_code} {response.text}")
+    """Loads the demo through the services' own APIs, so every fact also reaches the others as events."""
+    from services.capacity.demo import seed_capacity
+    from services.quality.demo import seed_quality
+
+    members = demo_foundries(seed)
+    today = date.today()
+    with httpx.Client(timeout=30) as client:
+        capacity = seed_capacity(client, urls["capacity"], members, seed, today=today)
+        quality = seed_quality(client, urls["quality"], members, seed, today)
         orders = 0
-        for order in demo_purchase_orders(date.today()):
+        for order in demo_purchase_orders(today):
             key = f"demo-{order['po_number']}"
             response = client.post(f"{urls['orders']}/v1/purchase-orders", json=order, headers={"Idempotency-Key": key})
             if response.status_code == 201 and response.headers.get("Idempotent-Replayed") != "true":
                 orders += 1
             elif response.status_code not in (201, 409):
                 raise RuntimeError(f"seeding {order['po_number']} failed: {response.status_code} {response.text}")
-    return f"Demo: {created} member foundries and {orders} purchase orders added (existing ones kept)."
+    return "\n".join([capacity, quality, f"Orders demo: {orders} purchase orders added (existing ones kept)."])

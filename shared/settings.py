@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     quality_status_suspend_below: float = Field(default=0.6, ge=0, le=1)
     quality_default_min_tkdn_percent: float = Field(default=25.0, ge=0, le=100)
 
+    # Capacity: how long an API hold waits for its confirmation, and how often expired holds are swept.
+    capacity_hold_minutes: int = Field(default=60, ge=1)
+    capacity_jobs_interval_s: float = Field(default=30.0, gt=0)
+
     orders_webhook_poll_interval_s: float = Field(default=0.5, gt=0)
 
     orders_url: str = "http://127.0.0.1:8001"

@@ -1,9 +1,16 @@
-"""What capacity reacts to: event type → handler."""
+"""What capacity reacts to: event type → handler.
 
-from shared.events.orders import PurchaseOrderReceived
+None of these is a projection: plans, cancellations and lots change capacity's own reservations, which
+`ceper replay` must not rebuild.
+"""
+
+from shared.events.orders import AllocationPlanned, PurchaseOrderCancelled
+from shared.events.quality import LotRegistered
 from shared.inbox import Subscriptions
 
-from . import handlers, store
+from . import handlers
 
 SUBSCRIPTIONS = Subscriptions("capacity")
-SUBSCRIPTIONS.add(PurchaseOrderReceived, handlers.on_purchase_order_received, projection_of=[store.order_demand])
+SUBSCRIPTIONS.add(AllocationPlanned, handlers.on_allocation_planned)
+SUBSCRIPTIONS.add(PurchaseOrderCancelled, handlers.on_purchase_order_cancelled)
+SUBSCRIPTIONS.add(LotRegistered, handlers.on_lot_registered)

@@ -98,7 +98,8 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
         banner = "".join(lines)
         for port in (console, orders, capacity, quality, kafka):
             assert f"127.0.0.1:{port}" in banner
-        assert "168 member foundries" in banner
+        assert "168 member foundries registered" in banner
+        assert "0 lots" not in banner and "certificates" in banner
         with httpx.Client(timeout=5) as client:
             services = client.get(f"http://127.0.0.1:{console}/v1/services").json()
             assert {name: s["status"] for name, s in services.items()} == {"orders": "ok", "capacity": "ok", "quality": "ok"}
@@ -123,7 +124,9 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
     # The next run starts cleanly on the same data, and the demo is not loaded twice.
     again, lines = _start_dev(env)
     try:
-        assert "0 member foundries and 0 purchase orders added" in "".join(lines)
+        again_banner = "".join(lines)
+        assert "0 member foundries registered" in again_banner and "0 capacity changes recorded" in again_banner
+        assert "Quality demo: 0 certificates" in again_banner and "0 purchase orders added" in again_banner
     finally:
         _ctrl_c(again)
     assert again.returncode == 0

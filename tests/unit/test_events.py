@@ -73,8 +73,15 @@ def test_topics_are_one_per_owning_service():
     assert [topic_of(s) for s in SERVICES] == ["ceper.orders.v1", "ceper.capacity.v1", "ceper.quality.v1"]
     assert dlq_topic_of("orders") == "ceper.orders.dlq"
     assert [t.name for t in REGISTRY.of_service("capacity")] == [
+        "ceper.capacity.capacity_changed.v1",
         "ceper.capacity.foundry_registered.v1",
         "ceper.capacity.foundry_updated.v1",
+        "ceper.capacity.reservation_confirmed.v1",
+        "ceper.capacity.reservation_consumed.v1",
+        "ceper.capacity.reservation_expired.v1",
+        "ceper.capacity.reservation_rejected.v1",
+        "ceper.capacity.reservation_released.v1",
+        "ceper.capacity.reservation_revoked.v1",
     ]
 
 
