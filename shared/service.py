@@ -33,6 +33,18 @@ from .settings import Settings, get_settings
 log = get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class PeriodicJob:
+    """Work a service does on its clock (expiring holds, certificate notices): now at start, then every interval.
+
+    A failed run changes nothing (each run is its own transaction) and the next run tries again.
+    """
+
+    name: str
+    run: Callable[["ServiceRuntime"], Awaitable[None]]
+    interval_s: Callable[[Settings], float]
+
+
 @dataclass
 class ServiceSpec:
     name: str
@@ -47,6 +59,7 @@ class ServiceSpec:
     on_start: list[Callable[["ServiceRuntime"], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[["ServiceRuntime"], Awaitable[None]]] = field(default_factory=list)
     readiness: list[Callable[["ServiceRuntime"], Awaitable[str | None]]] = field(default_factory=list)
+    jobs: list[PeriodicJob] = field(default_factory=list)
 
 
 class ServiceRuntime:
@@ -71,6 +84,7 @@ class ServiceRuntime:
         self.producer: AIOKafkaProducer | None = None
         self.broker_connected = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
+        self._job_tasks: list[asyncio.Task[None]] = []
         self.state: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -80,6 +94,17 @@ class ServiceRuntime:
         self._connect_task = asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
         for hook in self.spec.on_start:
             await hook(self)
+        self._job_tasks = [asyncio.create_task(self._run_job(job), name=f"{self.name}-{job.name}") for job in self.spec.jobs]
+
+    async def _run_job(self, job: PeriodicJob) -> None:
+        while True:
+            try:
+                await job.run(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: nothing changed, the next run tries again
+                log.warning("job failed, will run again", job=job.name, error=str(exc))
+            await asyncio.sleep(job.interval_s(self.settings))
 
     async def _connect_broker(self) -> None:
         backoff = 0.2
@@ -106,6 +131,14 @@ class ServiceRuntime:
         await asyncio.wait_for(self.broker_connected.wait(), timeout)
 
     async def stop(self) -> None:
+        for task in self._job_tasks:
+            task.cancel()
+        for task in self._job_tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._job_tasks = []
         for hook in reversed(self.spec.on_stop):
             await hook(self)
         if self._connect_task is not None and not self._connect_task.done():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from shared.clock import Clock
 from shared.logging import get_logger
-from shared.service import ServiceRuntime, ServiceSpec, create_service_app
+from shared.service import PeriodicJob, ServiceRuntime, ServiceSpec, create_service_app
 from shared.settings import Settings
 
 from . import api, handlers, store
@@ -18,34 +17,13 @@ from .subscriptions import SUBSCRIPTIONS
 log = get_logger(__name__)
 
 
-async def start_jobs(runtime: ServiceRuntime) -> None:
-    """Expires unconfirmed holds and refreshes the business metrics now and periodically."""
-    runtime.state["capacity_jobs"] = asyncio.create_task(_run_jobs(runtime), name="capacity-hold-expiry")
-
-
-async def _run_jobs(runtime: ServiceRuntime) -> None:
+async def hold_expiry(runtime: ServiceRuntime) -> None:
+    """Expires holds not confirmed in time and refreshes the business metrics."""
     assert runtime.sessions is not None
-    while True:
-        try:
-            expired = await handlers.expire_holds(runtime.sessions)
-            if expired:
-                log.info("holds expired", count=len(expired))
-            await handlers.refresh_metrics(runtime.sessions)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database is away: nothing changed, the next run tries again
-            log.warning("capacity job failed, will run again", error=str(exc))
-        await asyncio.sleep(runtime.settings.capacity_jobs_interval_s)
-
-
-async def stop_jobs(runtime: ServiceRuntime) -> None:
-    task: asyncio.Task[None] | None = runtime.state.pop("capacity_jobs", None)
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
+    expired = await handlers.expire_holds(runtime.sessions)
+    if expired:
+        log.info("holds expired", count=len(expired))
+    await handlers.refresh_metrics(runtime.sessions)
 
 
 SPEC = ServiceSpec(
@@ -57,8 +35,7 @@ SPEC = ServiceSpec(
     backbone=store.backbone,
     subscriptions=SUBSCRIPTIONS,
     migrations_dir=Path(__file__).parent / "migrations",
-    on_start=[start_jobs],
-    on_stop=[stop_jobs],
+    jobs=[PeriodicJob("hold-expiry", hold_expiry, lambda settings: settings.capacity_jobs_interval_s)],
 )
 
 

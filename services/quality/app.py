@@ -2,50 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from shared.clock import Clock
-from shared.logging import get_logger
-from shared.service import ServiceRuntime, ServiceSpec, create_service_app
+from shared.service import PeriodicJob, ServiceRuntime, ServiceSpec, create_service_app
 from shared.settings import Settings
 
 from . import api, handlers, store
 from .subscriptions import SUBSCRIPTIONS
 
-log = get_logger(__name__)
-
-
-async def start_expiry_job(runtime: ServiceRuntime) -> None:
-    """Puts the default specifications in place, then runs the certificate-expiry job now and periodically."""
+async def put_default_specifications(runtime: ServiceRuntime) -> None:
     assert runtime.sessions is not None
     await handlers.ensure_default_specifications(runtime.sessions)
-    runtime.state["expiry_job"] = asyncio.create_task(_run_expiry_job(runtime), name="quality-certificate-expiry")
 
 
-async def _run_expiry_job(runtime: ServiceRuntime) -> None:
+async def certificate_expiry(runtime: ServiceRuntime) -> None:
+    """Publishes each certificate's expiring and expired notices once, and refreshes the business metrics."""
     assert runtime.sessions is not None
-    while True:
-        try:
-            await handlers.check_certificate_expiry(runtime.sessions, runtime.settings)
-            await handlers.refresh_metrics(runtime.sessions, runtime.settings)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database is away: nothing was given, the next run tries again
-            log.warning("certificate expiry job failed, will run again", error=str(exc))
-        await asyncio.sleep(runtime.settings.quality_expiry_check_interval_s)
-
-
-async def stop_expiry_job(runtime: ServiceRuntime) -> None:
-    task: asyncio.Task[None] | None = runtime.state.pop("expiry_job", None)
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
+    await handlers.check_certificate_expiry(runtime.sessions, runtime.settings)
+    await handlers.refresh_metrics(runtime.sessions, runtime.settings)
 
 
 SPEC = ServiceSpec(
@@ -57,8 +34,8 @@ SPEC = ServiceSpec(
     backbone=store.backbone,
     subscriptions=SUBSCRIPTIONS,
     migrations_dir=Path(__file__).parent / "migrations",
-    on_start=[start_expiry_job],
-    on_stop=[stop_expiry_job],
+    on_start=[put_default_specifications],
+    jobs=[PeriodicJob("certificate-expiry", certificate_expiry, lambda settings: settings.quality_expiry_check_interval_s)],
 )
 
 
