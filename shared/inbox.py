@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -63,6 +63,13 @@ class Subscription:
     handler: Handler
     # A projection rebuilds state owned elsewhere; its tables are cleared and refilled by `ceper replay`.
     projection_of: tuple[sa.Table, ...] = ()
+    # Reactions run after the handler, in the same transaction; a replay rebuilds projections only.
+    reactions: tuple[Handler, ...] = ()
+
+    async def apply(self, session: AsyncSession, envelope: Envelope[Any]) -> None:
+        await self.handler(session, envelope)
+        for reaction in self.reactions:
+            await reaction(session, envelope)
 
     @property
     def is_projection(self) -> bool:
@@ -81,6 +88,15 @@ class Subscriptions:
         if event_type.name in self._by_type:
             raise ValueError(f"{self.service} already handles {event_type.name}")
         self._by_type[event_type.name] = Subscription(event_type, handler, tuple(projection_of))
+
+    def react(self, model: type[EventData], reaction: Handler) -> None:
+        """Adds a reaction to an event type, after its projection if it has one (e.g. replan after projecting)."""
+        event_type = model.event_type()
+        existing = self._by_type.get(event_type.name)
+        if existing is None:
+            self._by_type[event_type.name] = Subscription(event_type, reaction)
+        else:
+            self._by_type[event_type.name] = replace(existing, reactions=(*existing.reactions, reaction))
 
     def get(self, type_name: str) -> Subscription | None:
         return self._by_type.get(type_name)
@@ -296,7 +312,7 @@ class InboxConsumer:
         # Tokens restore the previous bindings as `bound_contextvars` does, without copying the whole context.
         log_tokens = structlog.contextvars.bind_contextvars(event_id=envelope.id, trace_id=trace_id)
         try:
-            await delivery.subscription.handler(session, envelope)
+            await delivery.subscription.apply(session, envelope)
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             current_trace_id.reset(token)

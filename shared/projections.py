@@ -26,6 +26,8 @@ def foundry_projection_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("product_families", sa.JSON, nullable=False),
         sa.Column("revision", sa.Integer, nullable=False),
         sa.Column("updated_at", UtcDateTime, nullable=False),
+        # active, suspended or resigned; only active members are planned.
+        sa.Column("membership_status", sa.String(20), nullable=False, server_default="active"),
     )
 
 
@@ -39,6 +41,7 @@ async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Enve
             "product_families": list(data.product_families),
             "revision": 0,
             "updated_at": data.registered_at,
+            "membership_status": data.membership_status or "active",
         }
     elif isinstance(data, FoundryUpdated):
         values = {
@@ -48,6 +51,7 @@ async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Enve
             "product_families": list(data.product_families),
             "revision": data.revision,
             "updated_at": data.updated_at,
+            "membership_status": data.membership_status or "active",
         }
     else:  # pragma: no cover - wiring error
         raise TypeError(f"not a foundry event: {type(data).__name__}")

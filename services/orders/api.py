@@ -150,6 +150,7 @@ class FoundryView(BaseModel):
     product_families: list[str]
     revision: int
     updated_at: datetime
+    membership_status: str
 
 
 @router.post(

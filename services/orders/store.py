@@ -19,6 +19,72 @@ metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
 foundry_projection = foundry_projection_table(metadata)
 
+# --- projections of capacity's and quality's events: what the planner plans from ------------------------
+
+capacity_projection = sa.Table(
+    "capacity_projection",
+    metadata,
+    sa.Column("foundry_code", sa.String(20), primary_key=True),
+    sa.Column("product_family", sa.String(40), primary_key=True),
+    sa.Column("week", sa.String(8), primary_key=True),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+)
+
+# Every reservation capacity made, whoever it is for: what is left free is capacity minus these.
+reservation_projection = sa.Table(
+    "reservation_projection",
+    metadata,
+    sa.Column("reservation_id", sa.String(64), primary_key=True),
+    sa.Column("foundry_code", sa.String(20), nullable=False),
+    sa.Column("product_family", sa.String(40), nullable=False),
+    sa.Column("week", sa.String(8), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=True),
+    sa.Column("allocation_id", sa.String(64), nullable=True),
+    sa.Column("plan_version", sa.Integer, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_reservation_projection_week", "product_family", "week"),
+    sa.Index("ix_reservation_projection_order", "order_id"),
+)
+
+certificate_projection = sa.Table(
+    "certificate_projection",
+    metadata,
+    sa.Column("certificate_id", sa.String(64), primary_key=True),
+    sa.Column("foundry_code", sa.String(20), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("valid_from", sa.Date, nullable=False),
+    sa.Column("valid_until", sa.Date, nullable=False),
+    sa.Column("tkdn_percent", sa.Float, nullable=True),
+    sa.Column("items", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # valid, revoked or expired
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+quality_status_projection = sa.Table(
+    "quality_status_projection",
+    metadata,
+    sa.Column("foundry_code", sa.String(20), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("pass_rate", sa.Float, nullable=False),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+)
+
+lot_projection = sa.Table(
+    "lot_projection",
+    metadata,
+    sa.Column("lot_code", sa.String(64), primary_key=True),
+    sa.Column("foundry_code", sa.String(20), nullable=False),
+    sa.Column("item_code", sa.String(20), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=True, index=True),
+    sa.Column("allocation_id", sa.String(64), nullable=True),
+    sa.Column("outcome", sa.String(20), nullable=False),  # registered, passed or failed
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
 purchase_orders = sa.Table(
     "purchase_orders",
     metadata,

@@ -1,10 +1,36 @@
 """What orders reacts to: event type → handler."""
 
-from shared.events.capacity import FoundryRegistered, FoundryUpdated
+from shared.events.capacity import (
+    CapacityChanged,
+    FoundryRegistered,
+    FoundryUpdated,
+    ReservationConfirmed,
+    ReservationConsumed,
+    ReservationExpired,
+    ReservationReleased,
+    ReservationRevoked,
+)
+from shared.events.quality import (
+    CertificateGranted,
+    CertificateRevoked,
+    CertificationExpired,
+    FoundryQualityStatusChanged,
+    LotFailed,
+    LotPassed,
+    LotRegistered,
+)
 from shared.inbox import Subscriptions
 
-from . import handlers, store
+from . import handlers, projections, store
 
 SUBSCRIPTIONS = Subscriptions("orders")
 SUBSCRIPTIONS.add(FoundryRegistered, handlers.on_foundry_changed, projection_of=[store.foundry_projection])
 SUBSCRIPTIONS.add(FoundryUpdated, handlers.on_foundry_changed, projection_of=[store.foundry_projection])
+SUBSCRIPTIONS.add(CapacityChanged, projections.on_capacity_changed, projection_of=[store.capacity_projection])
+for reservation_event in (ReservationConfirmed, ReservationRevoked, ReservationReleased, ReservationExpired, ReservationConsumed):
+    SUBSCRIPTIONS.add(reservation_event, projections.on_reservation_event, projection_of=[store.reservation_projection])
+for certificate_event in (CertificateGranted, CertificateRevoked, CertificationExpired):
+    SUBSCRIPTIONS.add(certificate_event, projections.on_certificate_event, projection_of=[store.certificate_projection])
+SUBSCRIPTIONS.add(FoundryQualityStatusChanged, projections.on_quality_status_changed, projection_of=[store.quality_status_projection])
+for lot_event in (LotRegistered, LotPassed, LotFailed):
+    SUBSCRIPTIONS.add(lot_event, projections.on_lot_event, projection_of=[store.lot_projection])

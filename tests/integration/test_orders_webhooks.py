@@ -86,8 +86,13 @@ async def test_failed_delivery_is_retried_with_backoff_and_survives_a_restart(ma
         await orders.http.put("/v1/buyers/INKA/webhook", json={"url": receiver.url})
         message_id = (await orders.http.post("/v1/buyers/INKA/webhook/ping")).json()["id"]
         await eventually(lambda: _async(len(receiver.received) == 1))
-        log = (await orders.http.get("/v1/buyers/INKA/webhook-deliveries")).json()
-        assert log[0]["status"] == "pending" and log[0]["attempts"] == 1 and log[0]["last_status_code"] == 503
+
+        async def first_attempt_logged():
+            log = (await orders.http.get("/v1/buyers/INKA/webhook-deliveries")).json()
+            return log if log[0]["attempts"] == 1 else None
+
+        log = await eventually(first_attempt_logged)
+        assert log[0]["status"] == "pending" and log[0]["last_status_code"] == 503
         assert log[0]["next_attempt_at"] == (clock.now() + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
 
     # Down for a while: the message waits in the database, not in memory.

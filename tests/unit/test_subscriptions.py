@@ -1,0 +1,35 @@
+"""Subscriptions: one handler per event type, reactions after it, replay sees projections only."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shared.events.capacity import FoundryRegistered, FoundryUpdated
+from shared.inbox import Subscriptions
+
+table = sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+
+
+async def test_reactions_run_after_the_projection_in_order():
+    calls: list[str] = []
+
+    async def project(session, envelope):
+        calls.append("project")
+
+    async def replan(session, envelope):
+        calls.append("replan")
+
+    async def notify(session, envelope):
+        calls.append("notify")
+
+    subscriptions = Subscriptions("orders")
+    subscriptions.add(FoundryRegistered, project, projection_of=[table])
+    subscriptions.react(FoundryRegistered, replan)
+    subscriptions.react(FoundryRegistered, notify)
+    subscriptions.react(FoundryUpdated, replan)
+
+    await subscriptions.get(FoundryRegistered.event_type().name).apply(None, None)
+    assert calls == ["project", "replan", "notify"]
+    assert [s.event_type.name for s in subscriptions.projections()] == [FoundryRegistered.event_type().name]
+    reaction_only = subscriptions.get(FoundryUpdated.event_type().name)
+    assert not reaction_only.is_projection and reaction_only.reactions == ()
