@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Response
@@ -15,7 +15,7 @@ from shared.projections import list_foundries
 from shared.service import Sessions
 
 from . import handlers, store, webhooks
-from .domain import BUYERS, Delivery, OrderLine, PurchaseOrder
+from .domain import BUYERS, Delivery, OrderLine, PurchaseOrder, Requirements
 
 router = APIRouter(prefix="/v1")
 
@@ -34,7 +34,7 @@ class DeliveryIn(BaseModel):
 class RequirementsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    certificates: list[str] = Field(default_factory=list, examples=[["SNI", "ISO9001"]])
+    certificates: list[Literal["SNI", "ISO9001", "TKDN", "SKKNI"]] = Field(default_factory=list, examples=[["SNI", "ISO9001"]])
     min_tkdn_percent: float | None = Field(default=None, ge=0, le=100)
 
 
@@ -136,6 +136,36 @@ class PurchaseOrderOut(BaseModel):
         )
 
 
+class AllocationOut(BaseModel):
+    allocation_id: str
+    line_no: int
+    foundry_code: str
+    week: str = Field(description="ISO week of production")
+    quantity: int
+    due_date: date
+    state: str = Field(description="planned, reserved or rejected")
+
+
+class ShortfallOut(BaseModel):
+    line_no: int
+    week: str = Field(description="The ISO week production would have had to finish in")
+    quantity: int
+    eligible_members: int
+
+
+class PlanOut(BaseModel):
+    version: int
+    created_at: datetime
+    solver: str
+    reason: str
+    shortfall: list[ShortfallOut]
+    allocations: list[AllocationOut]
+
+
+class PurchaseOrderDetail(PurchaseOrderOut):
+    plan: PlanOut | None = Field(default=None, description="The plan in force; none until the planner ran")
+
+
 class PurchaseOrderPage(BaseModel):
     items: list[PurchaseOrderOut]
     total: int
@@ -184,6 +214,9 @@ async def submit_purchase_order(
                 quantity=l.quantity,
                 unit_price=l.unit_price,
                 deliveries=tuple(Delivery(d.due_date, d.quantity, d.site_code) for d in l.deliveries),
+                requirements=Requirements(
+                    tuple(l.requirements.certificates), l.requirements.min_tkdn_percent
+                ) if l.requirements else Requirements(),
             )
             for l in body.lines
         ],
@@ -196,17 +229,28 @@ async def submit_purchase_order(
 
 @router.get(
     "/purchase-orders/{order_id}",
-    response_model=PurchaseOrderOut,
+    response_model=PurchaseOrderDetail,
     tags=["purchase orders"],
-    summary="One purchase order",
+    summary="One purchase order with the plan in force",
     responses=problem_responses(404),
 )
-async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrderOut:
+async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrderDetail:
     async with sessions() as session:
         order = await store.get_order(session, order_id)
-    if order is None:
-        raise NotFound(f"no purchase order {order_id}")
-    return PurchaseOrderOut.of(order)
+        if order is None:
+            raise NotFound(f"no purchase order {order_id}")
+        plan, rows = await store.current_plan(session, order_id)
+    detail = PurchaseOrderDetail(**PurchaseOrderOut.of(order).model_dump())
+    if plan is not None:
+        detail.plan = PlanOut(
+            version=plan.version,
+            created_at=plan.created_at,
+            solver=plan.solver,
+            reason=plan.reason,
+            shortfall=[ShortfallOut(**s) for s in plan.shortfall],
+            allocations=[AllocationOut(**{k: getattr(r, k) for k in AllocationOut.model_fields}) for r in rows],
+        )
+    return detail
 
 
 @router.get(

@@ -32,7 +32,18 @@ SITES: dict[str, str] = {
 
 
 class OrderStatus(StrEnum):
-    RECEIVED = "received"
+    RECEIVED = "received"  # stored; the planner has not run yet
+    PLANNED = "planned"  # a plan covers every delivery; capacity is reserving it
+    ACCEPTED = "accepted"  # every allocation of the current plan is reserved
+    NEEDS_REVIEW = "needs_review"  # eligible members cannot make it all in time: see the plan's shortfall
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What the buyer demands of the foundries that make a line."""
+
+    certificates: tuple[str, ...] = ()
+    min_tkdn_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,15 @@ class OrderLine:
     quantity: int
     unit_price: int  # whole rupiah
     deliveries: tuple[Delivery, ...]
+    requirements: Requirements = Requirements()
+
+    @property
+    def product_family(self) -> str:
+        return ITEMS[self.item_code][1]
+
+    @property
+    def last_due_date(self) -> date:
+        return max(d.due_date for d in self.deliveries)
 
 
 @dataclass(frozen=True)
@@ -149,3 +169,52 @@ def receive_purchase_order(
         received_at=now,
     )
     return order, event
+
+
+@dataclass(frozen=True)
+class CertificateHeld:
+    kind: str
+    valid_from: date
+    valid_until: date
+    items: tuple[str, ...] = ()
+    tkdn_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class FoundryStanding:
+    """What orders knows of a member from capacity's and quality's events."""
+
+    code: str
+    membership_status: str
+    product_families: tuple[str, ...]
+    certificates: tuple[CertificateHeld, ...]
+    quality_status: str = "good"
+    pass_rate: float | None = None
+
+
+def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date) -> list[str]:
+    """Reasons a member may not make a line; none means eligible. Certificates must hold through the last delivery."""
+    reasons: list[str] = []
+    if foundry.membership_status != "active":
+        reasons.append(f"membership {foundry.membership_status}")
+    if line.product_family not in foundry.product_families:
+        reasons.append(f"does not make {line.product_family}")
+    if foundry.quality_status == "suspended":
+        reasons.append("quality status suspended")
+    through = line.last_due_date
+
+    def valid(certificate: CertificateHeld) -> bool:
+        return certificate.valid_from <= today and certificate.valid_until >= through
+
+    for kind in line.requirements.certificates:
+        held = [c for c in foundry.certificates if c.kind == kind and valid(c)]
+        if kind == "SNI":
+            held = [c for c in held if line.item_code in c.items]
+        if not held:
+            reasons.append(f"no {kind} certificate valid through {through.isoformat()}" + (f" covering {line.item_code}" if kind == "SNI" else ""))
+    minimum = line.requirements.min_tkdn_percent
+    if minimum is not None:
+        best = max((c.tkdn_percent or 0.0 for c in foundry.certificates if c.kind == "TKDN" and valid(c)), default=None)
+        if best is None or best < minimum:
+            reasons.append(f"TKDN {best if best is not None else 'none'} below {minimum:g}%")
+    return reasons

@@ -5,19 +5,32 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import clock
 from shared.events import Envelope
+from shared.events.capacity import ReservationConfirmed
+from shared.events.orders import AllocationPlanned, PlannedAllocation, PurchaseOrderReceived
 from shared.http import Conflict, FieldError, Unprocessable
 from shared.projections import project_foundry
 
-from . import store
-from .domain import OrderLine, OrderRejected, PurchaseOrder, receive_purchase_order
+from . import projections, store, webhooks
+from .domain import (
+    CertificateHeld,
+    FoundryStanding,
+    OrderLine,
+    OrderRejected,
+    OrderStatus,
+    PurchaseOrder,
+    receive_purchase_order,
+    why_not_eligible,
+)
+from .planner import Candidate, Demand, PlanRules, iso_week, plan_line, shortfall_by_week
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,8 @@ async def receive(
                     raise Conflict("this Idempotency-Key was already used with a different request body")
                 order = await store.get_order(session, earlier.order_id)
                 assert order is not None
-                return Intake(order, replayed=True)
+                # The same answer as the first time; GET shows how the order has moved on since.
+                return Intake(replace(order, status=OrderStatus.RECEIVED), replayed=True)
             if await store.find_order_by_po(session, buyer_code, po_number) is not None:
                 raise Conflict(f"{buyer_code} already sent purchase order {po_number}")
             try:
@@ -76,3 +90,117 @@ async def receive(
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
     await project_foundry(session, store.foundry_projection, envelope)
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+
+PLAN_RULES = PlanRules(time_limit_s=1.0)
+
+
+async def _standings(session: AsyncSession, today: date) -> list[FoundryStanding]:
+    raw = await projections.standing(session, today)
+    return [
+        FoundryStanding(
+            code=code,
+            membership_status=entry["membership_status"],
+            product_families=tuple(entry["product_families"]),
+            certificates=tuple(
+                CertificateHeld(c["kind"], c["valid_from"], c["valid_until"], tuple(c["items"] or ()), c["tkdn_percent"])
+                for c in entry["certificates"]
+            ),
+            quality_status=entry["status"],
+            pass_rate=entry["pass_rate"],
+        )
+        for code, entry in sorted(raw.items())
+    ]
+
+
+async def plan_order(session: AsyncSession, order_id: str, reason: str) -> int | None:
+    """Plans every line of the order from orders' own projections, stores the new version and publishes it."""
+    order = await store.get_order(session, order_id)
+    if order is None:
+        return None
+    today = clock.today()
+    standings = await _standings(session, today)
+    previous, _ = await store.current_plan(session, order_id)
+    version = (previous.version if previous is not None else 0) + 1
+    planned: list[PlannedAllocation] = []
+    shortfall: list[dict[str, Any]] = []
+    solvers: set[str] = set()
+    for line in order.lines:
+        eligible = [f for f in standings if not why_not_eligible(f, line, today)]
+        first_week, last_week = iso_week(today), iso_week(line.last_due_date)
+        free = await projections.free_capacity(session, line.product_family, first_week, last_week)
+        candidates = [
+            Candidate(f.code, free.get(f.code, {}), quality=f.pass_rate if f.pass_rate is not None else 0.9) for f in eligible
+        ]
+        demands = [Demand(d.due_date, d.quantity) for d in line.deliveries]
+        plan = plan_line(demands, candidates, today, PLAN_RULES)
+        solvers.add(plan.solver)
+        for a in plan.allocations:
+            planned.append(
+                PlannedAllocation(
+                    allocation_id=f"{order_id}:{line.line_no}:{a.foundry_code}:{a.week}:{a.due_date.isoformat()}",
+                    line_no=line.line_no,
+                    item_code=line.item_code,
+                    product_family=line.product_family,
+                    foundry_code=a.foundry_code,
+                    week=a.week,
+                    quantity=a.quantity,
+                    due_date=a.due_date,
+                )
+            )
+        for week, units in shortfall_by_week(plan, PLAN_RULES).items():
+            shortfall.append({"line_no": line.line_no, "week": week, "quantity": units, "eligible_members": len(eligible)})
+    now = clock.now()
+    await session.execute(
+        sa.insert(store.plans).values(
+            order_id=order_id, version=version, created_at=now, solver="+".join(sorted(solvers)), shortfall=shortfall, reason=reason
+        )
+    )
+    if planned:
+        await session.execute(
+            sa.insert(store.allocations),
+            [
+                {**a.model_dump(), "order_id": order_id, "plan_version": version, "state": "planned"}
+                for a in planned
+            ],
+        )
+    status = OrderStatus.NEEDS_REVIEW if shortfall else OrderStatus.PLANNED
+    await store.set_status(session, order_id, status)
+    await store.publish(
+        session,
+        AllocationPlanned(order_id=order_id, buyer_code=order.buyer_code, plan_version=version, allocations=planned, planned_at=now),
+    )
+    if shortfall:
+        await webhooks.enqueue(
+            session, order.buyer_code, "order.needs_review", {"order_id": order_id, "po_number": order.po_number, "shortfall": shortfall}
+        )
+    return version
+
+
+async def on_purchase_order_received(session: AsyncSession, envelope: Envelope[PurchaseOrderReceived]) -> None:
+    await plan_order(session, envelope.data.order_id, "received")
+
+
+async def on_reservation_confirmed(session: AsyncSession, envelope: Envelope[ReservationConfirmed]) -> None:
+    data = envelope.data
+    if data.order_id is None or data.allocation_id is None:
+        return  # a reservation made over capacity's API, not for one of our plans
+    plan, rows = await store.current_plan(session, data.order_id)
+    if plan is None or data.plan_version != plan.version:
+        return  # confirms an older plan; the current one is being reserved
+    await session.execute(
+        sa.update(store.allocations)
+        .where(store.allocations.c.allocation_id == data.allocation_id, store.allocations.c.plan_version == plan.version)
+        .values(state="reserved")
+    )
+    order = await store.get_order(session, data.order_id)
+    if order is None or order.status != OrderStatus.PLANNED:
+        return
+    still_open = [r for r in rows if r.allocation_id != data.allocation_id and r.state != "reserved"]
+    if not still_open:
+        await store.set_status(session, data.order_id, OrderStatus.ACCEPTED)
+        await webhooks.enqueue(
+            session, order.buyer_code, "order.accepted", {"order_id": order.id, "po_number": order.po_number, "plan_version": plan.version}
+        )

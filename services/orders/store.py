@@ -13,7 +13,7 @@ from shared.events import EventData
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
 
-from .domain import Delivery, OrderLine, OrderStatus, PurchaseOrder
+from .domain import Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
@@ -100,6 +100,34 @@ purchase_orders = sa.Table(
     sa.UniqueConstraint("buyer_code", "po_number", name="uq_purchase_orders_buyer_po"),
 )
 
+# Versions of each order's allocation plan; the newest is the one in force.
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("solver", sa.String(30), nullable=False),
+    sa.Column("shortfall", sa.JSON, nullable=False),  # [{line_no, due_date, week, quantity}]
+    sa.Column("reason", sa.String(200), nullable=False),
+)
+
+allocations = sa.Table(
+    "allocations",
+    metadata,
+    sa.Column("allocation_id", sa.String(120), primary_key=True),
+    sa.Column("order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("plan_version", sa.Integer, nullable=False),
+    sa.Column("line_no", sa.Integer, nullable=False),
+    sa.Column("item_code", sa.String(20), nullable=False),
+    sa.Column("product_family", sa.String(40), nullable=False),
+    sa.Column("foundry_code", sa.String(20), nullable=False),
+    sa.Column("week", sa.String(8), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("due_date", sa.Date, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # planned, reserved, rejected
+)
+
 # A buyer's Idempotency-Key and the request it was first used with: a retry gets the same answer.
 idempotency_keys = sa.Table(
     "idempotency_keys",
@@ -159,6 +187,10 @@ def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
             "deliveries": [
                 {"due_date": d.due_date.isoformat(), "quantity": d.quantity, "site_code": d.site_code} for d in l.deliveries
             ],
+            "requirements": {
+                "certificates": list(l.requirements.certificates),
+                "min_tkdn_percent": l.requirements.min_tkdn_percent,
+            },
         }
         for l in lines
     ]
@@ -174,6 +206,9 @@ def _to_order(row: Any) -> PurchaseOrder:
             unit_price=l["unit_price"],
             deliveries=tuple(
                 Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in l["deliveries"]
+            ),
+            requirements=Requirements(
+                tuple(l.get("requirements", {}).get("certificates", ())), l.get("requirements", {}).get("min_tkdn_percent")
             ),
         )
         for l in row.lines
@@ -253,3 +288,23 @@ async def find_idempotency_key(session: AsyncSession, buyer_code: str, key: str)
 
 async def add_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.execute(sa.insert(idempotency_keys).values(**values))
+
+
+async def set_status(session: AsyncSession, order_id: str, status: OrderStatus) -> None:
+    await session.execute(sa.update(purchase_orders).where(purchase_orders.c.id == order_id).values(status=status.value))
+
+
+async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[Any]]:
+    plan = (
+        await session.execute(sa.select(plans).where(plans.c.order_id == order_id).order_by(plans.c.version.desc()).limit(1))
+    ).first()
+    if plan is None:
+        return None, []
+    rows = (
+        await session.execute(
+            sa.select(allocations)
+            .where(allocations.c.order_id == order_id, allocations.c.plan_version == plan.version)
+            .order_by(allocations.c.line_no, allocations.c.week, allocations.c.foundry_code)
+        )
+    ).all()
+    return plan, list(rows)

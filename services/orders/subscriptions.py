@@ -19,6 +19,7 @@ from shared.events.quality import (
     LotPassed,
     LotRegistered,
 )
+from shared.events.orders import PurchaseOrderReceived
 from shared.inbox import Subscriptions
 
 from . import handlers, projections, store
@@ -34,3 +35,7 @@ for certificate_event in (CertificateGranted, CertificateRevoked, CertificationE
 SUBSCRIPTIONS.add(FoundryQualityStatusChanged, projections.on_quality_status_changed, projection_of=[store.quality_status_projection])
 for lot_event in (LotRegistered, LotPassed, LotFailed):
     SUBSCRIPTIONS.add(lot_event, projections.on_lot_event, projection_of=[store.lot_projection])
+
+# Reactions: planning is driven by orders' own event, so an accepted order is planned even after a crash.
+SUBSCRIPTIONS.react(PurchaseOrderReceived, handlers.on_purchase_order_received)
+SUBSCRIPTIONS.react(ReservationConfirmed, handlers.on_reservation_confirmed)

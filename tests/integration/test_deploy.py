@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import jsonschema
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_SCHEMA = REPO.parent / "shared" / "schemas" / "compose-spec.json"
@@ -19,19 +22,18 @@ PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
 INSTALL_HINT = "run `bash deploy/install-system-deps.sh` (as root) or `make test`"
 
-# What the services export (shared/metrics.py) and Prometheus adds; dashboards may query nothing else.
-KNOWN_METRICS = {
-    "up",
-    "ceper_http_requests_total",
-    "ceper_http_request_duration_seconds_bucket",
-    "ceper_events_produced_total",
-    "ceper_events_consumed_total",
-    "ceper_events_failed_total",
-    "ceper_events_dead_lettered_total",
-    "ceper_outbox_backlog",
-    "ceper_outbox_oldest_age_seconds",
-    "ceper_consumer_lag",
+# Series names per prometheus_client metric type. `_created` samples are left out on purpose: nothing should query them.
+SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("_sum", "_count"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "enum": ("",),
 }
+# Series Prometheus itself adds to every scrape target.
+SCRAPE_METRICS = {"up"}
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
 
 
@@ -155,6 +157,106 @@ def test_each_service_database_is_created_by_the_init_script(compose: dict) -> N
         assert url.rsplit("/", 1)[-1] in created, f"{key} names a database init.sql does not create"
 
 
+# --- exported metric names --------------------------------------------------------------------------
+
+
+class Exported(NamedTuple):
+    module: str
+    labels: frozenset[str] | None  # None: not known here (recording rules), so not checked
+
+
+def metrics_modules() -> list[str]:
+    """shared/metrics.py and every service's metrics.py: where the code defines what `/metrics` exposes."""
+    services = sorted(path.parent.name for path in (REPO / "services").glob("*/metrics.py"))
+    return ["shared.metrics", *(f"services.{service}.metrics" for service in services)]
+
+
+def scrape_labels() -> frozenset[str]:
+    """Labels Prometheus attaches to every series of a target: job, instance and prometheus.yml's target labels."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    labels = {"job", "instance"}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            labels |= set(static.get("labels", {}))
+    return frozenset(labels)
+
+
+def exported_metrics() -> dict[str, Exported]:
+    """Series name -> defining module and label names, read from the prometheus_client metric objects."""
+    exported: dict[str, Exported] = {}
+    for module_name in metrics_modules():
+        module = importlib.import_module(module_name)
+        for value in vars(module).values():
+            if not isinstance(value, MetricWrapperBase):
+                continue
+            # prometheus_client has no public accessor for a parent metric's label names.
+            labels = frozenset(value._labelnames)
+            for family in value.describe():
+                assert family.type in SAMPLE_SUFFIXES, f"{module_name}: {family.name} has unhandled type {family.type}"
+                for suffix in SAMPLE_SUFFIXES[family.type]:
+                    exported[family.name + suffix] = Exported(module_name, labels | ({"le"} if suffix == "_bucket" else set()))
+    return exported
+
+
+def recorded_metrics() -> set[str]:
+    """Recording rules of alerts.yml make series too: alerts and dashboards may read them."""
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    return {rule["record"] for group in rules["groups"] for rule in group["rules"] if "record" in rule}
+
+
+@pytest.fixture(scope="module")
+def known_metrics() -> dict[str, Exported]:
+    scraped = scrape_labels()
+    known = {name: Exported(exported.module, exported.labels | scraped) for name, exported in exported_metrics().items()}
+    known |= {name: Exported("Prometheus", scraped) for name in SCRAPE_METRICS}
+    return known | {name: Exported("alerts.yml", None) for name in recorded_metrics()}
+
+
+def test_exported_metric_names_follow_the_exposition_format() -> None:
+    exported = exported_metrics()
+    # Counters gain `_total` and histograms `_bucket`/`_sum`/`_count`: the bare names are not series.
+    for name in ("ceper_http_requests_total", "ceper_http_request_duration_seconds_bucket", "ceper_http_request_duration_seconds_count"):
+        assert exported[name].module == "shared.metrics", name
+    assert "ceper_http_requests" not in exported and "ceper_http_request_duration_seconds" not in exported
+    assert exported["ceper_http_request_duration_seconds_bucket"].labels == {"service", "method", "route", "le"}
+    assert exported["ceper_capacity_utilisation_ratio"] == Exported("services.capacity.metrics", frozenset({"product_family", "week"}))
+    assert exported["ceper_quality_lots_total"] == Exported("services.quality.metrics", frozenset({"outcome", "item"}))
+
+
+def selector_labels(expr: str) -> tuple[dict[str, set[str]], set[str]]:
+    """Labels an expression matches on, per metric it selects, and labels it groups or matches vector pairs by."""
+    label_values = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\s*\)\s*", expr)
+    grouping = {label_values.group(2)} if label_values else set()
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', label_values.group(1) if label_values else expr)
+    matched: dict[str, set[str]] = {}
+    for selector in re.finditer(r"(?<![\w.$])([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}", expr):
+        matched.setdefault(selector.group(1), set()).update(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector.group(2)))
+    for clause in re.finditer(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr):
+        grouping |= {label.strip() for label in clause.group(1).split(",") if label.strip()}
+    return matched, grouping
+
+
+def query_problems(where: str, expr: str, known: dict[str, Exported]) -> list[str]:
+    """An expression must read metrics the code defines, through labels those metrics have."""
+    names = metric_names(expr)
+    if not names:
+        return [f"{where}: no metric found in {expr!r}"]
+    if unknown := names - set(known):
+        return [f"{where}: unknown metrics {sorted(unknown)} (not defined in {', '.join(metrics_modules())})"]
+    labels_of = {name: known[name].labels for name in names}
+    if any(labels is None for labels in labels_of.values()):
+        return []
+    problems = []
+    matched, grouping = selector_labels(expr)
+    for name, labels in matched.items():
+        has = labels_of.get(name) or frozenset()
+        if missing := labels - has:
+            problems.append(f"{where}: {name} has no label {sorted(missing)} (it has {sorted(has)})")
+    if missing := grouping - set().union(*(labels or () for labels in labels_of.values())):
+        problems.append(f"{where}: groups by {sorted(missing)}, which none of {sorted(names)} has")
+    return problems
+
+
 # --- Prometheus -------------------------------------------------------------------------------------
 
 
@@ -182,7 +284,27 @@ def test_every_alert_has_a_unit_test() -> None:
     assert alerts <= quiet, f"alerts never tested staying quiet: {sorted(alerts - quiet)}"
 
 
+def test_alert_rules_read_only_metrics_the_services_export(known_metrics: dict[str, Exported]) -> None:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    problems = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            where = f"alerts.yml {group['name']}/{rule.get('alert') or rule.get('record')}"
+            problems += query_problems(where, rule["expr"], known_metrics)
+    assert not problems, "\n".join(problems)
+
+
 # --- Grafana ----------------------------------------------------------------------------------------
+
+
+GRAFANA_VARIABLE = re.compile(r"\$\{?(\w+)")
+GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range"}
+
+
+def fill_grafana_variables(expr: str) -> str:
+    """Grafana's time variables become a duration; ours only stand in regex matchers, where `.*` means All."""
+    expr = re.sub(r"\$__(?:rate_interval|interval|range)\b", "5m", expr)
+    return re.sub(r"\$\{?\w+(?::\w+)?\}?", ".*", expr)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -227,17 +349,48 @@ def test_metric_name_extraction_sees_through_promql() -> None:
     assert metric_names(expr) == {"ceper_http_request_duration_seconds_bucket"}
     assert metric_names('a_total / on (service) group_left b offset 1h > bool 0') == {"a_total", "b"}
     assert metric_names('label_values(up{job="ceper"}, service)') == {"up"}
+    assert selector_labels(expr) == ({"ceper_http_request_duration_seconds_bucket": {"route"}}, {"service", "le"})
+    assert selector_labels('label_values(a{x="}", y!~"z"}, w)') == ({"a": {"x", "y"}}, {"w"})
 
 
-def test_dashboards_query_only_metrics_the_services_export() -> None:
+def test_dashboards_query_only_metrics_the_services_export(known_metrics: dict[str, Exported]) -> None:
     problems = []
     for dashboard, where, expr in dashboard_queries():
-        names = metric_names(expr)
-        if not names:
-            problems.append(f"{dashboard} {where}: no metric found in {expr!r}")
-        elif unknown := names - KNOWN_METRICS:
-            problems.append(f"{dashboard} {where}: unknown metrics {sorted(unknown)}")
+        problems += query_problems(f"{dashboard} {where}", expr, known_metrics)
     assert not problems, "\n".join(problems)
+
+
+def test_dashboard_queries_use_only_defined_variables() -> None:
+    defined = {
+        path.name: {variable["name"] for variable in json.loads(path.read_text()).get("templating", {}).get("list", [])}
+        for path in DASHBOARDS_DIR.glob("*.json")
+    }
+    problems = []
+    for dashboard, where, expr in dashboard_queries():
+        if undefined := set(GRAFANA_VARIABLE.findall(expr)) - defined[dashboard] - GRAFANA_BUILTINS:
+            problems.append(f"{dashboard} {where}: undefined variables {sorted(undefined)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_dashboards_have_distinct_uids_and_use_the_provisioned_datasource() -> None:
+    provisioned = yaml.safe_load((REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    datasource_uids = {source["uid"] for source in provisioned["datasources"]}
+    uids: dict[str, str] = {}
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        assert dashboard.get("uid"), f"{path.name} has no uid: Grafana would make up a new one on every load"
+        assert dashboard["uid"] not in uids, f"{path.name} reuses the uid of {uids[dashboard['uid']]}"
+        uids[dashboard["uid"]] = path.name
+        stack: list[object] = [dashboard]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                source = node.get("datasource")
+                if isinstance(source, dict):
+                    assert source.get("uid") in datasource_uids, f"{path.name}: datasource {source} is not provisioned"
+                stack += node.values()
+            elif isinstance(node, list):
+                stack += node
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
@@ -246,7 +399,7 @@ def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> No
     for number, (_dashboard, _where, expr) in enumerate(dashboard_queries()):
         label_values = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", expr)
         expr = label_values.group(1) if label_values else expr
-        expr = expr.replace("$__rate_interval", "5m").replace("$service", ".*")
+        expr = fill_grafana_variables(expr)
         rules.append({"record": f"dashboard:query_{number}", "expr": expr})
     rule_file = tmp_path / "dashboard_queries.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))

@@ -47,7 +47,9 @@ async def test_replay_rebuilds_projections_to_the_same_state(make_settings):
 
         async def settled():
             foundries = (await svc["orders"].http.get("/v1/foundries")).json()
-            return len(foundries) == 7 and sum(f["revision"] for f in foundries) == 2
+            orders = (await svc["orders"].http.get("/v1/purchase-orders")).json()["items"]
+            planned = all(o["status"] != "received" for o in orders) and len(orders) == 3
+            return len(foundries) == 7 and sum(f["revision"] for f in foundries) == 2 and planned
 
         await eventually(settled)
 

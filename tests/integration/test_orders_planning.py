@@ -1,0 +1,110 @@
+"""A purchase order is planned from orders' projections, reserved by capacity, and accepted — through Kafka."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from tests.support import eventually, run_services
+
+
+async def register_member(svc, code: str, weekly: int, *, certified: bool = True, tkdn: float = 40.0) -> None:
+    body = {"code": code, "name": f"CV {code}", "village": "Batur", "product_families": ["BRAKE_BLOCK_COMPOSITE"], "presses": 4}
+    assert (await svc["capacity"].http.post("/v1/foundries", json=body)).status_code == 201
+    change = {"kind": "standard", "reason": "declared", "product_family": "BRAKE_BLOCK_COMPOSITE", "weekly_units": weekly}
+    assert (await svc["capacity"].http.post(f"/v1/foundries/{code}/capacity-changes", json=change)).status_code == 201
+
+    async def known():
+        return [f for f in (await svc["quality"].http.get("/v1/foundries")).json() if f["code"] == code]
+
+    await eventually(known)
+    today = date.today()
+    validity = {"valid_from": (today - timedelta(days=10)).isoformat(), "valid_until": (today + timedelta(days=900)).isoformat()}
+    certificates = [
+        {"kind": "ISO9001", "number": f"ISO-{code}", "issuer": "TÜV"},
+        {"kind": "TKDN", "number": f"TKDN-{code}", "issuer": "Kementerian Perindustrian", "tkdn_percent": tkdn},
+    ]
+    if certified:
+        certificates.append({"kind": "SNI", "number": f"SNI-{code}", "issuer": "LSPro B4T", "items": ["BB-COMP-K"]})
+    for certificate in certificates:
+        response = await svc["quality"].http.post("/v1/certificates", json={"foundry_code": code, **certificate, **validity})
+        assert response.status_code == 201, response.text
+
+
+def kai_order(po_number: str, quantities: list[int]) -> dict:
+    today = date.today()
+    deliveries = [
+        {"due_date": (today + timedelta(days=60 + 30 * i)).isoformat(), "quantity": q, "site_code": "BY-YK"}
+        for i, q in enumerate(quantities)
+    ]
+    return {
+        "buyer_code": "KAI",
+        "po_number": po_number,
+        "issued_on": today.isoformat(),
+        "lines": [
+            {
+                "line_no": 1,
+                "item_code": "BB-COMP-K",
+                "quantity": sum(quantities),
+                "unit_price": 203700,
+                "deliveries": deliveries,
+                "requirements": {"certificates": ["SNI", "ISO9001"], "min_tkdn_percent": 25},
+            }
+        ],
+    }
+
+
+async def test_order_is_planned_on_eligible_members_reserved_and_accepted(make_settings):
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        for i in range(1, 6):
+            await register_member(svc, f"IKM-{i:03d}", 400)
+        await register_member(svc, "IKM-009", 2000, certified=False)  # big, but no SNI: must not be planned
+        await register_member(svc, "IKM-010", 2000, tkdn=12.0)  # TKDN below the buyer's 25 %
+
+        async def all_projected():
+            known = (await svc["orders"].http.get("/v1/foundries")).json()
+            return len(known) == 7
+
+        await eventually(all_projected)
+        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00101", [3000, 3000]), headers={"Idempotency-Key": "plan-1"})
+        assert posted.status_code == 201, posted.text
+        order_id = posted.json()["id"]
+
+        async def accepted():
+            order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+            return order if order["status"] == "accepted" else None
+
+        order = await eventually(accepted, timeout=60)
+        plan = order["plan"]
+        assert plan["version"] == 1 and plan["shortfall"] == []
+        assert sum(a["quantity"] for a in plan["allocations"]) == 6000
+        assert {a["state"] for a in plan["allocations"]} == {"reserved"}
+        members = {a["foundry_code"] for a in plan["allocations"]}
+        assert members <= {f"IKM-{i:03d}" for i in range(1, 6)} and len(members) >= 3
+
+        reservations = (await svc["capacity"].http.get("/v1/reservations", params={"order_id": order_id})).json()
+        items = reservations["items"] if isinstance(reservations, dict) else reservations
+        assert sum(r["quantity"] for r in items if r["state"] == "confirmed") == 6000
+
+
+async def test_order_beyond_eligible_capacity_needs_review_with_the_shortfall(make_settings):
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        await register_member(svc, "IKM-001", 300)
+
+        async def projected():
+            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 1
+
+        await eventually(projected)
+        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00102", [50000]), headers={"Idempotency-Key": "plan-2"})
+        order_id = posted.json()["id"]
+
+        async def reviewed():
+            order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+            return order if order["status"] == "needs_review" else None
+
+        order = await eventually(reviewed, timeout=60)
+        shortfall = order["plan"]["shortfall"]
+        planned = sum(a["quantity"] for a in order["plan"]["allocations"])
+        assert sum(s["quantity"] for s in shortfall) == 50000 - planned > 0
+        assert shortfall[0]["eligible_members"] == 1
