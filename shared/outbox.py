@@ -98,6 +98,7 @@ class Relay:
         self._last_gauges = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leader_connection: AsyncConnection | None = None
+        self._election = asyncio.Lock()
         # One lock per service database: the relays of one service's replicas compete for it.
         self._lock_key = zlib.crc32(f"ceper-outbox-relay:{service}".encode())
 
@@ -140,6 +141,10 @@ class Relay:
         """
         if self.engine.dialect.name != "postgresql":
             return True  # SQLite is one process's file
+        async with self._election:  # the relay loop and a caller may ask at once: one connection competes
+            return await self._elect()
+
+    async def _elect(self) -> bool:
         if self._leader_connection is not None:
             try:
                 await self._leader_connection.execute(sa.text("SELECT 1"))
