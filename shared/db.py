@@ -116,6 +116,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def upsert(session: AsyncSession, table: sa.Table, values: dict[str, Any]) -> None:
+    """Inserts the row, or updates it where its primary key exists; portable across SQLite and PostgreSQL."""
+    where = [column == values[column.name] for column in table.primary_key.columns]
+    exists = (await session.execute(sa.select(*table.primary_key.columns).where(*where))).first()
+    if exists:
+        await session.execute(sa.update(table).where(*where).values(**values))
+    else:
+        await session.execute(sa.insert(table).values(**values))
+
+
 def session_factory(engine: AsyncEngine, **info: Any) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, info=info)
 

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import upsert
 from shared.events import Envelope
 from shared.events.capacity import (
     CapacityChanged,
@@ -34,20 +35,10 @@ from shared.events.quality import (
 from . import store
 
 
-async def _upsert(session: AsyncSession, table: sa.Table, values: dict[str, Any]) -> None:
-    keys = {c.name: values[c.name] for c in table.primary_key.columns}
-    where = [table.c[name] == value for name, value in keys.items()]
-    exists = (await session.execute(sa.select(*table.primary_key.columns).where(*where))).first()
-    if exists:
-        await session.execute(sa.update(table).where(*where).values(**values))
-    else:
-        await session.execute(sa.insert(table).values(**values))
-
-
 async def on_capacity_changed(session: AsyncSession, envelope: Envelope[CapacityChanged]) -> None:
     change = envelope.data
     for week in change.weeks:
-        await _upsert(
+        await upsert(
             session,
             store.capacity_projection,
             {
@@ -114,7 +105,7 @@ async def on_certificate_event(session: AsyncSession, envelope: Envelope[Any]) -
     data = envelope.data
     table = store.certificate_projection
     if isinstance(data, CertificateGranted):
-        await _upsert(
+        await upsert(
             session,
             table,
             {
@@ -139,7 +130,7 @@ async def on_certificate_event(session: AsyncSession, envelope: Envelope[Any]) -
 
 async def on_quality_status_changed(session: AsyncSession, envelope: Envelope[FoundryQualityStatusChanged]) -> None:
     data = envelope.data
-    await _upsert(
+    await upsert(
         session,
         store.quality_status_projection,
         {"foundry_code": data.foundry_code, "status": data.status, "pass_rate": data.pass_rate, "changed_at": data.changed_at},
@@ -154,7 +145,7 @@ async def on_lot_event(session: AsyncSession, envelope: Envelope[Any]) -> None:
     if current in ("passed", "failed") and outcome == "registered":
         return  # a decision is never undone by a late registration
     at = getattr(data, "decided_at", None) or getattr(data, "registered_at")
-    await _upsert(
+    await upsert(
         session,
         table,
         {
