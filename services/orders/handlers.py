@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import clock
 from shared.events import Envelope
-from shared.events.capacity import ReservationConfirmed
+from shared.events.capacity import ReservationConfirmed, ReservationRejected, ReservationRevoked
 from shared.events.orders import AllocationPlanned, PlannedAllocation, PurchaseOrderReceived
 from shared.http import Conflict, FieldError, Unprocessable
 from shared.projections import project_foundry
@@ -115,66 +115,98 @@ async def _standings(session: AsyncSession, today: date) -> list[FoundryStanding
     ]
 
 
-async def plan_order(session: AsyncSession, order_id: str, reason: str) -> int | None:
-    """Plans every line of the order from orders' own projections, stores the new version and publishes it."""
+async def plan_order(
+    session: AsyncSession,
+    order_id: str,
+    reason: str,
+    *,
+    lost: dict[str, int] | None = None,
+    blocked: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+) -> int | None:
+    """Plans what the order still needs and publishes the new version; returns it.
+
+    The first plan covers everything. A replan keeps every allocation of the plan in force except the units
+    `lost` (rejected or revoked) and plans only those again, never in the foundry-weeks `blocked` by capacity.
+    """
     order = await store.get_order(session, order_id)
     if order is None:
         return None
+    lost = lost or {}
     today = clock.today()
-    standings = await _standings(session, today)
-    previous, _ = await store.current_plan(session, order_id)
+    previous, rows = await store.current_plan(session, order_id)
     version = (previous.version if previous is not None else 0) + 1
-    planned: list[PlannedAllocation] = []
+    kept: list[tuple[PlannedAllocation, str]] = []
+    for row in rows:
+        quantity = row.quantity - lost.get(row.allocation_id, 0)
+        if row.state != "rejected" and quantity > 0:
+            kept.append((PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields} | {"quantity": quantity}), row.state))
+    standings = await _standings(session, today)
+    planned: list[tuple[PlannedAllocation, str]] = list(kept)
     shortfall: list[dict[str, Any]] = []
     solvers: set[str] = set()
     for line in order.lines:
-        eligible = [f for f in standings if not why_not_eligible(f, line, today)]
-        first_week, last_week = iso_week(today), iso_week(line.last_due_date)
-        free = await projections.free_capacity(session, line.product_family, first_week, last_week)
-        candidates = [
-            Candidate(f.code, free.get(f.code, {}), quality=f.pass_rate if f.pass_rate is not None else 0.9) for f in eligible
+        on_line = [a for a, _ in kept if a.line_no == line.line_no]
+        demands = [
+            Demand(d.due_date, d.quantity - sum(a.quantity for a in on_line if a.due_date == d.due_date)) for d in line.deliveries
         ]
-        demands = [Demand(d.due_date, d.quantity) for d in line.deliveries]
-        plan = plan_line(demands, candidates, today, PLAN_RULES)
+        demands = [d for d in demands if d.quantity > 0]
+        if not demands:
+            continue
+        eligible = [f for f in standings if not why_not_eligible(f, line, today)]
+        free = await projections.free_capacity(session, line.product_family, iso_week(today), iso_week(line.last_due_date))
+        for foundry, week in blocked:
+            free.get(foundry, {}).pop(week, None)
+        already: dict[str, int] = {}
+        for a in on_line:
+            already[a.foundry_code] = already.get(a.foundry_code, 0) + a.quantity
+        candidates = [
+            Candidate(f.code, free.get(f.code, {}), quality=f.pass_rate if f.pass_rate is not None else 0.9, already=already.get(f.code, 0))
+            for f in eligible
+        ]
+        plan = plan_line(demands, candidates, today, PLAN_RULES, line_total=line.quantity)
         solvers.add(plan.solver)
         for a in plan.allocations:
-            planned.append(
-                PlannedAllocation(
-                    allocation_id=f"{order_id}:{line.line_no}:{a.foundry_code}:{a.week}:{a.due_date.isoformat()}",
-                    line_no=line.line_no,
-                    item_code=line.item_code,
-                    product_family=line.product_family,
-                    foundry_code=a.foundry_code,
-                    week=a.week,
-                    quantity=a.quantity,
-                    due_date=a.due_date,
-                )
+            allocation = PlannedAllocation(
+                # The version keeps ids of new allocations apart from kept ones in the same foundry-week.
+                allocation_id=f"{order_id}:{line.line_no}:{a.foundry_code}:{a.week}:{a.due_date.isoformat()}:v{version}",
+                line_no=line.line_no,
+                item_code=line.item_code,
+                product_family=line.product_family,
+                foundry_code=a.foundry_code,
+                week=a.week,
+                quantity=a.quantity,
+                due_date=a.due_date,
             )
+            planned.append((allocation, "planned"))
         for week, units in shortfall_by_week(plan, PLAN_RULES).items():
             shortfall.append({"line_no": line.line_no, "week": week, "quantity": units, "eligible_members": len(eligible)})
     now = clock.now()
     await session.execute(
         sa.insert(store.plans).values(
-            order_id=order_id, version=version, created_at=now, solver="+".join(sorted(solvers)), shortfall=shortfall, reason=reason
+            order_id=order_id, version=version, created_at=now, solver="+".join(sorted(solvers)) or "kept", shortfall=shortfall, reason=reason
         )
     )
     if planned:
         await session.execute(
             sa.insert(store.allocations),
-            [
-                {**a.model_dump(), "order_id": order_id, "plan_version": version, "state": "planned"}
-                for a in planned
-            ],
+            [{**a.model_dump(), "order_id": order_id, "plan_version": version, "state": state} for a, state in planned],
         )
-    status = OrderStatus.NEEDS_REVIEW if shortfall else OrderStatus.PLANNED
+    all_reserved = bool(planned) and all(state == "reserved" for _, state in planned)
+    status = OrderStatus.NEEDS_REVIEW if shortfall else OrderStatus.ACCEPTED if all_reserved else OrderStatus.PLANNED
     await store.set_status(session, order_id, status)
     await store.publish(
         session,
-        AllocationPlanned(order_id=order_id, buyer_code=order.buyer_code, plan_version=version, allocations=planned, planned_at=now),
+        AllocationPlanned(
+            order_id=order_id, buyer_code=order.buyer_code, plan_version=version, allocations=[a for a, _ in planned], planned_at=now
+        ),
     )
-    if shortfall:
+    if shortfall and previous is None:
         await webhooks.enqueue(
             session, order.buyer_code, "order.needs_review", {"order_id": order_id, "po_number": order.po_number, "shortfall": shortfall}
+        )
+    elif shortfall:
+        await webhooks.enqueue(
+            session, order.buyer_code, "line.at_risk", {"order_id": order_id, "po_number": order.po_number, "shortfall": shortfall}
         )
     return version
 
@@ -204,3 +236,37 @@ async def on_reservation_confirmed(session: AsyncSession, envelope: Envelope[Res
         await webhooks.enqueue(
             session, order.buyer_code, "order.accepted", {"order_id": order.id, "po_number": order.po_number, "plan_version": plan.version}
         )
+
+
+async def on_reservation_rejected(session: AsyncSession, envelope: Envelope[ReservationRejected]) -> None:
+    """Capacity refused an allocation: plan its units elsewhere, never again in that foundry-week."""
+    data = envelope.data
+    if data.order_id is None or data.allocation_id is None:
+        return
+    _, rows = await store.current_plan(session, data.order_id)
+    if not any(r.allocation_id == data.allocation_id and r.state != "rejected" for r in rows):
+        return  # no longer in the plan in force: an earlier replan already moved it
+    await plan_order(
+        session,
+        data.order_id,
+        f"reservation rejected: {data.reason}",
+        lost={data.allocation_id: data.requested_quantity},
+        blocked={(data.foundry_code, data.week)},
+    )
+
+
+async def on_reservation_revoked(session: AsyncSession, envelope: Envelope[ReservationRevoked]) -> None:
+    """Capacity dropped below what was reserved: plan the revoked units on other members."""
+    data = envelope.data
+    if data.order_id is None or data.allocation_id is None:
+        return
+    _, rows = await store.current_plan(session, data.order_id)
+    if not any(r.allocation_id == data.allocation_id for r in rows):
+        return
+    await plan_order(
+        session,
+        data.order_id,
+        f"reservation revoked: {data.reason}",
+        lost={data.allocation_id: data.revoked_quantity},
+        blocked={(data.foundry_code, data.week)},
+    )

@@ -115,9 +115,10 @@ plans = sa.Table(
 allocations = sa.Table(
     "allocations",
     metadata,
+    # An allocation kept by a replan appears again, unchanged, in the next version.
     sa.Column("allocation_id", sa.String(120), primary_key=True),
+    sa.Column("plan_version", sa.Integer, primary_key=True),
     sa.Column("order_id", sa.String(64), nullable=False, index=True),
-    sa.Column("plan_version", sa.Integer, nullable=False),
     sa.Column("line_no", sa.Integer, nullable=False),
     sa.Column("item_code", sa.String(20), nullable=False),
     sa.Column("product_family", sa.String(40), nullable=False),

@@ -8,6 +8,7 @@ from shared.events.capacity import (
     ReservationConsumed,
     ReservationExpired,
     ReservationReleased,
+    ReservationRejected,
     ReservationRevoked,
 )
 from shared.events.quality import (
@@ -39,3 +40,5 @@ for lot_event in (LotRegistered, LotPassed, LotFailed):
 # Reactions: planning is driven by orders' own event, so an accepted order is planned even after a crash.
 SUBSCRIPTIONS.react(PurchaseOrderReceived, handlers.on_purchase_order_received)
 SUBSCRIPTIONS.react(ReservationConfirmed, handlers.on_reservation_confirmed)
+SUBSCRIPTIONS.react(ReservationRejected, handlers.on_reservation_rejected)
+SUBSCRIPTIONS.react(ReservationRevoked, handlers.on_reservation_revoked)

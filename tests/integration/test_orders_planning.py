@@ -108,3 +108,41 @@ async def test_order_beyond_eligible_capacity_needs_review_with_the_shortfall(ma
         planned = sum(a["quantity"] for a in order["plan"]["allocations"])
         assert sum(s["quantity"] for s in shortfall) == 50000 - planned > 0
         assert shortfall[0]["eligible_members"] == 1
+
+
+async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(make_settings):
+    from services.orders.planner import week_end, week_start
+
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        for i in range(1, 7):
+            await register_member(svc, f"IKM-{i:03d}", 400)
+
+        async def all_projected():
+            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 6
+
+        await eventually(all_projected)
+        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00103", [2400]), headers={"Idempotency-Key": "plan-3"})
+        order_id = posted.json()["id"]
+
+        async def accepted(version: int):
+            order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+            return order if order["status"] == "accepted" and order["plan"]["version"] >= version else None
+
+        order = await eventually(lambda: accepted(1), timeout=60)
+        hit = order["plan"]["allocations"][0]
+        # A press breaks down for the whole week the first allocation was planned in.
+        breakdown = {
+            "kind": "exception", "reason": "press_breakdown", "product_family": "BRAKE_BLOCK_COMPOSITE", "weekly_units": 0,
+            "from_date": week_start(hit["week"]).isoformat(), "to_date": week_end(hit["week"]).isoformat(),
+        }
+        change = await svc["capacity"].http.post(f"/v1/foundries/{hit['foundry_code']}/capacity-changes", json=breakdown)
+        assert change.status_code == 201, change.text
+
+        replanned = await eventually(lambda: accepted(2), timeout=60)
+        allocations = replanned["plan"]["allocations"]
+        assert not [a for a in allocations if (a["foundry_code"], a["week"]) == (hit["foundry_code"], hit["week"])]
+        assert sum(a["quantity"] for a in allocations) == 2400
+        assert replanned["plan"]["reason"].startswith("reservation revoked")
+        kept = {a["allocation_id"] for a in order["plan"]["allocations"]} - {hit["allocation_id"]}
+        assert kept <= {a["allocation_id"] for a in allocations}  # only the affected allocation moved

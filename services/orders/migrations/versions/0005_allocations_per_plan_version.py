@@ -1,0 +1,34 @@
+"""allocations keyed by allocation and plan version
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-24 10:10:00
+"""
+
+from typing import Sequence, Union
+
+from alembic import op
+
+revision: str = "0005"
+down_revision: Union[str, None] = "0004"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_constraint("allocations_pkey", "allocations", type_="primary")
+        op.create_primary_key("allocations_pkey", "allocations", ["allocation_id", "plan_version"])
+    else:
+        # SQLite cannot alter a primary key: the batch copies the table into the new shape.
+        with op.batch_alter_table("allocations", recreate="always") as batch_op:
+            batch_op.create_primary_key("pk_allocations", ["allocation_id", "plan_version"])
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_constraint("allocations_pkey", "allocations", type_="primary")
+        op.create_primary_key("allocations_pkey", "allocations", ["allocation_id"])
+    else:
+        with op.batch_alter_table("allocations", recreate="always") as batch_op:
+            batch_op.create_primary_key("pk_allocations", ["allocation_id"])
