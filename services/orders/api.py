@@ -253,6 +253,23 @@ async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrder
     return detail
 
 
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=300, examples=["SPK withdrawn by the buyer"])
+
+
+@router.post(
+    "/purchase-orders/{order_id}/cancel",
+    response_model=PurchaseOrderOut,
+    tags=["purchase orders"],
+    summary="Cancel a purchase order; the capacity reserved for it is released",
+    responses=problem_responses(404, 409, 422),
+)
+async def cancel_purchase_order(order_id: str, body: CancelIn, sessions: Sessions) -> PurchaseOrderOut:
+    return PurchaseOrderOut.of(await handlers.cancel(sessions, order_id, body.reason))
+
+
 @router.get(
     "/purchase-orders",
     response_model=PurchaseOrderPage,

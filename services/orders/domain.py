@@ -36,6 +36,7 @@ class OrderStatus(StrEnum):
     PLANNED = "planned"  # a plan covers every delivery; capacity is reserving it
     ACCEPTED = "accepted"  # every allocation of the current plan is reserved
     NEEDS_REVIEW = "needs_review"  # eligible members cannot make it all in time: see the plan's shortfall
+    CANCELLED = "cancelled"  # by the buyer or the cooperative; capacity held for it is released
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import clock
 from shared.events import Envelope
 from shared.events.capacity import ReservationConfirmed, ReservationRejected, ReservationRevoked
-from shared.events.orders import AllocationPlanned, PlannedAllocation, PurchaseOrderReceived
-from shared.http import Conflict, FieldError, Unprocessable
+from shared.events.orders import AllocationPlanned, PlannedAllocation, PurchaseOrderCancelled, PurchaseOrderReceived
+from shared.http import Conflict, FieldError, NotFound, Unprocessable
 from shared.projections import project_foundry
 
 from . import projections, store, webhooks
@@ -88,6 +88,20 @@ async def receive(
     return Intake(order, replayed=False)
 
 
+async def cancel(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> PurchaseOrder:
+    async with sessions.begin() as session:
+        order = await store.get_order(session, order_id)
+        if order is None:
+            raise NotFound(f"no purchase order {order_id}")
+        if order.status == OrderStatus.CANCELLED:
+            raise Conflict(f"purchase order {order_id} is already cancelled")
+        await store.set_status(session, order_id, OrderStatus.CANCELLED)
+        await store.publish(
+            session, PurchaseOrderCancelled(order_id=order_id, buyer_code=order.buyer_code, reason=reason, cancelled_at=clock.now())
+        )
+    return replace(order, status=OrderStatus.CANCELLED)
+
+
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
     await project_foundry(session, store.foundry_projection, envelope)
 
@@ -129,7 +143,7 @@ async def plan_order(
     `lost` (rejected or revoked) and plans only those again, never in the foundry-weeks `blocked` by capacity.
     """
     order = await store.get_order(session, order_id)
-    if order is None:
+    if order is None or order.status == OrderStatus.CANCELLED:
         return None
     lost = lost or {}
     today = clock.today()

@@ -146,3 +146,39 @@ async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(ma
         assert replanned["plan"]["reason"].startswith("reservation revoked")
         kept = {a["allocation_id"] for a in order["plan"]["allocations"]} - {hit["allocation_id"]}
         assert kept <= {a["allocation_id"] for a in allocations}  # only the affected allocation moved
+
+
+async def test_cancelled_order_releases_its_capacity_and_is_not_replanned(make_settings):
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        for i in range(1, 4):
+            await register_member(svc, f"IKM-{i:03d}", 400)
+
+        async def projected():
+            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 3
+
+        await eventually(projected)
+        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"})
+        order_id = posted.json()["id"]
+
+        async def accepted():
+            return (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()["status"] == "accepted"
+
+        await eventually(accepted, timeout=60)
+        cancelled = await svc["orders"].http.post(f"/v1/purchase-orders/{order_id}/cancel", json={"reason": "SPK withdrawn"})
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+        async def released():
+            listed = (await svc["capacity"].http.get("/v1/reservations", params={"order_id": order_id})).json()
+            items = listed["items"] if isinstance(listed, dict) else listed
+            return items and all(r["state"] == "released" for r in items)
+
+        await eventually(released)
+        again = await svc["orders"].http.post(f"/v1/purchase-orders/{order_id}/cancel", json={"reason": "twice"})
+        assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+        missing = await svc["orders"].http.post("/v1/purchase-orders/po_nope/cancel", json={"reason": "x"})
+        assert missing.status_code == 404
+        no_reason = await svc["orders"].http.post(f"/v1/purchase-orders/{order_id}/cancel", json={})
+        assert no_reason.status_code == 422
+        order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+        assert order["status"] == "cancelled" and order["plan"]["version"] == 1
