@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from shared import clock
+from shared.db import upsert
 from shared.http import NotFound, problem_responses
 from shared.projections import list_foundries
 from shared.service import Sessions
@@ -351,12 +352,7 @@ async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessio
     _known_buyer(buyer_code)
     values = {"url": str(body.url), "secret": body.secret or webhooks.new_secret(), "enabled": body.enabled, "updated_at": clock.now()}
     async with sessions.begin() as session:
-        table = store.buyer_webhooks
-        exists = (await session.execute(sa.select(table.c.buyer_code).where(table.c.buyer_code == buyer_code))).first()
-        if exists:
-            await session.execute(sa.update(table).where(table.c.buyer_code == buyer_code).values(**values))
-        else:
-            await session.execute(sa.insert(table).values(buyer_code=buyer_code, **values))
+        await upsert(session, store.buyer_webhooks, {"buyer_code": buyer_code, **values})
     return WebhookEndpointOut(buyer_code=buyer_code, **values)
 
 

@@ -9,8 +9,6 @@ import subprocess
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from shared.broker import LocalKafka
 from shared.dlq import list_dead_letters, redrive
 from shared.events import Envelope, to_kafka, topic_of
