@@ -94,6 +94,7 @@ def demo_purchase_orders(today: date) -> list[dict[str, object]]:
 def seed_demo(urls: dict[str, str], seed: int = 1995) -> str:
     """Loads the demo through the services' own APIs, so every fact also reaches the others as events."""
     from services.capacity.demo import seed_capacity
+    from services.orders.demo import seed_fulfilment
     from services.quality.demo import seed_quality
 
     members = demo_foundries(seed)
@@ -109,4 +110,6 @@ def seed_demo(urls: dict[str, str], seed: int = 1995) -> str:
                 orders += 1
             elif response.status_code not in (201, 409):
                 raise RuntimeError(f"seeding {order['po_number']} failed: {response.status_code} {response.text}")
-    return "\n".join([capacity, quality, f"Orders demo: {orders} purchase orders added (existing ones kept)."])
+        inka = next(o for o in demo_purchase_orders(today) if o["buyer_code"] == "INKA")
+        fulfilment = seed_fulfilment(client, urls, str(inka["po_number"]), seed, today)
+    return "\n".join([capacity, quality, f"Orders demo: {orders} purchase orders added (existing ones kept).", fulfilment])

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -94,7 +95,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting the problem+json errors of an endpoint."""
     return {
         status: {"model": Problem, "description": _DESCRIPTIONS.get(status, "Error"), "content": {PROBLEM_JSON: {}}}
-        for status in (*statuses, 500)
+        for status in (*statuses, 500, 503)
     }
 
 
@@ -162,11 +163,12 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _header(scope, REQUEST_ID_HEADER.encode()) or uuid.uuid4().hex
-        status_holder = {"status": 500}
+        status_holder: dict[str, Any] = {"status": 500, "started": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (REQUEST_ID_HEADER.encode(), request_id.encode())]
             await send(message)
@@ -179,6 +181,22 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id, trace_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here rather than by an outer handler, so the answer and the log line carry the request id.
+            if status_holder.get("started"):
+                raise
+            unavailable = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+            log.exception("unhandled error" if not unavailable else "dependency unavailable", path=scope.get("path"))
+            if unavailable:
+                answer = problem_response(
+                    Request(scope), 503, "Service unavailable", "The database is unavailable; the request changed nothing. Retry later.",
+                    "unavailable", headers={"Retry-After": "5"},
+                )  # fmt: skip
+            else:
+                answer = problem_response(
+                    Request(scope), 500, "Internal server error", "The request changed nothing; try again or report the request id.", "internal"
+                )
+            await answer(scope, receive, send_with_id)
         finally:
             current_trace_id.reset(token)
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     capacity_jobs_interval_s: float = Field(default=30.0, gt=0)
 
     orders_webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    orders_jobs_interval_s: float = Field(default=30.0, gt=0)  # how often orders refreshes its business gauges
 
     orders_url: str = "http://127.0.0.1:8001"
     capacity_url: str = "http://127.0.0.1:8002"

@@ -6,7 +6,9 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -87,3 +89,35 @@ def run_ceper(settings: Settings, *args: str, timeout: float = 120) -> subproces
         if url:
             env[f"CEPER_{service.upper()}_DATABASE_URL"] = url
     return subprocess.run([sys.executable, "-m", "ceper", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+class Receiver:
+    """A buyer's endpoint: records what it receives, answers the status codes it is told to."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.received.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/ceper"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Receiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

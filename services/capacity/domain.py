@@ -932,8 +932,21 @@ def _matches(reservation: Reservation, allocation: PlannedAllocation) -> bool:
 
 def reconcile_plan(open_reservations: Sequence[Reservation], allocations: Sequence[PlannedAllocation]) -> PlanReconciliation:
     """Allocations no longer planned are released, new or changed ones reserved (a changed one is released and
-    reserved again), unchanged ones left as they are."""
-    by_allocation = {r.allocation_id: r for r in open_reservations if r.source is ReservationSource.PLAN and r.allocation_id}
+    reserved again), unchanged ones left as they are.
+
+    A consumed reservation is history: its units were made. An allocation it served that is still in the plan
+    is left alone, whatever the plan now says of it, and it is never released.
+    """
+    made = {
+        r.allocation_id
+        for r in open_reservations
+        if r.state is ReservationState.CONSUMED and r.source is ReservationSource.PLAN and r.allocation_id
+    }
+    by_allocation = {
+        r.allocation_id: r
+        for r in open_reservations
+        if r.source is ReservationSource.PLAN and r.allocation_id and r.state is not ReservationState.CONSUMED
+    }
     seen: set[str] = set()
     release: list[Reservation] = []
     reserve: list[PlannedAllocation] = []
@@ -944,6 +957,8 @@ def reconcile_plan(open_reservations: Sequence[Reservation], allocations: Sequen
             duplicates.append(allocation)
             continue
         seen.add(allocation.allocation_id)
+        if allocation.allocation_id in made and allocation.allocation_id not in by_allocation:
+            continue
         current = by_allocation.get(allocation.allocation_id)
         if current is not None and _matches(current, allocation):
             unchanged.append(current)

@@ -593,7 +593,7 @@ async def on_allocation_planned(session: AsyncSession, envelope: Envelope[Alloca
     reserved_before = dict(reserved)
     members = await store.get_foundries(session, {a.foundry_code for a in allocations})
     calendars = await store.get_calendars(session, {(f, p) for f, p, _ in cells})
-    diff = reconcile_plan(await store.open_reservations_of_order(session, plan.order_id), allocations)
+    diff = reconcile_plan(await store.plan_reservations_of_order(session, plan.order_id), allocations)
 
     events: list[EventData] = []
     changed: list[Reservation] = []

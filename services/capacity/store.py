@@ -600,6 +600,23 @@ async def open_reservations_of_order(session: AsyncSession, order_id: str) -> li
     return [_to_reservation(r) for r in rows]
 
 
+async def plan_reservations_of_order(session: AsyncSession, order_id: str) -> list[Reservation]:
+    """The order's open reservations and the consumed ones: what a new plan version is reconciled against."""
+    rows = (
+        await session.execute(
+            sa.select(reservations)
+            .where(
+                reservations.c.order_id == order_id,
+                reservations.c.state.in_(
+                    [ReservationState.HOLD.value, ReservationState.CONFIRMED.value, ReservationState.CONSUMED.value]
+                ),
+            )
+            .order_by(reservations.c.created_at, reservations.c.id)
+        )
+    ).all()
+    return [_to_reservation(r) for r in rows]
+
+
 async def open_reservations_from_week(session: AsyncSession, foundry_code: str, families: Sequence[str], first_week: str) -> list[Reservation]:
     rows = (
         await session.execute(

@@ -7,16 +7,16 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from shared import clock
 from shared.db import upsert
-from shared.http import NotFound, problem_responses
+from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.projections import list_foundries
 from shared.service import Sessions
 
 from . import handlers, store, webhooks
-from .domain import BUYERS, Delivery, OrderLine, PurchaseOrder, Requirements
+from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements
 
 router = APIRouter(prefix="/v1")
 
@@ -163,7 +163,41 @@ class PlanOut(BaseModel):
     allocations: list[AllocationOut]
 
 
+class LineQuantities(BaseModel):
+    """A line's units by stage."""
+
+    planned: int = Field(description="In the plan in force")
+    reserved: int = Field(description="Planned and confirmed by capacity")
+    produced: int = Field(description="In lots registered for testing")
+    passed: int
+    failed: int = Field(description="In failed lots: planned again")
+    shipped: int = Field(description="On dispatched shipments")
+    delivered: int = Field(description="Received by the buyer (BAST)")
+    rejected: int = Field(description="Refused by the buyer at handover: planned again")
+    shippable: int = Field(description="Passed and not yet on any shipment")
+
+
+class LineRisk(BaseModel):
+    at_risk: bool = Field(description="The plan in force cannot make every unit in time")
+    late_units: int = 0
+    late_due_dates: list[date] = Field(default_factory=list)
+    expected_completion: date | None = Field(
+        default=None, description="Earliest date the late units could reach the buyer; none if not within a year"
+    )
+
+
+class LineDetail(LineOut):
+    requirements: dict[str, Any]
+    quantities: LineQuantities
+    risk: LineRisk
+
+
 class PurchaseOrderDetail(PurchaseOrderOut):
+    status_reason: str | None = Field(default=None, description="Why it was cancelled or rejected")
+    lines: list[LineDetail]  # type: ignore[assignment]
+    local_content_percent: float | None = Field(
+        default=None, description="TKDN of the units received so far, weighted by value; none before the first BAST"
+    )
     plan: PlanOut | None = Field(default=None, description="The plan in force; none until the planner ran")
 
 
@@ -241,7 +275,30 @@ async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrder
         if order is None:
             raise NotFound(f"no purchase order {order_id}")
         plan, rows = await store.current_plan(session, order_id)
-    detail = PurchaseOrderDetail(**PurchaseOrderOut.of(order).model_dump())
+        stages = {p.line_no: p for p in await handlers.progress(session, order, rows)}
+        content = await handlers.local_content_of(session, order)
+        reason = await store.status_reason(session, order_id)
+    risks = {r["line_no"]: r for r in ((plan.risk or []) if plan is not None else [])}
+    summary = PurchaseOrderOut.of(order).model_dump()
+    lines = []
+    for line, out in zip(order.lines, summary.pop("lines")):
+        stage = stages[line.line_no]
+        risk = risks.get(line.line_no)
+        lines.append(
+            LineDetail(
+                **out,
+                requirements={"certificates": list(line.requirements.certificates), "min_tkdn_percent": line.requirements.min_tkdn_percent},
+                quantities=LineQuantities(
+                    planned=stage.planned, reserved=stage.reserved, produced=stage.produced, passed=stage.passed,
+                    failed=stage.failed, shipped=stage.shipped, delivered=stage.delivered, rejected=stage.rejected,
+                    shippable=stage.shippable,
+                ),  # fmt: skip
+                risk=LineRisk(
+                    at_risk=True, late_units=risk["shortfall"], late_due_dates=risk["due_dates"], expected_completion=risk["expected_completion"]
+                ) if risk else LineRisk(at_risk=False),
+            )
+        )
+    detail = PurchaseOrderDetail(**summary, lines=lines, status_reason=reason, local_content_percent=content)
     if plan is not None:
         detail.plan = PlanOut(
             version=plan.version,
@@ -271,6 +328,33 @@ async def cancel_purchase_order(order_id: str, body: CancelIn, sessions: Session
     return PurchaseOrderOut.of(await handlers.cancel(sessions, order_id, body.reason))
 
 
+@router.post(
+    "/purchase-orders/{order_id}/reject",
+    response_model=PurchaseOrderOut,
+    tags=["purchase orders"],
+    summary="Decline a purchase order (the cooperative's decision, usually after review); capacity held is released",
+    responses=problem_responses(404, 409, 422),
+)
+async def reject_purchase_order(order_id: str, body: CancelIn, sessions: Sessions) -> PurchaseOrderOut:
+    return PurchaseOrderOut.of(await handlers.reject(sessions, order_id, body.reason))
+
+
+class ReplanOut(BaseModel):
+    order_id: str
+    plan_version: int | None = Field(description="The new version; none when the plan in force already covers everything")
+
+
+@router.post(
+    "/purchase-orders/{order_id}/replan",
+    response_model=ReplanOut,
+    tags=["purchase orders"],
+    summary="Plan the order's outstanding units again now (e.g. after members added capacity)",
+    responses=problem_responses(404, 409, 422),
+)
+async def replan_purchase_order(order_id: str, body: CancelIn, sessions: Sessions) -> ReplanOut:
+    return ReplanOut(order_id=order_id, plan_version=await handlers.replan(sessions, order_id, body.reason))
+
+
 @router.get(
     "/purchase-orders",
     response_model=PurchaseOrderPage,
@@ -281,7 +365,7 @@ async def cancel_purchase_order(order_id: str, body: CancelIn, sessions: Session
 async def list_purchase_orders(
     sessions: Sessions,
     buyer_code: str | None = None,
-    status: str | None = None,
+    status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> PurchaseOrderPage:
@@ -305,11 +389,12 @@ async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
 class WebhookEndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(examples=["https://eproc.kai.id/hooks/ceper"])
+    url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000), Field(examples=["https://eproc.kai.id/hooks/ceper"])]
     secret: str | None = Field(
         default=None,
+        max_length=200,
         pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$",
-        description="Standard Webhooks secret (`whsec_` + base64, at least 24 bytes); generated when omitted",
+        description="Standard Webhooks secret (`whsec_` + base64, at least 24 bytes); when omitted the current one stays, or one is generated",
     )
     enabled: bool = True
 
@@ -350,8 +435,13 @@ def _known_buyer(buyer_code: str) -> None:
 )
 async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessions) -> WebhookEndpointOut:
     _known_buyer(buyer_code)
-    values = {"url": str(body.url), "secret": body.secret or webhooks.new_secret(), "enabled": body.enabled, "updated_at": clock.now()}
     async with sessions.begin() as session:
+        current = (
+            await session.execute(sa.select(store.buyer_webhooks.c.secret).where(store.buyer_webhooks.c.buyer_code == buyer_code))
+        ).scalar()
+        # Without a secret the current one stays (changing the URL or pausing must not break verification).
+        secret = body.secret or current or webhooks.new_secret()
+        values = {"url": str(body.url), "secret": secret, "enabled": body.enabled, "updated_at": clock.now()}
         await upsert(session, store.buyer_webhooks, {"buyer_code": buyer_code, **values})
     return WebhookEndpointOut(buyer_code=buyer_code, **values)
 
@@ -411,3 +501,169 @@ async def list_webhook_deliveries(
     async with sessions() as session:
         rows = (await session.execute(query.order_by(table.c.created_at.desc(), table.c.id).limit(limit))).all()
     return [WebhookDeliveryOut(**r._mapping) for r in rows]
+
+
+# --- shipments and handover ---------------------------------------------------------------------------------
+
+
+class ShipmentItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lot_code: str = Field(min_length=1, max_length=64, examples=["IKM-001-K-0001"])
+    quantity: Units
+
+
+class ShipmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    surat_jalan_number: str = Field(min_length=1, max_length=100, examples=["SJ/BJ/2027/0001"])
+    site_code: str = Field(examples=["BY-YK"])
+    vehicle_plate: str = Field(min_length=3, max_length=20, examples=["AD 8123 KT"])
+    driver_name: str | None = Field(default=None, max_length=100)
+    items: list[ShipmentItemIn] = Field(min_length=1)
+
+
+class HandoverItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lot_code: str = Field(min_length=1, max_length=64)
+    received: int = Field(strict=True, ge=0)
+    rejected: int = Field(strict=True, ge=0, default=0)
+
+
+class HandoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bast_number: str = Field(min_length=1, max_length=100, examples=["BAST/BY-YK/2027/0117"])
+    signed_by: str = Field(min_length=1, max_length=200, examples=["Ir. Sutrisno, Kepala Balai Yasa Yogyakarta"])
+    signed_on: date
+    items: list[HandoverItemIn] = Field(min_length=1)
+
+
+class ShipmentItemOut(BaseModel):
+    lot_code: str
+    line_no: int
+    foundry_code: str
+    due_date: date = Field(description="The delivery these units count towards")
+    quantity: int
+    received: int | None
+    rejected: int | None
+    tkdn_percent: float
+
+
+class ShipmentOut(BaseModel):
+    id: str
+    order_id: str
+    buyer_code: str
+    surat_jalan_number: str
+    site_code: str
+    vehicle_plate: str
+    driver_name: str | None
+    status: str = Field(description="prepared, dispatched or delivered")
+    created_at: datetime
+    dispatched_at: datetime | None
+    bast_number: str | None
+    signed_by: str | None
+    signed_on: date | None
+    delivered_at: datetime | None
+    items: list[ShipmentItemOut]
+
+    @classmethod
+    def of(cls, shipment: Any, items: list[Any]) -> "ShipmentOut":
+        return cls(
+            **{k: getattr(shipment, k) for k in cls.model_fields if k != "items"},
+            items=[ShipmentItemOut(**{k: getattr(i, k) for k in ShipmentItemOut.model_fields}) for i in items],
+        )
+
+
+async def _shipment(sessions: Any, shipment_id: str) -> ShipmentOut:
+    async with sessions() as session:
+        shipment, items = await store.get_shipment(session, shipment_id)
+    if shipment is None:
+        raise NotFound(f"no shipment {shipment_id}")
+    return ShipmentOut.of(shipment, items)
+
+
+@router.post(
+    "/purchase-orders/{order_id}/shipments",
+    status_code=201,
+    response_model=ShipmentOut,
+    tags=["shipments"],
+    summary="Write a surat jalan: passed units of the order's lots, to one of its sites",
+    description="Units count towards the line's deliveries to that site, earliest due date first.",
+    responses=problem_responses(404, 409, 422),
+)
+async def create_shipment(order_id: str, body: ShipmentIn, sessions: Sessions, response: Response) -> ShipmentOut:
+    if body.site_code not in SITES:
+        raise Unprocessable(
+            f"unknown site {body.site_code!r}",
+            errors=[FieldError(field="body.site_code", message=f"unknown site; known: {', '.join(SITES)}")],
+        )
+    shipment_id = await handlers.create_shipment(
+        sessions,
+        order_id,
+        surat_jalan_number=body.surat_jalan_number,
+        site_code=body.site_code,
+        vehicle_plate=body.vehicle_plate,
+        driver_name=body.driver_name,
+        items=[(i.lot_code, i.quantity) for i in body.items],
+    )
+    response.headers["Location"] = f"/v1/shipments/{shipment_id}"
+    return await _shipment(sessions, shipment_id)
+
+
+@router.get(
+    "/purchase-orders/{order_id}/shipments",
+    response_model=list[ShipmentOut],
+    tags=["shipments"],
+    summary="The order's shipments, oldest first",
+    responses=problem_responses(404),
+)
+async def list_shipments(order_id: str, sessions: Sessions) -> list[ShipmentOut]:
+    async with sessions() as session:
+        if await store.get_order(session, order_id) is None:
+            raise NotFound(f"no purchase order {order_id}")
+        return [ShipmentOut.of(s, items) for s, items in await store.shipments_of_order(session, order_id)]
+
+
+@router.get(
+    "/shipments/{shipment_id}",
+    response_model=ShipmentOut,
+    tags=["shipments"],
+    summary="One shipment",
+    responses=problem_responses(404),
+)
+async def get_shipment(shipment_id: str, sessions: Sessions) -> ShipmentOut:
+    return await _shipment(sessions, shipment_id)
+
+
+@router.post(
+    "/shipments/{shipment_id}/dispatch",
+    response_model=ShipmentOut,
+    tags=["shipments"],
+    summary="The vehicle left: the buyer is told (`shipment.dispatched`)",
+    responses=problem_responses(404, 409),
+)
+async def dispatch_shipment(shipment_id: str, sessions: Sessions) -> ShipmentOut:
+    await handlers.dispatch_shipment(sessions, shipment_id)
+    return await _shipment(sessions, shipment_id)
+
+
+@router.post(
+    "/shipments/{shipment_id}/handover",
+    response_model=ShipmentOut,
+    tags=["shipments"],
+    summary="Record the buyer's BAST: received units are delivered, refused ones are planned again",
+    description="Every lot on the shipment appears once, with received + rejected equal to what was shipped.",
+    responses=problem_responses(404, 409, 422),
+)
+async def record_handover(shipment_id: str, body: HandoverIn, sessions: Sessions) -> ShipmentOut:
+    await handlers.record_handover(
+        sessions,
+        shipment_id,
+        bast_number=body.bast_number,
+        signed_by=body.signed_by,
+        signed_on=body.signed_on,
+        items=[(i.lot_code, i.received, i.rejected) for i in body.items],
+    )
+    return await _shipment(sessions, shipment_id)

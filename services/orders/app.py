@@ -6,13 +6,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from shared.service import ServiceRuntime, ServiceSpec, create_service_app
+from shared.service import PeriodicJob, ServiceRuntime, ServiceSpec, create_service_app
 from shared.clock import Clock
 from shared.settings import Settings
 
-from . import api, store
+from . import api, handlers, store
 from .subscriptions import SUBSCRIPTIONS
 from .webhooks import Dispatcher
+
 
 async def start_webhooks(runtime: ServiceRuntime) -> None:
     assert runtime.sessions is not None
@@ -26,6 +27,11 @@ async def stop_webhooks(runtime: ServiceRuntime) -> None:
         await dispatcher.stop()
 
 
+async def refresh_metrics(runtime: ServiceRuntime) -> None:
+    assert runtime.sessions is not None
+    await handlers.refresh_metrics(runtime.sessions)
+
+
 SPEC = ServiceSpec(
     name="orders",
     title="Ceper Supply — orders",
@@ -37,6 +43,7 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     on_start=[start_webhooks],
     on_stop=[stop_webhooks],
+    jobs=[PeriodicJob("business-metrics", refresh_metrics, lambda settings: settings.orders_jobs_interval_s)],
 )
 
 

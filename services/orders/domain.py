@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
@@ -36,7 +36,14 @@ class OrderStatus(StrEnum):
     PLANNED = "planned"  # a plan covers every delivery; capacity is reserving it
     ACCEPTED = "accepted"  # every allocation of the current plan is reserved
     NEEDS_REVIEW = "needs_review"  # eligible members cannot make it all in time: see the plan's shortfall
-    CANCELLED = "cancelled"  # by the buyer or the cooperative; capacity held for it is released
+    CANCELLED = "cancelled"  # by the buyer; capacity held for it is released
+    REJECTED = "rejected"  # the cooperative declined it (usually after review); capacity held for it is released
+    FULFILLED = "fulfilled"  # every unit of every line was received by the buyer
+
+    @property
+    def closed(self) -> bool:
+        """Nothing moves a closed order any more: no planning, no reactions."""
+        return self in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.FULFILLED)
 
 
 @dataclass(frozen=True)
@@ -193,8 +200,9 @@ class FoundryStanding:
     pass_rate: float | None = None
 
 
-def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date) -> list[str]:
-    """Reasons a member may not make a line; none means eligible. Certificates must hold through the last delivery."""
+def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date, through: date | None = None) -> list[str]:
+    """Reasons a member may not make a line's deliveries due up to `through` (default: all of them); none means
+    eligible. Required certificates must be valid from today through that delivery."""
     reasons: list[str] = []
     if foundry.membership_status != "active":
         reasons.append(f"membership {foundry.membership_status}")
@@ -202,7 +210,7 @@ def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date) -> 
         reasons.append(f"does not make {line.product_family}")
     if foundry.quality_status == "suspended":
         reasons.append("quality status suspended")
-    through = line.last_due_date
+    through = through or line.last_due_date
 
     def valid(certificate: CertificateHeld) -> bool:
         return certificate.valid_from <= today and certificate.valid_until >= through
@@ -219,3 +227,123 @@ def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date) -> 
         if best is None or best < minimum:
             reasons.append(f"TKDN {best if best is not None else 'none'} below {minimum:g}%")
     return reasons
+
+
+def serves_until(foundry: FoundryStanding, line: OrderLine, today: date) -> date | None:
+    """The last due date of the line the member may serve (certificates run out; they are not granted back
+    by time), or None when it may serve none of the line's deliveries."""
+    last: date | None = None
+    for due in sorted({d.due_date for d in line.deliveries}):
+        if why_not_eligible(foundry, line, today, due):
+            break
+        last = due
+    return last
+
+
+def tkdn_of(foundry: FoundryStanding, on: date) -> float:
+    """The member's local-content figure on a day: its best TKDN certificate then valid, else 0."""
+    return max(
+        (c.tkdn_percent or 0.0 for c in foundry.certificates if c.kind == "TKDN" and c.valid_from <= on <= c.valid_until),
+        default=0.0,
+    )
+
+
+# --- fulfilment ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineProgress:
+    """A line's units by stage. Planned and reserved come from the plan in force; the rest from what happened."""
+
+    line_no: int
+    ordered: int
+    planned: int = 0
+    reserved: int = 0
+    produced: int = 0
+    passed: int = 0
+    failed: int = 0
+    shipped: int = 0
+    delivered: int = 0
+    rejected: int = 0  # refused by the buyer at handover
+    loading: int = 0  # on shipments still being loaded, not yet dispatched
+
+    @property
+    def shippable(self) -> int:
+        """Passed units not yet on any shipment."""
+        return max(0, self.passed - self.shipped - self.loading)
+
+
+def outstanding(delivery_quantity: int, planned: int, made_again: int) -> int:
+    """Units of a delivery no allocation covers: what the plan lacks, plus units of failed lots and units the
+    buyer refused at handover, which must be made again (their allocations stay: that capacity was used)."""
+    return max(0, delivery_quantity - planned + made_again)
+
+
+def expected_completion(units: int, free_by_week: dict[str, int], weeks: list[str], lead_days: int, min_quantity: int) -> date | None:
+    """When `units` late units could reach the buyer at the earliest: the eligible members' free capacity, week
+    by week in order (a foundry-week below the minimum useful quantity does not count), plus testing and
+    transport. None when even the horizon's free capacity is not enough."""
+    from .planner import week_end  # the planner's calendar arithmetic; both are pure
+
+    made = 0
+    for week in weeks:
+        made += free_by_week.get(week, 0)
+        if made >= units:
+            return week_end(week) + timedelta(days=lead_days)
+    return None
+
+
+class ShipmentStatus(StrEnum):
+    PREPARED = "prepared"  # surat jalan written, units being loaded
+    DISPATCHED = "dispatched"  # on the road
+    DELIVERED = "delivered"  # BAST signed by the buyer
+
+
+class ShipmentRefused(ValueError):
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.message}" for v in violations))
+        self.violations = violations
+
+
+def split_over_deliveries(
+    line: OrderLine, site_code: str, quantity: int, already: dict[date, int]
+) -> list[tuple[date, int]]:
+    """Which of the line's deliveries to the site a shipment's units count towards: earliest due first, none
+    beyond what a delivery still needs. `already` is what earlier shipments (less refused units) cover."""
+    out: list[tuple[date, int]] = []
+    left = quantity
+    for delivery in sorted(line.deliveries, key=lambda d: d.due_date):
+        if left == 0:
+            break
+        if delivery.site_code != site_code:
+            continue
+        room = delivery.quantity - already.get(delivery.due_date, 0)
+        if room <= 0:
+            continue
+        take = min(room, left)
+        out.append((delivery.due_date, take))
+        left -= take
+    if left:
+        raise ValueError(f"line {line.line_no} needs only {quantity - left} more units at {site_code}")
+    return out
+
+
+def split_handover(shipped: list[tuple[date, int]], received: int, rejected: int) -> list[tuple[date, int, int]]:
+    """A lot's received and refused units over the deliveries it counted towards: received fill the earliest."""
+    if received + rejected != sum(q for _, q in shipped):
+        raise ValueError(f"received {received} and rejected {rejected} must add up to the {sum(q for _, q in shipped)} shipped")
+    out: list[tuple[date, int, int]] = []
+    left = received
+    for due, quantity in sorted(shipped):
+        got = min(quantity, left)
+        left -= got
+        out.append((due, got, quantity - got))
+    return out
+
+
+def local_content(supplied: list[tuple[int, float]]) -> float | None:
+    """TKDN of what was supplied, weighted by value: [(rupiah, tkdn %)]; None before anything was received."""
+    value = sum(v for v, _ in supplied)
+    if value <= 0:
+        return None
+    return round(sum(v * t for v, t in supplied) / value, 2)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,23 +14,44 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import clock
 from shared.events import Envelope
-from shared.events.capacity import ReservationConfirmed, ReservationRejected, ReservationRevoked
-from shared.events.orders import AllocationPlanned, PlannedAllocation, PurchaseOrderCancelled, PurchaseOrderReceived
+from shared.events.capacity import CapacityChanged, ReservationConfirmed, ReservationRejected, ReservationRevoked
+from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
+from shared.events.orders import (
+    AllocationPlanned,
+    HandedOverItem,
+    PlannedAllocation,
+    PurchaseOrderCancelled,
+    PurchaseOrderFulfilled,
+    PurchaseOrderReceived,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    ShippedItem,
+)
 from shared.http import Conflict, FieldError, NotFound, Unprocessable
 from shared.projections import project_foundry
 
-from . import projections, store, webhooks
+from . import metrics, projections, store, webhooks
 from .domain import (
     CertificateHeld,
     FoundryStanding,
+    LineProgress,
     OrderLine,
     OrderRejected,
     OrderStatus,
     PurchaseOrder,
+    ShipmentStatus,
+    Violation,
+    expected_completion,
+    local_content,
+    outstanding,
     receive_purchase_order,
+    serves_until,
+    split_handover,
+    split_over_deliveries,
+    tkdn_of,
     why_not_eligible,
 )
-from .planner import Candidate, Demand, PlanRules, iso_week, plan_line, shortfall_by_week
+from .planner import Candidate, Demand, PlanRules, iso_week, plan_line, shortfall_by_week, week_end, weeks_between
 
 
 @dataclass(frozen=True)
@@ -55,7 +76,7 @@ async def receive(
     lines: list[OrderLine],
 ) -> Intake:
     fingerprint = request_hash(body)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     try:
         async with sessions.begin() as session:
             earlier = await store.find_idempotency_key(session, buyer_code, idempotency_key)
@@ -70,7 +91,7 @@ async def receive(
                 raise Conflict(f"{buyer_code} already sent purchase order {po_number}")
             try:
                 order, received = receive_purchase_order(
-                    f"po_{uuid.uuid4().hex[:20]}", buyer_code, po_number, issued_on, currency, lines, now.date(), now
+                    f"po_{uuid.uuid4().hex[:20]}", buyer_code, po_number, issued_on, currency, lines, clock.today(), now
                 )
             except OrderRejected as exc:
                 raise Unprocessable(
@@ -93,9 +114,11 @@ async def cancel(sessions: async_sessionmaker[AsyncSession], order_id: str, reas
         order = await store.get_order(session, order_id)
         if order is None:
             raise NotFound(f"no purchase order {order_id}")
-        if order.status == OrderStatus.CANCELLED:
-            raise Conflict(f"purchase order {order_id} is already cancelled")
-        await store.set_status(session, order_id, OrderStatus.CANCELLED)
+        if order.status.closed:
+            raise Conflict(f"purchase order {order_id} is already {order.status.value}")
+        if await store.has_shipments(session, order_id):
+            raise Conflict(f"purchase order {order_id} has shipments; it can no longer be cancelled")
+        await store.set_status(session, order_id, OrderStatus.CANCELLED, reason)
         await store.publish(
             session, PurchaseOrderCancelled(order_id=order_id, buyer_code=order.buyer_code, reason=reason, cancelled_at=clock.now())
         )
@@ -109,10 +132,11 @@ async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> 
 # --- planning ---------------------------------------------------------------------------------------------
 
 PLAN_RULES = PlanRules(time_limit_s=1.0)
+RISK_HORIZON_WEEKS = 52  # how far ahead the expected completion of a late line is looked for
 
 
-async def _standings(session: AsyncSession, today: date) -> list[FoundryStanding]:
-    raw = await projections.standing(session, today)
+async def _standings(session: AsyncSession, today: date, foundry_code: str | None = None) -> list[FoundryStanding]:
+    raw = await projections.standing(session, today, foundry_code)
     return [
         FoundryStanding(
             code=code,
@@ -136,16 +160,18 @@ async def plan_order(
     *,
     lost: dict[str, int] | None = None,
     blocked: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+    trigger: str = "received",
 ) -> int | None:
-    """Plans what the order still needs and publishes the new version; returns it.
+    """Plans what the order still needs and publishes the new version; returns it, or None when nothing changed.
 
     The first plan covers everything. A replan keeps every allocation of the plan in force except the units
-    `lost` (rejected or revoked) and plans only those again, never in the foundry-weeks `blocked` by capacity.
+    `lost` (rejected, revoked, or no longer eligible) and plans only what is outstanding: those units, the
+    units of failed lots and the units the buyer refused at handover; never in the foundry-weeks `blocked`.
     """
     order = await store.get_order(session, order_id)
-    if order is None or order.status == OrderStatus.CANCELLED:
+    if order is None or order.status.closed:
         return None
-    lost = lost or {}
+    lost = {k: v for k, v in (lost or {}).items() if v > 0}
     today = clock.today()
     previous, rows = await store.current_plan(session, order_id)
     version = (previous.version if previous is not None else 0) + 1
@@ -154,31 +180,58 @@ async def plan_order(
         quantity = row.quantity - lost.get(row.allocation_id, 0)
         if row.state != "rejected" and quantity > 0:
             kept.append((PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields} | {"quantity": quantity}), row.state))
-    standings = await _standings(session, today)
-    planned: list[tuple[PlannedAllocation, str]] = list(kept)
-    shortfall: list[dict[str, Any]] = []
-    solvers: set[str] = set()
+    remade, not_supplied = await store.units_to_make_again(session, order)
+    needs: dict[int, list[Demand]] = {}
     for line in order.lines:
         on_line = [a for a, _ in kept if a.line_no == line.line_no]
         demands = [
-            Demand(d.due_date, d.quantity - sum(a.quantity for a in on_line if a.due_date == d.due_date)) for d in line.deliveries
+            Demand(
+                d.due_date,
+                outstanding(d.quantity, sum(a.quantity for a in on_line if a.due_date == d.due_date), remade.get((line.line_no, d.due_date), 0)),
+            )
+            for d in line.deliveries
         ]
-        demands = [d for d in demands if d.quantity > 0]
+        needs[line.line_no] = [d for d in demands if d.quantity > 0]
+    if previous is not None and not lost and not any(needs.values()):
+        return None  # the plan in force still covers everything: no new version
+    standings = await _standings(session, today)
+    planned: list[tuple[PlannedAllocation, str]] = list(kept)
+    shortfall: list[dict[str, Any]] = []
+    risk: list[dict[str, Any]] = []
+    solvers: set[str] = set()
+    for line in order.lines:
+        demands = needs[line.line_no]
         if not demands:
             continue
-        eligible = [f for f in standings if not why_not_eligible(f, line, today)]
-        free = await projections.free_capacity(session, line.product_family, iso_week(today), iso_week(line.last_due_date))
+        on_line = [a for a, _ in kept if a.line_no == line.line_no]
+        reach = {f.code: serves_until(f, line, today) for f in standings}
+        eligible = [f for f in standings if reach[f.code] is not None]
+        horizon = max(line.last_due_date, today + timedelta(weeks=RISK_HORIZON_WEEKS))
+        free = await projections.free_capacity(session, line.product_family, iso_week(today), iso_week(horizon))
         for foundry, week in blocked:
             free.get(foundry, {}).pop(week, None)
+        # A member's share of the line counts what it supplies: units of its failed lots or refused at handover
+        # do not count, or one bad lot would keep the member that must make it again from doing so.
         already: dict[str, int] = {}
         for a in on_line:
             already[a.foundry_code] = already.get(a.foundry_code, 0) + a.quantity
+        for (line_no, foundry), units in not_supplied.items():
+            if line_no == line.line_no and foundry in already:
+                already[foundry] = max(0, already[foundry] - units)
         candidates = [
-            Candidate(f.code, free.get(f.code, {}), quality=f.pass_rate if f.pass_rate is not None else 0.9, already=already.get(f.code, 0))
+            Candidate(
+                f.code,
+                free.get(f.code, {}),
+                quality=f.pass_rate if f.pass_rate is not None else 0.9,
+                already=already.get(f.code, 0),
+                serves_until=None if reach[f.code] == line.last_due_date else reach[f.code],
+            )
             for f in eligible
         ]
         plan = plan_line(demands, candidates, today, PLAN_RULES, line_total=line.quantity)
         solvers.add(plan.solver)
+        metrics.line_planned(plan.solver, plan.seconds)
+        used: dict[tuple[str, str], int] = {}
         for a in plan.allocations:
             allocation = PlannedAllocation(
                 # The version keeps ids of new allocations apart from kept ones in the same foundry-week.
@@ -192,12 +245,44 @@ async def plan_order(
                 due_date=a.due_date,
             )
             planned.append((allocation, "planned"))
+            used[(a.foundry_code, a.week)] = used.get((a.foundry_code, a.week), 0) + a.quantity
+        late = sum(plan.shortfall.values())
         for week, units in shortfall_by_week(plan, PLAN_RULES).items():
             shortfall.append({"line_no": line.line_no, "week": week, "quantity": units, "eligible_members": len(eligible)})
+        if late:
+            # Late units can only be made after the weeks that could have served them in time (the planner
+            # found no room there under its rules): count what members able to make the whole line have left
+            # after this plan, week by week from then on. Late units are not held to the maximum share.
+            whole_line = [f.code for f in eligible if reach[f.code] == line.last_due_date]
+            first_late = min(d for d, units in plan.shortfall.items() if units)
+            cut_off = first_late - timedelta(days=PLAN_RULES.lead_days)
+            weeks = [w for w in weeks_between(max(today + timedelta(days=7), cut_off), horizon) if week_end(w) > cut_off]
+            spare: dict[str, int] = {}
+            for code in whole_line:
+                for week, units in free.get(code, {}).items():
+                    units -= used.get((code, week), 0)
+                    if units >= PLAN_RULES.min_quantity:
+                        spare[week] = spare.get(week, 0) + units
+            completion = expected_completion(late, spare, weeks, PLAN_RULES.lead_days, PLAN_RULES.min_quantity)
+            risk.append(
+                {
+                    "line_no": line.line_no,
+                    "shortfall": late,
+                    "due_dates": sorted(d.isoformat() for d, units in plan.shortfall.items() if units),
+                    "expected_completion": completion.isoformat() if completion else None,
+                }
+            )
+    metrics.planned(trigger)
     now = clock.now()
     await session.execute(
         sa.insert(store.plans).values(
-            order_id=order_id, version=version, created_at=now, solver="+".join(sorted(solvers)) or "kept", shortfall=shortfall, reason=reason
+            order_id=order_id,
+            version=version,
+            created_at=now,
+            solver="+".join(sorted(solvers)) or "kept",
+            shortfall=shortfall,
+            reason=reason[:200],
+            risk=risk,
         )
     )
     if planned:
@@ -206,7 +291,10 @@ async def plan_order(
             [{**a.model_dump(), "order_id": order_id, "plan_version": version, "state": state} for a, state in planned],
         )
     all_reserved = bool(planned) and all(state == "reserved" for _, state in planned)
-    status = OrderStatus.NEEDS_REVIEW if shortfall else OrderStatus.ACCEPTED if all_reserved else OrderStatus.PLANNED
+    # An order that never had a plan for everything waits for review; one under way keeps going, its late
+    # lines marked at risk.
+    in_review = bool(shortfall) and (previous is None or order.status == OrderStatus.NEEDS_REVIEW)
+    status = OrderStatus.NEEDS_REVIEW if in_review else OrderStatus.ACCEPTED if all_reserved else OrderStatus.PLANNED
     await store.set_status(session, order_id, status)
     await store.publish(
         session,
@@ -214,14 +302,19 @@ async def plan_order(
             order_id=order_id, buyer_code=order.buyer_code, plan_version=version, allocations=[a for a, _ in planned], planned_at=now
         ),
     )
-    if shortfall and previous is None:
-        await webhooks.enqueue(
-            session, order.buyer_code, "order.needs_review", {"order_id": order_id, "po_number": order.po_number, "shortfall": shortfall}
-        )
-    elif shortfall:
-        await webhooks.enqueue(
-            session, order.buyer_code, "line.at_risk", {"order_id": order_id, "po_number": order.po_number, "shortfall": shortfall}
-        )
+    about = {"order_id": order_id, "po_number": order.po_number, "plan_version": version}
+    if status == OrderStatus.ACCEPTED and order.status != OrderStatus.ACCEPTED:
+        # A replan that only dropped units can leave every allocation reserved: accepted without a confirmation.
+        await webhooks.enqueue(session, order.buyer_code, "order.accepted", about)
+    if in_review and order.status != OrderStatus.NEEDS_REVIEW:
+        await webhooks.enqueue(session, order.buyer_code, "order.needs_review", {**about, "shortfall": shortfall, "risk": risk})
+    elif not in_review:
+        was_at_risk = {r["line_no"] for r in (previous.risk or [])} if previous is not None else set()
+        for entry in risk:
+            if entry["line_no"] not in was_at_risk:
+                await webhooks.enqueue(session, order.buyer_code, "line.at_risk", {**about, **entry, "reason": reason})
+        for line_no in sorted(was_at_risk - {r["line_no"] for r in risk}):
+            await webhooks.enqueue(session, order.buyer_code, "line.back_on_track", {**about, "line_no": line_no, "reason": reason})
     return version
 
 
@@ -266,6 +359,7 @@ async def on_reservation_rejected(session: AsyncSession, envelope: Envelope[Rese
         f"reservation rejected: {data.reason}",
         lost={data.allocation_id: data.requested_quantity},
         blocked={(data.foundry_code, data.week)},
+        trigger="reservation_rejected",
     )
 
 
@@ -283,4 +377,421 @@ async def on_reservation_revoked(session: AsyncSession, envelope: Envelope[Reser
         f"reservation revoked: {data.reason}",
         lost={data.allocation_id: data.revoked_quantity},
         blocked={(data.foundry_code, data.week)},
+        trigger="reservation_revoked",
     )
+
+
+# --- what else moves a plan: failed lots, members losing or regaining eligibility -------------------------
+
+
+async def on_lot_failed(session: AsyncSession, envelope: Envelope[LotFailed]) -> None:
+    """A failed lot's units must be made again: plan them, on any eligible member, in time if possible."""
+    data = envelope.data
+    if data.order_id is None:
+        return
+    await plan_order(session, data.order_id, f"lot {data.lot_code} failed testing: {data.quantity} units to make again", trigger="lot_failed")
+
+
+async def drop_where_ineligible(session: AsyncSession, foundry_code: str, reason: str) -> None:
+    """A member may no longer make some of what it was planned for: those units, less what it already made,
+    are planned on other members. Its allocations for deliveries it may still serve stay."""
+    rows = await store.current_allocations_at(session, foundry_code)
+    if not rows:
+        return
+    today = clock.today()
+    standing = {f.code: f for f in await _standings(session, today, foundry_code)}.get(foundry_code)
+    produced = await store.produced_for(session, [r.allocation_id for r in rows])
+    by_order: dict[str, list[Any]] = {}
+    for row in rows:
+        by_order.setdefault(row.order_id, []).append(row)
+    for order_id, allocations in by_order.items():
+        order = await store.get_order(session, order_id)
+        assert order is not None
+        lines = {line.line_no: line for line in order.lines}
+        lost: dict[str, int] = {}
+        for row in allocations:
+            if standing is None or why_not_eligible(standing, lines[row.line_no], today, row.due_date):
+                lost[row.allocation_id] = row.quantity - produced.get(row.allocation_id, 0)
+        if any(units > 0 for units in lost.values()):
+            await plan_order(session, order_id, reason, lost=lost, trigger="member_ineligible")
+
+
+async def retry_short_orders(session: AsyncSession, foundry_code: str, reason: str, product_family: str | None = None) -> None:
+    """Something happened at a member that may cure a shortfall: open orders with unplanned units on lines it
+    may now make try again (which clears `at_risk` when it works)."""
+    short = await store.open_orders_with_shortfall(session)
+    if not short:
+        return
+    today = clock.today()
+    standing = {f.code: f for f in await _standings(session, today, foundry_code)}.get(foundry_code)
+    if standing is None:
+        return
+    for order_id, shortfall in short:
+        order = await store.get_order(session, order_id)
+        assert order is not None
+        late_lines = {entry["line_no"] for entry in shortfall}
+        if any(
+            line.line_no in late_lines
+            and (product_family is None or line.product_family == product_family)
+            and serves_until(standing, line, today) is not None
+            for line in order.lines
+        ):
+            await plan_order(session, order_id, reason, trigger="recovery")
+
+
+async def on_certificate_lost(session: AsyncSession, envelope: Envelope[Any]) -> None:
+    data = envelope.data
+    what = "revoked" if isinstance(data, CertificateRevoked) else "expired"
+    await drop_where_ineligible(session, data.foundry_code, f"{data.kind} certificate of {data.foundry_code} {what}")
+
+
+async def on_certificate_granted(session: AsyncSession, envelope: Envelope[CertificateGranted]) -> None:
+    data = envelope.data
+    await retry_short_orders(session, data.foundry_code, f"{data.kind} certificate granted to {data.foundry_code}")
+
+
+async def on_quality_status_changed(session: AsyncSession, envelope: Envelope[FoundryQualityStatusChanged]) -> None:
+    data = envelope.data
+    if data.status == "suspended":
+        await drop_where_ineligible(session, data.foundry_code, f"{data.foundry_code} suspended: {data.reason}")
+    elif data.previous_status == "suspended":
+        await retry_short_orders(session, data.foundry_code, f"{data.foundry_code} no longer suspended")
+
+
+async def on_member_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
+    """Membership or product families changed: plan away what it may no longer make, or use it again."""
+    code = envelope.data.foundry_code
+    await drop_where_ineligible(session, code, f"{code} changed: membership or product families")
+    await retry_short_orders(session, code, f"{code} changed: membership or product families")
+
+
+async def on_capacity_changed(session: AsyncSession, envelope: Envelope[CapacityChanged]) -> None:
+    data = envelope.data
+    await retry_short_orders(session, data.foundry_code, f"capacity of {data.foundry_code} changed", data.product_family)
+
+
+# --- commands of the cooperative's staff ----------------------------------------------------------------
+
+
+async def reject(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> PurchaseOrder:
+    """The cooperative declines an order (usually one in review): capacity held for it is released."""
+    async with sessions.begin() as session:
+        order = await store.get_order(session, order_id)
+        if order is None:
+            raise NotFound(f"no purchase order {order_id}")
+        if order.status.closed:
+            raise Conflict(f"purchase order {order_id} is already {order.status.value}")
+        if await store.has_shipments(session, order_id):
+            raise Conflict(f"purchase order {order_id} has shipments; it can no longer be rejected")
+        await store.set_status(session, order_id, OrderStatus.REJECTED, reason)
+        # Capacity reacts to the cancellation event by releasing what it held; "rejected" is orders' word for it.
+        await store.publish(
+            session,
+            PurchaseOrderCancelled(
+                order_id=order_id, buyer_code=order.buyer_code, reason=f"rejected by the cooperative: {reason}", cancelled_at=clock.now()
+            ),
+        )
+        await webhooks.enqueue(
+            session, order.buyer_code, "order.rejected", {"order_id": order_id, "po_number": order.po_number, "reason": reason}
+        )
+    return replace(order, status=OrderStatus.REJECTED)
+
+
+async def replan(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> int | None:
+    """Plans an open order's outstanding units again now, e.g. after members added capacity for an order in review."""
+    async with sessions.begin() as session:
+        order = await store.get_order(session, order_id)
+        if order is None:
+            raise NotFound(f"no purchase order {order_id}")
+        if order.status.closed:
+            raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing is planned for it any more")
+        return await plan_order(session, order_id, f"replan requested: {reason}", trigger="requested")
+
+
+# --- fulfilment: progress, shipments and the buyer's handover (BAST) --------------------------------------
+
+
+async def progress(session: AsyncSession, order: PurchaseOrder, plan_rows: list[Any]) -> list[LineProgress]:
+    """Each line's units by stage, from the plan in force, the lots made for the order and its shipments."""
+    stages: dict[int, dict[str, int]] = {line.line_no: {} for line in order.lines}
+
+    def add(line_no: int, stage: str, units: int) -> None:
+        if line_no in stages:
+            stages[line_no][stage] = stages[line_no].get(stage, 0) + units
+
+    for row in plan_rows:
+        if row.state != "rejected":
+            add(row.line_no, "planned", row.quantity)
+        if row.state == "reserved":
+            add(row.line_no, "reserved", row.quantity)
+    for lot in await store.lots_of_order(session, order):
+        add(lot["line_no"], "produced", lot["quantity"])
+        if lot["outcome"] in ("passed", "failed"):
+            add(lot["line_no"], lot["outcome"], lot["quantity"])
+    for item in await store.order_items_with_status(session, order.id):
+        add(item.line_no, "loading" if item.status == ShipmentStatus.PREPARED else "shipped", item.quantity)
+        add(item.line_no, "delivered", item.received or 0)
+        add(item.line_no, "rejected", item.rejected or 0)
+    return [LineProgress(line_no=line.line_no, ordered=line.quantity, **stages[line.line_no]) for line in order.lines]
+
+
+async def local_content_of(session: AsyncSession, order: PurchaseOrder) -> float | None:
+    prices = {line.line_no: line.unit_price for line in order.lines}
+    items = await store.order_items_with_status(session, order.id)
+    return local_content([((item.received or 0) * prices.get(item.line_no, 0), item.tkdn_percent) for item in items])
+
+
+def _refused(violations: list[Violation]) -> Unprocessable:
+    return Unprocessable(
+        "; ".join(f"{v.field}: {v.message}" for v in violations),
+        errors=[FieldError(field=f"body.{v.field}", message=v.message) for v in violations],
+    )
+
+
+async def create_shipment(
+    sessions: async_sessionmaker[AsyncSession],
+    order_id: str,
+    *,
+    surat_jalan_number: str,
+    site_code: str,
+    vehicle_plate: str,
+    driver_name: str | None,
+    items: list[tuple[str, int]],
+) -> str:
+    """Writes a surat jalan for passed units of named lots to one of the order's sites; returns its id."""
+    now = clock.now()
+    try:
+        async with sessions.begin() as session:
+            order = await store.get_order(session, order_id)
+            if order is None:
+                raise NotFound(f"no purchase order {order_id}")
+            if order.status.closed:
+                raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing more is shipped for it")
+            taken = (
+                await session.execute(sa.select(store.shipments.c.id).where(store.shipments.c.surat_jalan_number == surat_jalan_number))
+            ).first()
+            if taken is not None:
+                raise Conflict(f"surat jalan {surat_jalan_number} was already used for shipment {taken.id}")
+            violations: list[Violation] = []
+            if site_code not in {d.site_code for line in order.lines for d in line.deliveries}:
+                violations.append(Violation("site_code", f"the order delivers nothing to {site_code!r}"))
+            lots = {lot["lot_code"]: lot for lot in await store.lots_of_order(session, order)}
+            existing = await store.order_items_with_status(session, order_id)
+            on_shipments: dict[str, int] = {}
+            covered: dict[tuple[int, date], int] = {}
+            for item in existing:
+                on_shipments[item.lot_code] = on_shipments.get(item.lot_code, 0) + item.quantity
+                key = (item.line_no, item.due_date)
+                covered[key] = covered.get(key, 0) + item.quantity - (item.rejected or 0)
+            lines = {line.line_no: line for line in order.lines}
+            standings = {f.code: f for f in await _standings(session, clock.today())}
+            rows: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for i, (lot_code, quantity) in enumerate(items):
+                at = f"items.{i}"
+                lot = lots.get(lot_code)
+                if lot_code in seen:
+                    violations.append(Violation(f"{at}.lot_code", f"lot {lot_code} is listed twice"))
+                    continue
+                seen.add(lot_code)
+                if lot is None:
+                    violations.append(Violation(f"{at}.lot_code", f"lot {lot_code} was not made for purchase order {order_id}"))
+                    continue
+                if lot["outcome"] != "passed":
+                    state = "has not been tested yet" if lot["outcome"] == "registered" else "failed testing"
+                    violations.append(Violation(f"{at}.lot_code", f"lot {lot_code} {state}; only passed lots are shipped"))
+                    continue
+                left = lot["quantity"] - on_shipments.get(lot_code, 0)
+                if quantity > left:
+                    violations.append(Violation(f"{at}.quantity", f"lot {lot_code} has {left} passed units not yet shipped"))
+                    continue
+                line = lines[lot["line_no"]]
+                already = {due: units for (line_no, due), units in covered.items() if line_no == line.line_no}
+                try:
+                    split = split_over_deliveries(line, site_code, quantity, already)
+                except ValueError as exc:
+                    violations.append(Violation(f"{at}.quantity", str(exc)))
+                    continue
+                maker = standings.get(lot["foundry_code"])
+                tkdn = tkdn_of(maker, clock.today()) if maker is not None else 0.0
+                for due, units in split:
+                    covered[(line.line_no, due)] = covered.get((line.line_no, due), 0) + units
+                    rows.append(
+                        {"lot_code": lot_code, "due_date": due, "order_id": order_id, "line_no": line.line_no,
+                         "foundry_code": lot["foundry_code"], "quantity": units, "tkdn_percent": tkdn}
+                    )  # fmt: skip
+            if violations:
+                raise _refused(violations)
+            shipment_id = f"shp_{uuid.uuid4().hex[:20]}"
+            await session.execute(
+                sa.insert(store.shipments).values(
+                    id=shipment_id, order_id=order_id, buyer_code=order.buyer_code, surat_jalan_number=surat_jalan_number,
+                    site_code=site_code, vehicle_plate=vehicle_plate, driver_name=driver_name,
+                    status=ShipmentStatus.PREPARED.value, created_at=now,
+                )  # fmt: skip
+            )
+            await session.execute(sa.insert(store.shipment_items), [{"shipment_id": shipment_id, **row} for row in rows])
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"surat jalan {surat_jalan_number} was just used by a concurrent request") from exc
+    return shipment_id
+
+
+def _shipment_about(order: PurchaseOrder, shipment: Any) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "po_number": order.po_number,
+        "shipment_id": shipment.id,
+        "surat_jalan_number": shipment.surat_jalan_number,
+        "site_code": shipment.site_code,
+    }
+
+
+async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment_id: str) -> None:
+    now = clock.now()
+    async with sessions.begin() as session:
+        shipment, items = await store.get_shipment(session, shipment_id)
+        if shipment is None:
+            raise NotFound(f"no shipment {shipment_id}")
+        if shipment.status != ShipmentStatus.PREPARED:
+            raise Conflict(f"shipment {shipment_id} is already {shipment.status}")
+        order = await store.get_order(session, shipment.order_id)
+        assert order is not None
+        if order.status.closed:
+            raise Conflict(f"purchase order {order.id} is {order.status.value}; the shipment cannot leave")
+        await session.execute(
+            sa.update(store.shipments).where(store.shipments.c.id == shipment_id).values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=now)
+        )
+        shipped = [
+            ShippedItem(lot_code=i.lot_code, line_no=i.line_no, foundry_code=i.foundry_code, due_date=i.due_date, quantity=i.quantity)
+            for i in items
+        ]
+        await store.publish(
+            session,
+            ShipmentDispatched(
+                shipment_id=shipment_id, order_id=order.id, buyer_code=order.buyer_code,
+                surat_jalan_number=shipment.surat_jalan_number, site_code=shipment.site_code,
+                vehicle_plate=shipment.vehicle_plate, items=shipped, dispatched_at=now,
+            ),  # fmt: skip
+        )
+        await webhooks.enqueue(
+            session,
+            order.buyer_code,
+            "shipment.dispatched",
+            {
+                **_shipment_about(order, shipment),
+                "vehicle_plate": shipment.vehicle_plate,
+                "items": [{"line_no": i.line_no, "lot_code": i.lot_code, "due_date": i.due_date.isoformat(), "quantity": i.quantity} for i in items],
+                "dispatched_at": now.isoformat(),
+            },
+        )
+
+
+async def record_handover(
+    sessions: async_sessionmaker[AsyncSession],
+    shipment_id: str,
+    *,
+    bast_number: str,
+    signed_by: str,
+    signed_on: date,
+    items: list[tuple[str, int, int]],
+) -> None:
+    """Records the buyer's BAST: received units count as delivered, refused ones are planned again."""
+    now = clock.now()
+    async with sessions.begin() as session:
+        shipment, rows = await store.get_shipment(session, shipment_id)
+        if shipment is None:
+            raise NotFound(f"no shipment {shipment_id}")
+        if shipment.status == ShipmentStatus.PREPARED:
+            raise Conflict(f"shipment {shipment_id} has not been dispatched yet")
+        if shipment.status == ShipmentStatus.DELIVERED:
+            raise Conflict(f"shipment {shipment_id} was already handed over (BAST {shipment.bast_number})")
+        order = await store.get_order(session, shipment.order_id)
+        assert order is not None
+        violations: list[Violation] = []
+        if signed_on > clock.today():
+            violations.append(Violation("signed_on", "must not be in the future"))
+        elif signed_on < shipment.dispatched_at.date():
+            violations.append(Violation("signed_on", f"must not be before the dispatch on {shipment.dispatched_at.date().isoformat()}"))
+        by_lot: dict[str, list[Any]] = {}
+        for row in rows:
+            by_lot.setdefault(row.lot_code, []).append(row)
+        given: dict[str, tuple[int, int]] = {}
+        for i, (lot_code, received, rejected) in enumerate(items):
+            if lot_code not in by_lot:
+                violations.append(Violation(f"items.{i}.lot_code", f"lot {lot_code} is not on this shipment"))
+            elif lot_code in given:
+                violations.append(Violation(f"items.{i}.lot_code", f"lot {lot_code} is listed twice"))
+            else:
+                given[lot_code] = (received, rejected)
+                shipped = sum(r.quantity for r in by_lot[lot_code])
+                if received + rejected != shipped:
+                    violations.append(
+                        Violation(f"items.{i}", f"received {received} and rejected {rejected} must add up to the {shipped} units of lot {lot_code} shipped")
+                    )
+        for lot_code in sorted(set(by_lot) - set(given)):
+            violations.append(Violation("items", f"lot {lot_code} is on the shipment but not on the BAST"))
+        if violations:
+            raise _refused(violations)
+        handed: list[HandedOverItem] = []
+        for lot_code, (received, rejected) in given.items():
+            split = split_handover([(r.due_date, r.quantity) for r in by_lot[lot_code]], received, rejected)
+            line_no = by_lot[lot_code][0].line_no
+            for due, got, refused in split:
+                await session.execute(
+                    sa.update(store.shipment_items)
+                    .where(
+                        store.shipment_items.c.shipment_id == shipment_id,
+                        store.shipment_items.c.lot_code == lot_code,
+                        store.shipment_items.c.due_date == due,
+                    )
+                    .values(received=got, rejected=refused)
+                )
+                handed.append(HandedOverItem(lot_code=lot_code, line_no=line_no, due_date=due, received=got, rejected=refused))
+        await session.execute(
+            sa.update(store.shipments)
+            .where(store.shipments.c.id == shipment_id)
+            .values(status=ShipmentStatus.DELIVERED.value, bast_number=bast_number, signed_by=signed_by, signed_on=signed_on, delivered_at=now)
+        )
+        await store.publish(
+            session,
+            ShipmentDelivered(
+                shipment_id=shipment_id, order_id=order.id, buyer_code=order.buyer_code, bast_number=bast_number,
+                signed_by=signed_by, signed_on=signed_on, items=handed, delivered_at=now,
+            ),  # fmt: skip
+        )
+        received_total = sum(h.received for h in handed)
+        rejected_total = sum(h.rejected for h in handed)
+        await webhooks.enqueue(
+            session,
+            order.buyer_code,
+            "shipment.delivered",
+            {**_shipment_about(order, shipment), "bast_number": bast_number, "signed_by": signed_by,
+             "signed_on": signed_on.isoformat(), "received": received_total, "rejected": rejected_total},
+        )  # fmt: skip
+        if rejected_total:
+            await plan_order(session, order.id, f"{rejected_total} units refused at handover (BAST {bast_number})", trigger="handover_refused")
+        plan, plan_rows = await store.current_plan(session, order.id)
+        lines = await progress(session, order, plan_rows)
+        if all(line.delivered >= line.ordered for line in lines):
+            content = await local_content_of(session, order) or 0.0
+            await store.set_status(session, order.id, OrderStatus.FULFILLED)
+            await store.publish(
+                session,
+                PurchaseOrderFulfilled(
+                    order_id=order.id, buyer_code=order.buyer_code, po_number=order.po_number, local_content_percent=content, fulfilled_at=now
+                ),
+            )
+            await webhooks.enqueue(
+                session,
+                order.buyer_code,
+                "order.fulfilled",
+                {"order_id": order.id, "po_number": order.po_number, "local_content_percent": content, "fulfilled_at": now.isoformat()},
+            )
+
+
+async def refresh_metrics(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Recomputes orders by status and lines at risk from the database, so every replica reports the same."""
+    async with sessions() as session:
+        by_status = await store.count_orders_by_status(session)
+        risks = await store.open_order_risks(session)
+    metrics.set_orders(by_status, len(risks), sum(r["shortfall"] for r in risks))

@@ -187,10 +187,13 @@ async def free_capacity(session: AsyncSession, product_family: str, first_week: 
     return free
 
 
-async def standing(session: AsyncSession, on: date) -> dict[str, dict[str, Any]]:
-    """Per foundry: membership, families, certificates valid on `on` and quality status, for eligibility."""
+async def standing(session: AsyncSession, on: date, foundry_code: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per foundry (or just one): membership, families, certificates in force and quality status, for eligibility."""
     out: dict[str, dict[str, Any]] = {}
-    for row in (await session.execute(sa.select(store.foundry_projection))).mappings():
+    members = sa.select(store.foundry_projection)
+    if foundry_code is not None:
+        members = members.where(store.foundry_projection.c.code == foundry_code)
+    for row in (await session.execute(members)).mappings():
         out[row["code"]] = {
             "membership_status": row["membership_status"],
             "product_families": list(row["product_families"]),
@@ -199,7 +202,10 @@ async def standing(session: AsyncSession, on: date) -> dict[str, dict[str, Any]]
             "pass_rate": None,
         }
     cert = store.certificate_projection
-    for row in (await session.execute(sa.select(cert).where(cert.c.state == "valid"))).mappings():
+    certificates = sa.select(cert).where(cert.c.state == "valid")
+    if foundry_code is not None:
+        certificates = certificates.where(cert.c.foundry_code == foundry_code)
+    for row in (await session.execute(certificates)).mappings():
         if row["foundry_code"] in out:
             out[row["foundry_code"]]["certificates"].append(dict(row))
     for row in (await session.execute(sa.select(store.quality_status_projection))).mappings():

@@ -97,6 +97,7 @@ purchase_orders = sa.Table(
     sa.Column("lines", sa.JSON, nullable=False),
     sa.Column("total_amount", sa.BigInteger, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("status_reason", sa.String(300), nullable=True),  # why it was cancelled or rejected
     sa.UniqueConstraint("buyer_code", "po_number", name="uq_purchase_orders_buyer_po"),
 )
 
@@ -107,9 +108,11 @@ plans = sa.Table(
     sa.Column("order_id", sa.String(64), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("solver", sa.String(30), nullable=False),
+    sa.Column("solver", sa.String(60), nullable=False),  # the solvers whose line plans were kept, joined by +
     sa.Column("shortfall", sa.JSON, nullable=False),  # [{line_no, due_date, week, quantity}]
     sa.Column("reason", sa.String(200), nullable=False),
+    # Lines the plan cannot finish in time: [{line_no, shortfall, expected_completion}]
+    sa.Column("risk", sa.JSON, nullable=True),
 )
 
 allocations = sa.Table(
@@ -127,6 +130,42 @@ allocations = sa.Table(
     sa.Column("quantity", sa.Integer, nullable=False),
     sa.Column("due_date", sa.Date, nullable=False),
     sa.Column("state", sa.String(20), nullable=False),  # planned, reserved, rejected
+)
+
+# A surat jalan (delivery note): passed units from named lots, on one vehicle, to one of the buyer's sites.
+shipments = sa.Table(
+    "shipments",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("buyer_code", sa.String(20), nullable=False),
+    sa.Column("surat_jalan_number", sa.String(100), nullable=False, unique=True),
+    sa.Column("site_code", sa.String(20), nullable=False),
+    sa.Column("vehicle_plate", sa.String(20), nullable=False),
+    sa.Column("driver_name", sa.String(100), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),  # prepared, dispatched, delivered
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("dispatched_at", UtcDateTime, nullable=True),
+    sa.Column("bast_number", sa.String(100), nullable=True),  # the buyer's handover record
+    sa.Column("signed_by", sa.String(200), nullable=True),
+    sa.Column("signed_on", sa.Date, nullable=True),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+)
+
+# What a shipment carries, per lot and per delivery it counts towards; received and rejected from the BAST.
+shipment_items = sa.Table(
+    "shipment_items",
+    metadata,
+    sa.Column("shipment_id", sa.String(64), primary_key=True),
+    sa.Column("lot_code", sa.String(64), primary_key=True),
+    sa.Column("due_date", sa.Date, primary_key=True),
+    sa.Column("order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("line_no", sa.Integer, nullable=False),
+    sa.Column("foundry_code", sa.String(20), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("received", sa.Integer, nullable=True),
+    sa.Column("rejected", sa.Integer, nullable=True),
+    sa.Column("tkdn_percent", sa.Float, nullable=False),  # the maker's TKDN when the units were shipped
 )
 
 # A buyer's Idempotency-Key and the request it was first used with: a retry gets the same answer.
@@ -291,8 +330,11 @@ async def add_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> 
     await session.execute(sa.insert(idempotency_keys).values(**values))
 
 
-async def set_status(session: AsyncSession, order_id: str, status: OrderStatus) -> None:
-    await session.execute(sa.update(purchase_orders).where(purchase_orders.c.id == order_id).values(status=status.value))
+async def set_status(session: AsyncSession, order_id: str, status: OrderStatus, reason: str | None = None) -> None:
+    values: dict[str, Any] = {"status": status.value}
+    if reason is not None:
+        values["status_reason"] = reason
+    await session.execute(sa.update(purchase_orders).where(purchase_orders.c.id == order_id).values(**values))
 
 
 async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[Any]]:
@@ -309,3 +351,171 @@ async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[
         )
     ).all()
     return plan, list(rows)
+
+
+async def allocation_lines(session: AsyncSession, order_id: str) -> dict[str, tuple[int, date, str]]:
+    """allocation id → (line, due date, foundry) for every allocation any plan version of the order had."""
+    rows = await session.execute(
+        sa.select(allocations.c.allocation_id, allocations.c.line_no, allocations.c.due_date, allocations.c.foundry_code)
+        .where(allocations.c.order_id == order_id)
+        .distinct()
+    )
+    return {r.allocation_id: (r.line_no, r.due_date, r.foundry_code) for r in rows}
+
+
+async def lots_of_order(session: AsyncSession, order: PurchaseOrder) -> list[dict[str, Any]]:
+    """The order's lots with the line and delivery each serves: through its allocation, else the first line of
+    its item and that line's first delivery."""
+    by_allocation = await allocation_lines(session, order.id)
+    rows = (await session.execute(sa.select(lot_projection).where(lot_projection.c.order_id == order.id))).mappings().all()
+    out = []
+    for row in rows:
+        line_no, due = None, None
+        if row["allocation_id"] in by_allocation:
+            line_no, due, _ = by_allocation[row["allocation_id"]]
+        else:
+            line = next((l for l in order.lines if l.item_code == row["item_code"]), None)
+            if line is not None:
+                line_no, due = line.line_no, min(d.due_date for d in line.deliveries)
+        if line_no is not None:
+            out.append({**row, "line_no": line_no, "due_date": due})
+    return out
+
+
+async def units_to_make_again(session: AsyncSession, order: PurchaseOrder) -> tuple[dict[tuple[int, date], int], dict[tuple[int, str], int]]:
+    """Units of failed lots and units refused at handover, which must be made again: per (line, due date) and
+    per (line, foundry that made them)."""
+    by_delivery: dict[tuple[int, date], int] = {}
+    by_maker: dict[tuple[int, str], int] = {}
+
+    def count(line_no: int, due: date, foundry: str, units: int) -> None:
+        by_delivery[(line_no, due)] = by_delivery.get((line_no, due), 0) + units
+        by_maker[(line_no, foundry)] = by_maker.get((line_no, foundry), 0) + units
+
+    for lot in await lots_of_order(session, order):
+        if lot["outcome"] == "failed":
+            count(lot["line_no"], lot["due_date"], lot["foundry_code"], lot["quantity"])
+    refused = await session.execute(
+        sa.select(shipment_items.c.line_no, shipment_items.c.due_date, shipment_items.c.foundry_code, sa.func.sum(shipment_items.c.rejected))
+        .where(shipment_items.c.order_id == order.id, shipment_items.c.rejected > 0)
+        .group_by(shipment_items.c.line_no, shipment_items.c.due_date, shipment_items.c.foundry_code)
+    )
+    for line_no, due, foundry, units in refused:
+        count(line_no, due, foundry, int(units))
+    return by_delivery, by_maker
+
+
+async def current_allocations_at(session: AsyncSession, foundry_code: str) -> list[Any]:
+    """Allocations at a foundry in the plans in force of orders still open."""
+    latest = (
+        sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
+    )
+    rows = await session.execute(
+        sa.select(allocations)
+        .join(latest, sa.and_(latest.c.order_id == allocations.c.order_id, latest.c.version == allocations.c.plan_version))
+        .join(purchase_orders, purchase_orders.c.id == allocations.c.order_id)
+        .where(
+            allocations.c.foundry_code == foundry_code,
+            allocations.c.state != "rejected",
+            purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]),
+        )
+        .order_by(allocations.c.order_id, allocations.c.week)
+    )
+    return list(rows)
+
+
+async def produced_for(session: AsyncSession, allocation_ids: list[str]) -> dict[str, int]:
+    """Units of lots made for each allocation, whatever their test result."""
+    if not allocation_ids:
+        return {}
+    rows = await session.execute(
+        sa.select(lot_projection.c.allocation_id, sa.func.sum(lot_projection.c.quantity))
+        .where(lot_projection.c.allocation_id.in_(allocation_ids))
+        .group_by(lot_projection.c.allocation_id)
+    )
+    return {a: int(q) for a, q in rows}
+
+
+async def open_orders_with_shortfall(session: AsyncSession) -> list[tuple[str, list[Any]]]:
+    """Open orders whose plan in force leaves units unplanned: (order id, that plan's shortfall)."""
+    latest = (
+        sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
+    )
+    rows = await session.execute(
+        sa.select(plans.c.order_id, plans.c.shortfall)
+        .join(latest, sa.and_(latest.c.order_id == plans.c.order_id, latest.c.version == plans.c.version))
+        .join(purchase_orders, purchase_orders.c.id == plans.c.order_id)
+        .where(purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]))
+    )
+    return [(order_id, shortfall) for order_id, shortfall in rows if shortfall]
+
+
+async def has_shipments(session: AsyncSession, order_id: str) -> bool:
+    return (await session.execute(sa.select(shipments.c.id).where(shipments.c.order_id == order_id).limit(1))).first() is not None
+
+
+async def get_shipment(session: AsyncSession, shipment_id: str) -> tuple[Any, list[Any]]:
+    shipment = (await session.execute(sa.select(shipments).where(shipments.c.id == shipment_id))).first()
+    if shipment is None:
+        return None, []
+    items = (
+        await session.execute(
+            sa.select(shipment_items)
+            .where(shipment_items.c.shipment_id == shipment_id)
+            .order_by(shipment_items.c.line_no, shipment_items.c.lot_code, shipment_items.c.due_date)
+        )
+    ).all()
+    return shipment, list(items)
+
+
+async def shipments_of_order(session: AsyncSession, order_id: str) -> list[tuple[Any, list[Any]]]:
+    rows = (
+        await session.execute(sa.select(shipments).where(shipments.c.order_id == order_id).order_by(shipments.c.created_at, shipments.c.id))
+    ).all()
+    items = (
+        await session.execute(
+            sa.select(shipment_items)
+            .where(shipment_items.c.order_id == order_id)
+            .order_by(shipment_items.c.line_no, shipment_items.c.lot_code, shipment_items.c.due_date)
+        )
+    ).all()
+    by_shipment: dict[str, list[Any]] = {}
+    for item in items:
+        by_shipment.setdefault(item.shipment_id, []).append(item)
+    return [(row, by_shipment.get(row.id, [])) for row in rows]
+
+
+async def order_items_with_status(session: AsyncSession, order_id: str) -> list[Any]:
+    """Every shipment item of the order with its shipment's status."""
+    return list(
+        (
+            await session.execute(
+                sa.select(shipment_items, shipments.c.status)
+                .join(shipments, shipments.c.id == shipment_items.c.shipment_id)
+                .where(shipment_items.c.order_id == order_id)
+            )
+        ).all()
+    )
+
+
+async def status_reason(session: AsyncSession, order_id: str) -> str | None:
+    return (await session.execute(sa.select(purchase_orders.c.status_reason).where(purchase_orders.c.id == order_id))).scalar()
+
+
+async def count_orders_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(sa.select(purchase_orders.c.status, sa.func.count()).group_by(purchase_orders.c.status))
+    return {status: int(n) for status, n in rows}
+
+
+async def open_order_risks(session: AsyncSession) -> list[dict[str, Any]]:
+    """The late lines ({line_no, shortfall, ...}) of the plans in force of open orders."""
+    latest = (
+        sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
+    )
+    rows = await session.execute(
+        sa.select(plans.c.risk)
+        .join(latest, sa.and_(latest.c.order_id == plans.c.order_id, latest.c.version == plans.c.version))
+        .join(purchase_orders, purchase_orders.c.id == plans.c.order_id)
+        .where(purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]))
+    )
+    return [entry for (risk,) in rows for entry in (risk or [])]

@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from shared import clock
 from shared.logging import get_logger
 
-from . import store
+from . import metrics, store
 
 log = get_logger(__name__)
 
@@ -149,6 +149,9 @@ class Dispatcher:
                 else:
                     values.update(next_attempt_at=now + timedelta(seconds=RETRY_DELAYS_S[attempts - 1]))
                 await session.execute(sa.update(deliveries).where(deliveries.c.id == row.id).values(**values))
+        for row, (_, error) in zip(due, outcomes):
+            outcome = "delivered" if error is None else "failed" if row.attempts + 1 > len(RETRY_DELAYS_S) else "retry"
+            metrics.webhook_attempted(row.event_type, outcome)
         return len(due)
 
     async def _attempt(self, row: Any) -> tuple[int | None, str | None]:

@@ -190,30 +190,34 @@ def seed_quality(
     for body, flag in plan.certificates:
         if _post(client, f"{quality_url}/v1/certificates", body, f"{body['kind']} certificate of {body['foundry_code']}"):
             granted[flag] += 1
-    specs = {s["item_code"]: s for s in client.get(f"{quality_url}/v1/specifications").raise_for_status().json()}
     registered = decided = failed = 0
     for i, lot in enumerate(plan.lots):
         body = {"lot_code": lot.lot_code, "foundry_code": lot.foundry_code, "item_code": lot.item_code, "quantity": lot.quantity}
         created = _post(client, f"{quality_url}/v1/lots", body, f"lot {lot.lot_code}")
-        current = created.json() if created else client.get(f"{quality_url}/v1/lots/{lot.lot_code}").raise_for_status().json()
         registered += created is not None
-        if current["status"] != "registered":
-            continue
-        sampling = current["sampling_plan"]
-        spec = specs[lot.item_code] if specs[lot.item_code]["version"] == current["spec_version"] else (
-            client.get(f"{quality_url}/v1/specifications/{lot.item_code}", params={"version": current["spec_version"]}).raise_for_status().json()
-        )
-        rng = random.Random(f"{seed}:{lot.lot_code}")
-        result = {
-            "report_number": f"LHU/{today.year}/{lot.lot_code}",
-            "laboratory": LABORATORIES[i % len(LABORATORIES)],
-            "samples": _samples(spec, sampling["sample_size"], sampling["acceptance_number"], lot.failing, rng),
-        }
-        answered = _post(client, f"{quality_url}/v1/lots/{lot.lot_code}/results", result, f"result of lot {lot.lot_code}")
-        if answered:
+        outcome = decide_lot(client, quality_url, lot.lot_code, lot.failing, seed, today, LABORATORIES[i % len(LABORATORIES)])
+        if outcome is not None:
             decided += 1
-            failed += answered.json()["status"] == "failed"
+            failed += outcome == "failed"
     return (
         f"Quality demo: {sum(granted.values())} certificates ({granted['expiring']} lapsing within 30 days, {granted['lapsed']} lapsed) and "
         f"{registered} lots, {decided} tested ({failed} failed), added (existing ones kept)."
     )
+
+
+def decide_lot(client: httpx.Client, quality_url: str, lot_code: str, failing: bool, seed: int, today: date, laboratory: str) -> str | None:
+    """Posts a laboratory result for a registered lot, made to pass or fail its sampling plan; returns the
+    outcome, or None when the lot was decided already."""
+    current = client.get(f"{quality_url}/v1/lots/{lot_code}").raise_for_status().json()
+    if current["status"] != "registered":
+        return None
+    sampling = current["sampling_plan"]
+    spec = client.get(f"{quality_url}/v1/specifications/{current['item_code']}", params={"version": current["spec_version"]}).raise_for_status().json()
+    rng = random.Random(f"{seed}:{lot_code}")
+    result = {
+        "report_number": f"LHU/{today.year}/{lot_code}",
+        "laboratory": laboratory,
+        "samples": _samples(spec, sampling["sample_size"], sampling["acceptance_number"], failing, rng),
+    }
+    answered = _post(client, f"{quality_url}/v1/lots/{lot_code}/results", result, f"result of lot {lot_code}")
+    return answered.json()["status"] if answered else None

@@ -57,3 +57,58 @@ class PurchaseOrderCancelled(EventData):
     buyer_code: str
     reason: str
     cancelled_at: datetime
+
+
+class ShippedItem(BaseModel):
+    lot_code: str = Field(examples=["IKM-001-K-0001"])
+    line_no: int = Field(ge=1)
+    foundry_code: str
+    due_date: date = Field(description="The delivery these units count towards")
+    quantity: int = Field(gt=0)
+
+
+@event("orders", "shipment_dispatched", key="order_id")
+class ShipmentDispatched(EventData):
+    """Passed units left for a buyer's site under a surat jalan (delivery note)."""
+
+    shipment_id: str
+    order_id: str
+    buyer_code: str
+    surat_jalan_number: str = Field(examples=["SJ/BJ/2027/0001"])
+    site_code: str = Field(examples=["BY-YK"])
+    vehicle_plate: str = Field(examples=["AD 8123 KT"])
+    items: list[ShippedItem]
+    dispatched_at: datetime
+
+
+class HandedOverItem(BaseModel):
+    lot_code: str
+    line_no: int = Field(ge=1)
+    due_date: date
+    received: int = Field(ge=0)
+    rejected: int = Field(ge=0, description="Refused at handover: made again, as a failed lot is")
+
+
+@event("orders", "shipment_delivered", key="order_id")
+class ShipmentDelivered(EventData):
+    """The buyer signed the BAST (berita acara serah terima) for a shipment: what it received and what it refused."""
+
+    shipment_id: str
+    order_id: str
+    buyer_code: str
+    bast_number: str = Field(examples=["BAST/BY-YK/2027/0117"])
+    signed_by: str
+    signed_on: date
+    items: list[HandedOverItem]
+    delivered_at: datetime
+
+
+@event("orders", "purchase_order_fulfilled", key="order_id")
+class PurchaseOrderFulfilled(EventData):
+    """Every unit of every line was received by the buyer."""
+
+    order_id: str
+    buyer_code: str
+    po_number: str
+    local_content_percent: float = Field(ge=0, le=100, description="TKDN of the supplied units, weighted by value")
+    fulfilled_at: datetime

@@ -214,9 +214,12 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
             ("ceper.orders.purchase_order_received.v1", inka.json()["id"]),
         ]
         fetched = await http.get(f"/v1/purchase-orders/{order_id}")
-        # The planner may already have moved the status on and attached its plan.
-        unplanned = {k: v for k, v in fetched.json().items() if k not in ("plan", "status")}
-        assert fetched.status_code == 200 and unplanned == {k: v for k, v in first.json().items() if k != "status"}
+        # The planner may already have moved the status on and attached its plan; lines gain their progress.
+        detail = fetched.json()
+        as_submitted = {k: v for k, v in detail.items() if k not in ("plan", "status", "status_reason", "local_content_percent", "lines")}
+        assert fetched.status_code == 200 and as_submitted == {k: v for k, v in first.json().items() if k not in ("status", "lines")}
+        assert [{k: line[k] for k in first.json()["lines"][0]} for line in detail["lines"]] == first.json()["lines"]
+        assert detail["lines"][0]["requirements"] == {"certificates": [], "min_tkdn_percent": None}
 
 
 # --- operations endpoints -----------------------------------------------------------------------------------

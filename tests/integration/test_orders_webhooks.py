@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from services.orders.app import create_app as orders_app
 from shared.clock import FixedClock
-from tests.support import eventually, run_service
-
-
-class Receiver:
-    """A buyer's endpoint: records what it receives, answers the status codes it is told to."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.statuses: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.received.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/ceper"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Receiver":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support import Receiver, eventually, run_service
 
 
 @pytest.fixture

@@ -259,6 +259,15 @@ def test_any_change_of_an_allocation_is_released_and_reserved_again(changed: Pla
     assert diff.release == [current] and diff.reserve == [changed] and diff.unchanged == []
 
 
+def test_a_consumed_reservation_is_history_neither_reserved_again_nor_released():
+    due = date(2027, 4, 30)
+    made = replace(reservation("r-made", 100, due, allocation_id="a-made", order_id="po_1"), state=CONSUMED, consumed_quantity=100)
+    gone = replace(reservation("r-gone", 100, due, allocation_id="a-gone", order_id="po_1"), state=CONSUMED, consumed_quantity=100)
+    diff = reconcile_plan([made, gone], [allocation("a-made"), allocation("a-replacement", 100, week="2027-W12")])
+    assert diff.release == [] and diff.unchanged == []
+    assert [a.allocation_id for a in diff.reserve] == ["a-replacement"]
+
+
 # --- lots ---------------------------------------------------------------------------------------------------------------
 
 

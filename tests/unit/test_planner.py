@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from services.orders.planner import (
     PlanRules,
     greedy_baseline,
     iso_week,
+    max_utilisation,
     plan_line,
     score,
     shortfall_by_week,
@@ -110,3 +112,103 @@ def test_kept_allocations_count_towards_the_share():
     other = foundry("IKM-002", 1000)
     plan = plan_line(demands, [busy, other], TODAY, rules, line_total=2000)
     assert plan.load_by_foundry() == {"IKM-002": 1000}
+
+
+def allocations_of(plan, code):
+    return [a for a in plan.allocations if a.foundry_code == code]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_member_whose_certificate_runs_out_makes_only_the_deliveries_due_before(exact):
+    # IKM-001 is the best record with the most capacity: without the limit it would take work of both deliveries.
+    february, april = date(2027, 2, 26), date(2027, 4, 30)
+    limited = Candidate("IKM-001", {w: 1000 for w in WEEKS}, quality=0.99, serves_until=date(2027, 3, 15))
+    others = [foundry("IKM-002", 600, quality=0.8), foundry("IKM-003", 600, quality=0.8)]
+    plan = plan_line([Demand(february, 3000), Demand(april, 3000)], [limited, *others], TODAY, PlanRules(max_share=1.0), exact=exact)
+    assert plan.feasible
+    assert allocations_of(plan, "IKM-001") and all(a.due_date == february for a in allocations_of(plan, "IKM-001"))
+    assert sum(a.quantity for a in plan.allocations if a.due_date == april) == 3000
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_when_nobody_else_may_serve_a_later_delivery_it_is_short(exact):
+    february, april = date(2027, 2, 26), date(2027, 4, 30)
+    limited = Candidate("IKM-001", {w: 1000 for w in WEEKS}, quality=0.99, serves_until=date(2027, 3, 15))
+    plan = plan_line([Demand(february, 3000), Demand(april, 3000)], [limited], TODAY, PlanRules(max_share=1.0), exact=exact)
+    assert plan.shortfall == {february: 0, april: 3000}
+    assert plan.planned == 3000 and all(a.due_date == february for a in plan.allocations)
+
+
+def test_production_of_a_limited_member_goes_to_the_delivery_it_may_serve():
+    # Both make everything early; IKM-001's earlier week must still go to the later delivery, or IKM-002's
+    # units (which may only serve February) would have nowhere to go.
+    february, april = date(2027, 2, 26), date(2027, 4, 30)
+    unlimited = Candidate("IKM-001", {"2027-W04": 1000})
+    limited = Candidate("IKM-002", {"2027-W05": 1000}, serves_until=date(2027, 3, 15))
+    plan = plan_line([Demand(february, 1000), Demand(april, 1000)], [unlimited, limited], TODAY, PlanRules(max_share=1.0))
+    assert plan.feasible
+    assert {(a.foundry_code, a.due_date) for a in plan.allocations} == {("IKM-001", april), ("IKM-002", february)}
+
+
+def test_the_greedy_baseline_respects_certificates_and_shares():
+    february, april = date(2027, 2, 26), date(2027, 4, 30)
+    limited = Candidate("IKM-001", {w: 1000 for w in WEEKS}, serves_until=date(2027, 3, 15))
+    others = [foundry(f"IKM-{i:03d}", 500) for i in range(2, 6)]
+    plan = greedy_baseline([Demand(february, 3000), Demand(april, 3000)], [limited, *others], TODAY, PlanRules(max_share=0.3))
+    assert plan.feasible
+    assert all(a.due_date == february for a in allocations_of(plan, "IKM-001"))
+    assert max(plan.load_by_foundry().values()) <= 1800
+
+
+def test_a_large_cooperative_gets_the_lowest_possible_utilisation():
+    rng = random.Random(1995)
+    weeks = weeks_between(date(2026, 11, 30), date(2027, 11, 28))
+    candidates = []
+    for i in range(1, 61):
+        free = {w: 0 if rng.random() < 0.1 else rng.choice([150, 250, 400, 600, 900]) for w in weeks}
+        candidates.append(Candidate(f"IKM-{i:03d}", free, quality=rng.uniform(0.7, 0.99)))
+    demands = [Demand(date(2027, m, 25), 4000) for m in range(2, 13)]
+    plan = plan_line(demands, candidates, TODAY)
+    assert plan.feasible and plan.utilisation_bound is not None
+    assert max_utilisation(plan, candidates) <= plan.utilisation_bound * 1.001
+    made: dict[tuple[str, str], int] = {}
+    for a in plan.allocations:
+        made[(a.foundry_code, a.week)] = made.get((a.foundry_code, a.week), 0) + a.quantity
+        assert week_end(a.week) + timedelta(days=14) <= a.due_date
+    free = {c.foundry_code: c.free for c in candidates}
+    assert all(200 <= units <= free[code][week] for (code, week), units in made.items())
+    assert score(plan, candidates) < score(greedy_baseline(demands, candidates, TODAY), candidates)
+
+
+# Two members capped at 1,000 units each; 1,500 units due in the first seven weeks, 500 in June. Only a few
+# splits of the irregular early weeks meet both due dates: the heuristics miss them, the exact model does not.
+IRREGULAR_WEEKS = weeks_between(date(2026, 11, 30), date(2027, 6, 4))
+IRREGULAR = {
+    "IKM-001": [300, 350, 250, 0, 210, 250, 0, 300, 250, 0, 350, 350, 300, 0, 250, 350, 0, 350, 250, 210, 250, 0, 250, 250, 0, 0, 300],
+    "IKM-002": [0, 250, 250, 350, 300, 300, 210, 0, 210, 250, 250, 0, 0, 250, 0, 250, 300, 0, 0, 350, 250, 250, 210, 250, 250, 250, 0],
+}
+
+
+def test_the_exact_model_finds_the_plan_when_due_dates_shares_and_whole_weeks_leave_no_slack():
+    candidates = [
+        Candidate("IKM-001", dict(zip(IRREGULAR_WEEKS, IRREGULAR["IKM-001"])), quality=0.89),
+        Candidate("IKM-002", dict(zip(IRREGULAR_WEEKS, IRREGULAR["IKM-002"])), quality=0.94),
+    ]
+    demands = [Demand(date(2027, 2, 5), 1500), Demand(date(2027, 6, 20), 500)]
+    rules = PlanRules(max_share=0.5)
+    exact = plan_line(demands, candidates, TODAY, rules)
+    heuristics = plan_line(demands, candidates, TODAY, rules, exact=False)
+    assert not heuristics.feasible
+    assert exact.feasible and exact.solver.startswith("milp")
+    assert exact.load_by_foundry() == {"IKM-001": 1000, "IKM-002": 1000}
+    made: dict[tuple[str, str], int] = {}
+    for a in exact.allocations:
+        made[(a.foundry_code, a.week)] = made.get((a.foundry_code, a.week), 0) + a.quantity
+    assert min(made.values()) >= 200
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_fewer_units_than_the_minimum_are_made_in_one_foundry_week(exact):
+    # A remake of 50 units refused at handover: not worth a press set-up, but better than not delivering.
+    plan = plan_line([Demand(date(2027, 3, 31), 50)], [foundry("IKM-001"), foundry("IKM-002")], TODAY, line_total=1200, exact=exact)
+    assert plan.feasible and len({(a.foundry_code, a.week) for a in plan.allocations}) == 1
