@@ -602,9 +602,17 @@ async def load_role(job: LoadJob, ready: Any, stop: Any) -> dict[str, Any]:
         else:
             errors.append(f"capacity change {answer.status_code}: {answer.text[:200]}")
 
+    # Member after member, each time for the next of its allocations: every member keeps a steady record of passed
+    # lots, so the failed lots of the samples never add up to a suspension.
+    by_member: dict[str, list[tuple[str, str]]] = {}
+    for order_id, allocation_id, foundry in job.allocations:
+        by_member.setdefault(foundry, []).append((order_id, allocation_id))
+    members = sorted(by_member)
+
     async def passing_lot(client: httpx.AsyncClient) -> None:
         nonlocal lot_cursor
-        order_id, allocation_id, foundry = job.allocations[lot_cursor % len(job.allocations)]
+        foundry = members[lot_cursor % len(members)]
+        order_id, allocation_id = by_member[foundry][(lot_cursor // len(members)) % len(by_member[foundry])]
         lot_code = f"{foundry}-K-BG{lot_cursor:05d}"
         lot_cursor += 1
         body = {"lot_code": lot_code, "foundry_code": foundry, "item_code": ITEM, "quantity": job.lot_units, "order_id": order_id, "allocation_id": allocation_id}
@@ -791,15 +799,21 @@ class Driver:
 
     urls: dict[str, str]
     observer: Observer
-    orders: list[str]
+    initial: dict[str, list[dict[str, Any]]]  # order id → allocations of its accepted plan
     lot_units: int
     samples: list[Sample] = field(default_factory=list)
-    failures: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)  # failed lots per member so far
     unresolved: int = 0
     _registered: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # lot code → (order, sampling plan)
 
+    @property
+    def orders(self) -> list[str]:
+        return list(self.initial)
+
     def _pick(self, order_id: str) -> dict[str, Any]:
-        allocations = self.observer.plans[(order_id, self.observer.latest[order_id])].allocations
+        # Allocations of the plan accepted before the samples: every later plan keeps them, and their members are the
+        # ones the background load passes lots for.
+        allocations = self.initial[order_id]
         return min(allocations, key=lambda a: (self.failures[a["foundry_code"]], a["week"], a["allocation_id"]))
 
     async def register(self, client: httpx.AsyncClient, n: int) -> str:
@@ -916,7 +930,7 @@ async def _sample(args: argparse.Namespace, platform: Platform, workers: Workers
         cpu_before = cpu_seconds(roots, ALONE)
         meter.start()
         window_start = time.time()
-        driver = Driver(platform.urls, observer, list(orders), args.lot_units)
+        driver = Driver(platform.urls, observer, {o: order["plan"]["allocations"] for o, order in orders.items()}, args.lot_units)
 
         def check() -> None:
             platform.check_alive()
@@ -926,10 +940,10 @@ async def _sample(args: argparse.Namespace, platform: Platform, workers: Workers
         log(f"[{platform.backend}] {args.warmup_samples} warm-up and {args.samples} measured failed lots, one every {args.interval:g} s …")
         await driver.run(args.warmup_samples, args.samples, args.interval, check)
         await asyncio.sleep(1.0)  # the baseline's last messages
-        accepted = await accepted_orders(platform.urls["orders"], list(orders))
         window_end = time.time()
         other = meter.other_cores()
         cpu_after = cpu_seconds(roots, ALONE)
+        accepted = await accepted_orders(platform.urls["orders"], list(orders))
     finally:
         await observer.stop()
     seconds = window_end - window_start
@@ -1101,6 +1115,11 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> bool
             f"adding the lot's units, {f['new_plans_with_a_shortfall']} with a shortfall; solvers {f['solvers']}; other replans of the sampled orders {f['other_replans_of_sampled_orders'] or 'none'}; "
             f"{f['orders_accepted_at_the_end']} of {args.orders} orders accepted again at the end"
         )
+        if f["orders_accepted_at_the_end"] < args.orders:
+            print(
+                f"{backend}: NOTE {args.orders - f['orders_accepted_at_the_end']} of {args.orders} orders were not accepted again within "
+                "15 s of the last sample: an allocation of the plan in force is still not reserved"
+            )
         print(f"{backend}: CPU cores used during the samples {f['cpu_cores']}; other processes {f['other_load_cores']:.2f} cores")
     other_max = max((f["other_load_cores"] for f in figures.values()), default=0.0)
     if other_max >= OTHER_LOAD_WARNING:

@@ -33,10 +33,22 @@ from shared.events.quality import (
 )
 
 from . import store
+from .planner import week_start, weeks_between
 
 
 async def on_capacity_changed(session: AsyncSession, envelope: Envelope[CapacityChanged]) -> None:
     change = envelope.data
+    if change.standard_weekly_units is not None:
+        await upsert(
+            session,
+            store.standard_capacity_projection,
+            {
+                "foundry_code": change.foundry_code,
+                "product_family": change.product_family,
+                "weekly_units": change.standard_weekly_units,
+                "changed_at": change.changed_at,
+            },
+        )
     for week in change.weeks:
         await upsert(
             session,
@@ -176,6 +188,15 @@ async def free_capacity(session: AsyncSession, product_family: str, first_week: 
     )
     for foundry, week, capacity in rows:
         free.setdefault(foundry, {})[week] = capacity
+    # A standard change lists a year of weeks; later ones follow the standard figure (the event's contract).
+    standard = store.standard_capacity_projection
+    weeks = weeks_between(week_start(first_week), week_start(last_week))
+    for foundry, units in await session.execute(
+        sa.select(standard.c.foundry_code, standard.c.weekly_units).where(standard.c.product_family == product_family)
+    ):
+        listed = free.setdefault(foundry, {})
+        for week in weeks:
+            listed.setdefault(week, units)
     reserved = await session.execute(
         sa.select(res.c.foundry_code, res.c.week, sa.func.sum(res.c.quantity))
         .where(res.c.product_family == product_family, res.c.week >= first_week, res.c.week <= last_week)

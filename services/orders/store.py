@@ -31,6 +31,16 @@ capacity_projection = sa.Table(
     sa.Column("changed_at", UtcDateTime, nullable=False),
 )
 
+# The standard weekly figure in force per foundry and family: weeks no capacity event listed follow it.
+standard_capacity_projection = sa.Table(
+    "standard_capacity_projection",
+    metadata,
+    sa.Column("foundry_code", sa.String(20), primary_key=True),
+    sa.Column("product_family", sa.String(40), primary_key=True),
+    sa.Column("weekly_units", sa.Integer, nullable=False),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+)
+
 # Every reservation capacity made, whoever it is for: what is left free is capacity minus these.
 reservation_projection = sa.Table(
     "reservation_projection",

@@ -28,7 +28,9 @@ from . import handlers, projections, store
 SUBSCRIPTIONS = Subscriptions("orders")
 SUBSCRIPTIONS.add(FoundryRegistered, handlers.on_foundry_changed, projection_of=[store.foundry_projection])
 SUBSCRIPTIONS.add(FoundryUpdated, handlers.on_foundry_changed, projection_of=[store.foundry_projection])
-SUBSCRIPTIONS.add(CapacityChanged, projections.on_capacity_changed, projection_of=[store.capacity_projection])
+SUBSCRIPTIONS.add(
+    CapacityChanged, projections.on_capacity_changed, projection_of=[store.capacity_projection, store.standard_capacity_projection]
+)
 for reservation_event in (ReservationConfirmed, ReservationRevoked, ReservationReleased, ReservationExpired, ReservationConsumed):
     SUBSCRIPTIONS.add(reservation_event, projections.on_reservation_event, projection_of=[store.reservation_projection])
 for certificate_event in (CertificateGranted, CertificateRevoked, CertificationExpired):

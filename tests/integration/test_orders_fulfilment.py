@@ -8,17 +8,43 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
+from services.orders import projections
+from services.orders.planner import iso_week
 from tests.integration.quality_helpers import good_composite_sample
 from tests.integration.test_orders_planning import kai_order, register_member
 from tests.support import Receiver, eventually, run_services
 
 
 async def order_when(svc: Any, order_id: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
     async def check() -> dict[str, Any] | None:
         order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+        seen[:] = [order]
         return order if ready(order) else None
 
-    return await eventually(check, timeout=timeout, interval=0.3)  # type: ignore[no-any-return]
+    try:
+        return await eventually(check, timeout=timeout, interval=0.3)  # type: ignore[no-any-return]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the order was last: {json.dumps(seen[0] if seen else None)}") from None
+
+
+async def members_known(svc: Any, codes: list[str]) -> None:
+    """Waits until orders has projected the members' capacity and certificates: planning earlier would plan
+    on part of the cooperative."""
+    sessions = svc["orders"].runtime.sessions
+    today = date.today()
+
+    async def ready() -> bool:
+        async with sessions() as session:
+            standing = await projections.standing(session, today)
+            free = await projections.free_capacity(session, "BRAKE_BLOCK_COMPOSITE", iso_week(today), iso_week(today + timedelta(days=90)))
+        return all(
+            code in standing and {c["kind"] for c in standing[code]["certificates"]} >= {"SNI", "ISO9001", "TKDN"} and any(free.get(code, {}).values())
+            for code in codes
+        )
+
+    await eventually(ready, timeout=60)
 
 
 async def make_lot(svc: Any, order_id: str, allocation: dict[str, Any], lot_code: str, *, passing: bool) -> None:
@@ -55,10 +81,7 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
             for i in range(1, 6):
                 await register_member(svc, f"IKM-{i:03d}", 400, tkdn=30.0 + 5 * i)
 
-            async def all_projected():
-                return len((await orders.get("/v1/foundries")).json()) == 5
-
-            await eventually(all_projected)
+            await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 6)])
             posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00201", [1200]), headers={"Idempotency-Key": "ful-1"})
             order_id = posted.json()["id"]
             order = await order_when(svc, order_id, lambda o: o["status"] == "accepted")
@@ -183,10 +206,7 @@ async def test_a_revoked_certificate_puts_a_line_at_risk_and_a_new_one_brings_it
             for i in range(1, 4):
                 await register_member(svc, f"IKM-{i:03d}", 400)
 
-            async def all_projected():
-                return len((await orders.get("/v1/foundries")).json()) == 3
-
-            await eventually(all_projected)
+            await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 4)])
             # 1,200 units with at most 35 % each (420) on three members: no room for losing one of them.
             posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00202", [1200]), headers={"Idempotency-Key": "risk-1"})
             order_id = posted.json()["id"]
@@ -235,10 +255,7 @@ async def test_a_suspended_member_loses_its_work_and_the_cooperative_can_reject_
         for i in range(1, 8):
             await register_member(svc, f"IKM-{i:03d}", 400)
 
-        async def all_projected():
-            return len((await orders.get("/v1/foundries")).json()) == 7
-
-        await eventually(all_projected)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 8)])
         posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00203", [1200]), headers={"Idempotency-Key": "susp-1"})
         order_id = posted.json()["id"]
         order = await order_when(svc, order_id, lambda o: o["status"] == "accepted")

@@ -60,6 +60,12 @@ async def test_orders_projects_capacity_reservations_certificates_and_status(mak
 
         await eventually(free_after_the_reservation)
 
+        # The standard change lists a year of weeks; the weeks after it follow the standard figure.
+        far = iso_week(today + timedelta(days=500))
+        async with sessions() as session:
+            beyond = await projections.free_capacity(session, "BRAKE_BLOCK_COMPOSITE", far, far)
+        assert beyond == {"IKM-021": {far: 600}}
+
         async def certified():
             async with sessions() as session:
                 standing = await projections.standing(session, today)
