@@ -366,11 +366,14 @@ async def list_purchase_orders(
     sessions: Sessions,
     buyer_code: str | None = None,
     status: OrderStatus | None = None,
+    po_number: Annotated[str | None, Query(max_length=100, description="The buyer's own PO number, exactly")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> PurchaseOrderPage:
     async with sessions() as session:
-        orders, total = await store.list_orders(session, buyer_code=buyer_code, status=status, limit=limit, offset=offset)
+        orders, total = await store.list_orders(
+            session, buyer_code=buyer_code, status=status, po_number=po_number, limit=limit, offset=offset
+        )
     return PurchaseOrderPage(items=[PurchaseOrderOut.of(o) for o in orders], total=total, limit=limit, offset=offset)
 
 

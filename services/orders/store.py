@@ -308,11 +308,13 @@ async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: st
 
 
 async def list_orders(
-    session: AsyncSession, *, buyer_code: str | None, status: str | None, limit: int, offset: int
+    session: AsyncSession, *, buyer_code: str | None, status: str | None, limit: int, offset: int, po_number: str | None = None
 ) -> tuple[list[PurchaseOrder], int]:
     conditions = []
     if buyer_code:
         conditions.append(purchase_orders.c.buyer_code == buyer_code)
+    if po_number:
+        conditions.append(purchase_orders.c.po_number == po_number)
     if status:
         conditions.append(purchase_orders.c.status == status)
     total = (await session.execute(sa.select(sa.func.count()).select_from(purchase_orders).where(*conditions))).scalar_one()

@@ -204,6 +204,11 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
         inka = await http.post("/v1/purchase-orders", json=purchase_order(buyer_code="INKA"), headers={"Idempotency-Key": "kai-2027-00042-b"})
         assert inka.status_code == 201, inka.text
         assert inka.json()["id"] != order_id
+        found = (await http.get("/v1/purchase-orders", params={"buyer_code": "KAI", "po_number": "KAI/PO/2027/00042"})).json()
+        assert [o["id"] for o in found["items"]] == [order_id] and found["total"] == 1
+        both = (await http.get("/v1/purchase-orders", params={"po_number": "KAI/PO/2027/00042"})).json()
+        assert {o["buyer_code"] for o in both["items"]} == {"KAI", "INKA"}
+        assert_problem(await http.get("/v1/purchase-orders", params={"status": "shipped"}), 422, "query.status")
 
         outbox = store.backbone.outbox
         async with orders.runtime.sessions() as session:  # type: ignore[union-attr]

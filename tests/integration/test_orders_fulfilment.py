@@ -248,14 +248,14 @@ async def test_a_revoked_certificate_puts_a_line_at_risk_and_a_new_one_brings_it
             assert at_risk["data"]["line_no"] == 1 and at_risk["data"]["expected_completion"] == risk["expected_completion"]
 
 
-async def test_a_suspended_member_loses_its_work_and_the_cooperative_can_reject_an_order(make_settings):
+async def test_suspended_and_resigned_members_lose_their_work_and_the_cooperative_can_reject_an_order(make_settings):
     settings = make_settings()
     async with run_services(settings, "capacity", "quality", "orders") as svc:
         orders, quality = svc["orders"].http, svc["quality"].http
-        for i in range(1, 8):
+        for i in range(1, 9):
             await register_member(svc, f"IKM-{i:03d}", 400)
 
-        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 8)])
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 9)])
         posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00203", [1200]), headers={"Idempotency-Key": "susp-1"})
         order_id = posted.json()["id"]
         order = await order_when(svc, order_id, lambda o: o["status"] == "accepted")
@@ -269,6 +269,15 @@ async def test_a_suspended_member_loses_its_work_and_the_cooperative_can_reject_
         )
         assert f"{victim} suspended" in order["plan"]["reason"] and order["status"] == "accepted"
         assert not line_of(order)["risk"]["at_risk"]
+
+        # A member resigns from the cooperative: capacity revokes its reservations, orders plans its units away.
+        leaving = sorted({a["foundry_code"] for a in order["plan"]["allocations"]})[0]
+        resigned = await svc["capacity"].http.patch(f"/v1/foundries/{leaving}", json={"membership_status": "resigned"})
+        assert resigned.status_code == 200, resigned.text
+        order = await order_when(
+            svc, order_id, lambda o: leaving not in {a["foundry_code"] for a in o["plan"]["allocations"]} and line_of(o)["quantities"]["reserved"] == 1200
+        )
+        assert not {victim, leaving} & {a["foundry_code"] for a in order["plan"]["allocations"]}
 
         rejected = await orders.post(f"/v1/purchase-orders/{order_id}/reject", json={"reason": "price no longer agreed"})
         assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
