@@ -110,6 +110,16 @@ async def receive(
 
 
 async def cancel(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> PurchaseOrder:
+    """The buyer withdraws an order: capacity held for it is released."""
+    return await _close(sessions, order_id, OrderStatus.CANCELLED, reason)
+
+
+async def reject(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> PurchaseOrder:
+    """The cooperative declines an order (usually one in review): capacity held for it is released."""
+    return await _close(sessions, order_id, OrderStatus.REJECTED, reason)
+
+
+async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, status: OrderStatus, reason: str) -> PurchaseOrder:
     async with sessions.begin() as session:
         order = await store.get_order(session, order_id)
         if order is None:
@@ -117,12 +127,19 @@ async def cancel(sessions: async_sessionmaker[AsyncSession], order_id: str, reas
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is already {order.status.value}")
         if await store.has_shipments(session, order_id):
-            raise Conflict(f"purchase order {order_id} has shipments; it can no longer be cancelled")
-        await store.set_status(session, order_id, OrderStatus.CANCELLED, reason)
+            raise Conflict(f"purchase order {order_id} has shipments; it can no longer be {status.value}")
+        await store.set_status(session, order_id, status, reason)
+        # Capacity releases what it held on the cancellation event; "rejected" is orders' word for the
+        # cooperative cancelling.
+        said = reason if status == OrderStatus.CANCELLED else f"rejected by the cooperative: {reason}"
         await store.publish(
-            session, PurchaseOrderCancelled(order_id=order_id, buyer_code=order.buyer_code, reason=reason, cancelled_at=clock.now())
+            session, PurchaseOrderCancelled(order_id=order_id, buyer_code=order.buyer_code, reason=said, cancelled_at=clock.now())
         )
-    return replace(order, status=OrderStatus.CANCELLED)
+        if status == OrderStatus.REJECTED:
+            await webhooks.enqueue(
+                session, order.buyer_code, "order.rejected", {"order_id": order_id, "po_number": order.po_number, "reason": reason}
+            )
+    return replace(order, status=status)
 
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
@@ -471,30 +488,6 @@ async def on_capacity_changed(session: AsyncSession, envelope: Envelope[Capacity
 
 
 # --- commands of the cooperative's staff ----------------------------------------------------------------
-
-
-async def reject(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> PurchaseOrder:
-    """The cooperative declines an order (usually one in review): capacity held for it is released."""
-    async with sessions.begin() as session:
-        order = await store.get_order(session, order_id)
-        if order is None:
-            raise NotFound(f"no purchase order {order_id}")
-        if order.status.closed:
-            raise Conflict(f"purchase order {order_id} is already {order.status.value}")
-        if await store.has_shipments(session, order_id):
-            raise Conflict(f"purchase order {order_id} has shipments; it can no longer be rejected")
-        await store.set_status(session, order_id, OrderStatus.REJECTED, reason)
-        # Capacity reacts to the cancellation event by releasing what it held; "rejected" is orders' word for it.
-        await store.publish(
-            session,
-            PurchaseOrderCancelled(
-                order_id=order_id, buyer_code=order.buyer_code, reason=f"rejected by the cooperative: {reason}", cancelled_at=clock.now()
-            ),
-        )
-        await webhooks.enqueue(
-            session, order.buyer_code, "order.rejected", {"order_id": order_id, "po_number": order.po_number, "reason": reason}
-        )
-    return replace(order, status=OrderStatus.REJECTED)
 
 
 async def replan(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> int | None:
