@@ -344,8 +344,15 @@ async def on_reservation_confirmed(session: AsyncSession, envelope: Envelope[Res
     if data.order_id is None or data.allocation_id is None:
         return  # a reservation made over capacity's API, not for one of our plans
     plan, rows = await store.current_plan(session, data.order_id)
-    if plan is None or data.plan_version != plan.version:
-        return  # confirms an older plan; the current one is being reserved
+    if plan is None or (data.plan_version or 0) > plan.version:
+        return
+    # A confirmation made for an earlier version still counts when that version's allocation was kept as it
+    # was: capacity reserves an unchanged allocation once, whatever version comes next.
+    if not any(
+        r.allocation_id == data.allocation_id and r.quantity == data.quantity and r.foundry_code == data.foundry_code and r.week == data.week
+        for r in rows
+    ):
+        return  # the plan in force changed that allocation: capacity reserves it again for the new version
     await session.execute(
         sa.update(store.allocations)
         .where(store.allocations.c.allocation_id == data.allocation_id, store.allocations.c.plan_version == plan.version)

@@ -33,6 +33,7 @@ from shared.events.quality import (
 )
 
 from . import store
+from .domain import OrderStatus
 from .planner import week_start, weeks_between
 
 
@@ -202,7 +203,26 @@ async def free_capacity(session: AsyncSession, product_family: str, first_week: 
         .where(res.c.product_family == product_family, res.c.week >= first_week, res.c.week <= last_week)
         .group_by(res.c.foundry_code, res.c.week)
     )
-    for foundry, week, units in reserved:
+    # Allocations capacity has not confirmed yet are spoken for too: without them, orders planned close
+    # together would take the same foundry-weeks and capacity would refuse the later ones.
+    latest = (
+        sa.select(store.plans.c.order_id, sa.func.max(store.plans.c.version).label("version")).group_by(store.plans.c.order_id).subquery()
+    )
+    alloc = store.allocations
+    pending = await session.execute(
+        sa.select(alloc.c.foundry_code, alloc.c.week, sa.func.sum(alloc.c.quantity))
+        .join(latest, sa.and_(latest.c.order_id == alloc.c.order_id, latest.c.version == alloc.c.plan_version))
+        .join(store.purchase_orders, store.purchase_orders.c.id == alloc.c.order_id)
+        .where(
+            alloc.c.product_family == product_family,
+            alloc.c.week >= first_week,
+            alloc.c.week <= last_week,
+            alloc.c.state == "planned",
+            store.purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]),
+        )
+        .group_by(alloc.c.foundry_code, alloc.c.week)
+    )
+    for foundry, week, units in [*reserved, *pending]:
         if foundry in free and week in free[foundry]:
             free[foundry][week] = max(0, free[foundry][week] - int(units or 0))
     return free

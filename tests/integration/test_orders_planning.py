@@ -182,3 +182,33 @@ async def test_cancelled_order_releases_its_capacity_and_is_not_replanned(make_s
         assert no_reason.status_code == 422
         order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
         assert order["status"] == "cancelled" and order["plan"]["version"] == 1
+
+
+async def test_orders_posted_back_to_back_do_not_plan_on_the_same_capacity(make_settings):
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        for i in range(1, 5):
+            await register_member(svc, f"IKM-{i:03d}", 400)
+
+        async def all_projected():
+            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 4
+
+        await eventually(all_projected)
+        ids = []
+        for n in range(3):
+            posted = await svc["orders"].http.post(
+                "/v1/purchase-orders", json=kai_order(f"KAI/PO/2027/0030{n}", [1200]), headers={"Idempotency-Key": f"b2b-{n}"}
+            )
+            assert posted.status_code == 201, posted.text
+            ids.append(posted.json()["id"])
+
+        async def all_accepted():
+            orders = [(await svc["orders"].http.get(f"/v1/purchase-orders/{i}")).json() for i in ids]
+            return orders if all(o["status"] == "accepted" for o in orders) else None
+
+        orders = await eventually(all_accepted, timeout=60)
+        # Each was planned once: the later ones counted what the earlier ones were still reserving.
+        assert [o["plan"]["version"] for o in orders] == [1, 1, 1]
+        reservations = (await svc["capacity"].http.get("/v1/reservations", params={"state": "confirmed"})).json()
+        items = reservations["items"] if isinstance(reservations, dict) else reservations
+        assert sum(r["quantity"] for r in items) == 3600
