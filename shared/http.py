@@ -142,6 +142,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # A body that is not JSON at all (e.g. not UTF-8) is as invalid as malformed JSON: one answer, 422.
+            errors = [FieldError(field="body", message="not a JSON document", type="json_invalid")]
+            return problem_response(request, 422, "Request is invalid", "body: not a JSON document", "validation", errors)
         title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}.get(exc.status_code, "Error")
         return problem_response(request, exc.status_code, title, str(exc.detail), "", headers=getattr(exc, "headers", None))
 
@@ -186,6 +190,16 @@ class RequestContextMiddleware:
             if status_holder.get("started"):
                 raise
             unavailable = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+            if _value_refused(exc):
+                # The database refused a value the request carried (a NUL character, text longer than its
+                # column): the request is at fault, and its transaction rolled back.
+                log.warning("value refused by the database", path=scope.get("path"), error=str(exc.orig)[:200])
+                answer = problem_response(
+                    Request(scope), 422, "Request is invalid",
+                    "A value cannot be stored: text with a NUL character, or longer than allowed.", "validation",
+                )  # fmt: skip
+                await answer(scope, receive, send_with_id)
+                return
             log.exception("unhandled error" if not unavailable else "dependency unavailable", path=scope.get("path"))
             if unavailable:
                 answer = problem_response(
@@ -205,6 +219,18 @@ class RequestContextMiddleware:
             method = scope.get("method", "GET")
             metrics.HTTP_REQUESTS.labels(self.service, method, template, str(status_holder["status"])).inc()
             metrics.HTTP_DURATION.labels(self.service, method, template).observe(time.perf_counter() - started)
+
+
+def _value_refused(exc: Exception) -> bool:
+    """The database refused a value as data (SQLSTATE class 22), e.g. a NUL character or a too-long string, or
+    the driver could not even send it (a number beyond 64 bits for SQLite)."""
+    if isinstance(exc, (sa.exc.DataError, OverflowError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+            if str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "").startswith("22"):
+                return True
+    return False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -89,7 +89,7 @@ class FoundryIn(BaseModel):
     )
     membership_status: MembershipStatus = MembershipStatus.ACTIVE
     furnaces: list[FurnaceIn] | None = Field(default=None, max_length=20)
-    presses: int | None = Field(default=None, strict=True, ge=0, description="Hot presses for composite brake blocks")
+    presses: int | None = Field(default=None, strict=True, ge=0, le=1_000, description="Hot presses for composite brake blocks")
 
 
 class FoundryPatch(BaseModel):
@@ -102,7 +102,7 @@ class FoundryPatch(BaseModel):
     npwp: str | None = Field(default=None, max_length=32)
     membership_status: MembershipStatus | None = None
     furnaces: list[FurnaceIn] | None = Field(default=None, max_length=20)
-    presses: int | None = Field(default=None, strict=True, ge=0)
+    presses: int | None = Field(default=None, strict=True, ge=0, le=1_000)
 
 
 class FurnaceOut(BaseModel):
@@ -177,7 +177,7 @@ async def list_foundries(
     product_family: ProductFamily | None = None,
     membership_status: MembershipStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> FoundryPage:
     async with sessions() as session:
         items, total = await store.list_foundries(
@@ -382,7 +382,7 @@ async def list_capacity_changes(
     sessions: Sessions,
     product_family: ProductFamily | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> CapacityChangePage:
     changes, total = await handlers.list_changes(
         sessions, code, product_family=product_family.value if product_family else None, limit=limit, offset=offset
@@ -609,7 +609,7 @@ async def list_reservations(
     order_id: str | None = None,
     state: ReservationState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> ReservationPage:
     async with sessions() as session:
         items, total = await store.list_reservations(

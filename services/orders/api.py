@@ -20,8 +20,8 @@ from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrd
 
 router = APIRouter(prefix="/v1")
 
-Units = Annotated[int, Field(strict=True, gt=0, description="Whole units")]
-Rupiah = Annotated[int, Field(strict=True, gt=0, description="Whole rupiah; never a float")]
+Units = Annotated[int, Field(strict=True, gt=0, le=10_000_000, description="Whole units")]
+Rupiah = Annotated[int, Field(strict=True, gt=0, le=1_000_000_000, description="Whole rupiah; never a float")]
 
 
 class DeliveryIn(BaseModel):
@@ -42,7 +42,7 @@ class RequirementsIn(BaseModel):
 class LineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    line_no: int = Field(strict=True, ge=1)
+    line_no: int = Field(strict=True, ge=1, le=10_000)
     item_code: str = Field(examples=["BB-COMP-K"])
     description: str = Field(default="", max_length=300)
     quantity: Units
@@ -368,7 +368,7 @@ async def list_purchase_orders(
     status: OrderStatus | None = None,
     po_number: Annotated[str | None, Query(max_length=100, description="The buyer's own PO number, exactly")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> PurchaseOrderPage:
     async with sessions() as session:
         orders, total = await store.list_orders(
@@ -530,8 +530,8 @@ class HandoverItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lot_code: str = Field(min_length=1, max_length=64)
-    received: int = Field(strict=True, ge=0)
-    rejected: int = Field(strict=True, ge=0, default=0)
+    received: int = Field(strict=True, ge=0, le=10_000_000)
+    rejected: int = Field(strict=True, ge=0, le=10_000_000, default=0)
 
 
 class HandoverIn(BaseModel):

@@ -192,7 +192,7 @@ async def list_specifications(sessions: Sessions) -> list[SpecificationOut]:
     responses=problem_responses(404, 422),
 )
 async def get_specification(
-    item_code: str, sessions: Sessions, version: Annotated[int | None, Query(ge=1, description="A past version")] = None
+    item_code: str, sessions: Sessions, version: Annotated[int | None, Query(ge=1, le=1_000_000, description="A past version")] = None
 ) -> SpecificationOut:
     async with sessions() as session:
         spec = await store.get_specification(session, item_code, version)
@@ -283,7 +283,7 @@ class CertificateIn(BaseModel):
     valid_from: date
     valid_until: date = Field(description="Last day the certificate counts")
     tkdn_percent: float | None = Field(default=None, ge=0, le=100, description="TKDN certificates only")
-    certified_workers: int | None = Field(default=None, strict=True, ge=1, description="SKKNI certificates only")
+    certified_workers: int | None = Field(default=None, strict=True, ge=1, le=100_000, description="SKKNI certificates only")
     items: list[str] = Field(default_factory=list, max_length=20, description="SNI certificates only: the item codes covered")
 
 
@@ -403,7 +403,7 @@ class LotIn(BaseModel):
     lot_code: str | None = Field(default=None, description="The foundry's own lot marking; generated when omitted")
     foundry_code: FoundryCode
     item_code: str = Field(examples=["BB-COMP-K"])
-    quantity: int = Field(strict=True, gt=0, description="Units in the lot")
+    quantity: int = Field(strict=True, gt=0, le=1_000_000, description="Units in the lot")
     order_id: str | None = Field(default=None, max_length=64)
     allocation_id: str | None = Field(default=None, max_length=100, description="The order allocation this production serves")
 
@@ -533,7 +533,7 @@ async def list_lots(
     status: LotStatus | None = None,
     order_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> LotPage:
     async with sessions() as session:
         found, total = await store.list_lots(

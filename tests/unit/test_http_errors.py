@@ -22,6 +22,10 @@ def app_that_fails() -> FastAPI:
     async def database_down() -> None:
         raise sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
+    @app.get("/nul")
+    async def nul() -> None:
+        raise sa.exc.DataError("INSERT …", {}, ValueError("invalid byte sequence for encoding UTF8: 0x00"))
+
     return app
 
 
@@ -42,3 +46,9 @@ async def test_an_unavailable_database_is_a_503_to_retry_later():
     response = await call("/database-down")
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["request_id"] == "req-42" and response.json()["type"].endswith("/unavailable")
+
+
+async def test_a_value_the_database_refuses_is_the_requests_fault():
+    response = await call("/nul")
+    assert response.status_code == 422 and response.json()["request_id"] == "req-42"
+    assert "NUL" in response.json()["detail"]
