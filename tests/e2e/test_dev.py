@@ -100,6 +100,8 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
             assert f"127.0.0.1:{port}" in banner
         assert "168 member foundries registered" in banner
         assert "0 lots" not in banner and "certificates" in banner
+        words = " ".join(banner.split())  # the console wraps long lines
+        assert "(1 failed, made again)" in words and "units dispatched to INKA Madiun" in words
         with httpx.Client(timeout=5) as client:
             services = client.get(f"http://127.0.0.1:{console}/v1/services").json()
             assert {name: s["status"] for name, s in services.items()} == {"orders": "ok", "capacity": "ok", "quality": "ok"}
@@ -111,6 +113,13 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
                 time.sleep(0.5)
             orders_listed = client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders").json()
             assert {o["buyer_code"] for o in orders_listed["items"]} == {"KAI", "INKA"}
+            # The year's KAI order is planned in full across the eligible members and reserved.
+            kai = next(o for o in orders_listed["items"] if o["buyer_code"] == "KAI")
+            deadline = time.monotonic() + 90
+            while (detail := client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders/{kai['id']}").json())["status"] != "accepted":
+                assert time.monotonic() < deadline, f"the KAI demo order was not accepted: {detail['status']}"
+                time.sleep(1)
+            assert detail["lines"][0]["quantities"]["reserved"] == 120_000 and not detail["lines"][0]["risk"]["at_risk"]
         assert len(_session_pids(process.pid)) == 5  # ceper dev and the four services
         broker_pid = int((tmp_path / "var" / "kafka" / "broker.pid").read_text().strip())
         assert Path(f"/proc/{broker_pid}").exists()
@@ -127,6 +136,7 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
         again_banner = "".join(lines)
         assert "0 member foundries registered" in again_banner and "0 capacity changes recorded" in again_banner
         assert "Quality demo: 0 certificates" in again_banner and "0 purchase orders added" in again_banner
+        assert "Fulfilment demo: 0 shipments added" in " ".join(again_banner.split())
     finally:
         _ctrl_c(again)
     assert again.returncode == 0

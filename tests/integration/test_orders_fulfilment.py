@@ -8,10 +8,8 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
-from services.orders import projections
-from services.orders.planner import iso_week
 from tests.integration.quality_helpers import good_composite_sample
-from tests.integration.test_orders_planning import kai_order, register_member
+from tests.integration.test_orders_planning import kai_order, members_known, register_member
 from tests.support import Receiver, eventually, run_services
 
 
@@ -27,24 +25,6 @@ async def order_when(svc: Any, order_id: str, ready: Any, timeout: float = 60) -
         return await eventually(check, timeout=timeout, interval=0.3)  # type: ignore[no-any-return]
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the order was last: {json.dumps(seen[0] if seen else None)}") from None
-
-
-async def members_known(svc: Any, codes: list[str]) -> None:
-    """Waits until orders has projected the members' capacity and certificates: planning earlier would plan
-    on part of the cooperative."""
-    sessions = svc["orders"].runtime.sessions
-    today = date.today()
-
-    async def ready() -> bool:
-        async with sessions() as session:
-            standing = await projections.standing(session, today)
-            free = await projections.free_capacity(session, "BRAKE_BLOCK_COMPOSITE", iso_week(today), iso_week(today + timedelta(days=90)))
-        return all(
-            code in standing and {c["kind"] for c in standing[code]["certificates"]} >= {"SNI", "ISO9001", "TKDN"} and any(free.get(code, {}).values())
-            for code in codes
-        )
-
-    await eventually(ready, timeout=60)
 
 
 async def make_lot(svc: Any, order_id: str, allocation: dict[str, Any], lot_code: str, *, passing: bool) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
+from services.orders import projections
+from services.orders.planner import iso_week
 from tests.support import eventually, run_services
 
 
@@ -28,6 +31,24 @@ async def register_member(svc, code: str, weekly: int, *, certified: bool = True
     for certificate in certificates:
         response = await svc["quality"].http.post("/v1/certificates", json={"foundry_code": code, **certificate, **validity})
         assert response.status_code == 201, response.text
+
+
+async def members_known(svc: Any, codes: list[str]) -> None:
+    """Waits until orders has projected the members' capacity and certificates: planning earlier would plan
+    on part of the cooperative."""
+    sessions = svc["orders"].runtime.sessions
+    today = date.today()
+
+    async def ready() -> bool:
+        async with sessions() as session:
+            standing = await projections.standing(session, today)
+            free = await projections.free_capacity(session, "BRAKE_BLOCK_COMPOSITE", iso_week(today), iso_week(today + timedelta(days=90)))
+        return all(
+            code in standing and {c["kind"] for c in standing[code]["certificates"]} >= {"SNI", "ISO9001", "TKDN"} and any(free.get(code, {}).values())
+            for code in codes
+        )
+
+    await eventually(ready, timeout=60)
 
 
 def kai_order(po_number: str, quantities: list[int]) -> dict:
@@ -66,6 +87,7 @@ async def test_order_is_planned_on_eligible_members_reserved_and_accepted(make_s
             return len(known) == 7
 
         await eventually(all_projected)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 6)] + ["IKM-010"])
         posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00101", [3000, 3000]), headers={"Idempotency-Key": "plan-1"})
         assert posted.status_code == 201, posted.text
         order_id = posted.json()["id"]
@@ -92,10 +114,7 @@ async def test_order_beyond_eligible_capacity_needs_review_with_the_shortfall(ma
     async with run_services(settings, "capacity", "quality", "orders") as svc:
         await register_member(svc, "IKM-001", 300)
 
-        async def projected():
-            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 1
-
-        await eventually(projected)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 2)])
         posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00102", [50000]), headers={"Idempotency-Key": "plan-2"})
         order_id = posted.json()["id"]
 
@@ -118,10 +137,7 @@ async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(ma
         for i in range(1, 7):
             await register_member(svc, f"IKM-{i:03d}", 400)
 
-        async def all_projected():
-            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 6
-
-        await eventually(all_projected)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 7)])
         posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00103", [2400]), headers={"Idempotency-Key": "plan-3"})
         order_id = posted.json()["id"]
 
@@ -154,10 +170,7 @@ async def test_cancelled_order_releases_its_capacity_and_is_not_replanned(make_s
         for i in range(1, 4):
             await register_member(svc, f"IKM-{i:03d}", 400)
 
-        async def projected():
-            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 3
-
-        await eventually(projected)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 4)])
         posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"})
         order_id = posted.json()["id"]
 
@@ -190,10 +203,7 @@ async def test_orders_posted_back_to_back_do_not_plan_on_the_same_capacity(make_
         for i in range(1, 5):
             await register_member(svc, f"IKM-{i:03d}", 400)
 
-        async def all_projected():
-            return len((await svc["orders"].http.get("/v1/foundries")).json()) == 4
-
-        await eventually(all_projected)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 5)])
         ids = []
         for n in range(3):
             posted = await svc["orders"].http.post(
