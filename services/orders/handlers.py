@@ -198,6 +198,7 @@ async def plan_order(
         if row.state != "rejected" and quantity > 0:
             kept.append((PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields} | {"quantity": quantity}), row.state))
     remade, not_supplied = await store.units_to_make_again(session, order)
+    blocked = set(blocked) | await store.refused_cells_of(session, order_id)
     needs: dict[int, list[Demand]] = {}
     for line in order.lines:
         on_line = [a for a, _ in kept if a.line_no == line.line_no]
@@ -374,6 +375,8 @@ async def on_reservation_rejected(session: AsyncSession, envelope: Envelope[Rese
     data = envelope.data
     if data.order_id is None or data.allocation_id is None:
         return
+    # Remembered for good: a later replan for another reason must not go back there either.
+    await store.refuse_cell(session, data.order_id, data.foundry_code, data.week, data.reason, clock.now())
     _, rows = await store.current_plan(session, data.order_id)
     if not any(r.allocation_id == data.allocation_id and r.state != "rejected" for r in rows):
         return  # no longer in the plan in force: an earlier replan already moved it

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import UtcDateTime, backbone_tables
+from shared.db import UtcDateTime, backbone_tables, upsert
 from shared.events import EventData
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
@@ -176,6 +176,17 @@ shipment_items = sa.Table(
     sa.Column("received", sa.Integer, nullable=True),
     sa.Column("rejected", sa.Integer, nullable=True),
     sa.Column("tkdn_percent", sa.Float, nullable=False),  # the maker's TKDN when the units were shipped
+)
+
+# Foundry-weeks capacity refused for an order: its plans never go there again, so a refusal cannot recur.
+refused_cells = sa.Table(
+    "refused_cells",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("foundry_code", sa.String(20), primary_key=True),
+    sa.Column("week", sa.String(8), primary_key=True),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("refused_at", UtcDateTime, nullable=False),
 )
 
 # A buyer's Idempotency-Key and the request it was first used with: a retry gets the same answer.
@@ -531,3 +542,12 @@ async def open_order_risks(session: AsyncSession) -> list[dict[str, Any]]:
         .where(purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]))
     )
     return [entry for (risk,) in rows for entry in (risk or [])]
+
+
+async def refuse_cell(session: AsyncSession, order_id: str, foundry_code: str, week: str, reason: str, at: Any) -> None:
+    await upsert(session, refused_cells, {"order_id": order_id, "foundry_code": foundry_code, "week": week, "reason": reason[:200], "refused_at": at})
+
+
+async def refused_cells_of(session: AsyncSession, order_id: str) -> set[tuple[str, str]]:
+    rows = await session.execute(sa.select(refused_cells.c.foundry_code, refused_cells.c.week).where(refused_cells.c.order_id == order_id))
+    return {(foundry, week) for foundry, week in rows}

@@ -222,3 +222,33 @@ async def test_orders_posted_back_to_back_do_not_plan_on_the_same_capacity(make_
         reservations = (await svc["capacity"].http.get("/v1/reservations", params={"state": "confirmed"})).json()
         items = reservations["items"] if isinstance(reservations, dict) else reservations
         assert sum(r["quantity"] for r in items) == 3600
+
+
+async def test_capacity_refusing_an_allocation_moves_its_units_and_never_back_to_that_foundry_week(make_settings):
+    from services.orders.planner import weeks_between
+
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        for i in range(1, 7):
+            await register_member(svc, f"IKM-{i:03d}", 400)
+        await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 7)])
+        # Another buyer's enquiry holds all of IKM-001's capacity over the API. Orders only learns of
+        # reservations once confirmed, so it plans there and capacity refuses.
+        today = date.today()
+        for week in weeks_between(today, today + timedelta(days=70)):
+            hold = await svc["capacity"].http.post(
+                "/v1/reservations", json={"foundry_code": "IKM-001", "product_family": "BRAKE_BLOCK_COMPOSITE", "week": week, "quantity": 400}
+            )
+            assert hold.status_code in (201, 409), hold.text
+        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"})
+        order_id = posted.json()["id"]
+
+        async def accepted():
+            order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+            return order if order["status"] == "accepted" else None
+
+        order = await eventually(accepted, timeout=60)
+        # One refusal per foundry-week tried: refused cells are remembered, so the replans end.
+        assert 2 <= order["plan"]["version"] <= 12 and "reservation rejected" in order["plan"]["reason"]
+        assert "IKM-001" not in {a["foundry_code"] for a in order["plan"]["allocations"]}
+        assert sum(a["quantity"] for a in order["plan"]["allocations"]) == 1200 and order["plan"]["shortfall"] == []
