@@ -148,11 +148,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_response(request, 422, "Request is invalid", "body: not a JSON document", "validation", errors)
         title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}.get(exc.status_code, "Error")
         return problem_response(request, exc.status_code, title, str(exc.detail), "", headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path)
-        return problem_response(request, 500, "Internal server error", "The request changed nothing; try again or report the request id.", "internal")
+    # Unexpected errors are answered by RequestContextMiddleware, inside the request's context (its id).
 
 
 class RequestContextMiddleware:

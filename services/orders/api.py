@@ -271,13 +271,10 @@ async def submit_purchase_order(
 )
 async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrderDetail:
     async with sessions() as session:
-        order = await store.get_order(session, order_id)
-        if order is None:
-            raise NotFound(f"no purchase order {order_id}")
+        order = await store.order_or_404(session, order_id)
         plan, rows = await store.current_plan(session, order_id)
-        stages = {p.line_no: p for p in await handlers.progress(session, order, rows)}
-        content = await handlers.local_content_of(session, order)
-        reason = await store.status_reason(session, order_id)
+        lines_progress, content = await handlers.progress(session, order, rows)
+    stages = {p.line_no: p for p in lines_progress}
     risks = {r["line_no"]: r for r in ((plan.risk or []) if plan is not None else [])}
     summary = PurchaseOrderOut.of(order).model_dump()
     lines = []
@@ -288,17 +285,13 @@ async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrder
             LineDetail(
                 **out,
                 requirements={"certificates": list(line.requirements.certificates), "min_tkdn_percent": line.requirements.min_tkdn_percent},
-                quantities=LineQuantities(
-                    planned=stage.planned, reserved=stage.reserved, produced=stage.produced, passed=stage.passed,
-                    failed=stage.failed, shipped=stage.shipped, delivered=stage.delivered, rejected=stage.rejected,
-                    shippable=stage.shippable,
-                ),  # fmt: skip
+                quantities=LineQuantities(**{field: getattr(stage, field) for field in LineQuantities.model_fields}),
                 risk=LineRisk(
                     at_risk=True, late_units=risk["shortfall"], late_due_dates=risk["due_dates"], expected_completion=risk["expected_completion"]
                 ) if risk else LineRisk(at_risk=False),
             )
         )
-    detail = PurchaseOrderDetail(**summary, lines=lines, status_reason=reason, local_content_percent=content)
+    detail = PurchaseOrderDetail(**summary, lines=lines, status_reason=order.status_reason, local_content_percent=content)
     if plan is not None:
         detail.plan = PlanOut(
             version=plan.version,
@@ -582,8 +575,6 @@ class ShipmentOut(BaseModel):
 async def _shipment(sessions: Any, shipment_id: str) -> ShipmentOut:
     async with sessions() as session:
         shipment, items = await store.get_shipment(session, shipment_id)
-    if shipment is None:
-        raise NotFound(f"no shipment {shipment_id}")
     return ShipmentOut.of(shipment, items)
 
 
@@ -624,8 +615,7 @@ async def create_shipment(order_id: str, body: ShipmentIn, sessions: Sessions, r
 )
 async def list_shipments(order_id: str, sessions: Sessions) -> list[ShipmentOut]:
     async with sessions() as session:
-        if await store.get_order(session, order_id) is None:
-            raise NotFound(f"no purchase order {order_id}")
+        await store.order_or_404(session, order_id)
         return [ShipmentOut.of(s, items) for s, items in await store.shipments_of_order(session, order_id)]
 
 

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 
+from .planner import week_end
+
 BUYERS: dict[str, str] = {
     "KAI": "PT Kereta Api Indonesia (Persero)",
     "INKA": "PT Industri Kereta Api (Persero)",
@@ -90,6 +92,7 @@ class PurchaseOrder:
     lines: tuple[OrderLine, ...]
     status: OrderStatus
     received_at: datetime
+    status_reason: str | None = None  # why it was cancelled or rejected
 
     @property
     def total_amount(self) -> int:
@@ -283,8 +286,6 @@ def expected_completion(units: int, free_by_week: dict[str, int], weeks: list[st
     """When `units` late units could reach the buyer at the earliest: the eligible members' free capacity, week
     by week in order (a foundry-week below the minimum useful quantity does not count), plus testing and
     transport. None when even the horizon's free capacity is not enough."""
-    from .planner import week_end  # the planner's calendar arithmetic; both are pure
-
     made = 0
     for week in weeks:
         made += free_by_week.get(week, 0)

@@ -27,7 +27,7 @@ from shared.events.orders import (
     ShipmentDispatched,
     ShippedItem,
 )
-from shared.http import Conflict, FieldError, NotFound, Unprocessable
+from shared.http import Conflict, FieldError, Unprocessable
 from shared.projections import project_foundry
 
 from . import metrics, projections, store, webhooks
@@ -121,9 +121,7 @@ async def reject(sessions: async_sessionmaker[AsyncSession], order_id: str, reas
 
 async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, status: OrderStatus, reason: str) -> PurchaseOrder:
     async with sessions.begin() as session:
-        order = await store.get_order(session, order_id)
-        if order is None:
-            raise NotFound(f"no purchase order {order_id}")
+        order = await store.order_or_404(session, order_id)
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is already {order.status.value}")
         if await store.has_shipments(session, order_id):
@@ -139,7 +137,7 @@ async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, stat
             await webhooks.enqueue(
                 session, order.buyer_code, "order.rejected", {"order_id": order_id, "po_number": order.po_number, "reason": reason}
             )
-    return replace(order, status=status)
+    return replace(order, status=status, status_reason=reason)
 
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
@@ -503,9 +501,7 @@ async def on_capacity_changed(session: AsyncSession, envelope: Envelope[Capacity
 async def replan(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> int | None:
     """Plans an open order's outstanding units again now, e.g. after members added capacity for an order in review."""
     async with sessions.begin() as session:
-        order = await store.get_order(session, order_id)
-        if order is None:
-            raise NotFound(f"no purchase order {order_id}")
+        order = await store.order_or_404(session, order_id)
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing is planned for it any more")
         return await plan_order(session, order_id, f"replan requested: {reason}", trigger="requested")
@@ -514,8 +510,9 @@ async def replan(sessions: async_sessionmaker[AsyncSession], order_id: str, reas
 # --- fulfilment: progress, shipments and the buyer's handover (BAST) --------------------------------------
 
 
-async def progress(session: AsyncSession, order: PurchaseOrder, plan_rows: list[Any]) -> list[LineProgress]:
-    """Each line's units by stage, from the plan in force, the lots made for the order and its shipments."""
+async def progress(session: AsyncSession, order: PurchaseOrder, plan_rows: list[Any]) -> tuple[list[LineProgress], float | None]:
+    """Each line's units by stage, from the plan in force, the lots made for the order and its shipments; and
+    the local content of what was received."""
     stages: dict[int, dict[str, int]] = {line.line_no: {} for line in order.lines}
 
     def add(line_no: int, stage: str, units: int) -> None:
@@ -531,16 +528,17 @@ async def progress(session: AsyncSession, order: PurchaseOrder, plan_rows: list[
         add(lot["line_no"], "produced", lot["quantity"])
         if lot["outcome"] in ("passed", "failed"):
             add(lot["line_no"], lot["outcome"], lot["quantity"])
-    for item in await store.order_items_with_status(session, order.id):
+    items = await store.order_items_with_status(session, order.id)
+    for item in items:
         add(item.line_no, "loading" if item.status == ShipmentStatus.PREPARED else "shipped", item.quantity)
         add(item.line_no, "delivered", item.received or 0)
         add(item.line_no, "rejected", item.rejected or 0)
-    return [LineProgress(line_no=line.line_no, ordered=line.quantity, **stages[line.line_no]) for line in order.lines]
+    lines = [LineProgress(line_no=line.line_no, ordered=line.quantity, **stages[line.line_no]) for line in order.lines]
+    return lines, _local_content_of(order, items)
 
 
-async def local_content_of(session: AsyncSession, order: PurchaseOrder) -> float | None:
+def _local_content_of(order: PurchaseOrder, items: list[Any]) -> float | None:
     prices = {line.line_no: line.unit_price for line in order.lines}
-    items = await store.order_items_with_status(session, order.id)
     return local_content([((item.received or 0) * prices.get(item.line_no, 0), item.tkdn_percent) for item in items])
 
 
@@ -565,9 +563,7 @@ async def create_shipment(
     now = clock.now()
     try:
         async with sessions.begin() as session:
-            order = await store.get_order(session, order_id)
-            if order is None:
-                raise NotFound(f"no purchase order {order_id}")
+            order = await store.order_or_404(session, order_id)
             if order.status.closed:
                 raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing more is shipped for it")
             taken = (
@@ -587,7 +583,11 @@ async def create_shipment(
                 key = (item.line_no, item.due_date)
                 covered[key] = covered.get(key, 0) + item.quantity - (item.rejected or 0)
             lines = {line.line_no: line for line in order.lines}
-            standings = {f.code: f for f in await _standings(session, clock.today())}
+            # The makers' TKDN today, read only for the lots on this shipment.
+            tkdn: dict[str, float] = {}
+            for code in {lots[lot_code]["foundry_code"] for lot_code, _ in items if lot_code in lots}:
+                makers = await _standings(session, clock.today(), code)
+                tkdn[code] = tkdn_of(makers[0], clock.today()) if makers else 0.0
             rows: list[dict[str, Any]] = []
             seen: set[str] = set()
             for i, (lot_code, quantity) in enumerate(items):
@@ -615,13 +615,11 @@ async def create_shipment(
                 except ValueError as exc:
                     violations.append(Violation(f"{at}.quantity", str(exc)))
                     continue
-                maker = standings.get(lot["foundry_code"])
-                tkdn = tkdn_of(maker, clock.today()) if maker is not None else 0.0
                 for due, units in split:
                     covered[(line.line_no, due)] = covered.get((line.line_no, due), 0) + units
                     rows.append(
                         {"lot_code": lot_code, "due_date": due, "order_id": order_id, "line_no": line.line_no,
-                         "foundry_code": lot["foundry_code"], "quantity": units, "tkdn_percent": tkdn}
+                         "foundry_code": lot["foundry_code"], "quantity": units, "tkdn_percent": tkdn[lot["foundry_code"]]}
                     )  # fmt: skip
             if violations:
                 raise _refused(violations)
@@ -653,8 +651,6 @@ async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment
     now = clock.now()
     async with sessions.begin() as session:
         shipment, items = await store.get_shipment(session, shipment_id)
-        if shipment is None:
-            raise NotFound(f"no shipment {shipment_id}")
         if shipment.status != ShipmentStatus.PREPARED:
             raise Conflict(f"shipment {shipment_id} is already {shipment.status}")
         order = await store.get_order(session, shipment.order_id)
@@ -702,8 +698,6 @@ async def record_handover(
     now = clock.now()
     async with sessions.begin() as session:
         shipment, rows = await store.get_shipment(session, shipment_id)
-        if shipment is None:
-            raise NotFound(f"no shipment {shipment_id}")
         if shipment.status == ShipmentStatus.PREPARED:
             raise Conflict(f"shipment {shipment_id} has not been dispatched yet")
         if shipment.status == ShipmentStatus.DELIVERED:
@@ -773,10 +767,12 @@ async def record_handover(
         )  # fmt: skip
         if rejected_total:
             await plan_order(session, order.id, f"{rejected_total} units refused at handover (BAST {bast_number})", trigger="handover_refused")
-        plan, plan_rows = await store.current_plan(session, order.id)
-        lines = await progress(session, order, plan_rows)
-        if all(line.delivered >= line.ordered for line in lines):
-            content = await local_content_of(session, order) or 0.0
+        items = await store.order_items_with_status(session, order.id)
+        received: dict[int, int] = {}
+        for item in items:
+            received[item.line_no] = received.get(item.line_no, 0) + (item.received or 0)
+        if all(received.get(line.line_no, 0) >= line.quantity for line in order.lines):
+            content = _local_content_of(order, items) or 0.0
             await store.set_status(session, order.id, OrderStatus.FULFILLED)
             await store.publish(
                 session,

@@ -33,7 +33,6 @@ from shared.events.quality import (
 )
 
 from . import store
-from .domain import OrderStatus
 from .planner import week_start, weeks_between
 
 
@@ -205,9 +204,7 @@ async def free_capacity(session: AsyncSession, product_family: str, first_week: 
     )
     # Allocations capacity has not confirmed yet are spoken for too: without them, orders planned close
     # together would take the same foundry-weeks and capacity would refuse the later ones.
-    latest = (
-        sa.select(store.plans.c.order_id, sa.func.max(store.plans.c.version).label("version")).group_by(store.plans.c.order_id).subquery()
-    )
+    latest = store.plans_in_force()
     alloc = store.allocations
     pending = await session.execute(
         sa.select(alloc.c.foundry_code, alloc.c.week, sa.func.sum(alloc.c.quantity))
@@ -218,7 +215,7 @@ async def free_capacity(session: AsyncSession, product_family: str, first_week: 
             alloc.c.week >= first_week,
             alloc.c.week <= last_week,
             alloc.c.state == "planned",
-            store.purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]),
+            store.order_is_open(),
         )
         .group_by(alloc.c.foundry_code, alloc.c.week)
     )

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UtcDateTime, backbone_tables, upsert
 from shared.events import EventData
+from shared.http import NotFound
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
 
@@ -283,6 +284,7 @@ def _to_order(row: Any) -> PurchaseOrder:
         lines=lines,
         status=OrderStatus(row.status),
         received_at=row.received_at,
+        status_reason=row.status_reason,
     )
 
 
@@ -305,6 +307,13 @@ async def add_order(session: AsyncSession, order: PurchaseOrder) -> None:
 async def get_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
     row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id))).first()
     return _to_order(row) if row else None
+
+
+async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
+    order = await get_order(session, order_id)
+    if order is None:
+        raise NotFound(f"no purchase order {order_id}")
+    return order
 
 
 async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: str) -> PurchaseOrder | None:
@@ -428,11 +437,19 @@ async def units_to_make_again(session: AsyncSession, order: PurchaseOrder) -> tu
     return by_delivery, by_maker
 
 
+def plans_in_force() -> Any:
+    """A subquery (order_id, version) of each order's newest plan version: the one in force."""
+    return sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
+
+
+def order_is_open() -> Any:
+    """The condition on `purchase_orders` for orders still moving: not cancelled, rejected or fulfilled."""
+    return purchase_orders.c.status.notin_([status.value for status in OrderStatus if status.closed])
+
+
 async def current_allocations_at(session: AsyncSession, foundry_code: str) -> list[Any]:
     """Allocations at a foundry in the plans in force of orders still open."""
-    latest = (
-        sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
-    )
+    latest = plans_in_force()
     rows = await session.execute(
         sa.select(allocations)
         .join(latest, sa.and_(latest.c.order_id == allocations.c.order_id, latest.c.version == allocations.c.plan_version))
@@ -440,7 +457,7 @@ async def current_allocations_at(session: AsyncSession, foundry_code: str) -> li
         .where(
             allocations.c.foundry_code == foundry_code,
             allocations.c.state != "rejected",
-            purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]),
+            order_is_open(),
         )
         .order_by(allocations.c.order_id, allocations.c.week)
     )
@@ -461,14 +478,12 @@ async def produced_for(session: AsyncSession, allocation_ids: list[str]) -> dict
 
 async def open_orders_with_shortfall(session: AsyncSession) -> list[tuple[str, list[Any]]]:
     """Open orders whose plan in force leaves units unplanned: (order id, that plan's shortfall)."""
-    latest = (
-        sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
-    )
+    latest = plans_in_force()
     rows = await session.execute(
         sa.select(plans.c.order_id, plans.c.shortfall)
         .join(latest, sa.and_(latest.c.order_id == plans.c.order_id, latest.c.version == plans.c.version))
         .join(purchase_orders, purchase_orders.c.id == plans.c.order_id)
-        .where(purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]))
+        .where(order_is_open())
     )
     return [(order_id, shortfall) for order_id, shortfall in rows if shortfall]
 
@@ -478,9 +493,10 @@ async def has_shipments(session: AsyncSession, order_id: str) -> bool:
 
 
 async def get_shipment(session: AsyncSession, shipment_id: str) -> tuple[Any, list[Any]]:
+    """The shipment and its items; 404 when there is none."""
     shipment = (await session.execute(sa.select(shipments).where(shipments.c.id == shipment_id))).first()
     if shipment is None:
-        return None, []
+        raise NotFound(f"no shipment {shipment_id}")
     items = (
         await session.execute(
             sa.select(shipment_items)
@@ -521,10 +537,6 @@ async def order_items_with_status(session: AsyncSession, order_id: str) -> list[
     )
 
 
-async def status_reason(session: AsyncSession, order_id: str) -> str | None:
-    return (await session.execute(sa.select(purchase_orders.c.status_reason).where(purchase_orders.c.id == order_id))).scalar()
-
-
 async def count_orders_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(sa.select(purchase_orders.c.status, sa.func.count()).group_by(purchase_orders.c.status))
     return {status: int(n) for status, n in rows}
@@ -532,14 +544,12 @@ async def count_orders_by_status(session: AsyncSession) -> dict[str, int]:
 
 async def open_order_risks(session: AsyncSession) -> list[dict[str, Any]]:
     """The late lines ({line_no, shortfall, ...}) of the plans in force of open orders."""
-    latest = (
-        sa.select(plans.c.order_id, sa.func.max(plans.c.version).label("version")).group_by(plans.c.order_id).subquery()
-    )
+    latest = plans_in_force()
     rows = await session.execute(
         sa.select(plans.c.risk)
         .join(latest, sa.and_(latest.c.order_id == plans.c.order_id, latest.c.version == plans.c.version))
         .join(purchase_orders, purchase_orders.c.id == plans.c.order_id)
-        .where(purchase_orders.c.status.notin_([s.value for s in OrderStatus if s.closed]))
+        .where(order_is_open())
     )
     return [entry for (risk,) in rows for entry in (risk or [])]
 

@@ -138,20 +138,24 @@ class Dispatcher:
         if not due:
             return 0
         outcomes = await asyncio.gather(*(self._attempt(row) for row in due))
+        attempted: list[tuple[str, str]] = []
         async with self.sessions.begin() as session:
             for row, (status_code, error) in zip(due, outcomes):
                 attempts = row.attempts + 1
                 values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status_code": status_code, "last_error": error}
                 if error is None:
+                    outcome = "delivered"
                     values.update(status="delivered", delivered_at=now, next_attempt_at=None)
                 elif attempts > len(RETRY_DELAYS_S):
+                    outcome = "failed"
                     values.update(status="failed", next_attempt_at=None)
                 else:
+                    outcome = "retry"
                     values.update(next_attempt_at=now + timedelta(seconds=RETRY_DELAYS_S[attempts - 1]))
                 await session.execute(sa.update(deliveries).where(deliveries.c.id == row.id).values(**values))
-        for row, (_, error) in zip(due, outcomes):
-            outcome = "delivered" if error is None else "failed" if row.attempts + 1 > len(RETRY_DELAYS_S) else "retry"
-            metrics.webhook_attempted(row.event_type, outcome)
+                attempted.append((row.event_type, outcome))
+        for event_type, outcome in attempted:  # counted once the outcomes are committed
+            metrics.webhook_attempted(event_type, outcome)
         return len(due)
 
     async def _attempt(self, row: Any) -> tuple[int | None, str | None]:
