@@ -925,13 +925,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
-    raise SystemExit(143)  # unwinds through Bench.__exit__, so the broker and the database are stopped
+def exit_on_sigterm(_signum: int, _frame: Any) -> None:
+    raise SystemExit(143)  # unwinds through the finally blocks, so whatever a benchmark started stops
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         with Bench(args) as bench:
             figures = {backend: bench.measure(backend) for backend in args.backends}

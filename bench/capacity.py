@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from backbone import BenchError, LocalPostgres, log, percentile, start_kafka  # noqa: E402
+from backbone import BenchError, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 from ceper.seed import demo_foundries  # noqa: E402
 from services.capacity import store  # noqa: E402
 from services.capacity.demo import seed_capacity  # noqa: E402
@@ -301,13 +301,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
-    raise SystemExit(143)  # unwinds through the finally blocks, so the service, broker and database stop
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     root = Path(tempfile.mkdtemp(prefix="ceper-bench-capacity-"))
     kafka = postgres = None
     try:

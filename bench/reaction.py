@@ -48,7 +48,7 @@ import sqlalchemy as sa  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from backbone import BenchError, CpuMeter, LocalPostgres, log, percentile, start_kafka  # noqa: E402
+from backbone import BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 from ceper.seed import demo_foundries  # noqa: E402
 from shared import kafka  # noqa: E402
 from shared.broker import BrokerError, LocalKafka, ensure_topics, free_port  # noqa: E402
@@ -1195,13 +1195,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
-    raise SystemExit(143)  # unwinds through the finally blocks, so the services, broker and database stop
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     root = Path(tempfile.mkdtemp(prefix="ceper-bench-reaction-"))
     kafka_broker: LocalKafka | None = None
     postgres: LocalPostgres | None = None
