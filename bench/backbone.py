@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -85,7 +86,7 @@ def foundry_updated(i: int, keys: int) -> FoundryUpdated:
         village="Batur",
         product_families=["BRAKE_BLOCKS", "PUMP_PARTS"],
         revision=i // keys + 1,
-        updated_at=datetime.now(timezone.utc),
+        updated_at=datetime.now(UTC),
     )
 
 
@@ -604,7 +605,7 @@ class Bench:
         self.meter = CpuMeter(lambda: [pid for pid in [self.postgres and self.postgres.pid] if pid])
         self.other_cores: list[float] = []  # one figure per measured run
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         try:
             log("starting Kafka …")
             self.kafka = start_kafka(self.root)
@@ -668,10 +669,14 @@ class Bench:
         producer_ready, consumer_ready = ctx.Event(), ctx.Event()
         processes = {
             consumer_role: ctx.Process(
-                target=_worker, args=(consumer_role, job, Signals(consumer_ready, go, stop, target), results, profile), daemon=True
+                target=_worker,
+                args=(consumer_role, job, Signals(consumer_ready, go, stop, target), results, profile),
+                daemon=True,
             ),
             producer_role: ctx.Process(
-                target=_worker, args=(producer_role, job, Signals(producer_ready, go, stop, target), results, profile), daemon=True
+                target=_worker,
+                args=(producer_role, job, Signals(producer_ready, go, stop, target), results, profile),
+                daemon=True,
             ),
         }
         collected: dict[str, dict[str, Any]] = {}
@@ -828,10 +833,11 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]], other_c
         f"Event backbone: {args.events:,} FoundryUpdated events over {args.keys} keys, {settings.kafka_partitions} partitions, "
         f"one consumer, {cores} cores; median of {args.repeats} runs"
     )
-    print(f"Relay batch {settings.outbox_batch_size}, inbox poll batch {settings.inbox_batch_size}; each run in fresh databases and topics")
     print(
-        f"Latency: {args.rate:g} events/s staged in small transactions for {args.latency_seconds:g} s, "
-        "stage → effect committed"
+        f"Relay batch {settings.outbox_batch_size}, inbox poll batch {settings.inbox_batch_size}; each run in fresh databases and topics"
+    )
+    print(
+        f"Latency: {args.rate:g} events/s staged in small transactions for {args.latency_seconds:g} s, stage → effect committed"
     )
     print()
     header = (
@@ -848,9 +854,7 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]], other_c
         )
     print()
     for backend, f in figures.items():
-        runs = "; ".join(
-            f"{mode} " + " ".join(f"{value:,}" for value in f[f"{mode}_runs_events_per_s"]) for mode in PIPELINES
-        )
+        runs = "; ".join(f"{mode} " + " ".join(f"{value:,}" for value in f[f"{mode}_runs_events_per_s"]) for mode in PIPELINES)
         print(f"{backend} runs (events/s): {runs}")
         print(
             f"{backend} latency run: {f['latency_events_measured']:,} events measured at {f['latency_rate_achieved']:g}/s, "
@@ -903,10 +907,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=None, help="events per throughput run (default 20000; 4000 with --quick)")
     parser.add_argument("--backend", choices=[*BACKENDS, "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="a short run: fewer events, one repeat, 5 s of latency")
-    parser.add_argument("--repeats", type=int, default=None, help="throughput runs per pipeline; the median is reported (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="throughput runs per pipeline; the median is reported (default 3)"
+    )
     parser.add_argument("--keys", type=int, default=200, help="distinct aggregate keys (default 200)")
     parser.add_argument("--rate", type=float, default=500.0, help="events per second in the latency run (default 500)")
-    parser.add_argument("--profile", type=Path, default=None, help="write a pyinstrument profile of every worker into this folder")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="write a pyinstrument profile of every worker into this folder"
+    )
     parser.add_argument("--latency-seconds", type=float, default=None, help="measured seconds of the latency run (default 15)")
     args = parser.parse_args(argv)
     if args.events is None:

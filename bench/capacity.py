@@ -38,8 +38,8 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-
 from backbone import BenchError, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
+
 from ceper.seed import demo_foundries  # noqa: E402
 from services.capacity import store  # noqa: E402
 from services.capacity.demo import seed_capacity  # noqa: E402
@@ -62,9 +62,7 @@ class Member:
 
 def members(count: int, seed: int) -> list[Member]:
     """The demo cooperative, every member also casting iron brake blocks, so one answer covers all of them."""
-    return [
-        Member(f.code, f.name, f.village, sorted(set(f.product_families) | {FAMILY})) for f in demo_foundries(seed, count)
-    ]
+    return [Member(f.code, f.name, f.village, sorted(set(f.product_families) | {FAMILY})) for f in demo_foundries(seed, count)]
 
 
 @dataclass
@@ -99,7 +97,7 @@ class Service:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         command = [sys.executable, "-m", "uvicorn", "--factory", "services.capacity.app:create_app", "--port", str(self.port),
                    "--log-level", "warning", "--no-access-log"]  # fmt: skip
         with self.log_path.open("wb") as out:
@@ -131,7 +129,12 @@ async def hold_capacity(url: str, weeks: list[str], count: int, foundries: int, 
     """Holds across the year, eight requests at a time, as planners and buyers would make them."""
     rng = random.Random(seed)
     asks = [
-        {"foundry_code": f"IKM-{rng.randint(1, foundries):03d}", "product_family": FAMILY, "week": rng.choice(weeks), "quantity": rng.randint(5, 120)}
+        {
+            "foundry_code": f"IKM-{rng.randint(1, foundries):03d}",
+            "product_family": FAMILY,
+            "week": rng.choice(weeks),
+            "quantity": rng.randint(5, 120),
+        }
         for _ in range(count)
     ]
     granted = 0
@@ -172,7 +175,13 @@ def time_after_changes(client: httpx.Client, params: dict[str, str], requests: i
     """Availability right after a capacity change, when the service must read the family's calendars again."""
     samples = []
     for i in range(requests):
-        change = {"kind": "standard", "product_family": FAMILY, "weekly_units": 100 + i, "from_week": far_week, "reason": "correction"}
+        change = {
+            "kind": "standard",
+            "product_family": FAMILY,
+            "weekly_units": 100 + i,
+            "from_week": far_week,
+            "reason": "correction",
+        }
         recorded = client.post("/v1/foundries/IKM-001/capacity-changes", json=change)
         if recorded.status_code != 201:
             raise BenchError(f"recording a capacity change failed: {recorded.status_code} {recorded.text[:300]}")
@@ -189,8 +198,12 @@ async def time_bare_sql(database_url: str, first: str, last: str, requests: int,
     reserved units of the range."""
     engine = create_engine(database_url)
     changes = sa.select(store.capacity_changes).where(store.capacity_changes.c.product_family == FAMILY)
-    ledger = sa.select(store.capacity_ledger.c.foundry_code, store.capacity_ledger.c.week, store.capacity_ledger.c.reserved).where(
-        store.capacity_ledger.c.product_family == FAMILY, store.capacity_ledger.c.week >= first, store.capacity_ledger.c.week <= last
+    ledger = sa.select(
+        store.capacity_ledger.c.foundry_code, store.capacity_ledger.c.week, store.capacity_ledger.c.reserved
+    ).where(
+        store.capacity_ledger.c.product_family == FAMILY,
+        store.capacity_ledger.c.week >= first,
+        store.capacity_ledger.c.week <= last,
     )
     samples = []
     try:
@@ -207,7 +220,9 @@ async def time_bare_sql(database_url: str, first: str, last: str, requests: int,
     return Timings(samples)
 
 
-def measure(args: argparse.Namespace, root: Path, kafka: LocalKafka, postgres: LocalPostgres | None, backend: str) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, root: Path, kafka: LocalKafka, postgres: LocalPostgres | None, backend: str
+) -> dict[str, Any]:
     if backend == "sqlite":
         database_url = f"sqlite+aiosqlite:///{root / 'capacity-bench.db'}"
     else:
@@ -229,7 +244,9 @@ def measure(args: argparse.Namespace, root: Path, kafka: LocalKafka, postgres: L
         with httpx.Client(base_url=service.url, timeout=30) as client:
             probe = client.get("/v1/availability", params=params).json()
             if len(probe["foundries"]) != args.foundries or len(probe["weeks"]) != args.weeks:
-                raise BenchError(f"expected {args.foundries} foundries × {args.weeks} weeks, got {len(probe['foundries'])} × {len(probe['weeks'])}")
+                raise BenchError(
+                    f"expected {args.foundries} foundries × {args.weeks} weeks, got {len(probe['foundries'])} × {len(probe['weeks'])}"
+                )
             log(f"{backend}: timing {args.requests} availability requests …")
             ours, size = time_http(client, "/v1/availability", params, args.requests, args.warmup)
             log(f"{backend}: timing {args.after_changes} availability requests, each right after a capacity change …")
@@ -254,7 +271,9 @@ def measure(args: argparse.Namespace, root: Path, kafka: LocalKafka, postgres: L
 
 
 def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> None:
-    print(f"availability of {FAMILY} for {args.foundries} foundries × {args.weeks} weeks, {args.requests} requests one after another")
+    print(
+        f"availability of {FAMILY} for {args.foundries} foundries × {args.weeks} weeks, {args.requests} requests one after another"
+    )
     print(
         f"{'backend':<12}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'after change p50':>18}{'p99':>8}"
         f"{'bare SQL p50':>14}{'ratio':>8}{'HTTP floor p50':>16}{'ratio':>8}{'bytes':>9}"
@@ -269,7 +288,9 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> None
     targets = {}
     for backend, f in figures.items():
         targets[f"{backend}_p99_at_most_{TARGET_P99_MS:g}_ms"] = f["availability"]["p99_ms"] <= TARGET_P99_MS
-        targets[f"{backend}_after_change_p99_at_most_{TARGET_P99_MS:g}_ms"] = f["availability_after_change"]["p99_ms"] <= TARGET_P99_MS
+        targets[f"{backend}_after_change_p99_at_most_{TARGET_P99_MS:g}_ms"] = (
+            f["availability_after_change"]["p99_ms"] <= TARGET_P99_MS
+        )
     print("targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items()))
     summary = {
         "benchmark": "capacity_availability",
@@ -292,14 +313,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--foundries", type=int, default=170)
     parser.add_argument("--weeks", type=int, default=52)
     parser.add_argument("--holds", type=int, default=3000, help="reservations held across the year before timing (default 3000)")
-    parser.add_argument("--after-changes", type=int, default=100, help="requests timed right after a capacity change (default 100)")
+    parser.add_argument(
+        "--after-changes", type=int, default=100, help="requests timed right after a capacity change (default 100)"
+    )
     parser.add_argument("--seed", type=int, default=1995)
     args = parser.parse_args(argv)
-    if min(args.requests, args.foundries, args.weeks, args.after_changes) < 1 or args.warmup < 0 or args.holds < 0 or args.foundries > 999 or args.weeks > 104:
-        parser.error("--requests, --foundries (at most 999) and --weeks (at most 104) must be positive; --warmup and --holds not negative")
+    if (
+        min(args.requests, args.foundries, args.weeks, args.after_changes) < 1
+        or args.warmup < 0
+        or args.holds < 0
+        or args.foundries > 999
+        or args.weeks > 104
+    ):
+        parser.error(
+            "--requests, --foundries (at most 999) and --weeks (at most 104) must be positive; --warmup and --holds not negative"
+        )
     args.backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     return args
-
 
 
 def main(argv: list[str] | None = None) -> int:

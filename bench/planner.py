@@ -137,7 +137,9 @@ def replan_after_losing_a_month(plan: LinePlan, candidates: list[Candidate], fou
             already[a.foundry_code] = already.get(a.foundry_code, 0) + a.quantity
     replanned = []
     for c in candidates:
-        free = {w: n - used.get((c.foundry_code, w), 0) for w, n in c.free.items() if not (c.foundry_code == foundry and w in month)}
+        free = {
+            w: n - used.get((c.foundry_code, w), 0) for w, n in c.free.items() if not (c.foundry_code == foundry and w in month)
+        }
         replanned.append(Candidate(c.foundry_code, free, c.quality, already.get(c.foundry_code, 0), c.serves_until))
     today = week_start(month[0]) - timedelta(days=3)  # the Friday before: the month is not over yet
     return Replan(foundry, month, [Demand(d, q) for d, q in sorted(lost.items())], replanned, today)
@@ -171,11 +173,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     demands = monthly(args.units, args.deliveries)
     if args.scenario == "front-loaded":
         demands, candidates = front_loaded(args.units, args.deliveries, candidates, args.seed)
-    log(f"cooperative: {args.foundries} members, {sum(sum(c.free.values()) for c in candidates):,} units of free capacity over {args.weeks} weeks")
+    log(
+        f"cooperative: {args.foundries} members, {sum(sum(c.free.values()) for c in candidates):,} units of free capacity over {args.weeks} weeks"
+    )
 
     log(f"full plan × {args.runs} …")
     full_s, full = timed(args.runs, lambda: plan_line(demands, candidates, TODAY, RULES, line_total=args.units))
-    heuristic_s, heuristic = timed(args.runs, lambda: plan_line(demands, candidates, TODAY, RULES, line_total=args.units, exact=False))
+    heuristic_s, heuristic = timed(
+        args.runs, lambda: plan_line(demands, candidates, TODAY, RULES, line_total=args.units, exact=False)
+    )
     greedy_s, greedy = timed(args.runs, lambda: greedy_baseline(demands, candidates, TODAY, RULES))
 
     log(f"replans: the {args.replans} most loaded members each lose their busiest month, × {args.runs} …")
@@ -183,17 +189,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     replans = []
     for foundry in sorted(load, key=lambda f: (-load[f], f))[: args.replans]:
         case = replan_after_losing_a_month(full, candidates, foundry)
-        seconds, plan = timed(args.runs, lambda: plan_line(case.demands, case.candidates, case.today, RULES, line_total=args.units))
-        replans.append({
-            "foundry": foundry,
-            "weeks": [case.weeks[0], case.weeks[-1]],
-            "units": sum(d.quantity for d in case.demands),
-            "deliveries": len(case.demands),
-            "median_ms": round(1000 * statistics.median(seconds), 1),
-            "max_ms": round(1000 * max(seconds), 1),
-            **plan_figures(plan, case.candidates, args.units),
-        })
-        log(f"  {foundry} loses {case.weeks[0]}…{case.weeks[-1]}: {replans[-1]['units']} units, {replans[-1]['max_ms']} ms, {plan.solver}")
+        seconds, plan = timed(
+            args.runs, lambda: plan_line(case.demands, case.candidates, case.today, RULES, line_total=args.units)
+        )
+        replans.append(
+            {
+                "foundry": foundry,
+                "weeks": [case.weeks[0], case.weeks[-1]],
+                "units": sum(d.quantity for d in case.demands),
+                "deliveries": len(case.demands),
+                "median_ms": round(1000 * statistics.median(seconds), 1),
+                "max_ms": round(1000 * max(seconds), 1),
+                **plan_figures(plan, case.candidates, args.units),
+            }
+        )
+        log(
+            f"  {foundry} loses {case.weeks[0]}…{case.weeks[-1]}: {replans[-1]['units']} units, {replans[-1]['max_ms']} ms, {plan.solver}"
+        )
 
     ours = plan_figures(full, candidates, args.units)
     baseline = plan_figures(greedy, candidates, args.units)
@@ -222,7 +234,9 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
         f"{args.scenario}: one line of {args.units:,} units in {args.deliveries} deliveries over {args.foundries} foundries"
         f" × {args.weeks} weeks, seed {args.seed}"
     )
-    print(f"{'plan':<18}{'median':>10}{'max':>10}{'solver':>17}{'short':>7}{'max util':>10}{'bound':>9}{'score':>9}{'members':>9}{'max share':>11}")
+    print(
+        f"{'plan':<18}{'median':>10}{'max':>10}{'solver':>17}{'short':>7}{'max util':>10}{'bound':>9}{'score':>9}{'members':>9}{'max share':>11}"
+    )
     for name, key in (("full plan", "full_plan"), ("heuristics only", "heuristics_only"), ("greedy baseline", "greedy")):
         f = figures[key]
         bound = "" if f["utilisation_bound"] is None else f"{f['utilisation_bound']:.4f}"
@@ -230,7 +244,9 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
             f"{name:<18}{f['median_s'] * 1000:>8.1f}ms{(str(round(f['max_s'] * 1000, 1)) + 'ms') if 'max_s' in f else '':>10}{f['solver']:>17}"
             f"{f['shortfall']:>7}{f['max_utilisation']:>10.4f}{bound:>9}{f['score']:>9.4f}{f['members_used']:>9}{f['max_share']:>11.2%}"
         )
-    print(f"{'replan':<18}{'lost':>10}{'median':>10}{'max':>10}{'solver':>17}{'short':>7}{'max util':>10}{'bound':>9}{'members':>9}")
+    print(
+        f"{'replan':<18}{'lost':>10}{'median':>10}{'max':>10}{'solver':>17}{'short':>7}{'max util':>10}{'bound':>9}{'members':>9}"
+    )
     for r in figures["replans"]:
         print(
             f"{r['foundry'] + ' ' + r['weeks'][0][5:] + '-' + r['weeks'][1][5:]:<18}{r['units']:>10}{r['median_ms']:>8.1f}ms{r['max_ms']:>8.1f}ms"
@@ -243,7 +259,8 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
     )
     targets = {
         f"full_plan_at_most_{TARGET_FULL_PLAN_S:g}_s": figures["full_plan"]["max_s"] <= TARGET_FULL_PLAN_S,
-        f"replan_at_most_{TARGET_REPLAN_MS:g}_ms": figures["replan_max_ms"] is not None and figures["replan_max_ms"] <= TARGET_REPLAN_MS,
+        f"replan_at_most_{TARGET_REPLAN_MS:g}_ms": figures["replan_max_ms"] is not None
+        and figures["replan_max_ms"] <= TARGET_REPLAN_MS,
         "score_at_most_greedy": v["score_ratio"] <= 1.0,
     }
     print("targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items()))
@@ -268,7 +285,9 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=["kai", "front-loaded"], default="kai", help="kai: equal monthly deliveries (default)")
+    parser.add_argument(
+        "--scenario", choices=["kai", "front-loaded"], default="kai", help="kai: equal monthly deliveries (default)"
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each plan (default 5)")
     parser.add_argument("--replans", type=int, default=5, help="members that lose a month, one replan each (default 5)")
     parser.add_argument("--foundries", type=int, default=170)
@@ -277,7 +296,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deliveries", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1995)
     args = parser.parse_args(argv)
-    if min(args.runs, args.replans, args.foundries, args.units) < 1 or not 1 <= args.deliveries <= 12 or not 8 <= args.weeks <= 60:
+    if (
+        min(args.runs, args.replans, args.foundries, args.units) < 1
+        or not 1 <= args.deliveries <= 12
+        or not 8 <= args.weeks <= 60
+    ):
         parser.error("--runs, --replans, --foundries and --units must be positive; --deliveries 1–12; --weeks 8–60")
     return args
 

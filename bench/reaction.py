@@ -34,10 +34,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -47,8 +48,8 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-
 from backbone import BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
+
 from ceper.seed import demo_foundries  # noqa: E402
 from shared import kafka  # noqa: E402
 from shared.broker import BrokerError, LocalKafka, ensure_topics, free_port  # noqa: E402
@@ -189,7 +190,13 @@ async def seed_members(urls: dict[str, str], members: list[Member]) -> None:
 
         def register(m: Member) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
-                body = {"code": m.code, "name": m.name, "village": m.village, "product_families": m.product_families, "presses": m.presses}
+                body = {
+                    "code": m.code,
+                    "name": m.name,
+                    "village": m.village,
+                    "product_families": m.product_families,
+                    "presses": m.presses,
+                }
                 await _post(client, f"{urls['capacity']}/v1/foundries", body, f"registering {m.code}")
                 change = {"kind": "standard", "reason": "declared", "product_family": FAMILY, "weekly_units": m.weekly_units}
                 await _post(client, f"{urls['capacity']}/v1/foundries/{m.code}/capacity-changes", change, f"capacity of {m.code}")
@@ -203,13 +210,21 @@ async def seed_members(urls: dict[str, str], members: list[Member]) -> None:
             return codes <= {f["code"] for f in (await client.get(f"{urls['quality']}/v1/foundries")).json()}
 
         await _until(quality_knows, 60, "quality to learn the members from capacity's events")
-        validity = {"valid_from": (today - timedelta(days=120)).isoformat(), "valid_until": (today + timedelta(days=720)).isoformat()}
+        validity = {
+            "valid_from": (today - timedelta(days=120)).isoformat(),
+            "valid_until": (today + timedelta(days=720)).isoformat(),
+        }
 
         def certify(m: Member) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
                 certificates: list[dict[str, Any]] = [
                     {"kind": "ISO9001", "number": f"ISO-{m.code}", "issuer": "PT Sucofindo (LSSM)"},
-                    {"kind": "TKDN", "number": f"TKDN-{m.code}", "issuer": "Kementerian Perindustrian", "tkdn_percent": m.tkdn_percent},
+                    {
+                        "kind": "TKDN",
+                        "number": f"TKDN-{m.code}",
+                        "issuer": "Kementerian Perindustrian",
+                        "tkdn_percent": m.tkdn_percent,
+                    },
                 ]
                 if m.sni:
                     certificates.append({"kind": "SNI", "number": f"SNI-{m.code}", "issuer": "LSPro B4T", "items": [ITEM]})
@@ -308,7 +323,7 @@ class Platform:
         asyncio.run(self.postgres.admin(f'CREATE DATABASE "{database}"'))
         return self.postgres.url(database)
 
-    def __enter__(self) -> "Platform":
+    def __enter__(self) -> Platform:
         try:
             for name in (*SERVICES, "baseline"):
                 self.database_urls[name] = self._database(name)
@@ -344,7 +359,9 @@ class Platform:
             while pending:
                 for service in sorted(pending):
                     if self.processes[service].poll() is not None:
-                        raise BenchError(f"{service} exited with code {self.processes[service].returncode}:\n{self.log_tail(service)}")
+                        raise BenchError(
+                            f"{service} exited with code {self.processes[service].returncode}:\n{self.log_tail(service)}"
+                        )
                     try:
                         if client.get(f"{self.urls[service]}/readyz").status_code == 200:
                             pending.discard(service)
@@ -412,7 +429,9 @@ class Observer:
     def know(self, order_id: str, order: dict[str, Any]) -> None:
         plan = order["plan"]
         self.latest[order_id] = plan["version"]
-        self.plans[(order_id, plan["version"])] = PlanSeen(0, 0.0, 0.0, sum(a["quantity"] for a in plan["allocations"]), plan["allocations"])
+        self.plans[(order_id, plan["version"])] = PlanSeen(
+            0, 0.0, 0.0, sum(a["quantity"] for a in plan["allocations"]), plan["allocations"]
+        )
 
     async def start(self) -> None:
         bootstrap = self.platform.kafka.bootstrap
@@ -482,7 +501,7 @@ class Observer:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 
@@ -533,7 +552,9 @@ async def baseline_role(job: BaselineJob, ready: Any, stop: Any) -> dict[str, An
             handled[variant] += len(failed)
 
     consumers = {
-        variant: kafka.consumer(settings, source, group_id=settings.consumer_group(f"bench-baseline-{variant}"), client_id=f"bench-baseline-{variant}")
+        variant: kafka.consumer(
+            settings, source, group_id=settings.consumer_group(f"bench-baseline-{variant}"), client_id=f"bench-baseline-{variant}"
+        )
         for variant in VARIANTS
     }
     for consumer in consumers.values():
@@ -587,7 +608,12 @@ async def load_role(job: LoadJob, ready: Any, stop: Any) -> dict[str, Any]:
         code, weekly = job.members[member_cursor % len(job.members)]
         member_cursor += 1
         if code in open_exceptions:
-            body: dict[str, Any] = {"kind": "withdrawal", "reason": "repaired", "product_family": FAMILY, "withdraws": open_exceptions.pop(code)}
+            body: dict[str, Any] = {
+                "kind": "withdrawal",
+                "reason": "repaired",
+                "product_family": FAMILY,
+                "withdraws": open_exceptions.pop(code),
+            }
         else:
             start = far + timedelta(days=rng.randint(0, 60))
             body = {
@@ -615,12 +641,23 @@ async def load_role(job: LoadJob, ready: Any, stop: Any) -> dict[str, Any]:
         order_id, allocation_id = by_member[foundry][(lot_cursor // len(members)) % len(by_member[foundry])]
         lot_code = f"{foundry}-K-BG{lot_cursor:05d}"
         lot_cursor += 1
-        body = {"lot_code": lot_code, "foundry_code": foundry, "item_code": ITEM, "quantity": job.lot_units, "order_id": order_id, "allocation_id": allocation_id}
+        body = {
+            "lot_code": lot_code,
+            "foundry_code": foundry,
+            "item_code": ITEM,
+            "quantity": job.lot_units,
+            "order_id": order_id,
+            "allocation_id": allocation_id,
+        }
         lot = await client.post(f"{job.urls['quality']}/v1/lots", json=body)
         if lot.status_code != 201:
             errors.append(f"lot {lot.status_code}: {lot.text[:200]}")
             return
-        report = {"report_number": f"LHU/BG/{lot_code}", "laboratory": "Lab QA Koperasi Batur Jaya", "samples": lab_samples(lot.json()["sampling_plan"], True)}
+        report = {
+            "report_number": f"LHU/BG/{lot_code}",
+            "laboratory": "Lab QA Koperasi Batur Jaya",
+            "samples": lab_samples(lot.json()["sampling_plan"], True),
+        }
         result = await client.post(f"{job.urls['quality']}/v1/lots/{lot_code}/results", json=report)
         if result.status_code == 201:
             done["lots_passed"] += 1
@@ -635,7 +672,9 @@ async def load_role(job: LoadJob, ready: Any, stop: Any) -> dict[str, Any]:
         finally:
             in_flight.release()
 
-    async def steady(rate: float, work: Callable[[httpx.AsyncClient], Awaitable[None]], client: httpx.AsyncClient, name: str) -> None:
+    async def steady(
+        rate: float, work: Callable[[httpx.AsyncClient], Awaitable[None]], client: httpx.AsyncClient, name: str
+    ) -> None:
         if rate <= 0:
             return
         started = time.monotonic()
@@ -831,7 +870,9 @@ class Driver:
         order_id, plan = self._registered.pop(lot_code)
         # One sample at a time per order: the previous failure of this order must have its new plan first.
         previous = next((s for s in reversed(self.samples) if s.order_id == order_id), None)
-        if previous is not None and not await self.observer.wait_for_version(order_id, previous.version_before, REACTION_TIMEOUT_S):
+        if previous is not None and not await self.observer.wait_for_version(
+            order_id, previous.version_before, REACTION_TIMEOUT_S
+        ):
             self.unresolved += 1
         sample = Sample(lot_code, order_id, self.observer.latest[order_id], warmup=warmup)
         report = {"report_number": f"LHU/{lot_code}", "laboratory": "B4T Bandung", "samples": lab_samples(plan, False)}
@@ -854,7 +895,9 @@ class Driver:
                     upcoming = await self.register(client, n + 1)
             for order_id in self.orders:
                 last = next((s for s in reversed(self.samples) if s.order_id == order_id), None)
-                if last is not None and not await self.observer.wait_for_version(order_id, last.version_before, REACTION_TIMEOUT_S):
+                if last is not None and not await self.observer.wait_for_version(
+                    order_id, last.version_before, REACTION_TIMEOUT_S
+                ):
                     self.unresolved += 1
 
 
@@ -864,7 +907,17 @@ async def plans_table(database_url: str) -> list[Any]:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return list(await conn.execute(sa.select(store.plans.c.order_id, store.plans.c.version, store.plans.c.reason, store.plans.c.solver, store.plans.c.shortfall)))
+            return list(
+                await conn.execute(
+                    sa.select(
+                        store.plans.c.order_id,
+                        store.plans.c.version,
+                        store.plans.c.reason,
+                        store.plans.c.solver,
+                        store.plans.c.shortfall,
+                    )
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -873,10 +926,16 @@ def summary_ms(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
     ordered = sorted(values)
-    return {"p50_ms": round(percentile(ordered, 0.50), 1), "p99_ms": round(percentile(ordered, 0.99), 1), "max_ms": round(ordered[-1], 1)}
+    return {
+        "p50_ms": round(percentile(ordered, 0.50), 1),
+        "p99_ms": round(percentile(ordered, 0.99), 1),
+        "max_ms": round(ordered[-1], 1),
+    }
 
 
-def measure(args: argparse.Namespace, root: Path, kafka_broker: LocalKafka, postgres: LocalPostgres | None, backend: str, meter: CpuMeter) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, root: Path, kafka_broker: LocalKafka, postgres: LocalPostgres | None, backend: str, meter: CpuMeter
+) -> dict[str, Any]:
     members = cooperative(args.members, args.seed)
     with Platform(root, backend, kafka_broker, postgres) as platform:
         try:
@@ -886,14 +945,20 @@ def measure(args: argparse.Namespace, root: Path, kafka_broker: LocalKafka, post
             raise BenchError(f"{exc}\n{tails}") from None
 
 
-def _measure(args: argparse.Namespace, platform: Platform, kafka_broker: LocalKafka, members: list[Member], backend: str, meter: CpuMeter) -> dict[str, Any]:
+def _measure(
+    args: argparse.Namespace, platform: Platform, kafka_broker: LocalKafka, members: list[Member], backend: str, meter: CpuMeter
+) -> dict[str, Any]:
     started = time.perf_counter()
-    log(f"[{backend}] seeding {len(members)} members with capacity and certificates, then {args.orders} orders of {args.order_units:,} units …")
+    log(
+        f"[{backend}] seeding {len(members)} members with capacity and certificates, then {args.orders} orders of {args.order_units:,} units …"
+    )
     asyncio.run(seed_members(platform.urls, members))
     orders = asyncio.run(place_orders(platform.urls, args.orders, args.order_units))
     consumed_topics = [platform.topic(s) for s in SERVICES]
     asyncio.run(wait_caught_up(kafka_broker.bootstrap, platform.settings.consumer_group("orders"), consumed_topics))
-    allocations = [(o, a["allocation_id"], a["foundry_code"]) for o, order in orders.items() for a in order["plan"]["allocations"]]
+    allocations = [
+        (o, a["allocation_id"], a["foundry_code"]) for o, order in orders.items() for a in order["plan"]["allocations"]
+    ]
     log(
         f"[{backend}] seeded in {time.perf_counter() - started:.0f} s: {len(allocations)} allocations accepted; "
         f"background {args.capacity_rate:g} capacity changes/s and {args.lot_rate:g} lots/s"
@@ -906,7 +971,15 @@ def _measure(args: argparse.Namespace, platform: Platform, kafka_broker: LocalKa
             log(f"[{backend}] the machine stays busy ({other:.2f} cores of other work): measuring anyway")
         workers.start(
             "load",
-            LoadJob(platform.urls, [(m.code, m.weekly_units) for m in members], allocations, args.capacity_rate, args.lot_rate, args.background_lot_units, args.seed),
+            LoadJob(
+                platform.urls,
+                [(m.code, m.weekly_units) for m in members],
+                allocations,
+                args.capacity_rate,
+                args.lot_rate,
+                args.background_lot_units,
+                args.seed,
+            ),
         )
         result = asyncio.run(_sample(args, platform, workers, orders, meter))
         loads = workers.stop()
@@ -917,7 +990,9 @@ def _measure(args: argparse.Namespace, platform: Platform, kafka_broker: LocalKa
     return analyse(args, backend, result, loads)
 
 
-async def _sample(args: argparse.Namespace, platform: Platform, workers: Workers, orders: dict[str, dict[str, Any]], meter: CpuMeter) -> dict[str, Any]:
+async def _sample(
+    args: argparse.Namespace, platform: Platform, workers: Workers, orders: dict[str, dict[str, Any]], meter: CpuMeter
+) -> dict[str, Any]:
     observer = Observer(platform)
     for order_id, order in orders.items():
         observer.know(order_id, order)
@@ -937,7 +1012,9 @@ async def _sample(args: argparse.Namespace, platform: Platform, workers: Workers
             workers.check_alive()
             observer.check()
 
-        log(f"[{platform.backend}] {args.warmup_samples} warm-up and {args.samples} measured failed lots, one every {args.interval:g} s …")
+        log(
+            f"[{platform.backend}] {args.warmup_samples} warm-up and {args.samples} measured failed lots, one every {args.interval:g} s …"
+        )
         await driver.run(args.warmup_samples, args.samples, args.interval, check)
         await asyncio.sleep(1.0)  # the baseline's last messages
         window_end = time.time()
@@ -948,7 +1025,14 @@ async def _sample(args: argparse.Namespace, platform: Platform, workers: Workers
         await observer.stop()
     seconds = window_end - window_start
     cpu = {name: round((cpu_after[name] - cpu_before[name]) / seconds, 2) for name in cpu_before if name in cpu_after}
-    return {"observer": observer, "driver": driver, "window": (window_start, window_end), "other_cores": other, "cpu_cores": cpu, "accepted": accepted}
+    return {
+        "observer": observer,
+        "driver": driver,
+        "window": (window_start, window_end),
+        "other_cores": other,
+        "cpu_cores": cpu,
+        "accepted": accepted,
+    }
 
 
 async def accepted_orders(orders_url: str, ids: list[str], timeout: float = 15) -> int:
@@ -1003,8 +1087,14 @@ def analyse(args: argparse.Namespace, backend: str, result: dict[str, Any], load
             if stamp is not None:
                 into.append(stamp - failed)
     seconds = window_end - window_start
-    in_window = [(kind, type_name) for stamp, kind, type_name in observer.records if window_start * 1000 <= stamp <= window_end * 1000]
-    consumed = Counter(type_name.split(".")[2] if type_name.count(".") >= 3 else type_name for kind, type_name in in_window if kind in ("capacity", "quality"))
+    in_window = [
+        (kind, type_name) for stamp, kind, type_name in observer.records if window_start * 1000 <= stamp <= window_end * 1000
+    ]
+    consumed = Counter(
+        type_name.split(".")[2] if type_name.count(".") >= 3 else type_name
+        for kind, type_name in in_window
+        if kind in ("capacity", "quality")
+    )
     load = loads.get("load", {})
     done = load.get("done", {})
     figures: dict[str, Any] = {
@@ -1042,8 +1132,12 @@ def analyse(args: argparse.Namespace, backend: str, result: dict[str, Any], load
     }
     for variant in VARIANTS:
         base = figures[f"baseline_{variant}"]
-        figures[f"ratio_p50_to_{variant}"] = round(figures["p50_ms"] / max(base["p50_ms"], 1.0), 1) if ours and base["p50_ms"] is not None else None
-        figures[f"ratio_p99_to_{variant}"] = round(figures["p99_ms"] / max(base["p99_ms"], 1.0), 1) if ours and base["p99_ms"] is not None else None
+        figures[f"ratio_p50_to_{variant}"] = (
+            round(figures["p50_ms"] / max(base["p50_ms"], 1.0), 1) if ours and base["p50_ms"] is not None else None
+        )
+        figures[f"ratio_p99_to_{variant}"] = (
+            round(figures["p99_ms"] / max(base["p99_ms"], 1.0), 1) if ours and base["p99_ms"] is not None else None
+        )
     log(
         f"[{backend}] p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms over {len(ours)} samples "
         f"({len(missing)} missing); {figures['consumed_events_per_s']} events/s consumed from capacity and quality; "
@@ -1064,7 +1158,9 @@ def targets_of(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for backend, f in figures.items():
         targets[f"{backend}_every_lot_replanned"] = f["missing"] == 0 and f["samples"] > 0
     pg = figures.get("postgresql")
-    targets[f"postgresql_p99_le_{TARGET_P99_MS:g}ms"] = None if pg is None else (pg["p99_ms"] is not None and pg["p99_ms"] <= TARGET_P99_MS)
+    targets[f"postgresql_p99_le_{TARGET_P99_MS:g}ms"] = (
+        None if pg is None else (pg["p99_ms"] is not None and pg["p99_ms"] <= TARGET_P99_MS)
+    )
     return targets
 
 
@@ -1123,9 +1219,13 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> bool
         print(f"{backend}: CPU cores used during the samples {f['cpu_cores']}; other processes {f['other_load_cores']:.2f} cores")
     other_max = max((f["other_load_cores"] for f in figures.values()), default=0.0)
     if other_max >= OTHER_LOAD_WARNING:
-        print(f"Other processes on the machine took up to {other_max:.2f} of its {os.cpu_count()} cores during the samples: the tail is longer than on a quiet machine")
+        print(
+            f"Other processes on the machine took up to {other_max:.2f} of its {os.cpu_count()} cores during the samples: the tail is longer than on a quiet machine"
+        )
     print()
-    print("transport: a bare aiokafka consumer of quality's topic produces one message per lot_failed at once (same client settings)")
+    print(
+        "transport: a bare aiokafka consumer of quality's topic produces one message per lot_failed at once (same client settings)"
+    )
     print("durable:   the same, after committing one row per poll batch to a database of the same kind")
     print("ratio:     ours / baseline, p50 and p99")
     print()
@@ -1143,7 +1243,12 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> bool
     print()
     summary = {
         "benchmark": "reaction",
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "other_load_cores_max": other_max, "quiet": other_max < OTHER_LOAD_WARNING},
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "other_load_cores_max": other_max,
+            "quiet": other_max < OTHER_LOAD_WARNING,
+        },
         "samples": args.samples,
         "warmup_samples": args.warmup_samples,
         "interval_s": args.interval,
@@ -1166,16 +1271,28 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> bool
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=[*BACKENDS, "both"], default=None, help="default both; postgresql with --quick")
-    parser.add_argument("--quick", action="store_true", help="PostgreSQL only, fewer members, orders and samples (under a minute)")
-    parser.add_argument("--samples", type=int, default=None, help="measured failed lots per backend (default 150; 30 with --quick)")
-    parser.add_argument("--warmup-samples", type=int, default=None, help="failed lots first, not counted (default 10; 5 with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="PostgreSQL only, fewer members, orders and samples (under a minute)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=None, help="measured failed lots per backend (default 150; 30 with --quick)"
+    )
+    parser.add_argument(
+        "--warmup-samples", type=int, default=None, help="failed lots first, not counted (default 10; 5 with --quick)"
+    )
     parser.add_argument("--interval", type=float, default=0.4, help="seconds between two failed lots (default 0.4)")
     parser.add_argument("--members", type=int, default=None, help="member foundries (default 40; 24 with --quick)")
-    parser.add_argument("--orders", type=int, default=None, help="purchase orders the failures rotate over (default 6; 3 with --quick)")
+    parser.add_argument(
+        "--orders", type=int, default=None, help="purchase orders the failures rotate over (default 6; 3 with --quick)"
+    )
     parser.add_argument("--order-units", type=int, default=6000, help="units per purchase order (default 6000)")
-    parser.add_argument("--lot-units", type=int, default=200, help="units per failed lot (default 200, the planner's minimum foundry-week)")
+    parser.add_argument(
+        "--lot-units", type=int, default=200, help="units per failed lot (default 200, the planner's minimum foundry-week)"
+    )
     parser.add_argument("--capacity-rate", type=float, default=15.0, help="background capacity changes per second (default 15)")
-    parser.add_argument("--lot-rate", type=float, default=5.0, help="background lots registered and passed per second (default 5)")
+    parser.add_argument(
+        "--lot-rate", type=float, default=5.0, help="background lots registered and passed per second (default 5)"
+    )
     parser.add_argument("--background-lot-units", type=int, default=50, help="units per background lot (default 50)")
     parser.add_argument("--seed", type=int, default=1995)
     args = parser.parse_args(argv)
@@ -1188,12 +1305,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.settle = 2.0 if quick else 3.0
     args.quiet_patience = 5.0 if quick else 30.0
     if args.samples < 1 or args.warmup_samples < 0 or args.interval <= 0 or not 3 <= args.members <= 170 or args.orders < 1:
-        parser.error("--samples and --interval must be positive, --warmup-samples not negative, --members 3 to 170, --orders at least 1")
-    if args.order_units < 600 or args.lot_units < 1 or args.capacity_rate < 0 or args.lot_rate < 0 or args.background_lot_units < 1:
+        parser.error(
+            "--samples and --interval must be positive, --warmup-samples not negative, --members 3 to 170, --orders at least 1"
+        )
+    if (
+        args.order_units < 600
+        or args.lot_units < 1
+        or args.capacity_rate < 0
+        or args.lot_rate < 0
+        or args.background_lot_units < 1
+    ):
         parser.error("--order-units at least 600; --lot-units and --background-lot-units positive; rates not negative")
     args.backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     return args
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -56,7 +55,8 @@ def _domain_service(service: str) -> str:
 @app.command()
 def migrate(services: list[str] = typer.Argument(None, help="Services to migrate (default: all three)")) -> None:
     """Upgrade the services' databases to the newest schema (production runs this before start)."""
-    from shared.db import create_engine, migrate as upgrade
+    from shared.db import create_engine
+    from shared.db import migrate as upgrade
 
     settings = get_settings()
     chosen = services or SERVICES_WITH_DB
@@ -81,7 +81,7 @@ def migrate(services: list[str] = typer.Argument(None, help="Services to migrate
 def serve(
     service: str = typer.Argument(..., help="orders, capacity, quality or console"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
-    port: Optional[int] = typer.Option(None, help="Port (default: the service's own)"),
+    port: int | None = typer.Option(None, help="Port (default: the service's own)"),
 ) -> None:
     """Run one service under uvicorn."""
     import uvicorn

@@ -14,8 +14,26 @@ import httpx
 VILLAGES = ("Batur", "Tegalrejo", "Ngawonggo", "Kuncen", "Dalangan", "Mundu", "Jombor")
 FORMS = ("CV", "UD", "PT", "Bengkel")
 WORDS = (
-    "Logam", "Jaya", "Makmur", "Sentosa", "Abadi", "Karya", "Mandiri", "Baja", "Cor", "Sejahtera",
-    "Manunggal", "Utama", "Sinar", "Agung", "Rejeki", "Teknik", "Barokah", "Mulia", "Perkasa", "Tunggal",
+    "Logam",
+    "Jaya",
+    "Makmur",
+    "Sentosa",
+    "Abadi",
+    "Karya",
+    "Mandiri",
+    "Baja",
+    "Cor",
+    "Sejahtera",
+    "Manunggal",
+    "Utama",
+    "Sinar",
+    "Agung",
+    "Rejeki",
+    "Teknik",
+    "Barokah",
+    "Mulia",
+    "Perkasa",
+    "Tunggal",
 )
 OTHER_FAMILIES = ("PUMP_PARTS", "MACHINE_PARTS", "SHIP_PARTS", "AUTOMOTIVE_PARTS", "RAILWAY_PARTS", "HOUSEHOLD_GOODS")
 MEMBERS = 168

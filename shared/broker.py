@@ -104,10 +104,7 @@ def kafka_jars(cache_dir: Path | None = None, progress: Callable[[str], None] | 
 
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise BrokerError(
-            "Maven not found: install it (apt-get install maven) to fetch the Kafka jars once "
-            f"into {target}"
-        )
+        raise BrokerError(f"Maven not found: install it (apt-get install maven) to fetch the Kafka jars once into {target}")
     if progress is not None:
         progress(f"Fetching Apache Kafka {KAFKA_VERSION} jars with Maven into {target}")
     base.mkdir(parents=True, exist_ok=True)
@@ -373,9 +370,7 @@ class LocalKafka:
         jars = kafka_jars()
         java = java_executable()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(
-            render_properties(broker_properties(self.port, self.controller_port, self.log_dir))
-        )
+        self.properties_path.write_text(render_properties(broker_properties(self.port, self.controller_port, self.log_dir)))
         self._format(java, jars)
 
         if self.log_path.exists():
@@ -407,9 +402,7 @@ class LocalKafka:
             if not isinstance(exc, BrokerError):
                 raise
             what = f"exited with code {proc.returncode}" if exited else f"did not answer within {timeout:g} s"
-            raise BrokerError(
-                f"Kafka {what}; full log in {self.log_path}, last lines:\n{self.log_tail()}"
-            ) from None
+            raise BrokerError(f"Kafka {what}; full log in {self.log_path}, last lines:\n{self.log_tail()}") from None
 
     def stop(self, timeout: float = 30) -> bool:
         """SIGTERM (Kafka's shutdown hook flushes the logs), SIGKILL after `timeout`; True if it was running."""
@@ -543,14 +536,12 @@ async def wait_until_ready(bootstrap: str, timeout: float, is_alive: Callable[[]
         try:
             await asyncio.wait_for(_answers(bootstrap), timeout=min(remaining, 10))
             return
-        except Exception as exc:  # noqa: BLE001 - any failure here just means "not yet"
+        except Exception as exc:
             last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))
 
 
-async def ensure_topics(
-    bootstrap: str, topics: dict[str, dict[str, str]], partitions: int = 6, *, timeout: float = 30
-) -> None:
+async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int = 6, *, timeout: float = 30) -> None:
     """Create the missing ones of `topics` (name -> topic configs), replication factor 1, and wait until
     every one has a leader for each partition. Topics that already exist are left as they are."""
     if not topics:
@@ -605,4 +596,3 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
         if loop.time() >= deadline:
             raise BrokerError(f"Topics {', '.join(pending)} have no leader after {timeout:g} s: see the broker log")
         await asyncio.sleep(0.1)
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 
@@ -15,7 +15,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def today(self) -> date:
         # The cooperative works on Western Indonesian Time (UTC+7): its "today" starts at 17:00 UTC.
@@ -28,7 +28,7 @@ class FixedClock:
     def __init__(self, at: datetime) -> None:
         if at.tzinfo is None:
             raise ValueError("FixedClock needs an aware datetime")
-        self._now = at.astimezone(timezone.utc)
+        self._now = at.astimezone(UTC)
 
     def now(self) -> datetime:
         return self._now
@@ -40,7 +40,7 @@ class FixedClock:
         self._now += delta
 
     def set(self, at: datetime) -> None:
-        self._now = at.astimezone(timezone.utc)
+        self._now = at.astimezone(UTC)
 
 
 SYSTEM_CLOCK = SystemClock()

@@ -59,7 +59,9 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return _compare(old, new, old, new, "")
 
 
-def _compare(old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any], new_root: dict[str, Any], path: str) -> list[str]:
+def _compare(
+    old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any], new_root: dict[str, Any], path: str
+) -> list[str]:
     old = _resolve(old, old_root)
     new = _resolve(new, new_root)
     problems: list[str] = []

@@ -51,7 +51,9 @@ class ProblemError(Exception):
     title = "Bad request"
     type_slug = "bad-request"
 
-    def __init__(self, detail: str, *, status: int | None = None, title: str | None = None, errors: list[FieldError] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, title: str | None = None, errors: list[FieldError] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if status is not None:
@@ -113,7 +115,15 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def problem_response(request: Request | None, status: int, title: str, detail: str | None, slug: str, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    request: Request | None,
+    status: int,
+    title: str,
+    detail: str | None,
+    slug: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = Problem(
         type=f"https://ceper.koperasi.id/problems/{slug}" if slug else "about:blank",
         title=title,
@@ -134,7 +144,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            FieldError(field=".".join(str(p) for p in err.get("loc", ())), message=err.get("msg", "invalid"), type=err.get("type"))
+            FieldError(
+                field=".".join(str(p) for p in err.get("loc", ())), message=err.get("msg", "invalid"), type=err.get("type")
+            )
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
@@ -148,6 +160,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_response(request, 422, "Request is invalid", "body: not a JSON document", "validation", errors)
         title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}.get(exc.status_code, "Error")
         return problem_response(request, exc.status_code, title, str(exc.detail), "", headers=getattr(exc, "headers", None))
+
     # Unexpected errors are answered by RequestContextMiddleware, inside the request's context (its id).
 
 
@@ -204,7 +217,11 @@ class RequestContextMiddleware:
                 )  # fmt: skip
             else:
                 answer = problem_response(
-                    Request(scope), 500, "Internal server error", "The request changed nothing; try again or report the request id.", "internal"
+                    Request(scope),
+                    500,
+                    "Internal server error",
+                    "The request changed nothing; try again or report the request id.",
+                    "internal",
                 )
             await answer(scope, receive, send_with_id)
         finally:

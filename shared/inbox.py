@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -323,7 +324,7 @@ class InboxConsumer:
         One statement that skips known ids through the primary key: no read-then-write race between
         consumers, and no plan whose cost grows with the size of the inbox.
         """
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         rows: dict[str, dict[str, Any]] = {}
         for delivery in deliveries:
             envelope = delivery.envelope
@@ -379,7 +380,7 @@ class InboxConsumer:
             (DLQ_ORIGIN_OFFSET, str(record.offset).encode()),
             (DLQ_CONSUMER, self.service.encode()),
             (DLQ_ATTEMPTS, str(attempts).encode()),
-            (DLQ_TIME, datetime.now(timezone.utc).isoformat().encode()),
+            (DLQ_TIME, datetime.now(UTC).isoformat().encode()),
         ]
         # Wait for the ack: the offset is committed only after the dead letter is safely stored.
         await self._producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-HTTP_REQUESTS = Counter(
-    "ceper_http_requests", "HTTP requests handled", ["service", "method", "route", "status"]
-)
+HTTP_REQUESTS = Counter("ceper_http_requests", "HTTP requests handled", ["service", "method", "route", "status"])
 HTTP_DURATION = Histogram(
     "ceper_http_request_duration_seconds",
     "HTTP request duration",
@@ -15,13 +13,9 @@ HTTP_DURATION = Histogram(
 )
 EVENTS_PRODUCED = Counter("ceper_events_produced", "Events published to Kafka (acked)", ["service", "event_type"])
 EVENTS_CONSUMED = Counter("ceper_events_consumed", "Events applied by a consumer", ["service", "event_type"])
-EVENTS_DUPLICATE = Counter(
-    "ceper_events_duplicate", "Redelivered events skipped by the inbox", ["service", "event_type"]
-)
+EVENTS_DUPLICATE = Counter("ceper_events_duplicate", "Redelivered events skipped by the inbox", ["service", "event_type"])
 EVENTS_FAILED = Counter("ceper_events_failed", "Failed attempts to apply an event", ["service", "event_type"])
-EVENTS_DEAD_LETTERED = Counter(
-    "ceper_events_dead_lettered", "Events sent to the dead-letter topic", ["service", "event_type"]
-)
+EVENTS_DEAD_LETTERED = Counter("ceper_events_dead_lettered", "Events sent to the dead-letter topic", ["service", "event_type"])
 EVENT_HANDLING = Histogram(
     "ceper_event_batch_seconds",
     "Time to apply one poll batch of events in one transaction",
@@ -30,6 +24,4 @@ EVENT_HANDLING = Histogram(
 )
 CONSUMER_LAG = Gauge("ceper_consumer_lag", "Messages behind the end of the partition", ["service", "topic", "partition"])
 OUTBOX_BACKLOG = Gauge("ceper_outbox_backlog", "Outbox events not yet acknowledged by Kafka", ["service"])
-OUTBOX_OLDEST_AGE = Gauge(
-    "ceper_outbox_oldest_age_seconds", "Age of the oldest outbox event not yet acknowledged", ["service"]
-)
+OUTBOX_OLDEST_AGE = Gauge("ceper_outbox_oldest_age_seconds", "Age of the oldest outbox event not yet acknowledged", ["service"])

@@ -14,7 +14,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +44,7 @@ async def stage(session: AsyncSession, outbox: sa.Table, *events: EventData | En
     envelopes = [e if isinstance(e, Envelope) else Envelope.of(e, trace_id=current_trace_id.get()) for e in events]
     if not envelopes:
         return []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for envelope in envelopes:
         message = to_kafka(envelope)
@@ -183,7 +183,7 @@ class Relay:
                     pass
                 backoff = 0.1
                 await self._housekeeping()
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 self.stats.failures += 1
                 log.warning("outbox relay cannot publish, will retry", error=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
@@ -196,7 +196,7 @@ class Relay:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -246,9 +246,7 @@ class Relay:
         if sent:
             async with self.engine.begin() as conn:
                 await conn.execute(
-                    sa.update(self.outbox)
-                    .where(self.outbox.c.seq.in_(sent))
-                    .values(sent_at=datetime.now(timezone.utc))
+                    sa.update(self.outbox).where(self.outbox.c.seq.in_(sent)).values(sent_at=datetime.now(UTC))
                 )
             for event_type, count in Counter(row.event_type for row in rows[: len(sent)]).items():
                 metrics.EVENTS_PRODUCED.labels(self.service, event_type).inc(count)
@@ -264,7 +262,7 @@ class Relay:
             await self.refresh_gauges()
         if now - self._last_cleanup >= 600:
             self._last_cleanup = now
-            await self.delete_sent_before(datetime.now(timezone.utc) - timedelta(hours=self.settings.outbox_retention_hours))
+            await self.delete_sent_before(datetime.now(UTC) - timedelta(hours=self.settings.outbox_retention_hours))
 
     async def refresh_gauges(self) -> tuple[int, float]:
         async with self.engine.connect() as conn:
@@ -280,8 +278,8 @@ class Relay:
             if isinstance(oldest, str):  # SQLite returns aggregates of stored datetimes as text
                 oldest = datetime.fromisoformat(oldest)
             if oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=timezone.utc)
-            age = max(0.0, (datetime.now(timezone.utc) - oldest).total_seconds())
+                oldest = oldest.replace(tzinfo=UTC)
+            age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         self._backlog_gauge.set(count)
         self._age_gauge.set(age)
         return count, age

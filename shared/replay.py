@@ -7,9 +7,10 @@ rows are written back, so the consumer group resumes where it was and skips what
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -85,7 +86,7 @@ async def replay_projections(
                             "consumer": spec.name,
                             "event_id": envelope.id,
                             "event_type": envelope.type.name,
-                            "received_at": datetime.now(timezone.utc),
+                            "received_at": datetime.now(UTC),
                         }
                     )
                     report.applied += 1

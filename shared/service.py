@@ -7,22 +7,25 @@ A service describes itself with a `ServiceSpec` (its tables, routers, subscripti
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY as PROMETHEUS_REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import REGISTRY as PROMETHEUS_REGISTRY
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import kafka
-from .clock import SYSTEM_CLOCK, Clock, use as use_clock
+from .clock import SYSTEM_CLOCK, Clock
+from .clock import use as use_clock
 from .db import BackboneTables, create_engine, migrate, session_factory
 from .http import RequestContextMiddleware, document_problems, install_problem_handlers, problem_responses
 from .inbox import InboxConsumer, Subscriptions
@@ -41,7 +44,7 @@ class PeriodicJob:
     """
 
     name: str
-    run: Callable[["ServiceRuntime"], Awaitable[None]]
+    run: Callable[[ServiceRuntime], Awaitable[None]]
     interval_s: Callable[[Settings], float]
 
 
@@ -56,9 +59,9 @@ class ServiceSpec:
     subscriptions: Subscriptions | None = None
     migrations_dir: Path | None = None
     # Extra start/stop work of a service (e.g. the console's live event feed), run inside the lifespan.
-    on_start: list[Callable[["ServiceRuntime"], Awaitable[None]]] = field(default_factory=list)
-    on_stop: list[Callable[["ServiceRuntime"], Awaitable[None]]] = field(default_factory=list)
-    readiness: list[Callable[["ServiceRuntime"], Awaitable[str | None]]] = field(default_factory=list)
+    on_start: list[Callable[[ServiceRuntime], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[ServiceRuntime], Awaitable[None]]] = field(default_factory=list)
+    readiness: list[Callable[[ServiceRuntime], Awaitable[str | None]]] = field(default_factory=list)
     jobs: list[PeriodicJob] = field(default_factory=list)
 
 
@@ -114,7 +117,7 @@ class ServiceRuntime:
                 await kafka.ensure_platform_topics(self.settings)
                 await producer.start()
                 break
-            except (KafkaError, OSError, asyncio.TimeoutError, RuntimeError) as exc:
+            except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
                 await producer.stop()
                 log.warning("broker not reachable yet", error=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
@@ -216,7 +219,10 @@ def _operations_router(service: str) -> APIRouter:
         "/readyz",
         response_model=Health,
         summary="Readiness: the database and the broker really answer",
-        responses={**problem_responses(), 503: {"model": Health, "description": "A dependency is unavailable; `checks` says which"}},
+        responses={
+            **problem_responses(),
+            503: {"model": Health, "description": "A dependency is unavailable; `checks` says which"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         checks = await runtime_of(request).check_ready()

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -88,7 +89,9 @@ def run_ceper(settings: Settings, *args: str, timeout: float = 120) -> subproces
         url = getattr(settings, f"{service}_database_url")
         if url:
             env[f"CEPER_{service.upper()}_DATABASE_URL"] = url
-    return subprocess.run([sys.executable, "-m", "ceper", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ceper", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+    )
 
 
 class Receiver:
@@ -100,7 +103,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 receiver.received.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -114,7 +117,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/ceper"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self.thread.start()
         return self
 

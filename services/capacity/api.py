@@ -125,7 +125,7 @@ class FoundryOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, foundry: Foundry) -> "FoundryOut":
+    def of(cls, foundry: Foundry) -> FoundryOut:
         return cls(
             code=foundry.code,
             name=foundry.name,
@@ -170,7 +170,13 @@ async def register_foundry(body: FoundryIn, sessions: Sessions, response: Respon
     return FoundryOut.of(foundry)
 
 
-@router.get("/foundries", response_model=FoundryPage, tags=["foundries"], summary="List member foundries", responses=problem_responses(422))
+@router.get(
+    "/foundries",
+    response_model=FoundryPage,
+    tags=["foundries"],
+    summary="List member foundries",
+    responses=problem_responses(422),
+)
 async def list_foundries(
     sessions: Sessions,
     village: str | None = None,
@@ -192,7 +198,11 @@ async def list_foundries(
 
 
 @router.get(
-    "/foundries/{code}", response_model=FoundryOut, tags=["foundries"], summary="One member foundry", responses=problem_responses(404)
+    "/foundries/{code}",
+    response_model=FoundryOut,
+    tags=["foundries"],
+    summary="One member foundry",
+    responses=problem_responses(404),
 )
 async def get_foundry(code: str, sessions: Sessions) -> FoundryOut:
     async with sessions() as session:
@@ -227,7 +237,13 @@ class CapacityChangeIn(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"kind": "standard", "product_family": "BRAKE_BLOCK_COMPOSITE", "weekly_units": 576, "from_week": "2027-W01", "reason": "declared"},
+                {
+                    "kind": "standard",
+                    "product_family": "BRAKE_BLOCK_COMPOSITE",
+                    "weekly_units": 576,
+                    "from_week": "2027-W01",
+                    "reason": "declared",
+                },
                 {
                     "kind": "exception",
                     "product_family": "BRAKE_BLOCK_COMPOSITE",
@@ -447,7 +463,9 @@ async def get_availability(
     first = _week_of(from_, "from") if from_ else handlers.current_week()
     last = _week_of(to, "to") if to else add_weeks(first, 11)
     if last < first:
-        raise Unprocessable("to: must not be before from", errors=[FieldError(field="query.to", message="must not be before from")])
+        raise Unprocessable(
+            "to: must not be before from", errors=[FieldError(field="query.to", message="must not be before from")]
+        )
     if last > add_weeks(first, MAX_AVAILABILITY_WEEKS - 1):
         message = f"at most {MAX_AVAILABILITY_WEEKS} weeks at a time"
         raise Unprocessable(f"to: {message}", errors=[FieldError(field="query.to", message=message)])
@@ -476,7 +494,14 @@ async def get_availability(
         )
     # Plain data straight to JSON: validating 170 × 52 figures against the model would cost more than the query.
     return JSONResponse(
-        {"product_family": product_family.value, "from_week": first, "to_week": last, "weeks": found.weeks, "foundries": foundries, "totals": totals}
+        {
+            "product_family": product_family.value,
+            "from_week": first,
+            "to_week": last,
+            "weeks": found.weeks,
+            "foundries": foundries,
+            "totals": totals,
+        }
     )
 
 
@@ -488,7 +513,13 @@ class ReservationIn(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"foundry_code": "IKM-001", "product_family": "BRAKE_BLOCK_COMPOSITE", "week": "2027-W12", "quantity": 200, "due_date": "2027-04-30"}
+                {
+                    "foundry_code": "IKM-001",
+                    "product_family": "BRAKE_BLOCK_COMPOSITE",
+                    "week": "2027-W12",
+                    "quantity": 200,
+                    "due_date": "2027-04-30",
+                }
             ]
         },
     )
@@ -531,7 +562,7 @@ class ReservationOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, r: Reservation) -> "ReservationOut":
+    def of(cls, r: Reservation) -> ReservationOut:
         return cls(
             id=r.id,
             foundry_code=r.foundry_code,
@@ -586,7 +617,11 @@ async def hold_capacity(
         note=body.note,
     )
     held = await handlers.hold(
-        sessions, request, runtime.settings, idempotency_key=idempotency_key, fingerprint=handlers.request_hash(body.model_dump(mode="json"))
+        sessions,
+        request,
+        runtime.settings,
+        idempotency_key=idempotency_key,
+        fingerprint=handlers.request_hash(body.model_dump(mode="json")),
     )
     response.headers["Location"] = f"/v1/reservations/{held.reservation.id}"
     if held.replayed:

@@ -9,9 +9,10 @@ answers 200 and changes nothing.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import httpx
 
@@ -137,7 +138,13 @@ def _changes(profile: _Profile, families: Sequence[str], year: int) -> list[dict
         if family not in profile.weekly_units:
             continue
         changes.append(
-            {"kind": "standard", "product_family": family, "weekly_units": profile.weekly_units[family], "from_week": f"{year}-W01", "reason": "declared"}
+            {
+                "kind": "standard",
+                "product_family": family,
+                "weekly_units": profile.weekly_units[family],
+                "from_week": f"{year}-W01",
+                "reason": "declared",
+            }
         )
         for lebaran_year in (year, year + 1):
             lebaran = LEBARAN.get(lebaran_year)

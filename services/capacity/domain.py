@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Iterable, Sequence
 
 from shared.events.capacity import (
     CapacityChanged,
@@ -450,7 +450,9 @@ class CapacityCalendar:
             return self.withdrawal_of(request.withdraws) if request.withdraws else None
         if request.kind is CapacityChangeKind.STANDARD:
             # Only the latest standard from that week holds; repeating an older one is a real change back.
-            same_week = [c for c in self.active_changes if c.kind is CapacityChangeKind.STANDARD and c.from_week == request.from_week]
+            same_week = [
+                c for c in self.active_changes if c.kind is CapacityChangeKind.STANDARD and c.from_week == request.from_week
+            ]
             latest = max(same_week, key=lambda c: c.seq, default=None)
             return latest if latest is not None and latest.same_as(request) else None
         return next((c for c in self.active_changes if c.same_as(request)), None)
@@ -514,7 +516,9 @@ def record_capacity_change(
         if request.to_date < request.from_date:
             raise DomainError("to_date", "must not be before from_date")
         if (request.to_date - request.from_date).days + 1 > MAX_EXCEPTION_DAYS:
-            raise DomainError("to_date", f"an exception spans at most {MAX_EXCEPTION_DAYS} days; change the standard figure instead")
+            raise DomainError(
+                "to_date", f"an exception spans at most {MAX_EXCEPTION_DAYS} days; change the standard figure instead"
+            )
         for other in calendar.active_changes:
             if (
                 other.kind is CapacityChangeKind.EXCEPTION
@@ -671,7 +675,10 @@ def check_reservation(
         return Refusal(RefusalReason.UNKNOWN_FOUNDRY, 0, "foundry_code", f"no member foundry {request.foundry_code}")
     if not foundry.active:
         return Refusal(
-            RefusalReason.FOUNDRY_NOT_ACTIVE, 0, "foundry_code", f"{foundry.code} is {foundry.membership_status.value}, not active"
+            RefusalReason.FOUNDRY_NOT_ACTIVE,
+            0,
+            "foundry_code",
+            f"{foundry.code} is {foundry.membership_status.value}, not active",
         )
     if not foundry.makes(request.product_family):
         return Refusal(
@@ -831,11 +838,7 @@ def release_reservation(reservation: Reservation, reason: str, now: datetime) ->
 
 
 def expire_hold(reservation: Reservation, now: datetime) -> tuple[Reservation, ReservationExpired | None]:
-    if (
-        reservation.state is not ReservationState.HOLD
-        or reservation.hold_expires_at is None
-        or now < reservation.hold_expires_at
-    ):
+    if reservation.state is not ReservationState.HOLD or reservation.hold_expires_at is None or now < reservation.hold_expires_at:
         return reservation, None
     expired = replace(reservation, state=ReservationState.EXPIRED, updated_at=now, reason="hold_not_confirmed")
     return expired, ReservationExpired(

@@ -11,9 +11,10 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -145,7 +146,9 @@ async def change(sessions: async_sessionmaker[AsyncSession], code: str, **change
     more: its open reservations from this week on are revoked."""
 
     async def work(session: AsyncSession) -> Foundry:
-        row = (await session.execute(sa.select(store.foundries.c.code).where(store.foundries.c.code == code).with_for_update())).first()
+        row = (
+            await session.execute(sa.select(store.foundries.c.code).where(store.foundries.c.code == code).with_for_update())
+        ).first()
         foundry = await store.get_foundry(session, code) if row else None
         if foundry is None:
             raise NotFound(f"no foundry {code}")
@@ -174,7 +177,7 @@ async def _revoke_withdrawn_capacity(session: AsyncSession, code: str, families:
     candidates = await store.open_reservations_from_week(session, code, families, first)
     locked = await store.lock_cells(session, {_cell(r) for r in candidates})
     current = await store.reservations_in_cells(session, locked, HOLDING_STATES)
-    await _revoke_over(session, current, {cell: 0 for cell in locked}, reason, now)
+    await _revoke_over(session, current, dict.fromkeys(locked, 0), reason, now)
 
 
 async def _revoke_over(
@@ -284,7 +287,9 @@ async def _family_of(session: AsyncSession, code: str, request: CapacityChangeRe
     return target.product_family
 
 
-async def _revoke_after_change(session: AsyncSession, after: CapacityCalendar, change: CapacityChange, now: datetime) -> list[Any]:
+async def _revoke_after_change(
+    session: AsyncSession, after: CapacityCalendar, change: CapacityChange, now: datetime
+) -> list[Any]:
     touched = after.weeks_touched_by(change)
     if not touched:
         return []
@@ -399,7 +404,9 @@ async def availability(
         snapshot = await (snapshots or AvailabilitySnapshots()).current(session, family)
         reserved_weeks = await store.reserved_in_range(session, family.value, first_week, last_week)
     members = [
-        m for m in snapshot.members if (foundry_code is None or m.code == foundry_code) and (village is None or m.village == village)
+        m
+        for m in snapshot.members
+        if (foundry_code is None or m.code == foundry_code) and (village is None or m.village == village)
     ]
     position = {week: i for i, week in enumerate(weeks)}
     reserved = {member.code: [0] * len(weeks) for member in members}
@@ -463,7 +470,14 @@ async def hold(
         now = clock.now()
         try:
             held = hold_capacity(
-                request, foundry, capacity, reserved, current_week(), _new_id("res"), now, timedelta(minutes=settings.capacity_hold_minutes)
+                request,
+                foundry,
+                capacity,
+                reserved,
+                current_week(),
+                _new_id("res"),
+                now,
+                timedelta(minutes=settings.capacity_hold_minutes),
             )
         except ReservationRefused as exc:
             metrics.reservation_refused(exc.refusal.reason.value)
@@ -681,7 +695,10 @@ async def on_lot_registered(session: AsyncSession, envelope: Envelope[LotRegiste
     await store.save_reservations(session, [after for after, _ in consumed])
     await store.add_lot_consumptions(
         session,
-        [{"lot_code": lot.lot_code, "reservation_id": after.id, "quantity": event.quantity, "recorded_at": now} for after, event in consumed],
+        [
+            {"lot_code": lot.lot_code, "reservation_id": after.id, "quantity": event.quantity, "recorded_at": now}
+            for after, event in consumed
+        ],
     )
     await store.publish(session, *(event for _, event in consumed))
 
@@ -711,4 +728,3 @@ async def refresh_metrics(sessions: async_sessionmaker[AsyncSession], weeks_ahea
                 capacity[(family.value, week)] += units
     metrics.set_utilisation(capacity, reserved)
     metrics.set_reservations(by_state)
-

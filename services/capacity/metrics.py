@@ -17,10 +17,14 @@ UTILISATION = Gauge(
     ["product_family", "week"],
 )
 CAPACITY_UNITS = Gauge(
-    "ceper_capacity_units", "Capacity of active members, per product family and ISO week (the next 12 weeks)", ["product_family", "week"]
+    "ceper_capacity_units",
+    "Capacity of active members, per product family and ISO week (the next 12 weeks)",
+    ["product_family", "week"],
 )
 RESERVED_UNITS = Gauge(
-    "ceper_capacity_reserved_units", "Units reserved, per product family and ISO week (the next 12 weeks)", ["product_family", "week"]
+    "ceper_capacity_reserved_units",
+    "Units reserved, per product family and ISO week (the next 12 weeks)",
+    ["product_family", "week"],
 )
 RESERVATIONS = Gauge("ceper_capacity_reservations", "Reservations by state", ["state"])
 CHANGES = Counter("ceper_capacity_changes", "Capacity changes recorded, by reason", ["reason"])

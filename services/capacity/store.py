@@ -11,8 +11,9 @@ Rows are always locked in key order (calendars before ledger rows), so two trans
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -418,8 +419,15 @@ async def lock_cells(session: AsyncSession, cells: Iterable[Cell]) -> dict[Cell,
         chunk = wanted[i : i + 300]
         rows = (
             await session.execute(
-                sa.select(capacity_ledger.c.foundry_code, capacity_ledger.c.product_family, capacity_ledger.c.week, capacity_ledger.c.reserved)
-                .where(sa.tuple_(capacity_ledger.c.foundry_code, capacity_ledger.c.product_family, capacity_ledger.c.week).in_(chunk))
+                sa.select(
+                    capacity_ledger.c.foundry_code,
+                    capacity_ledger.c.product_family,
+                    capacity_ledger.c.week,
+                    capacity_ledger.c.reserved,
+                )
+                .where(
+                    sa.tuple_(capacity_ledger.c.foundry_code, capacity_ledger.c.product_family, capacity_ledger.c.week).in_(chunk)
+                )
                 .order_by(capacity_ledger.c.foundry_code, capacity_ledger.c.product_family, capacity_ledger.c.week)
                 .with_for_update()
             )
@@ -484,7 +492,9 @@ async def foundry_revisions(session: AsyncSession) -> dict[str, int]:
 
 async def calendar_revisions(session: AsyncSession, family: str) -> dict[str, int]:
     rows = await session.execute(
-        sa.select(capacity_calendars.c.foundry_code, capacity_calendars.c.revision).where(capacity_calendars.c.product_family == family)
+        sa.select(capacity_calendars.c.foundry_code, capacity_calendars.c.revision).where(
+            capacity_calendars.c.product_family == family
+        )
     )
     return {code: revision for code, revision in rows}
 
@@ -498,8 +508,13 @@ async def register_version(session: AsyncSession, family: str) -> tuple[int, ...
             sa.select(
                 sa.select(sa.func.count()).select_from(foundries).scalar_subquery(),
                 sa.select(sa.func.coalesce(sa.func.sum(foundries.c.revision), 0)).scalar_subquery(),
-                sa.select(sa.func.count()).select_from(capacity_calendars).where(calendars.product_family == family).scalar_subquery(),
-                sa.select(sa.func.coalesce(sa.func.sum(calendars.revision), 0)).where(calendars.product_family == family).scalar_subquery(),
+                sa.select(sa.func.count())
+                .select_from(capacity_calendars)
+                .where(calendars.product_family == family)
+                .scalar_subquery(),
+                sa.select(sa.func.coalesce(sa.func.sum(calendars.revision), 0))
+                .where(calendars.product_family == family)
+                .scalar_subquery(),
             )
         )
     ).one()
@@ -572,7 +587,9 @@ async def get_reservation(session: AsyncSession, reservation_id: str) -> Reserva
     return _to_reservation(row) if row else None
 
 
-async def reservations_in_cells(session: AsyncSession, cells: Iterable[Cell], states: Iterable[ReservationState]) -> list[Reservation]:
+async def reservations_in_cells(
+    session: AsyncSession, cells: Iterable[Cell], states: Iterable[ReservationState]
+) -> list[Reservation]:
     wanted = sorted(set(cells))
     found: list[Reservation] = []
     for i in range(0, len(wanted), 300):
@@ -593,7 +610,10 @@ async def open_reservations_of_order(session: AsyncSession, order_id: str) -> li
     rows = (
         await session.execute(
             sa.select(reservations)
-            .where(reservations.c.order_id == order_id, reservations.c.state.in_([ReservationState.HOLD.value, ReservationState.CONFIRMED.value]))
+            .where(
+                reservations.c.order_id == order_id,
+                reservations.c.state.in_([ReservationState.HOLD.value, ReservationState.CONFIRMED.value]),
+            )
             .order_by(reservations.c.created_at, reservations.c.id)
         )
     ).all()
@@ -617,7 +637,9 @@ async def plan_reservations_of_order(session: AsyncSession, order_id: str) -> li
     return [_to_reservation(r) for r in rows]
 
 
-async def open_reservations_from_week(session: AsyncSession, foundry_code: str, families: Sequence[str], first_week: str) -> list[Reservation]:
+async def open_reservations_from_week(
+    session: AsyncSession, foundry_code: str, families: Sequence[str], first_week: str
+) -> list[Reservation]:
     rows = (
         await session.execute(
             sa.select(reservations).where(
@@ -736,7 +758,9 @@ async def save_order_plan(
 
 
 async def lot_already_counted(session: AsyncSession, lot_code: str) -> bool:
-    row = (await session.execute(sa.select(lot_consumptions.c.lot_code).where(lot_consumptions.c.lot_code == lot_code).limit(1))).first()
+    row = (
+        await session.execute(sa.select(lot_consumptions.c.lot_code).where(lot_consumptions.c.lot_code == lot_code).limit(1))
+    ).first()
     return row is not None
 
 
@@ -754,8 +778,11 @@ async def find_idempotency_key(session: AsyncSession, scope: str, key: str) -> A
     ).first()
 
 
-async def add_idempotency_key(session: AsyncSession, scope: str, key: str, request_hash: str, resource_id: str, now: datetime) -> None:
+async def add_idempotency_key(
+    session: AsyncSession, scope: str, key: str, request_hash: str, resource_id: str, now: datetime
+) -> None:
     await session.execute(
-        sa.insert(idempotency_keys).values(scope=scope, key=key, request_hash=request_hash, resource_id=resource_id, created_at=now)
+        sa.insert(idempotency_keys).values(
+            scope=scope, key=key, request_hash=request_hash, resource_id=resource_id, created_at=now
+        )
     )
-

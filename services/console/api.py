@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Query, Request
@@ -69,7 +70,7 @@ async def stream_events(request: Request, runtime: Runtime) -> StreamingResponse
             while not await request.is_disconnected():
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=15)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
                 yield f"id: {item.id}\ndata: {json.dumps(item.as_json())}\n\n"
@@ -79,7 +80,12 @@ async def stream_events(request: Request, runtime: Runtime) -> StreamingResponse
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/v1/services", tags=["operations"], summary="Readiness of the orders, capacity and quality services", responses=problem_responses())
+@router.get(
+    "/v1/services",
+    tags=["operations"],
+    summary="Readiness of the orders, capacity and quality services",
+    responses=problem_responses(),
+)
 async def services(runtime: Runtime) -> dict[str, dict[str, object]]:
     async with httpx.AsyncClient() as client:
         return await handlers.service_health(runtime.settings, client)

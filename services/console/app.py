@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared.service import ServiceRuntime, ServiceSpec, create_service_app
 from shared.clock import Clock
+from shared.service import ServiceRuntime, ServiceSpec, create_service_app
 from shared.settings import Settings
 
 from . import api

@@ -113,7 +113,7 @@ class PurchaseOrderOut(BaseModel):
     received_at: datetime
 
     @classmethod
-    def of(cls, order: PurchaseOrder) -> "PurchaseOrderOut":
+    def of(cls, order: PurchaseOrder) -> PurchaseOrderOut:
         return cls(
             id=order.id,
             status=order.status.value,
@@ -129,7 +129,9 @@ class PurchaseOrderOut(BaseModel):
                     description=l.description,
                     quantity=l.quantity,
                     unit_price=l.unit_price,
-                    deliveries=[DeliveryOut(due_date=d.due_date, quantity=d.quantity, site_code=d.site_code) for d in l.deliveries],
+                    deliveries=[
+                        DeliveryOut(due_date=d.due_date, quantity=d.quantity, site_code=d.site_code) for d in l.deliveries
+                    ],
                 )
                 for l in order.lines
             ],
@@ -249,9 +251,9 @@ async def submit_purchase_order(
                 quantity=l.quantity,
                 unit_price=l.unit_price,
                 deliveries=tuple(Delivery(d.due_date, d.quantity, d.site_code) for d in l.deliveries),
-                requirements=Requirements(
-                    tuple(l.requirements.certificates), l.requirements.min_tkdn_percent
-                ) if l.requirements else Requirements(),
+                requirements=Requirements(tuple(l.requirements.certificates), l.requirements.min_tkdn_percent)
+                if l.requirements
+                else Requirements(),
             )
             for l in body.lines
         ],
@@ -284,11 +286,19 @@ async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrder
         lines.append(
             LineDetail(
                 **out,
-                requirements={"certificates": list(line.requirements.certificates), "min_tkdn_percent": line.requirements.min_tkdn_percent},
+                requirements={
+                    "certificates": list(line.requirements.certificates),
+                    "min_tkdn_percent": line.requirements.min_tkdn_percent,
+                },
                 quantities=LineQuantities(**{field: getattr(stage, field) for field in LineQuantities.model_fields}),
                 risk=LineRisk(
-                    at_risk=True, late_units=risk["shortfall"], late_due_dates=risk["due_dates"], expected_completion=risk["expected_completion"]
-                ) if risk else LineRisk(at_risk=False),
+                    at_risk=True,
+                    late_units=risk["shortfall"],
+                    late_due_dates=risk["due_dates"],
+                    expected_completion=risk["expected_completion"],
+                )
+                if risk
+                else LineRisk(at_risk=False),
             )
         )
     detail = PurchaseOrderDetail(**summary, lines=lines, status_reason=order.status_reason, local_content_percent=content)
@@ -452,7 +462,9 @@ async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessio
 async def get_webhook(buyer_code: str, sessions: Sessions) -> WebhookEndpointOut:
     _known_buyer(buyer_code)
     async with sessions() as session:
-        row = (await session.execute(sa.select(store.buyer_webhooks).where(store.buyer_webhooks.c.buyer_code == buyer_code))).first()
+        row = (
+            await session.execute(sa.select(store.buyer_webhooks).where(store.buyer_webhooks.c.buyer_code == buyer_code))
+        ).first()
     if row is None:
         raise NotFound(f"{buyer_code} has no webhook endpoint yet")
     return WebhookEndpointOut(**row._mapping)
@@ -472,7 +484,9 @@ async def ping_webhook(buyer_code: str, sessions: Sessions) -> WebhookDeliveryOu
         message_id = await webhooks.enqueue(session, buyer_code, "ping", {"buyer_code": buyer_code})
         if message_id is None:
             raise NotFound(f"{buyer_code} has no enabled webhook endpoint")
-        row = (await session.execute(sa.select(store.webhook_deliveries).where(store.webhook_deliveries.c.id == message_id))).one()
+        row = (
+            await session.execute(sa.select(store.webhook_deliveries).where(store.webhook_deliveries.c.id == message_id))
+        ).one()
     return WebhookDeliveryOut(**row._mapping)
 
 
@@ -565,7 +579,7 @@ class ShipmentOut(BaseModel):
     items: list[ShipmentItemOut]
 
     @classmethod
-    def of(cls, shipment: Any, items: list[Any]) -> "ShipmentOut":
+    def of(cls, shipment: Any, items: list[Any]) -> ShipmentOut:
         return cls(
             **{k: getattr(shipment, k) for k in cls.model_fields if k != "items"},
             items=[ShipmentItemOut(**{k: getattr(i, k) for k in ShipmentItemOut.model_fields}) for i in items],

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from shared.service import PeriodicJob, ServiceRuntime, ServiceSpec, create_service_app
 from shared.clock import Clock
+from shared.service import PeriodicJob, ServiceRuntime, ServiceSpec, create_service_app
 from shared.settings import Settings
 
 from . import api, handlers, store

@@ -23,13 +23,15 @@ def _inka_order(client: httpx.Client, orders_url: str, po_number: str, wait_s: f
         match = [o for o in found["items"] if o["po_number"] == po_number]
         if match:
             order = client.get(f"{orders_url}/v1/purchase-orders/{match[0]['id']}").raise_for_status().json()
-            if order["status"] in ("accepted", "fulfilled") or order["status"] == "needs_review" and order["plan"]:
+            if order["status"] in ("accepted", "fulfilled") or (order["status"] == "needs_review" and order["plan"]):
                 return order  # type: ignore[no-any-return]
         time.sleep(0.5)
     return None
 
 
-def seed_fulfilment(client: httpx.Client, urls: dict[str, str], po_number: str, seed: int, today: date, *, wait_s: float = 90.0) -> str:
+def seed_fulfilment(
+    client: httpx.Client, urls: dict[str, str], po_number: str, seed: int, today: date, *, wait_s: float = 90.0
+) -> str:
     order = _inka_order(client, urls["orders"], po_number, wait_s)
     if order is None:
         return f"Fulfilment demo: skipped, {po_number} was not planned within {wait_s:.0f}s."

@@ -111,9 +111,7 @@ class OrderRejected(ValueError):
         self.violations = violations
 
 
-def check_purchase_order(
-    buyer_code: str, issued_on: date, currency: str, lines: list[OrderLine], today: date
-) -> list[Violation]:
+def check_purchase_order(buyer_code: str, issued_on: date, currency: str, lines: list[OrderLine], today: date) -> list[Violation]:
     """Every rule a purchase order must meet; an empty list means it can be received."""
     violations: list[Violation] = []
     if buyer_code not in BUYERS:
@@ -223,7 +221,10 @@ def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date, thr
         if kind == "SNI":
             held = [c for c in held if line.item_code in c.items]
         if not held:
-            reasons.append(f"no {kind} certificate valid through {through.isoformat()}" + (f" covering {line.item_code}" if kind == "SNI" else ""))
+            reasons.append(
+                f"no {kind} certificate valid through {through.isoformat()}"
+                + (f" covering {line.item_code}" if kind == "SNI" else "")
+            )
     minimum = line.requirements.min_tkdn_percent
     if minimum is not None:
         best = max((c.tkdn_percent or 0.0 for c in foundry.certificates if c.kind == "TKDN" and valid(c)), default=None)
@@ -282,7 +283,9 @@ def outstanding(delivery_quantity: int, planned: int, made_again: int) -> int:
     return max(0, delivery_quantity - planned + made_again)
 
 
-def expected_completion(units: int, free_by_week: dict[str, int], weeks: list[str], lead_days: int, min_quantity: int) -> date | None:
+def expected_completion(
+    units: int, free_by_week: dict[str, int], weeks: list[str], lead_days: int, min_quantity: int
+) -> date | None:
     """When `units` late units could reach the buyer at the earliest: the eligible members' free capacity, week
     by week in order (a foundry-week below the minimum useful quantity does not count), plus testing and
     transport. None when even the horizon's free capacity is not enough."""
@@ -306,9 +309,7 @@ class ShipmentRefused(ValueError):
         self.violations = violations
 
 
-def split_over_deliveries(
-    line: OrderLine, site_code: str, quantity: int, already: dict[date, int]
-) -> list[tuple[date, int]]:
+def split_over_deliveries(line: OrderLine, site_code: str, quantity: int, already: dict[date, int]) -> list[tuple[date, int]]:
     """Which of the line's deliveries to the site a shipment's units count towards: earliest due first, none
     beyond what a delivery still needs. `already` is what earlier shipments (less refused units) cover."""
     out: list[tuple[date, int]] = []

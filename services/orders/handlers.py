@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import clock
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, ReservationConfirmed, ReservationRejected, ReservationRevoked
-from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.events.orders import (
     AllocationPlanned,
     HandedOverItem,
@@ -27,6 +26,7 @@ from shared.events.orders import (
     ShipmentDispatched,
     ShippedItem,
 )
+from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.http import Conflict, FieldError, Unprocessable
 from shared.projections import project_foundry
 
@@ -100,7 +100,13 @@ async def receive(
             await store.add_order(session, order)
             await store.add_idempotency_key(
                 session,
-                {"buyer_code": buyer_code, "key": idempotency_key, "request_hash": fingerprint, "order_id": order.id, "created_at": now},
+                {
+                    "buyer_code": buyer_code,
+                    "key": idempotency_key,
+                    "request_hash": fingerprint,
+                    "order_id": order.id,
+                    "created_at": now,
+                },
             )
             await store.publish(session, received)
     except sa.exc.IntegrityError as exc:
@@ -135,7 +141,10 @@ async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, stat
         )
         if status == OrderStatus.REJECTED:
             await webhooks.enqueue(
-                session, order.buyer_code, "order.rejected", {"order_id": order_id, "po_number": order.po_number, "reason": reason}
+                session,
+                order.buyer_code,
+                "order.rejected",
+                {"order_id": order_id, "po_number": order.po_number, "reason": reason},
             )
     return replace(order, status=status, status_reason=reason)
 
@@ -194,7 +203,12 @@ async def plan_order(
     for row in rows:
         quantity = row.quantity - lost.get(row.allocation_id, 0)
         if row.state != "rejected" and quantity > 0:
-            kept.append((PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields} | {"quantity": quantity}), row.state))
+            kept.append(
+                (
+                    PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields} | {"quantity": quantity}),
+                    row.state,
+                )
+            )
     remade, not_supplied = await store.units_to_make_again(session, order)
     blocked = set(blocked) | await store.refused_cells_of(session, order_id)
     needs: dict[int, list[Demand]] = {}
@@ -203,7 +217,11 @@ async def plan_order(
         demands = [
             Demand(
                 d.due_date,
-                outstanding(d.quantity, sum(a.quantity for a in on_line if a.due_date == d.due_date), remade.get((line.line_no, d.due_date), 0)),
+                outstanding(
+                    d.quantity,
+                    sum(a.quantity for a in on_line if a.due_date == d.due_date),
+                    remade.get((line.line_no, d.due_date), 0),
+                ),
             )
             for d in line.deliveries
         ]
@@ -315,7 +333,11 @@ async def plan_order(
     await store.publish(
         session,
         AllocationPlanned(
-            order_id=order_id, buyer_code=order.buyer_code, plan_version=version, allocations=[a for a, _ in planned], planned_at=now
+            order_id=order_id,
+            buyer_code=order.buyer_code,
+            plan_version=version,
+            allocations=[a for a, _ in planned],
+            planned_at=now,
         ),
     )
     about = {"order_id": order_id, "po_number": order.po_number, "plan_version": version}
@@ -330,7 +352,9 @@ async def plan_order(
             if entry["line_no"] not in was_at_risk:
                 await webhooks.enqueue(session, order.buyer_code, "line.at_risk", {**about, **entry, "reason": reason})
         for line_no in sorted(was_at_risk - {r["line_no"] for r in risk}):
-            await webhooks.enqueue(session, order.buyer_code, "line.back_on_track", {**about, "line_no": line_no, "reason": reason})
+            await webhooks.enqueue(
+                session, order.buyer_code, "line.back_on_track", {**about, "line_no": line_no, "reason": reason}
+            )
     return version
 
 
@@ -348,7 +372,10 @@ async def on_reservation_confirmed(session: AsyncSession, envelope: Envelope[Res
     # A confirmation made for an earlier version still counts when that version's allocation was kept as it
     # was: capacity reserves an unchanged allocation once, whatever version comes next.
     if not any(
-        r.allocation_id == data.allocation_id and r.quantity == data.quantity and r.foundry_code == data.foundry_code and r.week == data.week
+        r.allocation_id == data.allocation_id
+        and r.quantity == data.quantity
+        and r.foundry_code == data.foundry_code
+        and r.week == data.week
         for r in rows
     ):
         return  # the plan in force changed that allocation: capacity reserves it again for the new version
@@ -364,7 +391,10 @@ async def on_reservation_confirmed(session: AsyncSession, envelope: Envelope[Res
     if not still_open:
         await store.set_status(session, data.order_id, OrderStatus.ACCEPTED)
         await webhooks.enqueue(
-            session, order.buyer_code, "order.accepted", {"order_id": order.id, "po_number": order.po_number, "plan_version": plan.version}
+            session,
+            order.buyer_code,
+            "order.accepted",
+            {"order_id": order.id, "po_number": order.po_number, "plan_version": plan.version},
         )
 
 
@@ -414,7 +444,9 @@ async def on_lot_failed(session: AsyncSession, envelope: Envelope[LotFailed]) ->
     data = envelope.data
     if data.order_id is None:
         return
-    await plan_order(session, data.order_id, f"lot {data.lot_code} failed testing: {data.quantity} units to make again", trigger="lot_failed")
+    await plan_order(
+        session, data.order_id, f"lot {data.lot_code} failed testing: {data.quantity} units to make again", trigger="lot_failed"
+    )
 
 
 async def drop_where_ineligible(session: AsyncSession, foundry_code: str, reason: str) -> None:
@@ -567,7 +599,9 @@ async def create_shipment(
             if order.status.closed:
                 raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing more is shipped for it")
             taken = (
-                await session.execute(sa.select(store.shipments.c.id).where(store.shipments.c.surat_jalan_number == surat_jalan_number))
+                await session.execute(
+                    sa.select(store.shipments.c.id).where(store.shipments.c.surat_jalan_number == surat_jalan_number)
+                )
             ).first()
             if taken is not None:
                 raise Conflict(f"surat jalan {surat_jalan_number} was already used for shipment {taken.id}")
@@ -626,9 +660,15 @@ async def create_shipment(
             shipment_id = f"shp_{uuid.uuid4().hex[:20]}"
             await session.execute(
                 sa.insert(store.shipments).values(
-                    id=shipment_id, order_id=order_id, buyer_code=order.buyer_code, surat_jalan_number=surat_jalan_number,
-                    site_code=site_code, vehicle_plate=vehicle_plate, driver_name=driver_name,
-                    status=ShipmentStatus.PREPARED.value, created_at=now,
+                    id=shipment_id,
+                    order_id=order_id,
+                    buyer_code=order.buyer_code,
+                    surat_jalan_number=surat_jalan_number,
+                    site_code=site_code,
+                    vehicle_plate=vehicle_plate,
+                    driver_name=driver_name,
+                    status=ShipmentStatus.PREPARED.value,
+                    created_at=now,
                 )  # fmt: skip
             )
             await session.execute(sa.insert(store.shipment_items), [{"shipment_id": shipment_id, **row} for row in rows])
@@ -658,18 +698,27 @@ async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment
         if order.status.closed:
             raise Conflict(f"purchase order {order.id} is {order.status.value}; the shipment cannot leave")
         await session.execute(
-            sa.update(store.shipments).where(store.shipments.c.id == shipment_id).values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=now)
+            sa.update(store.shipments)
+            .where(store.shipments.c.id == shipment_id)
+            .values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=now)
         )
         shipped = [
-            ShippedItem(lot_code=i.lot_code, line_no=i.line_no, foundry_code=i.foundry_code, due_date=i.due_date, quantity=i.quantity)
+            ShippedItem(
+                lot_code=i.lot_code, line_no=i.line_no, foundry_code=i.foundry_code, due_date=i.due_date, quantity=i.quantity
+            )
             for i in items
         ]
         await store.publish(
             session,
             ShipmentDispatched(
-                shipment_id=shipment_id, order_id=order.id, buyer_code=order.buyer_code,
-                surat_jalan_number=shipment.surat_jalan_number, site_code=shipment.site_code,
-                vehicle_plate=shipment.vehicle_plate, items=shipped, dispatched_at=now,
+                shipment_id=shipment_id,
+                order_id=order.id,
+                buyer_code=order.buyer_code,
+                surat_jalan_number=shipment.surat_jalan_number,
+                site_code=shipment.site_code,
+                vehicle_plate=shipment.vehicle_plate,
+                items=shipped,
+                dispatched_at=now,
             ),  # fmt: skip
         )
         await webhooks.enqueue(
@@ -679,7 +728,10 @@ async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment
             {
                 **_shipment_about(order, shipment),
                 "vehicle_plate": shipment.vehicle_plate,
-                "items": [{"line_no": i.line_no, "lot_code": i.lot_code, "due_date": i.due_date.isoformat(), "quantity": i.quantity} for i in items],
+                "items": [
+                    {"line_no": i.line_no, "lot_code": i.lot_code, "due_date": i.due_date.isoformat(), "quantity": i.quantity}
+                    for i in items
+                ],
                 "dispatched_at": now.isoformat(),
             },
         )
@@ -708,7 +760,9 @@ async def record_handover(
         if signed_on > clock.today():
             violations.append(Violation("signed_on", "must not be in the future"))
         elif signed_on < shipment.dispatched_at.date():
-            violations.append(Violation("signed_on", f"must not be before the dispatch on {shipment.dispatched_at.date().isoformat()}"))
+            violations.append(
+                Violation("signed_on", f"must not be before the dispatch on {shipment.dispatched_at.date().isoformat()}")
+            )
         by_lot: dict[str, list[Any]] = {}
         for row in rows:
             by_lot.setdefault(row.lot_code, []).append(row)
@@ -723,7 +777,10 @@ async def record_handover(
                 shipped = sum(r.quantity for r in by_lot[lot_code])
                 if received + rejected != shipped:
                     violations.append(
-                        Violation(f"items.{i}", f"received {received} and rejected {rejected} must add up to the {shipped} units of lot {lot_code} shipped")
+                        Violation(
+                            f"items.{i}",
+                            f"received {received} and rejected {rejected} must add up to the {shipped} units of lot {lot_code} shipped",
+                        )
                     )
         for lot_code in sorted(set(by_lot) - set(given)):
             violations.append(Violation("items", f"lot {lot_code} is on the shipment but not on the BAST"))
@@ -747,13 +804,25 @@ async def record_handover(
         await session.execute(
             sa.update(store.shipments)
             .where(store.shipments.c.id == shipment_id)
-            .values(status=ShipmentStatus.DELIVERED.value, bast_number=bast_number, signed_by=signed_by, signed_on=signed_on, delivered_at=now)
+            .values(
+                status=ShipmentStatus.DELIVERED.value,
+                bast_number=bast_number,
+                signed_by=signed_by,
+                signed_on=signed_on,
+                delivered_at=now,
+            )
         )
         await store.publish(
             session,
             ShipmentDelivered(
-                shipment_id=shipment_id, order_id=order.id, buyer_code=order.buyer_code, bast_number=bast_number,
-                signed_by=signed_by, signed_on=signed_on, items=handed, delivered_at=now,
+                shipment_id=shipment_id,
+                order_id=order.id,
+                buyer_code=order.buyer_code,
+                bast_number=bast_number,
+                signed_by=signed_by,
+                signed_on=signed_on,
+                items=handed,
+                delivered_at=now,
             ),  # fmt: skip
         )
         received_total = sum(h.received for h in handed)
@@ -766,7 +835,9 @@ async def record_handover(
              "signed_on": signed_on.isoformat(), "received": received_total, "rejected": rejected_total},
         )  # fmt: skip
         if rejected_total:
-            await plan_order(session, order.id, f"{rejected_total} units refused at handover (BAST {bast_number})", trigger="handover_refused")
+            await plan_order(
+                session, order.id, f"{rejected_total} units refused at handover (BAST {bast_number})", trigger="handover_refused"
+            )
         items = await store.order_items_with_status(session, order.id)
         received: dict[int, int] = {}
         for item in items:
@@ -777,14 +848,23 @@ async def record_handover(
             await store.publish(
                 session,
                 PurchaseOrderFulfilled(
-                    order_id=order.id, buyer_code=order.buyer_code, po_number=order.po_number, local_content_percent=content, fulfilled_at=now
+                    order_id=order.id,
+                    buyer_code=order.buyer_code,
+                    po_number=order.po_number,
+                    local_content_percent=content,
+                    fulfilled_at=now,
                 ),
             )
             await webhooks.enqueue(
                 session,
                 order.buyer_code,
                 "order.fulfilled",
-                {"order_id": order.id, "po_number": order.po_number, "local_content_percent": content, "fulfilled_at": now.isoformat()},
+                {
+                    "order_id": order.id,
+                    "po_number": order.po_number,
+                    "local_content_percent": content,
+                    "fulfilled_at": now.isoformat(),
+                },
             )
 
 

@@ -15,7 +15,9 @@ PLANNING = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 WEBHOOKS = Counter(
-    "ceper_orders_webhook_deliveries", "Webhook delivery attempts, by event type and outcome (delivered, retry, failed)", ["event_type", "outcome"]
+    "ceper_orders_webhook_deliveries",
+    "Webhook delivery attempts, by event type and outcome (delivered, retry, failed)",
+    ["event_type", "outcome"],
 )
 ORDERS = Gauge("ceper_orders_purchase_orders", "Purchase orders by status", ["status"])
 AT_RISK = Gauge("ceper_orders_lines_at_risk", "Order lines of open orders the plan in force cannot finish in time")

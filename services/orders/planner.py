@@ -17,9 +17,9 @@ import bisect
 import heapq
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -137,7 +137,9 @@ class _Problem:
         return sum(d.quantity for d in self.demands)
 
 
-def _prepare(demands: Sequence[Demand], candidates: Sequence[Candidate], rules: PlanRules, today: date, line_total: int | None) -> _Problem:
+def _prepare(
+    demands: Sequence[Demand], candidates: Sequence[Candidate], rules: PlanRules, today: date, line_total: int | None
+) -> _Problem:
     ordered = sorted((d for d in demands if d.quantity > 0), key=lambda d: d.due_date)
     total = line_total if line_total is not None else sum(d.quantity for d in ordered)
     lead = timedelta(days=rules.lead_days)
@@ -238,7 +240,9 @@ def max_utilisation(plan: LinePlan, candidates: Sequence[Candidate]) -> float:
     return utilisation
 
 
-def greedy_baseline(demands: Sequence[Demand], candidates: Sequence[Candidate], today: date, rules: PlanRules = PlanRules()) -> LinePlan:
+def greedy_baseline(
+    demands: Sequence[Demand], candidates: Sequence[Candidate], today: date, rules: PlanRules = PlanRules()
+) -> LinePlan:
     """The naive plan a spreadsheet would give: fill the earliest weeks, members in code order, each up to its
     share and only for deliveries it may serve. For benchmarks."""
     p = _prepare(demands, candidates, rules, today, None)
@@ -369,7 +373,8 @@ class _Members:
         self.bounds = sorted(set(p.deadline_index))
         window_of_demand = [self.bounds.index(d) for d in p.deadline_index]
         self.first_demand = [  # per window: the first delivery its production can serve
-            min((j for j, k_j in enumerate(window_of_demand) if k_j >= k), default=len(p.demands)) for k in range(len(self.bounds))
+            min((j for j, k_j in enumerate(window_of_demand) if k_j >= k), default=len(p.demands))
+            for k in range(len(self.bounds))
         ]
         weeks: dict[int, list[tuple[int, int, int]]] = {}
         for i, w, units in p.cells:
@@ -434,7 +439,9 @@ class _Members:
         cumulative = list(np.cumsum([d.quantity for d in p.demands]))
         by_limit = [0] * len(p.demands)  # units taken by members limited to each delivery
         loads: dict[int, int] = {}
-        order = sorted(range(len(self.members)), key=lambda n: (-p.candidates[self.members[n].index].quality, self.members[n].index))
+        order = sorted(
+            range(len(self.members)), key=lambda n: (-p.candidates[self.members[n].index].quality, self.members[n].index)
+        )
 
         def room(n: int) -> int:
             # what deliveries up to each one need, less what members limited to them or earlier already take
@@ -486,7 +493,10 @@ class _Members:
                 rows.add([(r, 1.0) for r in limited], -np.inf, float(cumulative))
         # Scaled for HiGHS: a unit short costs more than the worst quality record on every unit.
         cost = np.array([1.0 - p.candidates[m.index].quality for _, m, _ in chosen] + [0.0] * k + [float(max(1, p.demanded))])
-        high = np.array([most for _, _, most in chosen] + [len(m.fullest[: most // minimum]) for _, m, most in chosen] + [p.demanded], dtype=float)
+        high = np.array(
+            [most for _, _, most in chosen] + [len(m.fullest[: most // minimum]) for _, m, most in chosen] + [p.demanded],
+            dtype=float,
+        )
         result = milp(
             cost,
             constraints=rows.constraint(2 * k + 1),
@@ -547,8 +557,14 @@ def _level_plan(p: _Problem, rules: PlanRules, members: _Members, bound: float, 
             + [c.already / capacity for c, capacity in zip(p.candidates, p.capacity) if capacity]
             + [0.0]
         )
-        quality = sum((1.0 - p.candidates[members.members[n].index].quality) * units for n, units in at.items()) / max(1, p.demanded)
-        return rules.shortfall_penalty * (p.demanded - sum(at.values())) + rules.fairness_weight * utilisation + rules.quality_weight * quality
+        quality = sum((1.0 - p.candidates[members.members[n].index].quality) * units for n, units in at.items()) / max(
+            1, p.demanded
+        )
+        return (
+            rules.shortfall_penalty * (p.demanded - sum(at.values()))
+            + rules.fairness_weight * utilisation
+            + rules.quality_weight * quality
+        )
 
     def plan_at(level: float) -> LinePlan:
         weeks = {n: [(w, f) for w, f, _ in members.members[n].weeks] for n in loads(level)}
@@ -785,7 +801,9 @@ def _fill(p: _Problem, rules: PlanRules, rank: Rank) -> list[tuple[int, int, int
 # --- exact model ------------------------------------------------------------------------------------
 
 
-def _solve_milp(p: _Problem, rules: PlanRules, members: _Members, incumbent: LinePlan, bound: float, deadline: float) -> LinePlan | None:
+def _solve_milp(
+    p: _Problem, rules: PlanRules, members: _Members, incumbent: LinePlan, bound: float, deadline: float
+) -> LinePlan | None:
     """The exact model's best plan by `score`, or None when it finds none in time.
 
     Shortfall first: when the incumbent is short, the model is solved once at level 1 for the least shortfall
@@ -837,7 +855,9 @@ def _solve_milp(p: _Problem, rules: PlanRules, members: _Members, incumbent: Lin
     return best
 
 
-def _model_at(p: _Problem, rules: PlanRules, members: _Members, level: float, most_short: int, until: float) -> tuple[LinePlan | None, bool]:
+def _model_at(
+    p: _Problem, rules: PlanRules, members: _Members, level: float, most_short: int, until: float
+) -> tuple[LinePlan | None, bool]:
     """The best plan at a utilisation level with at most `most_short` units short, by a mixed-integer program,
     and whether HiGHS finished (proved the plan best within its gap, or proved there is none) before `until`.
 
@@ -901,12 +921,14 @@ def _model_at(p: _Problem, rules: PlanRules, members: _Members, level: float, mo
     for c, (n, _, _) in enumerate(cells):
         cost[c] = 1.0 - p.candidates[chosen[n][0].index].quality
     cost[is_ : is_ + ns] = float(max(1, p.demanded))
-    high = np.concatenate([
-        np.array([units for _, _, units in cells], dtype=float),
-        np.array(weeks_high, dtype=float),
-        np.array([min(d.quantity, most_short) for d in p.demands], dtype=float),
-        np.full(nz, np.inf),
-    ])
+    high = np.concatenate(
+        [
+            np.array([units for _, _, units in cells], dtype=float),
+            np.array(weeks_high, dtype=float),
+            np.array([min(d.quantity, most_short) for d in p.demands], dtype=float),
+            np.full(nz, np.inf),
+        ]
+    )
     time_left = until - time.perf_counter()
     if time_left <= 0.005:
         return None, False
@@ -925,5 +947,7 @@ def _model_at(p: _Problem, rules: PlanRules, members: _Members, level: float, mo
     for (n, k, _), units in zip(cells, np.rint(result.x[:nx]).astype(int)):
         if units > 0:
             m = chosen[n][0]
-            made_units += [(m.index, w, u) for w, u in _into_weeks(int(units), [(w, f) for w, f, k2 in m.weeks if k2 == k], q_min)]
+            made_units += [
+                (m.index, w, u) for w, u in _into_weeks(int(units), [(w, f) for w, f, k2 in m.weeks if k2 == k], q_min)
+            ]
     return _assign_to_deliveries(p, made_units, "milp", rules.min_quantity), result.status == 0

@@ -156,7 +156,7 @@ async def on_lot_event(session: AsyncSession, envelope: Envelope[Any]) -> None:
     current = (await session.execute(sa.select(table.c.outcome).where(table.c.lot_code == data.lot_code))).scalar()
     if current in ("passed", "failed") and outcome == "registered":
         return  # a decision is never undone by a late registration
-    at = getattr(data, "decided_at", None) or getattr(data, "registered_at")
+    at = getattr(data, "decided_at", None) or data.registered_at
     await upsert(
         session,
         table,

@@ -266,9 +266,7 @@ def _to_order(row: Any) -> PurchaseOrder:
             description=l["description"],
             quantity=l["quantity"],
             unit_price=l["unit_price"],
-            deliveries=tuple(
-                Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in l["deliveries"]
-            ),
+            deliveries=tuple(Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in l["deliveries"]),
             requirements=Requirements(
                 tuple(l.get("requirements", {}).get("certificates", ())), l.get("requirements", {}).get("min_tkdn_percent")
             ),
@@ -319,9 +317,7 @@ async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
 async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: str) -> PurchaseOrder | None:
     row = (
         await session.execute(
-            sa.select(purchase_orders).where(
-                purchase_orders.c.buyer_code == buyer_code, purchase_orders.c.po_number == po_number
-            )
+            sa.select(purchase_orders).where(purchase_orders.c.buyer_code == buyer_code, purchase_orders.c.po_number == po_number)
         )
     ).first()
     return _to_order(row) if row else None
@@ -414,7 +410,9 @@ async def lots_of_order(session: AsyncSession, order: PurchaseOrder) -> list[dic
     return out
 
 
-async def units_to_make_again(session: AsyncSession, order: PurchaseOrder) -> tuple[dict[tuple[int, date], int], dict[tuple[int, str], int]]:
+async def units_to_make_again(
+    session: AsyncSession, order: PurchaseOrder
+) -> tuple[dict[tuple[int, date], int], dict[tuple[int, str], int]]:
     """Units of failed lots and units refused at handover, which must be made again: per (line, due date) and
     per (line, foundry that made them)."""
     by_delivery: dict[tuple[int, date], int] = {}
@@ -428,7 +426,12 @@ async def units_to_make_again(session: AsyncSession, order: PurchaseOrder) -> tu
         if lot["outcome"] == "failed":
             count(lot["line_no"], lot["due_date"], lot["foundry_code"], lot["quantity"])
     refused = await session.execute(
-        sa.select(shipment_items.c.line_no, shipment_items.c.due_date, shipment_items.c.foundry_code, sa.func.sum(shipment_items.c.rejected))
+        sa.select(
+            shipment_items.c.line_no,
+            shipment_items.c.due_date,
+            shipment_items.c.foundry_code,
+            sa.func.sum(shipment_items.c.rejected),
+        )
         .where(shipment_items.c.order_id == order.id, shipment_items.c.rejected > 0)
         .group_by(shipment_items.c.line_no, shipment_items.c.due_date, shipment_items.c.foundry_code)
     )
@@ -509,7 +512,9 @@ async def get_shipment(session: AsyncSession, shipment_id: str) -> tuple[Any, li
 
 async def shipments_of_order(session: AsyncSession, order_id: str) -> list[tuple[Any, list[Any]]]:
     rows = (
-        await session.execute(sa.select(shipments).where(shipments.c.order_id == order_id).order_by(shipments.c.created_at, shipments.c.id))
+        await session.execute(
+            sa.select(shipments).where(shipments.c.order_id == order_id).order_by(shipments.c.created_at, shipments.c.id)
+        )
     ).all()
     items = (
         await session.execute(
@@ -555,9 +560,15 @@ async def open_order_risks(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def refuse_cell(session: AsyncSession, order_id: str, foundry_code: str, week: str, reason: str, at: Any) -> None:
-    await upsert(session, refused_cells, {"order_id": order_id, "foundry_code": foundry_code, "week": week, "reason": reason[:200], "refused_at": at})
+    await upsert(
+        session,
+        refused_cells,
+        {"order_id": order_id, "foundry_code": foundry_code, "week": week, "reason": reason[:200], "refused_at": at},
+    )
 
 
 async def refused_cells_of(session: AsyncSession, order_id: str) -> set[tuple[str, str]]:
-    rows = await session.execute(sa.select(refused_cells.c.foundry_code, refused_cells.c.week).where(refused_cells.c.order_id == order_id))
+    rows = await session.execute(
+        sa.select(refused_cells.c.foundry_code, refused_cells.c.week).where(refused_cells.c.order_id == order_id)
+    )
     return {(foundry, week) for foundry, week in rows}

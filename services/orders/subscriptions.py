@@ -7,10 +7,11 @@ from shared.events.capacity import (
     ReservationConfirmed,
     ReservationConsumed,
     ReservationExpired,
-    ReservationReleased,
     ReservationRejected,
+    ReservationReleased,
     ReservationRevoked,
 )
+from shared.events.orders import PurchaseOrderReceived
 from shared.events.quality import (
     CertificateGranted,
     CertificateRevoked,
@@ -20,7 +21,6 @@ from shared.events.quality import (
     LotPassed,
     LotRegistered,
 )
-from shared.events.orders import PurchaseOrderReceived
 from shared.inbox import Subscriptions
 
 from . import handlers, projections, store
@@ -29,13 +29,17 @@ SUBSCRIPTIONS = Subscriptions("orders")
 SUBSCRIPTIONS.add(FoundryRegistered, handlers.on_foundry_changed, projection_of=[store.foundry_projection])
 SUBSCRIPTIONS.add(FoundryUpdated, handlers.on_foundry_changed, projection_of=[store.foundry_projection])
 SUBSCRIPTIONS.add(
-    CapacityChanged, projections.on_capacity_changed, projection_of=[store.capacity_projection, store.standard_capacity_projection]
+    CapacityChanged,
+    projections.on_capacity_changed,
+    projection_of=[store.capacity_projection, store.standard_capacity_projection],
 )
 for reservation_event in (ReservationConfirmed, ReservationRevoked, ReservationReleased, ReservationExpired, ReservationConsumed):
     SUBSCRIPTIONS.add(reservation_event, projections.on_reservation_event, projection_of=[store.reservation_projection])
 for certificate_event in (CertificateGranted, CertificateRevoked, CertificationExpired):
     SUBSCRIPTIONS.add(certificate_event, projections.on_certificate_event, projection_of=[store.certificate_projection])
-SUBSCRIPTIONS.add(FoundryQualityStatusChanged, projections.on_quality_status_changed, projection_of=[store.quality_status_projection])
+SUBSCRIPTIONS.add(
+    FoundryQualityStatusChanged, projections.on_quality_status_changed, projection_of=[store.quality_status_projection]
+)
 for lot_event in (LotRegistered, LotPassed, LotFailed):
     SUBSCRIPTIONS.add(lot_event, projections.on_lot_event, projection_of=[store.lot_projection])
 

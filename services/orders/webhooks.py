@@ -65,9 +65,7 @@ async def enqueue(session: AsyncSession, buyer_code: str, event_type: str, data:
     if event_type not in WEBHOOK_EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     endpoint = (
-        await session.execute(
-            sa.select(store.buyer_webhooks.c.enabled).where(store.buyer_webhooks.c.buyer_code == buyer_code)
-        )
+        await session.execute(sa.select(store.buyer_webhooks.c.enabled).where(store.buyer_webhooks.c.buyer_code == buyer_code))
     ).scalar()
     if not endpoint:
         return None
@@ -91,7 +89,9 @@ async def enqueue(session: AsyncSession, buyer_code: str, event_type: str, data:
 class Dispatcher:
     """Sends due webhook messages; one per orders process."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, poll_interval_s: float = 0.5, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, poll_interval_s: float = 0.5, timeout_s: float = 10.0
+    ) -> None:
         self.sessions = sessions
         self.poll_interval_s = poll_interval_s
         self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
@@ -142,7 +142,12 @@ class Dispatcher:
         async with self.sessions.begin() as session:
             for row, (status_code, error) in zip(due, outcomes):
                 attempts = row.attempts + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status_code": status_code, "last_error": error}
+                values: dict[str, Any] = {
+                    "attempts": attempts,
+                    "last_attempt_at": now,
+                    "last_status_code": status_code,
+                    "last_error": error,
+                }
                 if error is None:
                     outcome = "delivered"
                     values.update(status="delivered", delivered_at=now, next_attempt_at=None)
@@ -163,7 +168,11 @@ class Dispatcher:
             return None, "endpoint disabled"
         at = clock.now()
         body = body_of(row.id, row.event_type, datetime.fromisoformat(row.payload["timestamp"]), row.payload["data"])
-        headers = {"content-type": "application/json", "user-agent": "CeperSupply-Webhooks/1", **sign(row.secret, row.id, at, body)}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "CeperSupply-Webhooks/1",
+            **sign(row.secret, row.id, at, body),
+        }
         try:
             response = await self.client.post(row.url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -78,8 +78,12 @@ class ParameterIn(BaseModel):
     maximum: float | None = None
     target: float | None = None
     tolerance: float | None = None
-    possible_min: float | None = Field(default=None, description="Below this a measurement is impossible and the report is refused")
-    possible_max: float | None = Field(default=None, description="Above this a measurement is impossible and the report is refused")
+    possible_min: float | None = Field(
+        default=None, description="Below this a measurement is impossible and the report is refused"
+    )
+    possible_max: float | None = Field(
+        default=None, description="Above this a measurement is impossible and the report is refused"
+    )
 
     def to_domain(self) -> Parameter:
         return Parameter(**self.model_dump())
@@ -89,10 +93,19 @@ class ParameterOut(ParameterIn):
     acceptance: str = Field(description="The rule as people read it", examples=["0.25 ± 0.04"])
 
     @classmethod
-    def of(cls, p: Parameter) -> "ParameterOut":
+    def of(cls, p: Parameter) -> ParameterOut:
         return cls(
-            code=p.code, name=p.name, unit=p.unit, rule=p.rule, minimum=p.minimum, maximum=p.maximum, target=p.target,
-            tolerance=p.tolerance, possible_min=p.possible_min, possible_max=p.possible_max, acceptance=p.describe(),
+            code=p.code,
+            name=p.name,
+            unit=p.unit,
+            rule=p.rule,
+            minimum=p.minimum,
+            maximum=p.maximum,
+            target=p.target,
+            tolerance=p.tolerance,
+            possible_min=p.possible_min,
+            possible_max=p.possible_max,
+            acceptance=p.describe(),
         )
 
 
@@ -100,7 +113,9 @@ class SamplingRuleIO(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inspection_level: InspectionLevel = Field(default="II", description="ISO 2859-1 inspection level")
-    aql: float = Field(default=2.5, examples=[2.5], description=f"Acceptance quality limit; one of {', '.join(f'{a:g}' for a in AQLS)}")
+    aql: float = Field(
+        default=2.5, examples=[2.5], description=f"Acceptance quality limit; one of {', '.join(f'{a:g}' for a in AQLS)}"
+    )
 
 
 class SpecificationIn(BaseModel):
@@ -110,8 +125,26 @@ class SpecificationIn(BaseModel):
             "examples": [
                 {
                     "parameters": [
-                        {"code": "friction_coefficient", "name": "Friction coefficient μ (mean)", "unit": "", "rule": "target", "target": 0.25, "tolerance": 0.03, "possible_min": 0, "possible_max": 1.5},
-                        {"code": "density", "name": "Density", "unit": "g/cm³", "rule": "range", "minimum": 1.7, "maximum": 2.4, "possible_min": 0.1, "possible_max": 25},
+                        {
+                            "code": "friction_coefficient",
+                            "name": "Friction coefficient μ (mean)",
+                            "unit": "",
+                            "rule": "target",
+                            "target": 0.25,
+                            "tolerance": 0.03,
+                            "possible_min": 0,
+                            "possible_max": 1.5,
+                        },
+                        {
+                            "code": "density",
+                            "name": "Density",
+                            "unit": "g/cm³",
+                            "rule": "range",
+                            "minimum": 1.7,
+                            "maximum": 2.4,
+                            "possible_min": 0.1,
+                            "possible_max": 25,
+                        },
                         {"code": "back_plate_bond", "name": "Back-plate bond", "rule": "pass_fail"},
                     ],
                     "sampling": {"inspection_level": "II", "aql": 1.0},
@@ -137,7 +170,7 @@ class SpecificationOut(BaseModel):
     effective_from: datetime
 
     @classmethod
-    def of(cls, spec: Specification) -> "SpecificationOut":
+    def of(cls, spec: Specification) -> SpecificationOut:
         item = ITEMS[spec.item_code]
         return cls(
             item_code=spec.item_code,
@@ -163,11 +196,17 @@ class SamplingPlanOut(BaseModel):
     description: str
 
     @classmethod
-    def of(cls, plan: SamplingPlan) -> "SamplingPlanOut":
+    def of(cls, plan: SamplingPlan) -> SamplingPlanOut:
         return cls(
-            lot_size=plan.lot_size, inspection_level=plan.inspection_level, aql=plan.aql, code_letter=plan.code_letter,
-            plan_letter=plan.plan_letter, sample_size=plan.sample_size, acceptance_number=plan.acceptance_number,
-            rejection_number=plan.rejection_number, description=plan.describe(),
+            lot_size=plan.lot_size,
+            inspection_level=plan.inspection_level,
+            aql=plan.aql,
+            code_letter=plan.code_letter,
+            plan_letter=plan.plan_letter,
+            sample_size=plan.sample_size,
+            acceptance_number=plan.acceptance_number,
+            rejection_number=plan.rejection_number,
+            description=plan.describe(),
         )
 
 
@@ -192,7 +231,9 @@ async def list_specifications(sessions: Sessions) -> list[SpecificationOut]:
     responses=problem_responses(404, 422),
 )
 async def get_specification(
-    item_code: str, sessions: Sessions, version: Annotated[int | None, Query(ge=1, le=1_000_000, description="A past version")] = None
+    item_code: str,
+    sessions: Sessions,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000, description="A past version")] = None,
 ) -> SpecificationOut:
     async with sessions() as session:
         spec = await store.get_specification(session, item_code, version)
@@ -298,17 +339,30 @@ class CertificateOut(BaseModel):
     tkdn_percent: float | None
     certified_workers: int | None
     items: list[str]
-    state: CertificateState = Field(description="As of today: pending, valid, expiring (within the warning period, 30 days by default), expired or revoked")
+    state: CertificateState = Field(
+        description="As of today: pending, valid, expiring (within the warning period, 30 days by default), expired or revoked"
+    )
     granted_at: datetime
     revoked_at: datetime | None
     revoke_reason: str | None
 
     @classmethod
-    def of(cls, c: Certificate, today: date, warning_days: int) -> "CertificateOut":
+    def of(cls, c: Certificate, today: date, warning_days: int) -> CertificateOut:
         return cls(
-            id=c.id, foundry_code=c.foundry_code, kind=c.kind, number=c.number, issuer=c.issuer, valid_from=c.valid_from,
-            valid_until=c.valid_until, tkdn_percent=c.tkdn_percent, certified_workers=c.certified_workers, items=list(c.items),
-            state=c.state_on(today, warning_days), granted_at=c.granted_at, revoked_at=c.revoked_at, revoke_reason=c.revoke_reason,
+            id=c.id,
+            foundry_code=c.foundry_code,
+            kind=c.kind,
+            number=c.number,
+            issuer=c.issuer,
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+            tkdn_percent=c.tkdn_percent,
+            certified_workers=c.certified_workers,
+            items=list(c.items),
+            state=c.state_on(today, warning_days),
+            granted_at=c.granted_at,
+            revoked_at=c.revoked_at,
+            revoke_reason=c.revoke_reason,
         )
 
 
@@ -433,10 +487,15 @@ class ResultOut(BaseModel):
     recorded_at: datetime
 
     @classmethod
-    def of(cls, row: Any) -> "ResultOut":
+    def of(cls, row: Any) -> ResultOut:
         return cls(
-            report_number=row.report_number, laboratory=row.laboratory, tested_on=row.tested_on, outcome=LotStatus(row.outcome),
-            sample_count=len(row.samples), nonconforming=row.nonconforming, findings=[FindingOut(**f) for f in row.findings],
+            report_number=row.report_number,
+            laboratory=row.laboratory,
+            tested_on=row.tested_on,
+            outcome=LotStatus(row.outcome),
+            sample_count=len(row.samples),
+            nonconforming=row.nonconforming,
+            findings=[FindingOut(**f) for f in row.findings],
             recorded_at=row.recorded_at,
         )
 
@@ -457,19 +516,29 @@ class LotOut(BaseModel):
     reasons: list[FailureReasonOut] = Field(default_factory=list, description="Why a failed lot failed, per parameter")
 
     @classmethod
-    def of(cls, lot: Lot, result: Any = None) -> "LotOut":
+    def of(cls, lot: Lot, result: Any = None) -> LotOut:
         reasons: list[FailureReasonOut] = []
         if result is not None and lot.status is LotStatus.FAILED:
             evaluation = Evaluation(
-                lot.plan, result.nonconforming,
+                lot.plan,
+                result.nonconforming,
                 tuple(Finding(f["parameter"], f["rule"], tuple(f["samples"]), tuple(f["observed"])) for f in result.findings),
             )
             reasons = [FailureReasonOut(**r.model_dump()) for r in evaluation.reasons(len(result.samples))]
         return cls(
-            lot_code=lot.lot_code, foundry_code=lot.foundry_code, item_code=lot.item_code, quantity=lot.quantity,
-            order_id=lot.order_id, allocation_id=lot.allocation_id, spec_version=lot.spec_version,
-            sampling_plan=SamplingPlanOut.of(lot.plan), status=lot.status, registered_at=lot.registered_at,
-            decided_at=lot.decided_at, result=ResultOut.of(result) if result is not None else None, reasons=reasons,
+            lot_code=lot.lot_code,
+            foundry_code=lot.foundry_code,
+            item_code=lot.item_code,
+            quantity=lot.quantity,
+            order_id=lot.order_id,
+            allocation_id=lot.allocation_id,
+            spec_version=lot.spec_version,
+            sampling_plan=SamplingPlanOut.of(lot.plan),
+            status=lot.status,
+            registered_at=lot.registered_at,
+            decided_at=lot.decided_at,
+            result=ResultOut.of(result) if result is not None else None,
+            reasons=reasons,
         )
 
 
@@ -493,7 +562,14 @@ class ResultIn(BaseModel):
                     "laboratory": "B4T Bandung",
                     "tested_on": "2027-02-01",
                     "samples": [
-                        {"friction_coefficient": 0.26, "density": 2.05, "hardness": 78, "compressive_strength": 41.5, "impact_strength": 2.4, "back_plate_bond": "pass"}
+                        {
+                            "friction_coefficient": 0.26,
+                            "density": 2.05,
+                            "hardness": 78,
+                            "compressive_strength": 41.5,
+                            "impact_strength": 2.4,
+                            "back_plate_bond": "pass",
+                        }
                     ],
                 }
             ]
@@ -506,7 +582,7 @@ class ResultIn(BaseModel):
     samples: list[dict[str, Measurement]] = Field(
         max_length=5000,
         description="One row per sample, exactly as many as the lot's sampling plan calls for: parameter code → "
-        "measured value (a number, or \"pass\"/\"fail\")",
+        'measured value (a number, or "pass"/"fail")',
     )
 
 
@@ -537,14 +613,21 @@ async def list_lots(
 ) -> LotPage:
     async with sessions() as session:
         found, total = await store.list_lots(
-            session, foundry_code=foundry_code, item_code=item_code, status=status.value if status else None,
-            order_id=order_id, limit=limit, offset=offset,
+            session,
+            foundry_code=foundry_code,
+            item_code=item_code,
+            status=status.value if status else None,
+            order_id=order_id,
+            limit=limit,
+            offset=offset,
         )
         results = await store.results_of(session, [lot.lot_code for lot in found])
     return LotPage(items=[LotOut.of(lot, results.get(lot.lot_code)) for lot in found], total=total, limit=limit, offset=offset)
 
 
-@router.get("/lots/{lot_code}", response_model=LotOut, tags=["lots"], summary="One lot, with its result", responses=problem_responses(404))
+@router.get(
+    "/lots/{lot_code}", response_model=LotOut, tags=["lots"], summary="One lot, with its result", responses=problem_responses(404)
+)
 async def get_lot(lot_code: str, sessions: Sessions) -> LotOut:
     async with sessions() as session:
         lot = await store.get_lot(session, lot_code)
@@ -566,8 +649,13 @@ async def get_lot(lot_code: str, sessions: Sessions) -> LotOut:
 )
 async def record_result(lot_code: str, body: ResultIn, runtime: Runtime, sessions: Sessions, response: Response) -> LotOut:
     decision = await handlers.record_result(
-        sessions, runtime.settings, lot_code, report_number=body.report_number, laboratory=body.laboratory,
-        tested_on=body.tested_on, samples=body.samples,
+        sessions,
+        runtime.settings,
+        lot_code,
+        report_number=body.report_number,
+        laboratory=body.laboratory,
+        tested_on=body.tested_on,
+        samples=body.samples,
     )
     async with sessions() as session:
         result = await store.get_result(session, lot_code)
@@ -616,11 +704,15 @@ async def trace_lot(lot_code: str, sessions: Sessions) -> TraceOut:
     foundry = found.foundry
     return TraceOut(
         lot=LotOut.of(found.lot, found.result),
-        foundry=FoundryRef(code=found.lot.foundry_code, name=foundry.name if foundry else None, village=foundry.village if foundry else None),
+        foundry=FoundryRef(
+            code=found.lot.foundry_code, name=foundry.name if foundry else None, village=foundry.village if foundry else None
+        ),
         specification=SpecificationOut.of(found.specification),
         sampling_plan=SamplingPlanOut.of(found.lot.plan),
         test_report=ResultOut.of(found.result) if found.result is not None else None,
-        certificates_valid_when_tested=[CertificateSnapshot(**c) for c in found.result.certificates] if found.result is not None else None,
+        certificates_valid_when_tested=[CertificateSnapshot(**c) for c in found.result.certificates]
+        if found.result is not None
+        else None,
     )
 
 
@@ -629,7 +721,9 @@ async def trace_lot(lot_code: str, sessions: Sessions) -> TraceOut:
 
 class QualityStatusOut(BaseModel):
     foundry_code: str
-    status: QualityStatus = Field(description="What counts: the QA officer's override while there is one, else the computed status")
+    status: QualityStatus = Field(
+        description="What counts: the QA officer's override while there is one, else the computed status"
+    )
     computed_status: QualityStatus
     pass_rate: float = Field(description="Rolling pass rate of the most recent lots, with a prior")
     lots_considered: int
@@ -639,10 +733,17 @@ class QualityStatusOut(BaseModel):
     changed_at: datetime | None
 
     @classmethod
-    def of(cls, q: FoundryQuality) -> "QualityStatusOut":
+    def of(cls, q: FoundryQuality) -> QualityStatusOut:
         return cls(
-            foundry_code=q.foundry_code, status=q.status, computed_status=q.computed_status, pass_rate=round(q.pass_rate, 4),
-            lots_considered=q.lots_considered, lots_passed=q.lots_passed, overridden=q.overridden, reason=q.reason, changed_at=q.changed_at,
+            foundry_code=q.foundry_code,
+            status=q.status,
+            computed_status=q.computed_status,
+            pass_rate=round(q.pass_rate, 4),
+            lots_considered=q.lots_considered,
+            lots_passed=q.lots_passed,
+            overridden=q.overridden,
+            reason=q.reason,
+            changed_at=q.changed_at,
         )
 
 
@@ -660,7 +761,9 @@ class OverrideIn(BaseModel):
     summary="Every member foundry's quality status",
     responses=problem_responses(422),
 )
-async def list_quality_status(runtime: Runtime, sessions: Sessions, status: QualityStatus | None = None) -> list[QualityStatusOut]:
+async def list_quality_status(
+    runtime: Runtime, sessions: Sessions, status: QualityStatus | None = None
+) -> list[QualityStatusOut]:
     found = await handlers.all_quality(sessions, runtime.settings)
     return [QualityStatusOut.of(q) for q in found if status is None or q.status is status]
 
@@ -719,10 +822,15 @@ class VerdictOut(BaseModel):
     quality_status: QualityStatus
 
     @classmethod
-    def of(cls, v: Verdict) -> "VerdictOut":
+    def of(cls, v: Verdict) -> VerdictOut:
         return cls(
-            foundry_code=v.foundry_code, name=v.name, eligible=v.eligible, reasons=[ReasonOut(rule=r.rule, message=r.message) for r in v.reasons],
-            certificate_ids=list(v.certificate_ids), tkdn_percent=v.tkdn_percent, quality_status=v.status,
+            foundry_code=v.foundry_code,
+            name=v.name,
+            eligible=v.eligible,
+            reasons=[ReasonOut(rule=r.rule, message=r.message) for r in v.reasons],
+            certificate_ids=list(v.certificate_ids),
+            tkdn_percent=v.tkdn_percent,
+            quality_status=v.status,
         )
 
 
@@ -749,16 +857,24 @@ async def eligibility(
     sessions: Sessions,
     item: Annotated[str, Query(examples=["BB-COMP-K"])],
     on: Annotated[date | None, Query(description="Defaults to today")] = None,
-    min_tkdn: Annotated[float | None, Query(ge=0, le=100, description="Minimum TKDN percent; default 25, 0 to not require TKDN")] = None,
-    certificates: Annotated[list[CertificateKind] | None, Query(description="Required certificates; default SNI and ISO9001")] = None,
+    min_tkdn: Annotated[
+        float | None, Query(ge=0, le=100, description="Minimum TKDN percent; default 25, 0 to not require TKDN")
+    ] = None,
+    certificates: Annotated[
+        list[CertificateKind] | None, Query(description="Required certificates; default SNI and ISO9001")
+    ] = None,
     eligible_only: bool = False,
 ) -> EligibilityOut:
     day = on or clock.today()
     verdicts, kinds, minimum = await handlers.eligibility(sessions, runtime.settings, item, day, certificates, min_tkdn)
     shown = [v for v in verdicts if v.eligible or not eligible_only]
     return EligibilityOut(
-        item_code=item, on=day, required_certificates=list(kinds), min_tkdn_percent=minimum,
-        eligible_count=sum(v.eligible for v in verdicts), foundries=[VerdictOut.of(v) for v in shown],
+        item_code=item,
+        on=day,
+        required_certificates=list(kinds),
+        min_tkdn_percent=minimum,
+        eligible_count=sum(v.eligible for v in verdicts),
+        foundries=[VerdictOut.of(v) for v in shown],
     )
 
 

@@ -13,6 +13,7 @@ from shared.settings import Settings
 from . import api, handlers, store
 from .subscriptions import SUBSCRIPTIONS
 
+
 async def put_default_specifications(runtime: ServiceRuntime) -> None:
     assert runtime.sessions is not None
     await handlers.ensure_default_specifications(runtime.sessions)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import httpx
 
@@ -64,8 +65,14 @@ def _draw(members: Sequence[Member], seed: int, today: date) -> _Plan:
             holders.append(member)
         elif rng.random() < 0.2:  # some general foundries hold ISO 9001 for their machine-parts buyers
             start, until = _validity(today, 3, rng.randint(60, 900))
-            body = {"foundry_code": member.code, "kind": "ISO9001", "number": f"QMS-{member.code.removeprefix('IKM-')}-{start.year}",
-                    "issuer": rng.choice(ISO_ISSUERS), "valid_from": start.isoformat(), "valid_until": until.isoformat()}
+            body = {
+                "foundry_code": member.code,
+                "kind": "ISO9001",
+                "number": f"QMS-{member.code.removeprefix('IKM-')}-{start.year}",
+                "issuer": rng.choice(ISO_ISSUERS),
+                "valid_from": start.isoformat(),
+                "valid_until": until.isoformat(),
+            }
             plan.certificates.append((body, ""))
     # Most certificates run for a while yet; a few holders have one lapsing this month, a few let one lapse.
     fates = rng.sample(range(len(holders)), k=min(len(holders), 9))
@@ -83,16 +90,29 @@ def _draw(members: Sequence[Member], seed: int, today: date) -> _Plan:
             elif flag == "lapsed":
                 days_left = -rng.randint(5, 60)
             start, until = _validity(today, years, days_left)
-            body: dict[str, Any] = {"foundry_code": member.code, "kind": kind, "valid_from": start.isoformat(), "valid_until": until.isoformat()}
+            body: dict[str, Any] = {
+                "foundry_code": member.code,
+                "kind": kind,
+                "valid_from": start.isoformat(),
+                "valid_until": until.isoformat(),
+            }
             if kind == "SNI":
                 body |= {"number": f"SPPT-SNI/B4T/{number}/{start.year}", "issuer": "LSPro B4T", "items": items}
             elif kind == "ISO9001":
                 body |= {"number": f"QMS-{number}-{start.year}", "issuer": rng.choice(ISO_ISSUERS)}
             elif kind == "TKDN":
                 low = 30 if COMPOSITE in families else 18  # cast-iron-only members sometimes fall below 25 %
-                body |= {"number": f"TKDN/{number}/{start.year}", "issuer": "Kementerian Perindustrian (SIINas)", "tkdn_percent": round(rng.uniform(low, 60), 2)}
+                body |= {
+                    "number": f"TKDN/{number}/{start.year}",
+                    "issuer": "Kementerian Perindustrian (SIINas)",
+                    "tkdn_percent": round(rng.uniform(low, 60), 2),
+                }
             else:
-                body |= {"number": f"SKKNI-LSP/{number}/{start.year}", "issuer": "LSP Logam Mesin (BNSP)", "certified_workers": rng.randint(5, 40)}
+                body |= {
+                    "number": f"SKKNI-LSP/{number}/{start.year}",
+                    "issuer": "LSP Logam Mesin (BNSP)",
+                    "certified_workers": rng.randint(5, 40),
+                }
             plan.certificates.append((body, flag))
 
     composite_holders = [m for m in holders if COMPOSITE in m.product_families]
@@ -127,7 +147,11 @@ def _measure(parameter: dict[str, Any], rng: random.Random, off: bool) -> Any:
         return "fail" if off else "pass"
     if rule == "target":
         target, tolerance = parameter["target"], parameter["tolerance"]
-        value = target + rng.choice([-1, 1]) * tolerance * rng.uniform(1.15, 1.6) if off else target + tolerance * rng.uniform(-0.6, 0.6)
+        value = (
+            target + rng.choice([-1, 1]) * tolerance * rng.uniform(1.15, 1.6)
+            if off
+            else target + tolerance * rng.uniform(-0.6, 0.6)
+        )
     elif rule == "range":
         low, high = parameter["minimum"], parameter["maximum"]
         span = high - low
@@ -205,14 +229,20 @@ def seed_quality(
     )
 
 
-def decide_lot(client: httpx.Client, quality_url: str, lot_code: str, failing: bool, seed: int, today: date, laboratory: str) -> str | None:
+def decide_lot(
+    client: httpx.Client, quality_url: str, lot_code: str, failing: bool, seed: int, today: date, laboratory: str
+) -> str | None:
     """Posts a laboratory result for a registered lot, made to pass or fail its sampling plan; returns the
     outcome, or None when the lot was decided already."""
     current = client.get(f"{quality_url}/v1/lots/{lot_code}").raise_for_status().json()
     if current["status"] != "registered":
         return None
     sampling = current["sampling_plan"]
-    spec = client.get(f"{quality_url}/v1/specifications/{current['item_code']}", params={"version": current["spec_version"]}).raise_for_status().json()
+    spec = (
+        client.get(f"{quality_url}/v1/specifications/{current['item_code']}", params={"version": current["spec_version"]})
+        .raise_for_status()
+        .json()
+    )
     rng = random.Random(f"{seed}:{lot_code}")
     result = {
         "report_number": f"LHU/{today.year}/{lot_code}",

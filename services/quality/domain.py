@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from shared.events.quality import (
     CertificateGranted,
@@ -37,7 +38,7 @@ WIB = timedelta(hours=7)
 
 
 def local_date(at: datetime) -> date:
-    return (at.astimezone(timezone.utc) + WIB).date()
+    return (at.astimezone(UTC) + WIB).date()
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -230,18 +231,36 @@ class Specification:
 
 
 _COMPOSITE = (
-    Parameter("density", "Density (ASTM D792)", "g/cm³", RuleKind.RANGE, minimum=1.7, maximum=2.4, possible_min=0.1, possible_max=25),
+    Parameter(
+        "density", "Density (ASTM D792)", "g/cm³", RuleKind.RANGE, minimum=1.7, maximum=2.4, possible_min=0.1, possible_max=25
+    ),
     Parameter("hardness", "Hardness", "HRR", RuleKind.RANGE, minimum=55, maximum=100, possible_min=0, possible_max=150),
-    Parameter("compressive_strength", "Compressive strength (ASTM D695)", "MPa", RuleKind.MINIMUM, minimum=25, possible_min=0, possible_max=2000),
-    Parameter("impact_strength", "Impact strength (Charpy)", "kJ/m²", RuleKind.MINIMUM, minimum=1.8, possible_min=0, possible_max=500),
+    Parameter(
+        "compressive_strength",
+        "Compressive strength (ASTM D695)",
+        "MPa",
+        RuleKind.MINIMUM,
+        minimum=25,
+        possible_min=0,
+        possible_max=2000,
+    ),
+    Parameter(
+        "impact_strength", "Impact strength (Charpy)", "kJ/m²", RuleKind.MINIMUM, minimum=1.8, possible_min=0, possible_max=500
+    ),
     Parameter("back_plate_bond", "Back-plate bond / bending", "", RuleKind.PASS_FAIL),
 )
 
 
 def _friction(target: float, tolerance: float) -> Parameter:
     return Parameter(
-        "friction_coefficient", "Friction coefficient μ (mean)", "", RuleKind.TARGET,
-        target=target, tolerance=tolerance, possible_min=0, possible_max=1.5,
+        "friction_coefficient",
+        "Friction coefficient μ (mean)",
+        "",
+        RuleKind.TARGET,
+        target=target,
+        tolerance=tolerance,
+        possible_min=0,
+        possible_max=1.5,
     )
 
 
@@ -261,7 +280,16 @@ DEFAULT_SPECIFICATIONS: dict[str, tuple[tuple[Parameter, ...], SamplingRule, str
     "BB-CI": (
         (
             Parameter("hardness", "Hardness", "HB", RuleKind.RANGE, minimum=197, maximum=255, possible_min=0, possible_max=800),
-            Parameter("phosphorus", "Phosphorus content", "%", RuleKind.RANGE, minimum=0.5, maximum=1.5, possible_min=0, possible_max=100),
+            Parameter(
+                "phosphorus",
+                "Phosphorus content",
+                "%",
+                RuleKind.RANGE,
+                minimum=0.5,
+                maximum=1.5,
+                possible_min=0,
+                possible_max=100,
+            ),
             Parameter("weight", "Weight", "kg", RuleKind.RANGE, minimum=11, maximum=12, possible_min=0, possible_max=100),
         ),
         SamplingRule(),
@@ -395,7 +423,9 @@ def grant_certificate(
     if valid_until < valid_from:
         found.append(Violation("valid_until", "must not be before valid_from"))
     elif valid_until > _add_years(valid_from, MAX_VALIDITY_YEARS[kind]):
-        found.append(Violation("valid_until", f"a {kind.value} certificate is valid for at most {MAX_VALIDITY_YEARS[kind]} years"))
+        found.append(
+            Violation("valid_until", f"a {kind.value} certificate is valid for at most {MAX_VALIDITY_YEARS[kind]} years")
+        )
     if kind is CertificateKind.TKDN:
         if tkdn_percent is None:
             found.append(Violation("tkdn_percent", "a TKDN certificate states its local-content percentage"))
@@ -455,7 +485,11 @@ def revoke_certificate(certificate: Certificate, reason: str, now: datetime) -> 
         raise StateConflict(f"certificate {certificate.id} was already revoked at {certificate.revoked_at.isoformat()}")
     revoked = replace(certificate, revoked_at=now, revoke_reason=reason.strip())
     return revoked, CertificateRevoked(
-        certificate_id=certificate.id, foundry_code=certificate.foundry_code, kind=certificate.kind, reason=revoked.revoke_reason, revoked_at=now
+        certificate_id=certificate.id,
+        foundry_code=certificate.foundry_code,
+        kind=certificate.kind,
+        reason=revoked.revoke_reason,
+        revoked_at=now,
     )
 
 
@@ -478,7 +512,10 @@ def expiry_notices(
             (
                 Notice.EXPIRED,
                 CertificationExpired(
-                    certificate_id=certificate.id, foundry_code=certificate.foundry_code, kind=certificate.kind, valid_until=certificate.valid_until
+                    certificate_id=certificate.id,
+                    foundry_code=certificate.foundry_code,
+                    kind=certificate.kind,
+                    valid_until=certificate.valid_until,
                 ),
             )
         ]
@@ -587,7 +624,10 @@ def read_samples(spec: Specification, plan: SamplingPlan, rows: Sequence[Mapping
     found: list[Violation] = []
     if len(rows) != plan.sample_size:
         found.append(
-            Violation("samples", f"the sampling plan calls for {plan.sample_size} samples ({plan.describe()}); the report has {len(rows)}")
+            Violation(
+                "samples",
+                f"the sampling plan calls for {plan.sample_size} samples ({plan.describe()}); the report has {len(rows)}",
+            )
         )
         raise Rejected(found)
     samples: list[Sample] = []
@@ -596,7 +636,12 @@ def read_samples(spec: Specification, plan: SamplingPlan, rows: Sequence[Mapping
         sample: dict[str, Measurement] = {}
         for name in row:
             if spec.parameter(name) is None:
-                found.append(Violation(f"{where}.{name}", f"unknown parameter; specification v{spec.version} of {spec.item_code} tests {', '.join(spec.parameter_codes)}"))
+                found.append(
+                    Violation(
+                        f"{where}.{name}",
+                        f"unknown parameter; specification v{spec.version} of {spec.item_code} tests {', '.join(spec.parameter_codes)}",
+                    )
+                )
         for parameter in spec.parameters:
             at = f"{where}.{parameter.code}"
             if parameter.code not in row or row[parameter.code] is None:
@@ -609,7 +654,7 @@ def read_samples(spec: Specification, plan: SamplingPlan, rows: Sequence[Mapping
                 elif isinstance(value, str) and value.strip().lower() in _PASS_WORDS:
                     sample[parameter.code] = _PASS_WORDS[value.strip().lower()]
                 else:
-                    found.append(Violation(at, "must be \"pass\" or \"fail\""))
+                    found.append(Violation(at, 'must be "pass" or "fail"'))
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 found.append(Violation(at, f"must be a number in {parameter.unit or 'its unit'}"))
@@ -675,7 +720,9 @@ def evaluate(spec: Specification, plan: SamplingPlan, samples: Sequence[Sample])
         misses = [(i, s[parameter.code]) for i, s in enumerate(samples) if not parameter.conforms(s[parameter.code])]
         if misses:
             failing.update(i for i, _ in misses)
-            findings.append(Finding(parameter.code, parameter.describe(), tuple(i + 1 for i, _ in misses), tuple(v for _, v in misses)))
+            findings.append(
+                Finding(parameter.code, parameter.describe(), tuple(i + 1 for i, _ in misses), tuple(v for _, v in misses))
+            )
     return Evaluation(plan, len(failing), tuple(findings))
 
 
@@ -766,7 +813,9 @@ def initial_quality(foundry_code: str, rule: StatusRule) -> FoundryQuality:
     return FoundryQuality(foundry_code, status, status, rate, 0, 0, False, "no lots tested yet", None)
 
 
-def _changed(before: FoundryQuality, after: FoundryQuality, now: datetime) -> tuple[FoundryQuality, FoundryQualityStatusChanged | None]:
+def _changed(
+    before: FoundryQuality, after: FoundryQuality, now: datetime
+) -> tuple[FoundryQuality, FoundryQualityStatusChanged | None]:
     if (before.status, before.overridden) == (after.status, after.overridden):
         return replace(after, changed_at=before.changed_at), None
     after = replace(after, changed_at=now)
@@ -888,20 +937,33 @@ def judge_eligibility(
                 used.append(max(holding, key=lambda cert: cert.valid_until).id)
             else:
                 covering = f" covering {item_code}" if kind is CertificateKind.SNI else ""
-                reasons.append(Reason("certificate", f"no {kind.value} certificate{covering} valid on {on.isoformat()}{_lapse_hint(c, kind, item_code, on)}"))
+                reasons.append(
+                    Reason(
+                        "certificate",
+                        f"no {kind.value} certificate{covering} valid on {on.isoformat()}{_lapse_hint(c, kind, item_code, on)}",
+                    )
+                )
         tkdn = [cert for cert in valid if cert.kind is CertificateKind.TKDN]
         best = max(tkdn, key=lambda cert: cert.tkdn_percent or 0.0) if tkdn else None
         tkdn_percent = best.tkdn_percent if best else None
         if min_tkdn_percent > 0:
             if best is None:
-                reasons.append(Reason("tkdn", f"no TKDN certificate valid on {on.isoformat()}; at least {_fmt(min_tkdn_percent)} % is required"))
+                reasons.append(
+                    Reason(
+                        "tkdn", f"no TKDN certificate valid on {on.isoformat()}; at least {_fmt(min_tkdn_percent)} % is required"
+                    )
+                )
             elif (best.tkdn_percent or 0.0) < min_tkdn_percent:
-                reasons.append(Reason("tkdn", f"TKDN {_fmt(best.tkdn_percent or 0.0)} % is below the required {_fmt(min_tkdn_percent)} %"))
+                reasons.append(
+                    Reason("tkdn", f"TKDN {_fmt(best.tkdn_percent or 0.0)} % is below the required {_fmt(min_tkdn_percent)} %")
+                )
             else:
                 used.append(best.id)
         if c.status is QualityStatus.SUSPENDED:
             reasons.append(Reason("quality_status", "quality status is suspended"))
-        verdicts.append(Verdict(c.foundry_code, c.name, not reasons, tuple(reasons), tuple(dict.fromkeys(used)), tkdn_percent, c.status))
+        verdicts.append(
+            Verdict(c.foundry_code, c.name, not reasons, tuple(reasons), tuple(dict.fromkeys(used)), tkdn_percent, c.status)
+        )
     return verdicts
 
 
@@ -918,4 +980,3 @@ def _lapse_hint(candidate: Candidate, kind: CertificateKind, item_code: str, on:
     if latest.valid_from > on:
         return f" ({latest.number} valid only from {latest.valid_from.isoformat()})"
     return ""
-

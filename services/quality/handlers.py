@@ -6,9 +6,10 @@ Each use case is one transaction: the state change and the events it causes comm
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +30,7 @@ from .domain import (
     Certificate,
     Evaluation,
     FoundryQuality,
+    LabReport,
     Lot,
     Notice,
     Parameter,
@@ -37,7 +39,6 @@ from .domain import (
     Specification,
     StateConflict,
     StatusRule,
-    LabReport,
     Verdict,
     decide_lot,
     default_specification,
@@ -153,14 +154,25 @@ async def grant(
                 raise _unknown_foundry(foundry_code)
             try:
                 certificate, granted = grant_certificate(
-                    f"cert_{uuid.uuid4().hex[:20]}", foundry_code, kind, number, issuer, valid_from, valid_until, now,
-                    tkdn_percent=tkdn_percent, certified_workers=certified_workers, items=items,
+                    f"cert_{uuid.uuid4().hex[:20]}",
+                    foundry_code,
+                    kind,
+                    number,
+                    issuer,
+                    valid_from,
+                    valid_until,
+                    now,
+                    tkdn_percent=tkdn_percent,
+                    certified_workers=certified_workers,
+                    items=items,
                 )
             except Rejected as exc:
                 raise _invalid(exc) from exc
             existing = await store.find_certificate(session, certificate.kind, certificate.issuer, certificate.number)
             if existing is not None:
-                raise Conflict(f"{issuer} {kind.value} certificate {number} is already recorded as {existing.id} ({existing.foundry_code})")
+                raise Conflict(
+                    f"{issuer} {kind.value} certificate {number} is already recorded as {existing.id} ({existing.foundry_code})"
+                )
             await store.add_certificate(session, certificate)
             await store.publish(session, granted)
             # A certificate recorded close to or after its end gets its notice now, not at the job's next run.
@@ -217,7 +229,9 @@ async def check_certificate_expiry(sessions: Sessions, settings: Settings) -> Ex
                     continue  # another replica gave this notice a moment ago
                 (report.expiring if notice is Notice.EXPIRING else report.expired).append(certificate.id)
     if report.expiring or report.expired:
-        log.info("certificate expiry notices given", on=today.isoformat(), expiring=len(report.expiring), expired=len(report.expired))
+        log.info(
+            "certificate expiry notices given", on=today.isoformat(), expiring=len(report.expiring), expired=len(report.expired)
+        )
     return report
 
 
@@ -297,7 +311,9 @@ async def record_result(
             if earlier is not None:
                 raise Conflict(f"{laboratory} report {report_number} was already recorded for lot {earlier}")
             valid_then = [
-                c for c in await store.list_certificates(session, foundry_code=lot.foundry_code) if c.is_valid_on(report.tested_on)
+                c
+                for c in await store.list_certificates(session, foundry_code=lot.foundry_code)
+                if c.is_valid_on(report.tested_on)
             ]
             await store.save_decision(session, decided)
             await store.add_result(
@@ -373,7 +389,9 @@ async def all_quality(sessions: Sessions, settings: Settings) -> list[FoundryQua
     return [recorded.get(f.code) or initial_quality(f.code, rule) for f in known]
 
 
-async def override(sessions: Sessions, settings: Settings, foundry_code: str, status: QualityStatus, reason: str) -> FoundryQuality:
+async def override(
+    sessions: Sessions, settings: Settings, foundry_code: str, status: QualityStatus, reason: str
+) -> FoundryQuality:
     rule = status_rule(settings)
     async with sessions.begin() as session:
         if await store.get_foundry(session, foundry_code) is None:

@@ -19,7 +19,9 @@ from .domain import ITEMS, LotStatus
 LOTS = Counter("ceper_quality_lots", "Lots decided, by outcome (passed/failed) and item", ["outcome", "item"])
 PASS_RATE = Gauge("ceper_quality_pass_rate", "Share of lots decided in the last 90 days that passed", ["item"])
 CERTIFICATES_EXPIRING = Gauge(
-    "ceper_quality_certificates_expiring", "Valid certificates that lapse within the warning period (CEPER_QUALITY_EXPIRY_WARNING_DAYS, 30 by default)", ["kind"]
+    "ceper_quality_certificates_expiring",
+    "Valid certificates that lapse within the warning period (CEPER_QUALITY_EXPIRY_WARNING_DAYS, 30 by default)",
+    ["kind"],
 )
 FOUNDRIES = Gauge("ceper_quality_foundries", "Member foundries by quality status", ["status"])
 

@@ -31,14 +31,52 @@ CODE_LETTERS: tuple[tuple[int | None, str], ...] = (
 )
 
 SAMPLE_SIZES: dict[str, int] = {
-    "A": 2, "B": 3, "C": 5, "D": 8, "E": 13, "F": 20, "G": 32, "H": 50,
-    "J": 80, "K": 125, "L": 200, "M": 315, "N": 500, "P": 800, "Q": 1250, "R": 2000,
+    "A": 2,
+    "B": 3,
+    "C": 5,
+    "D": 8,
+    "E": 13,
+    "F": 20,
+    "G": 32,
+    "H": 50,
+    "J": 80,
+    "K": 125,
+    "L": 200,
+    "M": 315,
+    "N": 500,
+    "P": 800,
+    "Q": 1250,
+    "R": 2000,
 }
 
 # AQL columns of Table 2-A: percent nonconforming up to 10, nonconformities per 100 items above.
 AQLS: tuple[float, ...] = (
-    0.010, 0.015, 0.025, 0.040, 0.065, 0.10, 0.15, 0.25, 0.40, 0.65, 1.0, 1.5, 2.5,
-    4.0, 6.5, 10, 15, 25, 40, 65, 100, 150, 250, 400, 650, 1000,
+    0.010,
+    0.015,
+    0.025,
+    0.040,
+    0.065,
+    0.10,
+    0.15,
+    0.25,
+    0.40,
+    0.65,
+    1.0,
+    1.5,
+    2.5,
+    4.0,
+    6.5,
+    10,
+    15,
+    25,
+    40,
+    65,
+    100,
+    150,
+    250,
+    400,
+    650,
+    1000,
 )
 
 # Table 2-A, single sampling plans for normal inspection: "Ac/Re", or an arrow meaning "use the first

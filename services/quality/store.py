@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -151,7 +152,7 @@ async def publish(session: AsyncSession, *events: EventData) -> None:
 
 def start_of_day_after(day: date) -> datetime:
     """The first instant after `day` ends in Ceper, in UTC."""
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc) - WIB
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) - WIB
 
 
 # --- foundries (projection) ---------------------------------------------------------------------------------
@@ -313,7 +314,9 @@ async def list_certificates(
         query = query.where(certificates.c.foundry_code == foundry_code)
     if kind:
         query = query.where(certificates.c.kind == kind.value)
-    rows = await session.execute(query.order_by(certificates.c.foundry_code, certificates.c.kind, certificates.c.valid_until, certificates.c.id))
+    rows = await session.execute(
+        query.order_by(certificates.c.foundry_code, certificates.c.kind, certificates.c.valid_until, certificates.c.id)
+    )
     return [_to_certificate(r) for r in rows]
 
 
@@ -352,7 +355,9 @@ async def certificates_due_notice(session: AsyncSession, warn_until: date) -> li
 
 async def add_notice(session: AsyncSession, certificate_id: str, notice: Notice, given_on: date, now: datetime) -> None:
     await session.execute(
-        sa.insert(certificate_notices).values(certificate_id=certificate_id, notice=notice.value, given_on=given_on, created_at=now)
+        sa.insert(certificate_notices).values(
+            certificate_id=certificate_id, notice=notice.value, given_on=given_on, created_at=now
+        )
     )
 
 

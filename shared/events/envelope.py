@@ -6,7 +6,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
@@ -34,7 +34,7 @@ class Envelope(Generic[D]):
     type: EventType
     data: D
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
     trace_id: str | None = None
 
     @property
@@ -46,7 +46,7 @@ class Envelope(Generic[D]):
         return self.key
 
     @classmethod
-    def of(cls, data: D, *, trace_id: str | None = None) -> "Envelope[D]":
+    def of(cls, data: D, *, trace_id: str | None = None) -> Envelope[D]:
         return cls(type=type(data).event_type(), data=data, trace_id=trace_id)
 
 
@@ -82,7 +82,9 @@ def event_type_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ..
     return None
 
 
-def from_kafka(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> Envelope[Any]:
+def from_kafka(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+) -> Envelope[Any]:
     """Decodes and validates a binary-mode CloudEvent; raises `MalformedEvent` saying what is wrong."""
     if value is None:
         raise MalformedEvent("message has no value")
@@ -169,13 +171,11 @@ def _library_event(key: bytes | None, value: bytes, header_map: dict[str, bytes]
             payload = json.loads(payload)
         except ValueError as exc:
             raise MalformedEvent(f"data is not JSON: {exc}") from exc
-    event_time = cloud_event.get_time() or datetime.now(timezone.utc)
+    event_time = cloud_event.get_time() or datetime.now(UTC)
     if event_time.tzinfo is None:
-        event_time = event_time.replace(tzinfo=timezone.utc)
+        event_time = event_time.replace(tzinfo=UTC)
     return event_type, cloud_event.get_id(), event_time, cloud_event.get_extension(TRACE_EXTENSION), payload
 
 
 def _summarise(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors(include_url=False)
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors(include_url=False))

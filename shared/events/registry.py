@@ -6,8 +6,9 @@ type name is never spelled twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,10 +20,10 @@ class EventData(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    __event_type__: ClassVar["EventType"]
+    __event_type__: ClassVar[EventType]
 
     @classmethod
-    def event_type(cls) -> "EventType":
+    def event_type(cls) -> EventType:
         return cls.__event_type__
 
 

@@ -116,7 +116,9 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
             # The year's KAI order is planned in full across the eligible members and reserved.
             kai = next(o for o in orders_listed["items"] if o["buyer_code"] == "KAI")
             deadline = time.monotonic() + 90
-            while (detail := client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders/{kai['id']}").json())["status"] != "accepted":
+            while (detail := client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders/{kai['id']}").json())[
+                "status"
+            ] != "accepted":
                 assert time.monotonic() < deadline, f"the KAI demo order was not accepted: {detail['status']}"
                 time.sleep(1)
             assert detail["lines"][0]["quantities"]["reserved"] == 120_000 and not detail["lines"][0]["risk"]["at_risk"]

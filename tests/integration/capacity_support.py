@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timezone
-from typing import Any, AsyncIterator
+from datetime import UTC, date, datetime
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ from shared.topics import read_to_end
 from tests.support import RunningService, eventually, run_service
 
 # A Tuesday in ISO week 2026-W48: reservations for 2027 are in the future.
-NOW = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 COMPOSITE = "BRAKE_BLOCK_COMPOSITE"
 CAST_IRON = "BRAKE_BLOCK_CAST_IRON"
 
@@ -35,7 +36,13 @@ async def run_capacity(settings: Settings, clock: FixedClock | None = None) -> A
 
 
 def foundry(code: str, *families: str, **details: Any) -> dict[str, Any]:
-    return {"code": code, "name": f"CV Cor {code[-3:]}", "village": "Batur", "product_families": list(families or [COMPOSITE]), **details}
+    return {
+        "code": code,
+        "name": f"CV Cor {code[-3:]}",
+        "village": "Batur",
+        "product_families": list(families or [COMPOSITE]),
+        **details,
+    }
 
 
 async def register(capacity: RunningService, *foundries: dict[str, Any]) -> None:
@@ -44,7 +51,9 @@ async def register(capacity: RunningService, *foundries: dict[str, Any]) -> None
         assert created.status_code == 201, created.text
 
 
-async def set_standard(capacity: RunningService, code: str, units: int, family: str = COMPOSITE, from_week: str = "2027-W01") -> dict[str, Any]:
+async def set_standard(
+    capacity: RunningService, code: str, units: int, family: str = COMPOSITE, from_week: str = "2027-W01"
+) -> dict[str, Any]:
     body = {"kind": "standard", "product_family": family, "weekly_units": units, "from_week": from_week, "reason": "declared"}
     recorded = await capacity.http.post(f"/v1/foundries/{code}/capacity-changes", json=body)
     assert recorded.status_code == 201, recorded.text
@@ -52,7 +61,13 @@ async def set_standard(capacity: RunningService, code: str, units: int, family: 
 
 
 def allocation(
-    allocation_id: str, foundry_code: str, week: str, quantity: int, due: date = date(2027, 4, 30), family: str = COMPOSITE, line_no: int = 1
+    allocation_id: str,
+    foundry_code: str,
+    week: str,
+    quantity: int,
+    due: date = date(2027, 4, 30),
+    family: str = COMPOSITE,
+    line_no: int = 1,
 ) -> PlannedAllocation:
     item = "BB-COMP-K" if family == COMPOSITE else "BB-CI"
     return PlannedAllocation(
@@ -62,7 +77,9 @@ def allocation(
 
 
 def plan(order_id: str, version: int, *allocations: PlannedAllocation) -> AllocationPlanned:
-    return AllocationPlanned(order_id=order_id, buyer_code="KAI", plan_version=version, allocations=list(allocations), planned_at=NOW)
+    return AllocationPlanned(
+        order_id=order_id, buyer_code="KAI", plan_version=version, allocations=list(allocations), planned_at=NOW
+    )
 
 
 async def publish(settings: Settings, *events: EventData | Envelope[Any]) -> list[Envelope[Any]]:
@@ -74,7 +91,10 @@ async def publish(settings: Settings, *events: EventData | Envelope[Any]) -> lis
         for envelope in envelopes:
             message = to_kafka(envelope)
             await producer.send_and_wait(
-                settings.topic(envelope.type.topic), value=message.value, key=envelope.key.encode(), headers=list(message.headers.items())
+                settings.topic(envelope.type.topic),
+                value=message.value,
+                key=envelope.key.encode(),
+                headers=list(message.headers.items()),
             )
     finally:
         await producer.stop()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
@@ -32,7 +33,11 @@ effects = sa.Table(
 
 def registered(code: str) -> FoundryRegistered:
     return FoundryRegistered(
-        foundry_code=code, name=f"Foundry {code}", village="Batur", product_families=["PUMP_PARTS"], registered_at=datetime.now(timezone.utc)
+        foundry_code=code,
+        name=f"Foundry {code}",
+        village="Batur",
+        product_families=["PUMP_PARTS"],
+        registered_at=datetime.now(UTC),
     )
 
 
@@ -43,7 +48,7 @@ def updated(code: str, revision: int) -> FoundryUpdated:
         village="Batur",
         product_families=["PUMP_PARTS"],
         revision=revision,
-        updated_at=datetime.now(timezone.utc),
+        updated_at=datetime.now(UTC),
     )
 
 
@@ -73,7 +78,9 @@ class Probe:
     async def unsent(self) -> int:
         async with self.engine.connect() as conn:
             return (
-                await conn.execute(sa.select(sa.func.count()).select_from(backbone.outbox).where(backbone.outbox.c.sent_at.is_(None)))
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(backbone.outbox).where(backbone.outbox.c.sent_at.is_(None))
+                )
             ).scalar_one()
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -16,7 +17,12 @@ from shared.settings import Settings
 from shared.topics import read_to_end
 from tests.support import RunningService, eventually, run_service
 
-COMPOSITE_FOUNDRY = {"code": "IKM-001", "name": "CV Logam Batur", "village": "Batur", "product_families": ["BRAKE_BLOCK_COMPOSITE"]}
+COMPOSITE_FOUNDRY = {
+    "code": "IKM-001",
+    "name": "CV Logam Batur",
+    "village": "Batur",
+    "product_families": ["BRAKE_BLOCK_COMPOSITE"],
+}
 
 
 def foundry(code: str, *families: str, name: str | None = None) -> dict[str, Any]:
@@ -65,7 +71,9 @@ async def outbox_drained(running: RunningService) -> None:
 
     async def empty() -> bool:
         async with running.runtime.sessions() as session:  # type: ignore[union-attr]
-            unsent = await session.execute(sa.select(sa.func.count()).select_from(store.backbone.outbox).where(store.backbone.outbox.c.sent_at.is_(None)))
+            unsent = await session.execute(
+                sa.select(sa.func.count()).select_from(store.backbone.outbox).where(store.backbone.outbox.c.sent_at.is_(None))
+            )
             return unsent.scalar_one() == 0
 
     await eventually(empty, timeout=30)
@@ -73,7 +81,11 @@ async def outbox_drained(running: RunningService) -> None:
 
 def good_composite_sample(**changes: Any) -> dict[str, Any]:
     sample: dict[str, Any] = {
-        "friction_coefficient": 0.25, "density": 2.05, "hardness": 78, "compressive_strength": 41.5, "impact_strength": 2.4,
+        "friction_coefficient": 0.25,
+        "density": 2.05,
+        "hardness": 78,
+        "compressive_strength": 41.5,
+        "impact_strength": 2.4,
         "back_plate_bond": "pass",
     }
     sample.update(changes)

@@ -10,8 +10,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -113,7 +114,9 @@ def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
 
 
 @pytest.mark.parametrize(("service", "label", "mode"), CASES, ids=[f"{s}-{m.value}-{label}" for s, label, m in CASES])
-def test_every_answer_is_documented_and_none_is_a_server_error(servers: Servers, service: str, label: str, mode: GenerationMode) -> None:
+def test_every_answer_is_documented_and_none_is_a_server_error(
+    servers: Servers, service: str, label: str, mode: GenerationMode
+) -> None:
     url = servers.url(service)
 
     @given(case=OPERATIONS[(service, label)].as_strategy(mode))

@@ -7,15 +7,15 @@ import json
 import shutil
 import subprocess
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from shared.broker import LocalKafka
 from shared.dlq import list_dead_letters, redrive
 from shared.events import Envelope, to_kafka, topic_of
 from shared.inbox import DLQ_ORIGIN_OFFSET, DLQ_ORIGIN_PARTITION, DLQ_ORIGIN_TOPIC
+from shared.outbox import Relay
 from shared.topics import read_to_end
 from tests.fixtures.kafka import free_port_pair
-from shared.outbox import Relay
 from tests.integration.probe import backbone, registered, running_probe, settings_with, updated
 from tests.support import eventually, run_ceper
 
@@ -92,7 +92,7 @@ async def test_per_key_order_holds_across_partitions(make_settings):
     async with running_probe(settings) as probe:
         for revision in range(1, 11):
             # Several transactions, keys interleaved, so batches mix keys and partitions.
-            await probe.publish(*[updated(code, revision) for code in codes[: 15]])
+            await probe.publish(*[updated(code, revision) for code in codes[:15]])
             await probe.publish(*[updated(code, revision) for code in codes[15:]])
 
         async def all_applied():
@@ -143,7 +143,20 @@ async def test_kcat_reads_our_event_with_cloudevents_headers(make_settings):
         await eventually(lambda: asyncio.sleep(0, probe.relay.stats.published >= 1))
     result = await asyncio.to_thread(
         subprocess.run,
-        [kcat, "-b", settings.kafka_bootstrap_servers, "-C", "-t", settings.topic(topic_of("capacity")), "-o", "beginning", "-e", "-q", "-f", "%k\t%h\t%s\n"],
+        [
+            kcat,
+            "-b",
+            settings.kafka_bootstrap_servers,
+            "-C",
+            "-t",
+            settings.topic(topic_of("capacity")),
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k\t%h\t%s\n",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -167,8 +180,8 @@ async def test_sent_outbox_rows_are_cleaned_after_retention(make_settings):
     async with running_probe(settings, consume=False) as probe:
         await probe.publish(registered("IKM-201"), registered("IKM-202"))
         await eventually(lambda: asyncio.sleep(0, probe.relay.stats.published >= 2))
-        assert await probe.relay.delete_sent_before(datetime.now(timezone.utc) - timedelta(hours=1)) == 0
-        assert await probe.relay.delete_sent_before(datetime.now(timezone.utc) + timedelta(seconds=1)) == 2
+        assert await probe.relay.delete_sent_before(datetime.now(UTC) - timedelta(hours=1)) == 0
+        assert await probe.relay.delete_sent_before(datetime.now(UTC) + timedelta(seconds=1)) == 2
         backlog, age = await probe.relay.refresh_gauges()
         assert backlog == 0 and age == 0
 

@@ -61,7 +61,11 @@ async def test_foundry_details_are_validated_stored_and_filtered(make_settings):
             "Agus Purwanto", "01.234.567.8-525.000", 2, "active",
         )  # fmt: skip
         assert stored["furnaces"] == [{"kind": "cupola", "tonnes_per_day": 4.5}, {"kind": "induction", "tonnes_per_day": 1.5}]
-        await register(capacity, foundry("IKM-011", CAST_IRON, village="Tegalrejo"), foundry("IKM-012", CAST_IRON, membership_status="resigned"))
+        await register(
+            capacity,
+            foundry("IKM-011", CAST_IRON, village="Tegalrejo"),
+            foundry("IKM-012", CAST_IRON, membership_status="resigned"),
+        )
 
         assert_problem(await http.patch("/v1/foundries/IKM-010", json={"npwp": "123"}), 422, "body.npwp")
         patched = await http.patch("/v1/foundries/IKM-010", json={"npwp": "3310012345678901", "presses": 3})
@@ -77,7 +81,9 @@ async def test_foundry_details_are_validated_stored_and_filtered(make_settings):
         assert await codes(product_family=CAST_IRON, membership_status="active", limit=1, offset=1) == (["IKM-011"], 2)
         assert await codes(village="Tegalrejo") == (["IKM-011"], 1)
         assert_problem(await http.get("/v1/foundries", params={"membership_status": "gone"}), 422, "query.membership_status")
-        assert await outbox_types(capacity) == ["ceper.capacity.foundry_registered.v1"] * 3 + ["ceper.capacity.foundry_updated.v1"]
+        assert await outbox_types(capacity) == ["ceper.capacity.foundry_registered.v1"] * 3 + [
+            "ceper.capacity.foundry_updated.v1"
+        ]
 
 
 # --- capacity changes -------------------------------------------------------------------------------------------------
@@ -94,7 +100,13 @@ async def test_capacity_change_errors_are_problems_and_change_nothing(make_setti
         assert recorded.status_code == 201, recorded.text
         before = await state(capacity)
 
-        standard = {"kind": "standard", "product_family": COMPOSITE, "weekly_units": 500, "from_week": "2027-W01", "reason": "declared"}
+        standard = {
+            "kind": "standard",
+            "product_family": COMPOSITE,
+            "weekly_units": 500,
+            "from_week": "2027-W01",
+            "reason": "declared",
+        }
         assert_problem(await http.post("/v1/foundries/IKM-404/capacity-changes", json=standard), 404)
         for body, status, field in [
             ({**standard, "weekly_units": -10}, 422, "body.weekly_units"),
@@ -107,9 +119,22 @@ async def test_capacity_change_errors_are_problems_and_change_nothing(make_setti
             ({**standard, "reason": "felt_like_it"}, 422, "body.reason"),
             ({k: v for k, v in standard.items() if k != "product_family"}, 422, "body.product_family"),
             ({**closure, "to_date": "2027-03-01"}, 422, "body.to_date"),
-            ({**closure, "weekly_units": 250, "from_date": "2027-03-12", "to_date": "2027-03-20", "reason": "press_breakdown"}, 409, "body.from_date"),
+            (
+                {**closure, "weekly_units": 250, "from_date": "2027-03-12", "to_date": "2027-03-20", "reason": "press_breakdown"},
+                409,
+                "body.from_date",
+            ),
             ({"kind": "withdrawal", "withdraws": "chg_nope", "reason": "repaired"}, 422, "body.withdraws"),
-            ({"kind": "withdrawal", "withdraws": recorded.json()["change_id"], "product_family": CAST_IRON, "reason": "repaired"}, 422, "body.product_family"),
+            (
+                {
+                    "kind": "withdrawal",
+                    "withdraws": recorded.json()["change_id"],
+                    "product_family": CAST_IRON,
+                    "reason": "repaired",
+                },
+                422,
+                "body.product_family",
+            ),
         ]:
             problem = assert_problem(await http.post("/v1/foundries/IKM-001/capacity-changes", json=body), status)
             assert field in [e["field"] for e in problem["errors"]], (body, problem)
@@ -134,7 +159,11 @@ async def test_capacity_change_errors_are_problems_and_change_nothing(make_setti
         assert "Idempotency-Key" in assert_problem(other, 409)["detail"]
 
         history = (await http.get("/v1/foundries/IKM-001/capacity-changes")).json()
-        assert [(c["kind"], c["reason"]) for c in history["items"]] == [("standard", "declared"), ("exception", "lebaran_closure"), ("exception", "power_cut")]
+        assert [(c["kind"], c["reason"]) for c in history["items"]] == [
+            ("standard", "declared"),
+            ("exception", "lebaran_closure"),
+            ("exception", "power_cut"),
+        ]
         assert_problem(await http.get("/v1/foundries/IKM-404/capacity-changes"), 404)
         types = await outbox_types(capacity)
         assert types.count("ceper.capacity.capacity_changed.v1") == 3
@@ -153,7 +182,9 @@ async def test_availability_lists_active_members_week_by_week(make_settings):
         await set_standard(capacity, "IKM-001", 500)
         await set_standard(capacity, "IKM-002", 300, from_week="2027-W11")
         await set_standard(capacity, "IKM-004", 900)
-        held = await http.post("/v1/reservations", json={"foundry_code": "IKM-001", "product_family": COMPOSITE, "week": "2027-W10", "quantity": 120})
+        held = await http.post(
+            "/v1/reservations", json={"foundry_code": "IKM-001", "product_family": COMPOSITE, "week": "2027-W10", "quantity": 120}
+        )
         assert held.status_code == 201, held.text
 
         found = await http.get("/v1/availability", params={"product_family": COMPOSITE, "from": "2027-03-08", "to": "2027-W11"})
@@ -173,7 +204,9 @@ async def test_availability_lists_active_members_week_by_week(make_settings):
         assert body["totals"] == {"capacity": [500, 800], "reserved": [120, 0], "free": [380, 800]}
         only = (await http.get("/v1/availability", params={"product_family": COMPOSITE, "village": "Ngawonggo"})).json()
         assert [f["foundry_code"] for f in only["foundries"]] == ["IKM-002"]
-        assert (only["from_week"], only["to_week"]) == ("2026-W48", "2027-W06"), "defaults: this week and the next eleven (2026 has 53)"
+        assert (only["from_week"], only["to_week"]) == ("2026-W48", "2027-W06"), (
+            "defaults: this week and the next eleven (2026 has 53)"
+        )
 
         # What is read between requests follows every change, also one made through another replica.
         async with run_capacity(capacity.runtime.settings) as replica:
@@ -184,7 +217,9 @@ async def test_availability_lists_active_members_week_by_week(make_settings):
             )  # fmt: skip
             assert (await replica.http.patch("/v1/foundries/IKM-004", json={"membership_status": "active"})).status_code == 200
             assert (await replica.http.patch("/v1/foundries/IKM-001", json={"name": "CV Cor Satu"})).status_code == 200
-        again = (await http.get("/v1/availability", params={"product_family": COMPOSITE, "from": "2027-W10", "to": "2027-W11"})).json()
+        again = (
+            await http.get("/v1/availability", params={"product_family": COMPOSITE, "from": "2027-W10", "to": "2027-W11"})
+        ).json()
         assert [(f["foundry_code"], f["name"], f["capacity"]) for f in again["foundries"]] == [
             ("IKM-001", "CV Cor Satu", [500, 500]), ("IKM-002", "CV Cor 002", [0, 0]), ("IKM-004", "CV Cor 004", [900, 900]),
         ]  # fmt: skip
@@ -209,7 +244,13 @@ async def test_a_hold_is_confirmed_or_released_and_refusals_change_nothing(make_
         http = capacity.http
         await register(capacity, foundry("IKM-001"))
         await set_standard(capacity, "IKM-001", 500)
-        ask = {"foundry_code": "IKM-001", "product_family": COMPOSITE, "week": "2027-W10", "quantity": 300, "due_date": "2027-04-30"}
+        ask = {
+            "foundry_code": "IKM-001",
+            "product_family": COMPOSITE,
+            "week": "2027-W10",
+            "quantity": 300,
+            "due_date": "2027-04-30",
+        }
         key = {"Idempotency-Key": "inka-hold-1"}
         held = await http.post("/v1/reservations", json=ask, headers=key)
         assert held.status_code == 201, held.text
@@ -218,7 +259,9 @@ async def test_a_hold_is_confirmed_or_released_and_refusals_change_nothing(make_
         assert hold["hold_expires_at"] == (NOW + timedelta(minutes=60)).isoformat().replace("+00:00", "Z")
         assert held.headers["location"] == f"/v1/reservations/{hold['id']}"
         retried = await http.post("/v1/reservations", json=ask, headers=key)
-        assert retried.status_code == 201 and retried.headers["idempotent-replayed"] == "true" and retried.json()["id"] == hold["id"]
+        assert (
+            retried.status_code == 201 and retried.headers["idempotent-replayed"] == "true" and retried.json()["id"] == hold["id"]
+        )
         before = await state(capacity)
 
         too_much = assert_problem(await http.post("/v1/reservations", json={**ask, "quantity": 201}), 409)
@@ -239,14 +282,24 @@ async def test_a_hold_is_confirmed_or_released_and_refusals_change_nothing(make_
         assert (await http.get(f"/v1/reservations/{hold['id']}")).json() == hold
 
         confirmed = await http.post(f"/v1/reservations/{hold['id']}/confirm")
-        assert confirmed.status_code == 200 and confirmed.json()["state"] == "confirmed" and confirmed.json()["hold_expires_at"] is None
+        assert (
+            confirmed.status_code == 200
+            and confirmed.json()["state"] == "confirmed"
+            and confirmed.json()["hold_expires_at"] is None
+        )
         assert (await http.post(f"/v1/reservations/{hold['id']}/confirm")).json()["state"] == "confirmed"
         released = await http.post(f"/v1/reservations/{hold['id']}/release", json={"reason": "INKA moved the order"})
-        assert released.status_code == 200 and (released.json()["state"], released.json()["reason"]) == ("released", "INKA moved the order")
+        assert released.status_code == 200 and (released.json()["state"], released.json()["reason"]) == (
+            "released",
+            "INKA moved the order",
+        )
         assert (await http.post(f"/v1/reservations/{hold['id']}/release")).status_code == 200
         assert_problem(await http.post(f"/v1/reservations/{hold['id']}/confirm"), 409)
         types = await outbox_types(capacity)
-        assert types.count("ceper.capacity.reservation_confirmed.v1") == 1 and types.count("ceper.capacity.reservation_released.v1") == 1
+        assert (
+            types.count("ceper.capacity.reservation_confirmed.v1") == 1
+            and types.count("ceper.capacity.reservation_released.v1") == 1
+        )
         assert await ledger_matches_reservations(capacity) == {}
 
 

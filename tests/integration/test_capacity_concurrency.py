@@ -8,7 +8,14 @@ import asyncio
 import random
 from contextlib import AsyncExitStack
 
-from tests.integration.capacity_support import COMPOSITE, foundry, ledger_matches_reservations, register, run_capacity, set_standard
+from tests.integration.capacity_support import (
+    COMPOSITE,
+    foundry,
+    ledger_matches_reservations,
+    register,
+    run_capacity,
+    set_standard,
+)
 
 WEEK = "2027-W10"
 CELL = ("IKM-001", COMPOSITE, WEEK)
@@ -38,7 +45,9 @@ async def test_concurrent_reservations_at_a_small_week_never_exceed_its_capacity
         # Free capacity only shrank during the storm, so each refusal was right: even now its quantity does not fit.
         free = 100 - sum(granted)
         assert refused and all(q > free for q, _ in refused)
-        week = (await replicas[1].http.get("/v1/availability", params={"product_family": COMPOSITE, "from": WEEK, "to": WEEK})).json()
+        week = (
+            await replicas[1].http.get("/v1/availability", params={"product_family": COMPOSITE, "from": WEEK, "to": WEEK})
+        ).json()
         [offer] = week["foundries"]
         assert (offer["capacity"], offer["reserved"], offer["free"]) == ([100], [sum(granted)], [free])
 
@@ -65,7 +74,14 @@ async def test_reservations_racing_a_capacity_drop_end_within_the_new_capacity(m
 
         async def drop(units: int, reason: str, first: str, last: str) -> None:
             await asyncio.sleep(0.01)
-            body = {"kind": "exception", "product_family": COMPOSITE, "weekly_units": units, "from_date": first, "to_date": last, "reason": reason}
+            body = {
+                "kind": "exception",
+                "product_family": COMPOSITE,
+                "weekly_units": units,
+                "from_date": first,
+                "to_date": last,
+                "reason": reason,
+            }
             changed = await replicas[1].http.post("/v1/foundries/IKM-001/capacity-changes", json=body)
             assert changed.status_code == 201, changed.text
 
@@ -74,7 +90,9 @@ async def test_reservations_racing_a_capacity_drop_end_within_the_new_capacity(m
             drop(150, "press_breakdown", "2027-03-08", "2027-03-10"),  # Monday to Wednesday of W10: 400 → 275 a week
             drop(0, "power_cut", "2027-03-12", "2027-03-13"),  # Friday and Saturday: 275 → 141
         )
-        week = (await replicas[0].http.get("/v1/availability", params={"product_family": COMPOSITE, "from": WEEK, "to": WEEK})).json()
+        week = (
+            await replicas[0].http.get("/v1/availability", params={"product_family": COMPOSITE, "from": WEEK, "to": WEEK})
+        ).json()
         [offer] = week["foundries"]
         assert offer["capacity"] == [141]
         reserved = (await ledger_matches_reservations(replicas[0])).get(CELL, 0)

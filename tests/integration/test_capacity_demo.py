@@ -31,7 +31,16 @@ async def calendars(capacity: RunningService) -> list[tuple]:
     for member in MEMBERS:
         history = (await capacity.http.get(f"/v1/foundries/{member.code}/capacity-changes")).json()["items"]
         drawn += [
-            (c["foundry_code"], c["product_family"], c["kind"], c["reason"], c["weekly_units"], c["from_week"], c["from_date"], c["to_date"])
+            (
+                c["foundry_code"],
+                c["product_family"],
+                c["kind"],
+                c["reason"],
+                c["weekly_units"],
+                c["from_week"],
+                c["from_date"],
+                c["to_date"],
+            )
             for c in history
         ]
     return drawn
@@ -61,7 +70,11 @@ async def test_the_demo_loads_members_capacities_and_lebaran_closures_once(make_
 
         # Lebaran 2027 (10 March) falls in W10: every member is closed that week and open again a month later.
         for family in (COMPOSITE, CAST_IRON):
-            weeks = (await capacity.http.get("/v1/availability", params={"product_family": family, "from": "2027-W10", "to": "2027-W14"})).json()
+            weeks = (
+                await capacity.http.get(
+                    "/v1/availability", params={"product_family": family, "from": "2027-W10", "to": "2027-W14"}
+                )
+            ).json()
             assert weeks["foundries"] and all(f["capacity"][0] == 0 and f["capacity"][4] > 0 for f in weeks["foundries"])
             assert all(f["capacity"][4] % 10 == 0 or family == COMPOSITE for f in weeks["foundries"])
             if family == COMPOSITE:

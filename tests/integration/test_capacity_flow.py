@@ -3,7 +3,7 @@ on the real broker with SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from services.capacity import store
 from shared.events import Envelope
@@ -77,9 +77,15 @@ async def test_a_plan_reserves_what_fits_rejects_the_rest_whole_and_is_applied_o
         await events_named(settings, "reservation_confirmed", 2)
         await events_named(settings, "reservation_rejected", 4)
 
-        week = (await capacity.http.get("/v1/availability", params={"product_family": COMPOSITE, "from": "2027-W10", "to": "2027-W11"})).json()
+        week = (
+            await capacity.http.get(
+                "/v1/availability", params={"product_family": COMPOSITE, "from": "2027-W10", "to": "2027-W11"}
+            )
+        ).json()
         cells = {
-            (f["foundry_code"], w): (f["capacity"][i], f["reserved"][i], f["free"][i]) for f in week["foundries"] for i, w in enumerate(week["weeks"])
+            (f["foundry_code"], w): (f["capacity"][i], f["reserved"][i], f["free"][i])
+            for f in week["foundries"]
+            for i, w in enumerate(week["weeks"])
         }
         assert cells == {
             ("IKM-001", "2027-W10"): (500, 300, 200),
@@ -117,9 +123,19 @@ async def test_a_new_plan_version_replaces_the_previous_one_and_an_older_one_is_
         confirmed = await events_named(settings, "reservation_confirmed", 4)
         [released] = await events_named(settings, "reservation_released", 1)
         await applied(capacity, 3)
-        assert sorted((e.allocation_id, e.week, e.plan_version) for e in confirmed[2:]) == [("a-2", "2027-W12", 2), ("a-3", "2027-W10", 2)]
-        assert (released.reservation_id, released.week, released.quantity, released.reason) == (before["a-2"], "2027-W11", 200, "plan_changed")
-        open_now = {(r["allocation_id"], r["week"]): r for r in await reservations_of(capacity, "po_7") if r["state"] == "confirmed"}
+        assert sorted((e.allocation_id, e.week, e.plan_version) for e in confirmed[2:]) == [
+            ("a-2", "2027-W12", 2),
+            ("a-3", "2027-W10", 2),
+        ]
+        assert (released.reservation_id, released.week, released.quantity, released.reason) == (
+            before["a-2"],
+            "2027-W11",
+            200,
+            "plan_changed",
+        )
+        open_now = {
+            (r["allocation_id"], r["week"]): r for r in await reservations_of(capacity, "po_7") if r["state"] == "confirmed"
+        }
         assert set(open_now) == {("a-1", "2027-W10"), ("a-2", "2027-W12"), ("a-3", "2027-W10")}
         assert open_now[("a-1", "2027-W10")]["id"] == before["a-1"], "an unchanged allocation keeps its reservation"
 
@@ -155,13 +171,18 @@ async def test_a_capacity_drop_revokes_exactly_the_excess_latest_due_date_first(
         assert recorded.status_code == 201, recorded.text
         body = recorded.json()
         assert body["weeks"] == [{"week": "2027-W10", "capacity": 500}]
-        assert [(r["week"], r["revoked_quantity"], r["remaining_quantity"]) for r in body["revoked"]] == [("2027-W10", 300, 0), ("2027-W10", 100, 100)]
+        assert [(r["week"], r["revoked_quantity"], r["remaining_quantity"]) for r in body["revoked"]] == [
+            ("2027-W10", 300, 0),
+            ("2027-W10", 100, 100),
+        ]
 
         changed = (await events_named(settings, "capacity_changed", 2))[1]
         assert (changed.change_id, changed.reason, changed.standard_weekly_units) == (body["change_id"], "press_breakdown", 1000)
         assert [(w.week, w.capacity) for w in changed.weeks] == [("2027-W10", 500)]
         revoked = await events_named(settings, "reservation_revoked", 2)
-        assert sorted((e.allocation_id, e.week, e.revoked_quantity, e.remaining_quantity, e.reason, e.plan_version) for e in revoked) == [
+        assert sorted(
+            (e.allocation_id, e.week, e.revoked_quantity, e.remaining_quantity, e.reason, e.plan_version) for e in revoked
+        ) == [
             ("a-late", "2027-W10", 300, 0, "press_breakdown", 1),
             ("a-mid", "2027-W10", 100, 100, "press_breakdown", 1),
         ]
@@ -177,15 +198,24 @@ async def test_a_capacity_drop_revokes_exactly_the_excess_latest_due_date_first(
         # A lower standard figure from W11 on reaches every later week with reservations.
         lower = await capacity.http.post(
             "/v1/foundries/IKM-001/capacity-changes",
-            json={"kind": "standard", "product_family": COMPOSITE, "weekly_units": 600, "from_week": "2027-W11", "reason": "shift_change"},
+            json={
+                "kind": "standard",
+                "product_family": COMPOSITE,
+                "weekly_units": 600,
+                "from_week": "2027-W11",
+                "reason": "shift_change",
+            },
         )
         assert lower.status_code == 201, lower.text
-        assert [(r["week"], r["revoked_quantity"], r["remaining_quantity"]) for r in lower.json()["revoked"]] == [("2027-W11", 300, 600)]
+        assert [(r["week"], r["revoked_quantity"], r["remaining_quantity"]) for r in lower.json()["revoked"]] == [
+            ("2027-W11", 300, 600)
+        ]
         await events_named(settings, "reservation_revoked", 3)
 
         # Withdrawing the breakdown gives capacity back but never revives what was revoked.
         withdrawn = await capacity.http.post(
-            "/v1/foundries/IKM-001/capacity-changes", json={"kind": "withdrawal", "withdraws": body["change_id"], "reason": "repaired"}
+            "/v1/foundries/IKM-001/capacity-changes",
+            json={"kind": "withdrawal", "withdraws": body["change_id"], "reason": "repaired"},
         )
         assert withdrawn.status_code == 201 and withdrawn.json()["weeks"] == [{"week": "2027-W10", "capacity": 1000}]
         assert withdrawn.json()["revoked"] == []
@@ -197,13 +227,19 @@ async def test_a_cancelled_order_gives_back_everything_and_its_later_plans_are_i
     async with run_capacity(settings) as capacity:
         await register(capacity, foundry("IKM-001"))
         await set_standard(capacity, "IKM-001", 500)
-        await publish(settings, plan("po_9", 1, allocation("a-1", "IKM-001", "2027-W10", 300), allocation("a-2", "IKM-001", "2027-W11", 300)))
+        await publish(
+            settings,
+            plan("po_9", 1, allocation("a-1", "IKM-001", "2027-W10", 300), allocation("a-2", "IKM-001", "2027-W11", 300)),
+        )
         await events_named(settings, "reservation_confirmed", 2)
         cancelled = PurchaseOrderCancelled(order_id="po_9", buyer_code="KAI", reason="budget withdrawn", cancelled_at=NOW)
         await publish(settings, cancelled, plan("po_9", 2, allocation("a-1", "IKM-001", "2027-W10", 300)))
         released = await events_named(settings, "reservation_released", 2)
         await applied(capacity, 3)
-        assert {(e.allocation_id, e.quantity, e.reason) for e in released} == {("a-1", 300, "order_cancelled"), ("a-2", 300, "order_cancelled")}
+        assert {(e.allocation_id, e.quantity, e.reason) for e in released} == {
+            ("a-1", 300, "order_cancelled"),
+            ("a-2", 300, "order_cancelled"),
+        }
         await events_named(settings, "reservation_confirmed", 2)
         assert {r["state"] for r in await reservations_of(capacity, "po_9")} == {"released"}
         assert await ledger_matches_reservations(capacity) == {}
@@ -220,7 +256,7 @@ async def test_a_registered_lot_consumes_its_reservation_once(make_settings):
         def lot(code: str, quantity: int) -> LotRegistered:
             return LotRegistered(
                 lot_code=code, foundry_code="IKM-001", item_code="BB-COMP-K", quantity=quantity, order_id="po_3", allocation_id="a-1",
-                spec_version=1, registered_at=datetime(2027, 3, 12, tzinfo=timezone.utc),
+                spec_version=1, registered_at=datetime(2027, 3, 12, tzinfo=UTC),
             )  # fmt: skip
 
         first = Envelope.of(lot("IKM-001-K-0001", 200))
@@ -270,9 +306,21 @@ async def test_a_member_that_stops_being_active_or_drops_a_family_loses_its_open
         assert updated[1].membership_status == "suspended"
 
         # Suspended members are not offered, and take no new work.
-        offered = (await capacity.http.get("/v1/availability", params={"product_family": COMPOSITE, "from": "2027-W10", "to": "2027-W10"})).json()
+        offered = (
+            await capacity.http.get(
+                "/v1/availability", params={"product_family": COMPOSITE, "from": "2027-W10", "to": "2027-W10"}
+            )
+        ).json()
         assert offered["foundries"] == []
-        await publish(settings, plan("po_5", 2, allocation("a-2", "IKM-001", "2027-W10", 200, family=CAST_IRON), allocation("a-4", "IKM-002", "2027-W11", 10)))
+        await publish(
+            settings,
+            plan(
+                "po_5",
+                2,
+                allocation("a-2", "IKM-001", "2027-W10", 200, family=CAST_IRON),
+                allocation("a-4", "IKM-002", "2027-W11", 10),
+            ),
+        )
         [refused] = await events_named(settings, "reservation_rejected", 1)
         assert (refused.allocation_id, refused.reason) == ("a-4", "foundry_not_active")
         assert await ledger_matches_reservations(capacity) == {("IKM-001", CAST_IRON, "2027-W10"): 200}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -16,7 +16,7 @@ async def test_foundries_registered_before_membership_was_recorded_are_active_af
     engine = create_engine(make_settings().database_url("capacity"))
     try:
         await migrate(engine, SPEC.migrations_dir, "0001")
-        at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        at = datetime(2026, 11, 1, tzinfo=UTC)
         async with engine.begin() as conn:
             await conn.execute(
                 sa.text(

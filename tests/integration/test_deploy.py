@@ -60,7 +60,9 @@ def run_promtool(promtool: str, *args: str | Path) -> None:
 
 def test_compose_file_follows_the_compose_specification(compose: dict) -> None:
     if not COMPOSE_SCHEMA.is_file():
-        pytest.fail(f"Compose Specification schema missing: expected {COMPOSE_SCHEMA} (the team's shared handouts)", pytrace=False)
+        pytest.fail(
+            f"Compose Specification schema missing: expected {COMPOSE_SCHEMA} (the team's shared handouts)", pytrace=False
+        )
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(compose), key=lambda error: list(error.absolute_path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
@@ -137,7 +139,9 @@ def test_compose_dependencies_and_ports_are_consistent(compose: dict) -> None:
         for dependency in depends_on:
             assert dependency in services, f"{name} depends on unknown service {dependency}"
             if isinstance(depends_on, dict) and depends_on[dependency].get("condition") == "service_healthy":
-                assert "healthcheck" in services[dependency], f"{name} waits for {dependency} to be healthy, which has no healthcheck"
+                assert "healthcheck" in services[dependency], (
+                    f"{name} waits for {dependency} to be healthy, which has no healthcheck"
+                )
     published = {int(str(port).split(":")[-2]) for service in services.values() for port in service.get("ports", [])}
     assert published == {8000, 8001, 8002, 8003, 9090, 3000}
 
@@ -215,11 +219,17 @@ def known_metrics() -> dict[str, Exported]:
 def test_exported_metric_names_follow_the_exposition_format() -> None:
     exported = exported_metrics()
     # Counters gain `_total` and histograms `_bucket`/`_sum`/`_count`: the bare names are not series.
-    for name in ("ceper_http_requests_total", "ceper_http_request_duration_seconds_bucket", "ceper_http_request_duration_seconds_count"):
+    for name in (
+        "ceper_http_requests_total",
+        "ceper_http_request_duration_seconds_bucket",
+        "ceper_http_request_duration_seconds_count",
+    ):
         assert exported[name].module == "shared.metrics", name
     assert "ceper_http_requests" not in exported and "ceper_http_request_duration_seconds" not in exported
     assert exported["ceper_http_request_duration_seconds_bucket"].labels == {"service", "method", "route", "le"}
-    assert exported["ceper_capacity_utilisation_ratio"] == Exported("services.capacity.metrics", frozenset({"product_family", "week"}))
+    assert exported["ceper_capacity_utilisation_ratio"] == Exported(
+        "services.capacity.metrics", frozenset({"product_family", "week"})
+    )
     assert exported["ceper_quality_lots_total"] == Exported("services.quality.metrics", frozenset({"outcome", "item"}))
 
 
@@ -317,7 +327,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     names = set()
     for token in re.finditer(r"(?<![\w.$])[a-zA-Z_:][\w:]*", expr):
-        if token.group() not in PROMQL_KEYWORDS and not expr[token.end():].lstrip().startswith("("):
+        if token.group() not in PROMQL_KEYWORDS and not expr[token.end() :].lstrip().startswith("("):
             names.add(token.group())
     return names
 
@@ -340,14 +350,16 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
         for variable in dashboard.get("templating", {}).get("list", []):
             if variable.get("type") == "query":
                 query = variable["query"]
-                queries.append((path.name, f"variable {variable['name']!r}", query["query"] if isinstance(query, dict) else query))
+                queries.append(
+                    (path.name, f"variable {variable['name']!r}", query["query"] if isinstance(query, dict) else query)
+                )
     return queries
 
 
 def test_metric_name_extraction_sees_through_promql() -> None:
     expr = 'histogram_quantile(0.99, sum by (service, le) (rate(ceper_http_request_duration_seconds_bucket{route=~"/x"}[5m])))'
     assert metric_names(expr) == {"ceper_http_request_duration_seconds_bucket"}
-    assert metric_names('a_total / on (service) group_left b offset 1h > bool 0') == {"a_total", "b"}
+    assert metric_names("a_total / on (service) group_left b offset 1h > bool 0") == {"a_total", "b"}
     assert metric_names('label_values(up{job="ceper"}, service)') == {"up"}
     assert selector_labels(expr) == ({"ceper_http_request_duration_seconds_bucket": {"route"}}, {"service", "le"})
     assert selector_labels('label_values(a{x="}", y!~"z"}, w)') == ({"a": {"x", "y"}}, {"w"})

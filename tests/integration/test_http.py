@@ -147,7 +147,10 @@ async def test_purchase_order_errors_are_problems_and_change_nothing(make_settin
         (with_line(unit_price="203700"), "body.lines.0.unit_price"),
         (with_line(quantity=1000), "body.lines.0.deliveries"),
         (purchase_order(buyer_code="PT ASING"), "body.buyer_code"),
-        (with_line(deliveries=[{"due_date": past, "quantity": 1200, "site_code": "BY-YK"}]), "body.lines.0.deliveries.0.due_date"),
+        (
+            with_line(deliveries=[{"due_date": past, "quantity": 1200, "site_code": "BY-YK"}]),
+            "body.lines.0.deliveries.0.due_date",
+        ),
         (purchase_order(currency="USD"), "body.currency"),
         (with_line(quantity=0), "body.lines.0.quantity"),
         (purchase_order(lines=[]), "body.lines"),
@@ -201,7 +204,9 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
         assert await orders_state(orders) == (1, 1, 1)
 
         # The PO number is unique per buyer: INKA may use the same number.
-        inka = await http.post("/v1/purchase-orders", json=purchase_order(buyer_code="INKA"), headers={"Idempotency-Key": "kai-2027-00042-b"})
+        inka = await http.post(
+            "/v1/purchase-orders", json=purchase_order(buyer_code="INKA"), headers={"Idempotency-Key": "kai-2027-00042-b"}
+        )
         assert inka.status_code == 201, inka.text
         assert inka.json()["id"] != order_id
         found = (await http.get("/v1/purchase-orders", params={"buyer_code": "KAI", "po_number": "KAI/PO/2027/00042"})).json()
@@ -213,7 +218,9 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
         outbox = store.backbone.outbox
         async with orders.runtime.sessions() as session:  # type: ignore[union-attr]
             received = outbox.c.event_type == "ceper.orders.purchase_order_received.v1"  # the planner adds its own
-            staged = (await session.execute(sa.select(outbox.c.event_type, outbox.c.key).where(received).order_by(outbox.c.seq))).all()
+            staged = (
+                await session.execute(sa.select(outbox.c.event_type, outbox.c.key).where(received).order_by(outbox.c.seq))
+            ).all()
         assert [tuple(row) for row in staged] == [
             ("ceper.orders.purchase_order_received.v1", order_id),
             ("ceper.orders.purchase_order_received.v1", inka.json()["id"]),
@@ -221,8 +228,12 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
         fetched = await http.get(f"/v1/purchase-orders/{order_id}")
         # The planner may already have moved the status on and attached its plan; lines gain their progress.
         detail = fetched.json()
-        as_submitted = {k: v for k, v in detail.items() if k not in ("plan", "status", "status_reason", "local_content_percent", "lines")}
-        assert fetched.status_code == 200 and as_submitted == {k: v for k, v in first.json().items() if k not in ("status", "lines")}
+        as_submitted = {
+            k: v for k, v in detail.items() if k not in ("plan", "status", "status_reason", "local_content_percent", "lines")
+        }
+        assert fetched.status_code == 200 and as_submitted == {
+            k: v for k, v in first.json().items() if k not in ("status", "lines")
+        }
         assert [{k: line[k] for k in first.json()["lines"][0]} for line in detail["lines"]] == first.json()["lines"]
         assert detail["lines"][0]["requirements"] == {"certificates": [], "min_tkdn_percent": None}
 

@@ -16,7 +16,7 @@ import re
 import shlex
 import typing
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,7 @@ def test_every_operation_of_the_api_is_either_documented_for_buyers_or_known_not
 
 def test_every_call_the_document_names_exists() -> None:
     named = set(call_mentions(doc()))
-    assert BUYER_FACING <= named
+    assert named >= BUYER_FACING
     missing = {op for op in named if op not in operations()}
     assert not missing, f"docs/integration.md names calls the API does not have: {sorted(missing)}"
 
@@ -194,14 +194,16 @@ def test_every_buyer_facing_call_has_a_section_listing_its_success_status_and_de
         text = section_of(operation)
         statuses = {int(s) for s in re.findall(r"`(\d{3})\b", text)}
         spec = operations()[operation]
-        assert success_status(spec) in statuses, f"{operation}: the section does not give the success status {success_status(spec)}"
+        assert success_status(spec) in statuses, (
+            f"{operation}: the section does not give the success status {success_status(spec)}"
+        )
         missing = declared_errors(spec) - statuses
         assert not missing, f"{operation}: the API declares errors {sorted(missing)} the section does not list"
 
 
 def test_staff_calls_are_named_as_what_causes_webhooks() -> None:
     staff = sections("###")["3.11 Calls made by the cooperative"]
-    assert STAFF_ONLY <= set(call_mentions(staff))
+    assert set(call_mentions(staff)) >= STAFF_ONLY
 
 
 def test_every_problem_status_the_api_declares_is_explained() -> None:
@@ -284,8 +286,10 @@ def test_curl_examples_call_real_operations_with_valid_bodies() -> None:
             model.model_validate_json(body)
         for parameter in operations()[operation].get("parameters", []):
             if parameter["in"] == "header" and parameter.get("required"):
-                assert parameter["name"].lower() in headers, f"line {block.line}: {operation} needs the {parameter['name']} header"
-    assert BUYER_FACING <= called, f"buyer-facing calls without a curl example: {sorted(BUYER_FACING - called)}"
+                assert parameter["name"].lower() in headers, (
+                    f"line {block.line}: {operation} needs the {parameter['name']} header"
+                )
+    assert called >= BUYER_FACING, f"buyer-facing calls without a curl example: {sorted(BUYER_FACING - called)}"
 
 
 class FakeApi:
@@ -341,8 +345,8 @@ def test_python_examples_run_against_the_api_contract(monkeypatch: pytest.Monkey
     assert any(kind == "client" for kind, _ in examples)
     for kind, block in examples:
         if kind == "client":
-            exec(compile(block.text, f"{DOC_PATH}:{block.line}", "exec"), namespace)  # noqa: S102 - the document's own example
-    assert BUYER_FACING <= fake.called, f"buyer-facing calls without a Python example: {sorted(BUYER_FACING - fake.called)}"
+            exec(compile(block.text, f"{DOC_PATH}:{block.line}", "exec"), namespace)
+    assert fake.called >= BUYER_FACING, f"buyer-facing calls without a Python example: {sorted(BUYER_FACING - fake.called)}"
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------
@@ -449,7 +453,7 @@ def run_check_block(kind: str, namespace: dict[str, Any] | None = None) -> dict[
     found = [block for k, block in marked("check") if k == kind]
     assert len(found) == 1, f"docs/integration.md should have one `<!-- check: {kind} -->` block"
     namespace = {} if namespace is None else namespace
-    exec(compile(found[0].text, f"{DOC_PATH}:{found[0].line}", "exec"), namespace)  # noqa: S102 - the document's own example
+    exec(compile(found[0].text, f"{DOC_PATH}:{found[0].line}", "exec"), namespace)
     return namespace
 
 
@@ -463,7 +467,7 @@ def test_verifying_by_hand_accepts_what_orders_signs_and_refuses_the_rest() -> N
     ns = run_check_block("verify-by-hand")
     verify, invalid = ns["verify_webhook"], ns["InvalidWebhook"]
     secret = webhooks.new_secret()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     headers, body = signed_message(secret, now)
 
     assert verify(secret, headers, body) == json.loads(body)
@@ -491,7 +495,7 @@ def test_verifying_by_hand_accepts_what_orders_signs_and_refuses_the_rest() -> N
 def test_verifying_with_the_library_accepts_what_orders_signs_and_refuses_the_rest() -> None:
     verify = run_check_block("verify-with-library")["verify_with_library"]
     secret = webhooks.new_secret()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     headers, body = signed_message(secret, now)
     assert verify(secret, headers, body) == json.loads(body)
     for args in [
@@ -521,11 +525,11 @@ def test_the_receiver_verifies_deduplicates_and_refuses_forgeries(monkeypatch: p
     ns = run_check_block("verify-by-hand")
     ns["process_later"] = processed.append
     handle = run_check_block("receiver", ns)["handle_webhook"]
-    headers, body = signed_message(secret, datetime.now(timezone.utc))
+    headers, body = signed_message(secret, datetime.now(UTC))
 
     assert handle(headers, body) == 200
     assert handle(headers, body) == 200  # a retry of the same message
     assert [m["id"] for m in processed] == [headers["webhook-id"]]
-    forged_headers, forged_body = signed_message(webhooks.new_secret(), datetime.now(timezone.utc))
+    forged_headers, forged_body = signed_message(webhooks.new_secret(), datetime.now(UTC))
     assert handle(forged_headers, forged_body) == 401
     assert len(processed) == 1

@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -55,8 +55,13 @@ async def test_migrations_build_exactly_the_declared_schema(make_settings, servi
         async with engine.begin() as conn:
             await conn.execute(
                 sa.insert(outbox).values(
-                    event_id="e-1", event_type="t", topic="ceper.orders.v1", key="k", headers={}, payload=b"{}",
-                    created_at=datetime.now(timezone.utc),
+                    event_id="e-1",
+                    event_type="t",
+                    topic="ceper.orders.v1",
+                    key="k",
+                    headers={},
+                    payload=b"{}",
+                    created_at=datetime.now(UTC),
                 )
             )
         await migrate(engine, spec.migrations_dir)

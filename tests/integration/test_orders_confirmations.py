@@ -3,7 +3,7 @@ the plan in force holds the allocation as it was confirmed, whichever version it
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -14,7 +14,7 @@ from shared.db import create_engine, migrate, session_factory
 from shared.events import Envelope
 from shared.events.capacity import ReservationConfirmed
 
-NOW = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 DUE = date(2027, 2, 26)
 
 
@@ -29,8 +29,16 @@ def allocation(aid: str, foundry: str, quantity: int, version: int, state: str =
 def confirmed(aid: str, foundry: str, quantity: int, version: int) -> Envelope[ReservationConfirmed]:
     return Envelope.of(
         ReservationConfirmed(
-            reservation_id=f"res-{aid}", foundry_code=foundry, product_family="BRAKE_BLOCK_COMPOSITE", week="2027-W05",
-            quantity=quantity, order_id="po_1", allocation_id=aid, plan_version=version, due_date=DUE, confirmed_at=NOW,
+            reservation_id=f"res-{aid}",
+            foundry_code=foundry,
+            product_family="BRAKE_BLOCK_COMPOSITE",
+            week="2027-W05",
+            quantity=quantity,
+            order_id="po_1",
+            allocation_id=aid,
+            plan_version=version,
+            due_date=DUE,
+            confirmed_at=NOW,
         )  # fmt: skip
     )
 
@@ -42,11 +50,20 @@ async def test_a_confirmation_naming_an_earlier_version_counts_for_an_allocation
         sessions = session_factory(engine)
         line = OrderLine(1, "BB-COMP-K", "", 1000, 203_700, (Delivery(DUE, 1000, "BY-YK"),))
         async with sessions.begin() as session:
-            await store.add_order(session, PurchaseOrder("po_1", "KAI", "KAI/PO/1", NOW.date(), "IDR", (line,), OrderStatus.PLANNED, NOW))
+            await store.add_order(
+                session, PurchaseOrder("po_1", "KAI", "KAI/PO/1", NOW.date(), "IDR", (line,), OrderStatus.PLANNED, NOW)
+            )
             for version in (1, 2):
                 await session.execute(
-                    sa.insert(store.plans).values(order_id="po_1", version=version, created_at=NOW + timedelta(minutes=version),
-                                                  solver="level", shortfall=[], reason="test", risk=[])  # fmt: skip
+                    sa.insert(store.plans).values(
+                        order_id="po_1",
+                        version=version,
+                        created_at=NOW + timedelta(minutes=version),
+                        solver="level",
+                        shortfall=[],
+                        reason="test",
+                        risk=[],
+                    )  # fmt: skip
                 )
             # Version 2 kept A as it was, shrank B from 400 to 300 (a lot failed elsewhere, say) and added C.
             await session.execute(
@@ -68,7 +85,9 @@ async def test_a_confirmation_naming_an_earlier_version_counts_for_an_allocation
 
         async with sessions.begin() as session:
             await handlers.on_reservation_confirmed(session, confirmed("A", "IKM-001", 300, 1))  # kept unchanged: counts
-            await handlers.on_reservation_confirmed(session, confirmed("B", "IKM-002", 400, 1))  # changed since: capacity reserves it again
+            await handlers.on_reservation_confirmed(
+                session, confirmed("B", "IKM-002", 400, 1)
+            )  # changed since: capacity reserves it again
             await handlers.on_reservation_confirmed(session, confirmed("C", "IKM-003", 400, 3))  # a version orders never made
         assert await states() == {"A": "reserved", "B": "planned", "C": "planned"}
         assert await status() == "planned"

@@ -40,7 +40,9 @@ async def make_lot(svc: Any, order_id: str, allocation: dict[str, Any], lot_code
     if not passing:
         for sample in samples[:5]:
             sample["friction_coefficient"] = 0.15
-    result = await quality.post(f"/v1/lots/{lot_code}/results", json={"report_number": f"LHU/{lot_code}", "laboratory": "B4T Bandung", "samples": samples})
+    result = await quality.post(
+        f"/v1/lots/{lot_code}/results", json={"report_number": f"LHU/{lot_code}", "laboratory": "B4T Bandung", "samples": samples}
+    )
     assert result.status_code == 201 and result.json()["status"] == ("passed" if passing else "failed"), result.text
 
 
@@ -62,7 +64,9 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
                 await register_member(svc, f"IKM-{i:03d}", 400, tkdn=30.0 + 5 * i)
 
             await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 6)])
-            posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00201", [1200]), headers={"Idempotency-Key": "ful-1"})
+            posted = await orders.post(
+                "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00201", [1200]), headers={"Idempotency-Key": "ful-1"}
+            )
             order_id = posted.json()["id"]
             order = await order_when(svc, order_id, lambda o: o["status"] == "accepted")
             first = order["plan"]["allocations"]
@@ -77,7 +81,9 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
             assert quantities["failed"] == quantities["produced"] == failing["quantity"]
             assert quantities["planned"] == 1200 + failing["quantity"]
             assert any(a["allocation_id"] == failing["allocation_id"] for a in order["plan"]["allocations"])
-            replacements = [a for a in order["plan"]["allocations"] if a["allocation_id"] not in {f["allocation_id"] for f in first}]
+            replacements = [
+                a for a in order["plan"]["allocations"] if a["allocation_id"] not in {f["allocation_id"] for f in first}
+            ]
             assert sum(a["quantity"] for a in replacements) == failing["quantity"]
             assert line_of(order)["risk"]["at_risk"] is False
 
@@ -96,27 +102,54 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
             )  # fmt: skip
             assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
             fields = {e["field"]: e["message"] for e in bad.json()["errors"]}
-            assert "failed testing" in fields["body.items.0.lot_code"] and "passed units not yet shipped" in fields["body.items.1.quantity"]
+            assert (
+                "failed testing" in fields["body.items.0.lot_code"]
+                and "passed units not yet shipped" in fields["body.items.1.quantity"]
+            )
             wrong_site = await orders.post(
                 f"/v1/purchase-orders/{order_id}/shipments",
-                json={"surat_jalan_number": "SJ/BJ/2027/0001", "site_code": "BY-MRI", "vehicle_plate": "AD 8123 KT", "items": [{"lot_code": "LOT-P0", "quantity": 10}]},
+                json={
+                    "surat_jalan_number": "SJ/BJ/2027/0001",
+                    "site_code": "BY-MRI",
+                    "vehicle_plate": "AD 8123 KT",
+                    "items": [{"lot_code": "LOT-P0", "quantity": 10}],
+                },
             )
             assert wrong_site.status_code == 422 and wrong_site.json()["errors"][0]["field"] == "body.site_code"
 
             items = [{"lot_code": f"LOT-P{n}", "quantity": a["quantity"]} for n, a in enumerate(to_make)]
             created = await orders.post(
                 f"/v1/purchase-orders/{order_id}/shipments",
-                json={"surat_jalan_number": "SJ/BJ/2027/0001", "site_code": "BY-YK", "vehicle_plate": "AD 8123 KT", "driver_name": "Pak Slamet", "items": items},
+                json={
+                    "surat_jalan_number": "SJ/BJ/2027/0001",
+                    "site_code": "BY-YK",
+                    "vehicle_plate": "AD 8123 KT",
+                    "driver_name": "Pak Slamet",
+                    "items": items,
+                },
             )
             assert created.status_code == 201, created.text
             shipment = created.json()
             assert shipment["status"] == "prepared" and sum(i["quantity"] for i in shipment["items"]) == 1200
             again = await orders.post(
                 f"/v1/purchase-orders/{order_id}/shipments",
-                json={"surat_jalan_number": "SJ/BJ/2027/0001", "site_code": "BY-YK", "vehicle_plate": "AD 1", "items": [{"lot_code": "LOT-P0", "quantity": 1}]},
+                json={
+                    "surat_jalan_number": "SJ/BJ/2027/0001",
+                    "site_code": "BY-YK",
+                    "vehicle_plate": "AD 1",
+                    "items": [{"lot_code": "LOT-P0", "quantity": 1}],
+                },
             )
             assert again.status_code == 409
-            too_early = await orders.post(f"/v1/shipments/{shipment['id']}/handover", json={"bast_number": "BAST/1", "signed_by": "Kepala BY", "signed_on": date.today().isoformat(), "items": [{"lot_code": "LOT-P0", "received": 1}]})
+            too_early = await orders.post(
+                f"/v1/shipments/{shipment['id']}/handover",
+                json={
+                    "bast_number": "BAST/1",
+                    "signed_by": "Kepala BY",
+                    "signed_on": date.today().isoformat(),
+                    "items": [{"lot_code": "LOT-P0", "received": 1}],
+                },
+            )
             assert too_early.status_code == 409
 
             dispatched = await orders.post(f"/v1/shipments/{shipment['id']}/dispatch")
@@ -137,11 +170,18 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
             assert mismatched.status_code == 422 and "must add up" in mismatched.json()["errors"][0]["message"]
             signed = await orders.post(
                 f"/v1/shipments/{shipment['id']}/handover",
-                json={"bast_number": "BAST/BY-YK/0117", "signed_by": "Ir. Sutrisno", "signed_on": date.today().isoformat(), "items": handover},
+                json={
+                    "bast_number": "BAST/BY-YK/0117",
+                    "signed_by": "Ir. Sutrisno",
+                    "signed_on": date.today().isoformat(),
+                    "items": handover,
+                },
             )
             assert signed.status_code == 200, signed.text
             assert signed.json()["status"] == "delivered" and signed.json()["bast_number"] == "BAST/BY-YK/0117"
-            order = await order_when(svc, order_id, lambda o: "refused at handover" in o["plan"]["reason"] and o["status"] == "accepted")
+            order = await order_when(
+                svc, order_id, lambda o: "refused at handover" in o["plan"]["reason"] and o["status"] == "accepted"
+            )
             quantities = line_of(order)["quantities"]
             assert (quantities["delivered"], quantities["rejected"]) == (1150, 50)
             remake = [a for a in order["plan"]["allocations"] if a["allocation_id"].endswith(f":v{order['plan']['version']}")]
@@ -152,13 +192,23 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
             await order_when(svc, order_id, lambda o: line_of(o)["quantities"]["shippable"] == 50)
             last = await orders.post(
                 f"/v1/purchase-orders/{order_id}/shipments",
-                json={"surat_jalan_number": "SJ/BJ/2027/0002", "site_code": "BY-YK", "vehicle_plate": "AD 8123 KT", "items": [{"lot_code": "LOT-R1", "quantity": 50}]},
+                json={
+                    "surat_jalan_number": "SJ/BJ/2027/0002",
+                    "site_code": "BY-YK",
+                    "vehicle_plate": "AD 8123 KT",
+                    "items": [{"lot_code": "LOT-R1", "quantity": 50}],
+                },
             )
             assert last.status_code == 201, last.text
             assert (await orders.post(f"/v1/shipments/{last.json()['id']}/dispatch")).status_code == 200
             final = await orders.post(
                 f"/v1/shipments/{last.json()['id']}/handover",
-                json={"bast_number": "BAST/BY-YK/0130", "signed_by": "Ir. Sutrisno", "signed_on": date.today().isoformat(), "items": [{"lot_code": "LOT-R1", "received": 50}]},
+                json={
+                    "bast_number": "BAST/BY-YK/0130",
+                    "signed_by": "Ir. Sutrisno",
+                    "signed_on": date.today().isoformat(),
+                    "items": [{"lot_code": "LOT-R1", "received": 50}],
+                },
             )
             assert final.status_code == 200, final.text
             order = (await orders.get(f"/v1/purchase-orders/{order_id}")).json()
@@ -188,13 +238,21 @@ async def test_a_revoked_certificate_puts_a_line_at_risk_and_a_new_one_brings_it
 
             await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 4)])
             # 1,200 units with at most 35 % each (420) on three members: no room for losing one of them.
-            posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00202", [1200]), headers={"Idempotency-Key": "risk-1"})
+            posted = await orders.post(
+                "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00202", [1200]), headers={"Idempotency-Key": "risk-1"}
+            )
             order_id = posted.json()["id"]
             order = await order_when(svc, order_id, lambda o: o["status"] == "accepted")
             assert {a["foundry_code"] for a in order["plan"]["allocations"]} == {"IKM-001", "IKM-002", "IKM-003"}
 
-            sni = [c for c in (await quality.get("/v1/certificates", params={"foundry_code": "IKM-002"})).json() if c["kind"] == "SNI"]
-            revoked = await quality.post(f"/v1/certificates/{sni[0]['id']}/revoke", json={"reason": "SPPT-SNI suspended by LSPro after surveillance audit"})
+            sni = [
+                c
+                for c in (await quality.get("/v1/certificates", params={"foundry_code": "IKM-002"})).json()
+                if c["kind"] == "SNI"
+            ]
+            revoked = await quality.post(
+                f"/v1/certificates/{sni[0]['id']}/revoke", json={"reason": "SPPT-SNI suspended by LSPro after surveillance audit"}
+            )
             assert revoked.status_code == 200, revoked.text
 
             order = await order_when(svc, order_id, lambda o: line_of(o)["risk"]["at_risk"])
@@ -236,16 +294,24 @@ async def test_suspended_and_resigned_members_lose_their_work_and_the_cooperativ
             await register_member(svc, f"IKM-{i:03d}", 400)
 
         await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 9)])
-        posted = await orders.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00203", [1200]), headers={"Idempotency-Key": "susp-1"})
+        posted = await orders.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00203", [1200]), headers={"Idempotency-Key": "susp-1"}
+        )
         order_id = posted.json()["id"]
         order = await order_when(svc, order_id, lambda o: o["status"] == "accepted")
         victim = order["plan"]["allocations"][0]["foundry_code"]
         suspended = await quality.put(
-            f"/v1/foundries/{victim}/quality-status/override", json={"status": "suspended", "reason": "three failed lots in a row"}
+            f"/v1/foundries/{victim}/quality-status/override",
+            json={"status": "suspended", "reason": "three failed lots in a row"},
         )
         assert suspended.status_code in (200, 201), suspended.text
         order = await order_when(
-            svc, order_id, lambda o: victim not in {a["foundry_code"] for a in o["plan"]["allocations"]} and line_of(o)["quantities"]["reserved"] == 1200
+            svc,
+            order_id,
+            lambda o: (
+                victim not in {a["foundry_code"] for a in o["plan"]["allocations"]}
+                and line_of(o)["quantities"]["reserved"] == 1200
+            ),
         )
         assert f"{victim} suspended" in order["plan"]["reason"] and order["status"] == "accepted"
         assert not line_of(order)["risk"]["at_risk"]
@@ -255,7 +321,12 @@ async def test_suspended_and_resigned_members_lose_their_work_and_the_cooperativ
         resigned = await svc["capacity"].http.patch(f"/v1/foundries/{leaving}", json={"membership_status": "resigned"})
         assert resigned.status_code == 200, resigned.text
         order = await order_when(
-            svc, order_id, lambda o: leaving not in {a["foundry_code"] for a in o["plan"]["allocations"]} and line_of(o)["quantities"]["reserved"] == 1200
+            svc,
+            order_id,
+            lambda o: (
+                leaving not in {a["foundry_code"] for a in o["plan"]["allocations"]}
+                and line_of(o)["quantities"]["reserved"] == 1200
+            ),
         )
         assert not {victim, leaving} & {a["foundry_code"] for a in order["plan"]["allocations"]}
 

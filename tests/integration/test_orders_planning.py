@@ -42,9 +42,13 @@ async def members_known(svc: Any, codes: list[str]) -> None:
     async def ready() -> bool:
         async with sessions() as session:
             standing = await projections.standing(session, today)
-            free = await projections.free_capacity(session, "BRAKE_BLOCK_COMPOSITE", iso_week(today), iso_week(today + timedelta(days=90)))
+            free = await projections.free_capacity(
+                session, "BRAKE_BLOCK_COMPOSITE", iso_week(today), iso_week(today + timedelta(days=90))
+            )
         return all(
-            code in standing and {c["kind"] for c in standing[code]["certificates"]} >= {"SNI", "ISO9001", "TKDN"} and any(free.get(code, {}).values())
+            code in standing
+            and {c["kind"] for c in standing[code]["certificates"]} >= {"SNI", "ISO9001", "TKDN"}
+            and any(free.get(code, {}).values())
             for code in codes
         )
 
@@ -88,7 +92,9 @@ async def test_order_is_planned_on_eligible_members_reserved_and_accepted(make_s
 
         await eventually(all_projected)
         await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 6)] + ["IKM-010"])
-        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00101", [3000, 3000]), headers={"Idempotency-Key": "plan-1"})
+        posted = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00101", [3000, 3000]), headers={"Idempotency-Key": "plan-1"}
+        )
         assert posted.status_code == 201, posted.text
         order_id = posted.json()["id"]
 
@@ -115,7 +121,9 @@ async def test_order_beyond_eligible_capacity_needs_review_with_the_shortfall(ma
         await register_member(svc, "IKM-001", 300)
 
         await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 2)])
-        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00102", [50000]), headers={"Idempotency-Key": "plan-2"})
+        posted = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00102", [50000]), headers={"Idempotency-Key": "plan-2"}
+        )
         order_id = posted.json()["id"]
 
         async def reviewed():
@@ -138,7 +146,9 @@ async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(ma
             await register_member(svc, f"IKM-{i:03d}", 400)
 
         await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 7)])
-        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00103", [2400]), headers={"Idempotency-Key": "plan-3"})
+        posted = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00103", [2400]), headers={"Idempotency-Key": "plan-3"}
+        )
         order_id = posted.json()["id"]
 
         async def accepted(version: int):
@@ -149,8 +159,12 @@ async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(ma
         hit = order["plan"]["allocations"][0]
         # A press breaks down for the whole week the first allocation was planned in.
         breakdown = {
-            "kind": "exception", "reason": "press_breakdown", "product_family": "BRAKE_BLOCK_COMPOSITE", "weekly_units": 0,
-            "from_date": week_start(hit["week"]).isoformat(), "to_date": week_end(hit["week"]).isoformat(),
+            "kind": "exception",
+            "reason": "press_breakdown",
+            "product_family": "BRAKE_BLOCK_COMPOSITE",
+            "weekly_units": 0,
+            "from_date": week_start(hit["week"]).isoformat(),
+            "to_date": week_end(hit["week"]).isoformat(),
         }
         change = await svc["capacity"].http.post(f"/v1/foundries/{hit['foundry_code']}/capacity-changes", json=breakdown)
         assert change.status_code == 201, change.text
@@ -171,7 +185,9 @@ async def test_cancelled_order_releases_its_capacity_and_is_not_replanned(make_s
             await register_member(svc, f"IKM-{i:03d}", 400)
 
         await members_known(svc, [f"IKM-{i:03d}" for i in range(1, 4)])
-        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"})
+        posted = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"}
+        )
         order_id = posted.json()["id"]
 
         async def accepted():
@@ -237,10 +253,13 @@ async def test_capacity_refusing_an_allocation_moves_its_units_and_never_back_to
         today = date.today()
         for week in weeks_between(today, today + timedelta(days=70)):
             hold = await svc["capacity"].http.post(
-                "/v1/reservations", json={"foundry_code": "IKM-001", "product_family": "BRAKE_BLOCK_COMPOSITE", "week": week, "quantity": 400}
+                "/v1/reservations",
+                json={"foundry_code": "IKM-001", "product_family": "BRAKE_BLOCK_COMPOSITE", "week": week, "quantity": 400},
             )
             assert hold.status_code in (201, 409), hold.text
-        posted = await svc["orders"].http.post("/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"})
+        posted = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00104", [1200]), headers={"Idempotency-Key": "plan-4"}
+        )
         order_id = posted.json()["id"]
 
         async def accepted():

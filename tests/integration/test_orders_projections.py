@@ -37,8 +37,12 @@ async def test_orders_projects_capacity_reservations_certificates_and_status(mak
         certificate = await svc["quality"].http.post(
             "/v1/certificates",
             json={
-                "foundry_code": "IKM-021", "kind": "SNI", "number": "SPPT-SNI/0021/2026", "issuer": "LSPro B4T",
-                "valid_from": (today - timedelta(days=30)).isoformat(), "valid_until": (today + timedelta(days=700)).isoformat(),
+                "foundry_code": "IKM-021",
+                "kind": "SNI",
+                "number": "SPPT-SNI/0021/2026",
+                "issuer": "LSPro B4T",
+                "valid_from": (today - timedelta(days=30)).isoformat(),
+                "valid_until": (today + timedelta(days=700)).isoformat(),
                 "items": ["BB-COMP-K"],
             },
         )
@@ -74,7 +78,9 @@ async def test_orders_projects_capacity_reservations_certificates_and_status(mak
 
         await eventually(certified)
 
-        revoked = await svc["quality"].http.post(f"/v1/certificates/{certificate.json()['id']}/revoke", json={"reason": "surveillance audit missed"})
+        revoked = await svc["quality"].http.post(
+            f"/v1/certificates/{certificate.json()['id']}/revoke", json={"reason": "surveillance audit missed"}
+        )
         assert revoked.status_code == 200, revoked.text
 
         async def no_longer_certified():

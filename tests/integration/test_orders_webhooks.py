@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -45,7 +45,7 @@ async def test_ping_is_signed_and_verifiable_with_the_buyers_secret(make_setting
 
 async def test_failed_delivery_is_retried_with_backoff_and_survives_a_restart(make_settings, receiver):
     settings = make_settings(orders_webhook_poll_interval_s=0.05)
-    clock = FixedClock(datetime(2027, 1, 4, 2, 0, tzinfo=timezone.utc))
+    clock = FixedClock(datetime(2027, 1, 4, 2, 0, tzinfo=UTC))
     receiver.statuses = [503, 500]
     factory = lambda s: orders_app(s, clock)  # noqa: E731
     async with run_service(factory, settings) as orders:

@@ -82,4 +82,6 @@ async def test_named_database_can_be_dropped_while_connected(postgres_server) ->
     finally:
         await engine.dispose()
     with pytest.raises(asyncpg.InvalidCatalogNameError):
-        await asyncpg.connect(host=postgres_server.host, port=postgres_server.port, user="postgres", database="fixture_drop_check")
+        await asyncpg.connect(
+            host=postgres_server.host, port=postgres_server.port, user="postgres", database="fixture_drop_check"
+        )

@@ -31,7 +31,10 @@ async def test_demo_grants_certificates_and_lot_history_once(make_settings):
         first = await asyncio.to_thread(seed)
         assert first.startswith("Quality demo: ") and "(6 lapsing within 30 days, 3 lapsed)" in first
         again = await asyncio.to_thread(seed)
-        assert again == "Quality demo: 0 certificates (0 lapsing within 30 days, 0 lapsed) and 0 lots, 0 tested (0 failed), added (existing ones kept)."
+        assert (
+            again
+            == "Quality demo: 0 certificates (0 lapsing within 30 days, 0 lapsed) and 0 lots, 0 tested (0 failed), added (existing ones kept)."
+        )
 
         http = quality.http
         states = Counter(c["state"] for c in (await http.get("/v1/certificates")).json())

@@ -12,15 +12,30 @@ from tests.integration.test_http import assert_problem
 from tests.support import RunningService, run_services
 
 LOT = {"lot_code": "IKM-001-K-0001", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
-SNI = {"foundry_code": "IKM-001", "kind": "SNI", "number": "SPPT-SNI/001", "issuer": "LSPro B4T", "valid_from": "2026-01-01",
-       "valid_until": "2029-12-31", "items": ["BB-COMP-K"]}
+SNI = {
+    "foundry_code": "IKM-001",
+    "kind": "SNI",
+    "number": "SPPT-SNI/001",
+    "issuer": "LSPro B4T",
+    "valid_from": "2026-01-01",
+    "valid_until": "2029-12-31",
+    "items": ["BB-COMP-K"],
+}
 
 
 async def state(quality: RunningService) -> dict[str, int]:
     from services.quality import store
 
-    tables = [store.lots, store.lot_results, store.certificates, store.certificate_notices, store.specifications,
-              store.foundry_quality, store.quality_status_changes, store.backbone.outbox]
+    tables = [
+        store.lots,
+        store.lot_results,
+        store.certificates,
+        store.certificate_notices,
+        store.specifications,
+        store.foundry_quality,
+        store.quality_status_changes,
+        store.backbone.outbox,
+    ]
     async with quality.runtime.sessions() as session:  # type: ignore[union-attr]
         return {t.name: (await session.execute(sa.select(sa.func.count()).select_from(t))).scalar_one() for t in tables}
 
@@ -32,7 +47,9 @@ def result(samples: list[dict], **changes) -> dict:
 async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_settings):
     settings = make_settings()
     async with run_services(settings, "capacity") as svc, run_quality(settings) as quality:
-        await register_foundries(svc["capacity"], quality, foundry("IKM-001", "BRAKE_BLOCK_COMPOSITE"), foundry("IKM-003", "BRAKE_BLOCK_CAST_IRON"))
+        await register_foundries(
+            svc["capacity"], quality, foundry("IKM-001", "BRAKE_BLOCK_COMPOSITE"), foundry("IKM-003", "BRAKE_BLOCK_CAST_IRON")
+        )
         http = quality.http
         assert (await http.post("/v1/lots", json=LOT)).status_code == 201
         assert (await http.post("/v1/certificates", json=SNI)).status_code == 201
@@ -55,7 +72,9 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
             ({k: v for k, v in LOT.items() if k != "item_code"}, "body.item_code"),
         ]:
             assert_problem(await http.post("/v1/lots", json=body), 422, field)
-        problem = assert_problem(await http.post("/v1/lots", json={**LOT, "lot_code": "IKM-003-K-0001", "foundry_code": "IKM-003"}), 422)
+        problem = assert_problem(
+            await http.post("/v1/lots", json={**LOT, "lot_code": "IKM-003-K-0001", "foundry_code": "IKM-003"}), 422
+        )
         assert problem["errors"][0]["message"] == "IKM-003 does not make BRAKE_BLOCK_COMPOSITE (capacity's register)"
         assert "IKM-001-K-0001" in assert_problem(await http.post("/v1/lots", json=LOT), 409)["detail"]
         assert_problem(await http.get("/v1/lots/NOPE-1"), 404)
@@ -73,15 +92,31 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
         bad_rows[4]["back_plate_bond"] = 1
         refused = await http.post("/v1/lots/IKM-001-K-0001/results", json=result(bad_rows))
         body = assert_problem(
-            refused, 422, "body.samples.0.colour", "body.samples.1.density", "body.samples.2.density", "body.samples.3.hardness",
+            refused,
+            422,
+            "body.samples.0.colour",
+            "body.samples.1.density",
+            "body.samples.2.density",
+            "body.samples.3.hardness",
             "body.samples.4.back_plate_bond",
         )
         assert "impossible" in {e["field"]: e["message"] for e in body["errors"]}["body.samples.2.density"]
         tomorrow = (date.today() + timedelta(days=2)).isoformat()
-        assert_problem(await http.post("/v1/lots/IKM-001-K-0001/results", json=result(rows, tested_on=tomorrow)), 422, "body.tested_on")
-        assert_problem(await http.post("/v1/lots/IKM-001-K-0001/results", json=result(rows, report_number="")), 422, "body.report_number")
-        assert_problem(await http.post("/v1/lots/IKM-001-K-0001/results", json={"laboratory": "B4T", "samples": rows}), 422, "body.report_number")
-        assert_problem(await http.post("/v1/lots/IKM-001-K-0001/results", content=b"{oops", headers={"content-type": "application/json"}), 422)
+        assert_problem(
+            await http.post("/v1/lots/IKM-001-K-0001/results", json=result(rows, tested_on=tomorrow)), 422, "body.tested_on"
+        )
+        assert_problem(
+            await http.post("/v1/lots/IKM-001-K-0001/results", json=result(rows, report_number="")), 422, "body.report_number"
+        )
+        assert_problem(
+            await http.post("/v1/lots/IKM-001-K-0001/results", json={"laboratory": "B4T", "samples": rows}),
+            422,
+            "body.report_number",
+        )
+        assert_problem(
+            await http.post("/v1/lots/IKM-001-K-0001/results", content=b"{oops", headers={"content-type": "application/json"}),
+            422,
+        )
         assert_problem(await http.post("/v1/lots/NOPE-1/results", json=result(rows)), 404)
 
         # Certificates.
@@ -109,13 +144,22 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
         parameters = [{k: v for k, v in p.items() if k != "acceptance"} for p in current["parameters"]]
         assert_problem(await http.post("/v1/specifications/BB-RUBBER/versions", json={"parameters": parameters}), 404)
         inverted = [dict(parameters[1], minimum=2.4, maximum=1.7), *parameters[2:]]
-        assert_problem(await http.post("/v1/specifications/BB-COMP-K/versions", json={"parameters": inverted}), 422, "body.parameters.0.maximum")
         assert_problem(
-            await http.post("/v1/specifications/BB-COMP-K/versions", json={"parameters": parameters, "sampling": {"aql": 3.0}}), 422, "body.sampling.aql"
+            await http.post("/v1/specifications/BB-COMP-K/versions", json={"parameters": inverted}),
+            422,
+            "body.parameters.0.maximum",
         )
         assert_problem(
-            await http.post("/v1/specifications/BB-COMP-K/versions", json={"parameters": parameters, "sampling": {"inspection_level": "IV"}}),
-            422, "body.sampling.inspection_level",
+            await http.post("/v1/specifications/BB-COMP-K/versions", json={"parameters": parameters, "sampling": {"aql": 3.0}}),
+            422,
+            "body.sampling.aql",
+        )
+        assert_problem(
+            await http.post(
+                "/v1/specifications/BB-COMP-K/versions", json={"parameters": parameters, "sampling": {"inspection_level": "IV"}}
+            ),
+            422,
+            "body.sampling.inspection_level",
         )
         assert_problem(await http.post("/v1/specifications/BB-COMP-K/versions", json={"parameters": []}), 422, "body.parameters")
         assert_problem(await http.get("/v1/specifications/BB-COMP-K", params={"version": 9}), 404)
@@ -123,16 +167,30 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
         assert_problem(await http.get("/v1/sampling-plan", params={"lot_size": 0}), 422, "query.lot_size")
 
         # Quality status and eligibility.
-        assert_problem(await http.put("/v1/foundries/IKM-999/quality-status/override", json={"status": "watch", "reason": "x"}), 404)
-        assert_problem(await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "banned", "reason": "x"}), 422, "body.status")
-        assert_problem(await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "watch"}), 422, "body.reason")
-        assert "not overridden" in assert_problem(await http.delete("/v1/foundries/IKM-001/quality-status/override"), 409)["detail"]
+        assert_problem(
+            await http.put("/v1/foundries/IKM-999/quality-status/override", json={"status": "watch", "reason": "x"}), 404
+        )
+        assert_problem(
+            await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "banned", "reason": "x"}),
+            422,
+            "body.status",
+        )
+        assert_problem(
+            await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "watch"}), 422, "body.reason"
+        )
+        assert (
+            "not overridden" in assert_problem(await http.delete("/v1/foundries/IKM-001/quality-status/override"), 409)["detail"]
+        )
         assert_problem(await http.get("/v1/foundries/IKM-999/quality-status"), 404)
         assert_problem(await http.get("/v1/eligibility", params={"item": "BB-RUBBER"}), 422, "query.item")
         assert_problem(await http.get("/v1/eligibility"), 422, "query.item")
         assert_problem(await http.get("/v1/eligibility", params={"item": "BB-COMP-K", "min_tkdn": 120}), 422, "query.min_tkdn")
         assert_problem(await http.get("/v1/eligibility", params={"item": "BB-COMP-K", "on": "kemarin"}), 422, "query.on")
-        assert_problem(await http.get("/v1/eligibility", params={"item": "BB-COMP-K", "certificates": "ISO14001"}), 422, "query.certificates.0")
+        assert_problem(
+            await http.get("/v1/eligibility", params={"item": "BB-COMP-K", "certificates": "ISO14001"}),
+            422,
+            "query.certificates.0",
+        )
 
         assert await state(quality) == before, "a refused request stored something or staged an event"
 
@@ -144,7 +202,10 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
         reused = await http.post("/v1/lots/IKM-001-K-0002/results", json=result(rows))
         assert "IKM-001-K-0001" in assert_problem(reused, 409)["detail"]
         assert (await http.post(f"/v1/certificates/{sni_id}/revoke", json={"reason": "audit missed"})).status_code == 200
-        assert "already revoked" in assert_problem(await http.post(f"/v1/certificates/{sni_id}/revoke", json={"reason": "again"}), 409)["detail"]
+        assert (
+            "already revoked"
+            in assert_problem(await http.post(f"/v1/certificates/{sni_id}/revoke", json={"reason": "again"}), 409)["detail"]
+        )
         after = await state(quality)
         assert (after["lots"], after["lot_results"], after["outbox"]) == (2, 1, before["outbox"] + 1 + 1 + 1)
 
@@ -158,7 +219,12 @@ async def test_a_generated_lot_code_and_the_sampling_plan_endpoint(make_settings
         assert created.json()["lot_code"].startswith("IKM-007-")
         assert created.json()["sampling_plan"]["sample_size"] == 80
         plan = (await quality.http.get("/v1/sampling-plan", params={"lot_size": 5000, "aql": 2.5})).json()
-        assert (plan["code_letter"], plan["sample_size"], plan["acceptance_number"], plan["rejection_number"]) == ("L", 200, 10, 11)
+        assert (plan["code_letter"], plan["sample_size"], plan["acceptance_number"], plan["rejection_number"]) == (
+            "L",
+            200,
+            10,
+            11,
+        )
         specs = (await quality.http.get("/v1/specifications")).json()
         assert [s["item_code"] for s in specs] == ["BB-COMP-K", "BB-COMP-LL", "BB-CI"]
         assert all(s["version"] == 1 for s in specs)

@@ -28,15 +28,28 @@ async def test_a_failing_result_publishes_lot_failed_with_reasons_and_moves_the_
         http = quality.http
         sni = await http.post(
             "/v1/certificates",
-            json={"foundry_code": "IKM-001", "kind": "SNI", "number": "SPPT-SNI/B4T/001/2026", "issuer": "LSPro B4T",
-                  "valid_from": "2026-01-05", "valid_until": "2029-12-31", "items": ["BB-COMP-K"]},
+            json={
+                "foundry_code": "IKM-001",
+                "kind": "SNI",
+                "number": "SPPT-SNI/B4T/001/2026",
+                "issuer": "LSPro B4T",
+                "valid_from": "2026-01-05",
+                "valid_until": "2029-12-31",
+                "items": ["BB-COMP-K"],
+            },
         )
         assert sni.status_code == 201, sni.text
 
         lot = await http.post(
             "/v1/lots",
-            json={"lot_code": "IKM-001-K-0001", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200,
-                  "order_id": "po_42", "allocation_id": "al_42_1"},
+            json={
+                "lot_code": "IKM-001-K-0001",
+                "foundry_code": "IKM-001",
+                "item_code": "BB-COMP-K",
+                "quantity": 200,
+                "order_id": "po_42",
+                "allocation_id": "al_42_1",
+            },
         )
         assert lot.status_code == 201, lot.text
         assert lot.headers["location"] == "/v1/lots/IKM-001-K-0001"
@@ -47,7 +60,8 @@ async def test_a_failing_result_publishes_lot_failed_with_reasons_and_moves_the_
         passing = [good_composite_sample() for _ in range(32)]
         passing[3]["density"] = 2.55  # one nonconforming sample is within Ac 2
         passed = await http.post(
-            "/v1/lots/IKM-001-K-0001/results", json={"report_number": "B4T/LHU/0001", "laboratory": "B4T Bandung", "samples": passing}
+            "/v1/lots/IKM-001-K-0001/results",
+            json={"report_number": "B4T/LHU/0001", "laboratory": "B4T Bandung", "samples": passing},
         )
         assert passed.status_code == 201, passed.text
         assert passed.json()["status"] == "passed" and passed.json()["result"]["nonconforming"] == 1
@@ -55,13 +69,18 @@ async def test_a_failing_result_publishes_lot_failed_with_reasons_and_moves_the_
 
         for n in (2, 3):
             code = f"IKM-001-K-000{n}"
-            assert (await http.post("/v1/lots", json={"lot_code": code, "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200})).status_code == 201
+            assert (
+                await http.post(
+                    "/v1/lots", json={"lot_code": code, "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
+                )
+            ).status_code == 201
             failing = [good_composite_sample() for _ in range(32)]
             failing[0]["friction_coefficient"] = 0.19
             failing[5]["friction_coefficient"] = 0.33
             failing[9]["back_plate_bond"] = "fail"
             failed = await http.post(
-                f"/v1/lots/{code}/results", json={"report_number": f"B4T/LHU/000{n}", "laboratory": "B4T Bandung", "samples": failing}
+                f"/v1/lots/{code}/results",
+                json={"report_number": f"B4T/LHU/000{n}", "laboratory": "B4T Bandung", "samples": failing},
             )
             assert failed.status_code == 201, failed.text
             assert failed.json()["status"] == "failed"
@@ -72,12 +91,20 @@ async def test_a_failing_result_publishes_lot_failed_with_reasons_and_moves_the_
         # The lot's own events, on the real broker, in the contract's shape.
         [registered] = [e for e in await events_named(settings, "lot_registered", 3) if e.key == "IKM-001-K-0001"]
         assert registered.data.model_dump(mode="json", exclude={"registered_at"}) == {
-            "lot_code": "IKM-001-K-0001", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200,
-            "order_id": "po_42", "allocation_id": "al_42_1", "spec_version": 1,
+            "lot_code": "IKM-001-K-0001",
+            "foundry_code": "IKM-001",
+            "item_code": "BB-COMP-K",
+            "quantity": 200,
+            "order_id": "po_42",
+            "allocation_id": "al_42_1",
+            "spec_version": 1,
         }
         [lot_passed] = await events_named(settings, "lot_passed")
         assert (lot_passed.key, lot_passed.data.report_number, lot_passed.data.laboratory, lot_passed.data.allocation_id) == (
-            "IKM-001-K-0001", "B4T/LHU/0001", "B4T Bandung", "al_42_1"
+            "IKM-001-K-0001",
+            "B4T/LHU/0001",
+            "B4T Bandung",
+            "al_42_1",
         )
         lot_failed = await events_named(settings, "lot_failed", 2)
         assert sorted(e.key for e in lot_failed) == ["IKM-001-K-0002", "IKM-001-K-0003"]
@@ -89,7 +116,12 @@ async def test_a_failing_result_publishes_lot_failed_with_reasons_and_moves_the_
 
         # Passed, failed, failed: with the prior the foundry moves from good to watch, once.
         [moved] = await events_named(settings, "foundry_quality_status_changed")
-        assert (moved.key, moved.data.status, moved.data.previous_status, moved.data.overridden) == ("IKM-001", "watch", "good", False)
+        assert (moved.key, moved.data.status, moved.data.previous_status, moved.data.overridden) == (
+            "IKM-001",
+            "watch",
+            "good",
+            False,
+        )
         assert moved.data.pass_rate == round(10 / 13, 4)
         status = (await http.get("/v1/foundries/IKM-001/quality-status")).json()
         assert (status["status"], status["lots_considered"], status["lots_passed"]) == ("watch", 3, 1)
@@ -115,7 +147,11 @@ async def test_a_revised_specification_applies_to_lots_registered_after_it(make_
     async with run_services(settings, "capacity") as svc, run_quality(settings) as quality:
         await register_foundries(svc["capacity"], quality, COMPOSITE_FOUNDRY)
         http = quality.http
-        assert (await http.post("/v1/lots", json={"lot_code": "OLD-1", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200})).status_code == 201
+        assert (
+            await http.post(
+                "/v1/lots", json={"lot_code": "OLD-1", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
+            )
+        ).status_code == 201
 
         current = (await http.get("/v1/specifications/BB-COMP-K")).json()
         parameters = [{k: v for k, v in p.items() if k != "acceptance"} for p in current["parameters"]]
@@ -128,7 +164,9 @@ async def test_a_revised_specification_applies_to_lots_registered_after_it(make_
         assert revised.json()["version"] == 2 and revised.json()["parameters"][0]["acceptance"] == "0.25 ± 0.03"
         assert revised.headers["location"] == "/v1/specifications/BB-COMP-K?version=2"
 
-        new = await http.post("/v1/lots", json={"lot_code": "NEW-1", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200})
+        new = await http.post(
+            "/v1/lots", json={"lot_code": "NEW-1", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
+        )
         assert new.json()["spec_version"] == 2
         # AQL 1.0 for 200 units: G points down to H, 50 samples with Ac 1.
         plan = new.json()["sampling_plan"]
@@ -137,17 +175,25 @@ async def test_a_revised_specification_applies_to_lots_registered_after_it(make_
         # μ 0.215 passes the old band but not the new one: each lot is judged by its own version and plan.
         old_rows = [good_composite_sample(friction_coefficient=0.215) for _ in range(32)]
         new_rows = [good_composite_sample(friction_coefficient=0.215) for _ in range(50)]
-        old_result = await http.post("/v1/lots/OLD-1/results", json={"report_number": "R-1", "laboratory": "QA", "samples": old_rows})
-        new_result = await http.post("/v1/lots/NEW-1/results", json={"report_number": "R-2", "laboratory": "QA", "samples": new_rows})
+        old_result = await http.post(
+            "/v1/lots/OLD-1/results", json={"report_number": "R-1", "laboratory": "QA", "samples": old_rows}
+        )
+        new_result = await http.post(
+            "/v1/lots/NEW-1/results", json={"report_number": "R-2", "laboratory": "QA", "samples": new_rows}
+        )
         assert (old_result.json()["status"], new_result.json()["status"]) == ("passed", "failed")
         versions = (await http.get("/v1/specifications/BB-COMP-K/versions")).json()
         assert [v["version"] for v in versions] == [1, 2]
-        assert (await http.get("/v1/specifications/BB-COMP-K", params={"version": 1})).json()["parameters"][0]["acceptance"] == "0.25 ± 0.04"
+        assert (await http.get("/v1/specifications/BB-COMP-K", params={"version": 1})).json()["parameters"][0][
+            "acceptance"
+        ] == "0.25 ± 0.04"
         assert (await http.get("/v1/lots/OLD-1/trace")).json()["specification"]["version"] == 1
         assert len(await events_named(settings, "lot_registered", 2)) == 2
 
         from services.quality import store
 
         async with quality.runtime.sessions() as session:  # type: ignore[union-attr]
-            stored = (await session.execute(sa.select(store.lots.c.lot_code, store.lots.c.spec_version).order_by(store.lots.c.lot_code))).all()
+            stored = (
+                await session.execute(sa.select(store.lots.c.lot_code, store.lots.c.spec_version).order_by(store.lots.c.lot_code))
+            ).all()
         assert [tuple(r) for r in stored] == [("NEW-1", 2), ("OLD-1", 1)]

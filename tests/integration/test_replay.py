@@ -34,7 +34,12 @@ async def test_replay_rebuilds_projections_to_the_same_state(make_settings):
     settings = make_settings()
     async with run_services(settings, "capacity", "orders") as svc:
         for i in range(1, 8):
-            body = {"code": f"IKM-{i:03d}", "name": f"CV Cor {i}", "village": "Tegalrejo", "product_families": ["BRAKE_BLOCK_CAST_IRON"]}
+            body = {
+                "code": f"IKM-{i:03d}",
+                "name": f"CV Cor {i}",
+                "village": "Tegalrejo",
+                "product_families": ["BRAKE_BLOCK_CAST_IRON"],
+            }
             assert (await svc["capacity"].http.post("/v1/foundries", json=body)).status_code == 201
         for i in (2, 5):
             patch = {"name": f"CV Cor {i} Baru", "product_families": ["BRAKE_BLOCK_CAST_IRON", "PUMP_PARTS"]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -26,7 +26,7 @@ from services.capacity.domain import (
 )
 from shared.events.capacity import WeekCapacity
 
-NOW = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 COMPOSITE = ProductFamily.BRAKE_BLOCK_COMPOSITE
 CAST_IRON = ProductFamily.BRAKE_BLOCK_CAST_IRON
 STANDARD, EXCEPTION, WITHDRAWAL = CapacityChangeKind.STANDARD, CapacityChangeKind.EXCEPTION, CapacityChangeKind.WITHDRAWAL
@@ -47,11 +47,15 @@ class Recorder:
         self.count = 0
 
     def standard(self, units: int, from_week: str, reason: R = R.DECLARED):
-        return self.record(CapacityChangeRequest(STANDARD, self.calendar.product_family, reason, weekly_units=units, from_week=from_week))
+        return self.record(
+            CapacityChangeRequest(STANDARD, self.calendar.product_family, reason, weekly_units=units, from_week=from_week)
+        )
 
     def exception(self, units: int, first: date, last: date, reason: R = R.PRESS_BREAKDOWN):
         return self.record(
-            CapacityChangeRequest(EXCEPTION, self.calendar.product_family, reason, weekly_units=units, from_date=first, to_date=last)
+            CapacityChangeRequest(
+                EXCEPTION, self.calendar.product_family, reason, weekly_units=units, from_date=first, to_date=last
+            )
         )
 
     def withdraw(self, change_id: str, reason: R = R.REPAIRED):
@@ -243,14 +247,50 @@ def test_a_withdrawal_needs_a_standing_change_to_take_back(withdraws: str, error
 @pytest.mark.parametrize(
     "request_, field, words",
     [
-        (CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=-5, from_week="2027-W01"), "weekly_units", "negative"),
-        (CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=250_000, from_week="2027-W01"), "weekly_units", "plausible"),
-        (CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=None, from_week="2027-W01"), "weekly_units", "required"),
-        (CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=500, from_week="2027-W53"), "from_week", "does not exist"),
-        (CapacityChangeRequest(STANDARD, ProductFamily.SHIP_PARTS, R.DECLARED, weekly_units=50, from_week="2027-W01"), "product_family", "does not make"),
-        (CapacityChangeRequest(EXCEPTION, COMPOSITE, R.POWER_CUT, weekly_units=0, from_date=date(2027, 3, 9), to_date=date(2027, 3, 8)), "to_date", "before"),
-        (CapacityChangeRequest(EXCEPTION, COMPOSITE, R.POWER_CUT, weekly_units=0, from_date=date(2027, 1, 1), to_date=date(2028, 6, 1)), "to_date", "at most"),
-        (CapacityChangeRequest(EXCEPTION, COMPOSITE, R.POWER_CUT, weekly_units=0, from_date=date(2027, 1, 1)), "to_date", "both dates"),
+        (
+            CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=-5, from_week="2027-W01"),
+            "weekly_units",
+            "negative",
+        ),
+        (
+            CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=250_000, from_week="2027-W01"),
+            "weekly_units",
+            "plausible",
+        ),
+        (
+            CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=None, from_week="2027-W01"),
+            "weekly_units",
+            "required",
+        ),
+        (
+            CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=500, from_week="2027-W53"),
+            "from_week",
+            "does not exist",
+        ),
+        (
+            CapacityChangeRequest(STANDARD, ProductFamily.SHIP_PARTS, R.DECLARED, weekly_units=50, from_week="2027-W01"),
+            "product_family",
+            "does not make",
+        ),
+        (
+            CapacityChangeRequest(
+                EXCEPTION, COMPOSITE, R.POWER_CUT, weekly_units=0, from_date=date(2027, 3, 9), to_date=date(2027, 3, 8)
+            ),
+            "to_date",
+            "before",
+        ),
+        (
+            CapacityChangeRequest(
+                EXCEPTION, COMPOSITE, R.POWER_CUT, weekly_units=0, from_date=date(2027, 1, 1), to_date=date(2028, 6, 1)
+            ),
+            "to_date",
+            "at most",
+        ),
+        (
+            CapacityChangeRequest(EXCEPTION, COMPOSITE, R.POWER_CUT, weekly_units=0, from_date=date(2027, 1, 1)),
+            "to_date",
+            "both dates",
+        ),
         (CapacityChangeRequest(WITHDRAWAL, None, R.REPAIRED, weekly_units=10, withdraws="chg_1"), "weekly_units", "no figure"),
     ],
 )
@@ -285,10 +325,15 @@ def test_the_same_change_again_is_found_as_a_duplicate_unless_withdrawn():
         EXCEPTION, COMPOSITE, R.LEBARAN_CLOSURE, weekly_units=0, from_date=date(2027, 3, 8), to_date=date(2027, 3, 14)
     )
     assert cal.calendar.duplicate_of(closure_again) == closure
-    assert cal.calendar.duplicate_of(CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=601, from_week="2027-W01")) is None
+    assert (
+        cal.calendar.duplicate_of(CapacityChangeRequest(STANDARD, COMPOSITE, R.DECLARED, weekly_units=601, from_week="2027-W01"))
+        is None
+    )
     withdrawal, _ = cal.withdraw(closure.change_id)
     assert cal.calendar.duplicate_of(closure_again) is None
-    assert cal.calendar.duplicate_of(CapacityChangeRequest(WITHDRAWAL, None, R.REPAIRED, withdraws=closure.change_id)) == withdrawal
+    assert (
+        cal.calendar.duplicate_of(CapacityChangeRequest(WITHDRAWAL, None, R.REPAIRED, withdraws=closure.change_id)) == withdrawal
+    )
 
 
 def test_repeating_a_standard_that_a_correction_replaced_is_a_real_change_back():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,7 +20,7 @@ from services.capacity.domain import (
 )
 from shared.events.capacity import FoundryRegistered, FoundryUpdated, FurnaceData
 
-NOW = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=3)
 COMPOSITE = ProductFamily.BRAKE_BLOCK_COMPOSITE
 CAST_IRON = ProductFamily.BRAKE_BLOCK_CAST_IRON
@@ -109,7 +109,13 @@ def test_each_update_adds_one_revision():
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"name": "CV Logam Batur"}, {"name": " CV Logam Batur  "}, {"village": "Batur"}, {"product_families": [COMPOSITE, COMPOSITE]}],
+    [
+        {},
+        {"name": "CV Logam Batur"},
+        {"name": " CV Logam Batur  "},
+        {"village": "Batur"},
+        {"product_families": [COMPOSITE, COMPOSITE]},
+    ],
 )
 def test_an_update_that_changes_nothing_makes_no_event_and_no_revision(changes: dict):
     foundry = registered()
@@ -151,7 +157,16 @@ def test_npwp_is_sixteen_digits_or_the_old_fifteen_digit_form(npwp: str):
 
 
 @pytest.mark.parametrize(
-    "npwp", ["331001234567890", "33100123456789012", "01.234.567.8-525.00", "012345678525000", "01-234-567-8.525.000", "3310O12345678901", ""]
+    "npwp",
+    [
+        "331001234567890",
+        "33100123456789012",
+        "01.234.567.8-525.00",
+        "012345678525000",
+        "01-234-567-8.525.000",
+        "3310O12345678901",
+        "",
+    ],
 )
 def test_an_npwp_of_any_other_shape_is_refused(npwp: str):
     with pytest.raises(DomainError) as refused:
@@ -178,10 +193,13 @@ def test_implausible_equipment_and_empty_owner_are_refused_naming_the_field(fiel
 
 def test_update_changes_details_and_membership_with_a_new_revision():
     foundry = registered()
-    changed, event = update_foundry(
-        foundry, LATER, owner="Sri Rahayu", presses=3, membership_status=MembershipStatus.SUSPENDED
+    changed, event = update_foundry(foundry, LATER, owner="Sri Rahayu", presses=3, membership_status=MembershipStatus.SUSPENDED)
+    assert (changed.owner, changed.presses, changed.membership_status, changed.revision) == (
+        "Sri Rahayu",
+        3,
+        MembershipStatus.SUSPENDED,
+        1,
     )
-    assert (changed.owner, changed.presses, changed.membership_status, changed.revision) == ("Sri Rahayu", 3, MembershipStatus.SUSPENDED, 1)
     assert event is not None and event.membership_status == "suspended" and event.presses == 3
     assert not changed.active
 

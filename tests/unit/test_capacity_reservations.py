@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -35,7 +35,7 @@ from services.capacity.domain import (
 )
 from shared.events.capacity import ReservationConfirmed, ReservationRejected
 
-NOW = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 THIS_WEEK = "2026-W48"
 COMPOSITE = ProductFamily.BRAKE_BLOCK_COMPOSITE
 HOLD, CONFIRMED, CONSUMED = ReservationState.HOLD, ReservationState.CONFIRMED, ReservationState.CONSUMED
@@ -51,7 +51,14 @@ def ask(quantity: int = 100, week: str = "2027-W10", **extra: object) -> Reserva
 
 
 def reservation(
-    rid: str, quantity: int, due: date | None = None, *, minutes: int = 0, state: ReservationState = CONFIRMED, consumed: int = 0, **extra: object
+    rid: str,
+    quantity: int,
+    due: date | None = None,
+    *,
+    minutes: int = 0,
+    state: ReservationState = CONFIRMED,
+    consumed: int = 0,
+    **extra: object,
 ) -> Reservation:
     at = NOW + timedelta(minutes=minutes)
     values: dict[str, object] = {
@@ -71,7 +78,12 @@ def reservation(
         (None, ask(), RefusalReason.UNKNOWN_FOUNDRY, "foundry_code"),
         (member(membership_status=MembershipStatus.SUSPENDED), ask(), RefusalReason.FOUNDRY_NOT_ACTIVE, "foundry_code"),
         (member(), ReservationRequest("IKM-001", "SHIP_PARTS", "2027-W10", 10), RefusalReason.FAMILY_NOT_MADE, "product_family"),
-        (member(), ReservationRequest("IKM-001", "RUBBER_SEALS", "2027-W10", 10), RefusalReason.FAMILY_NOT_MADE, "product_family"),
+        (
+            member(),
+            ReservationRequest("IKM-001", "RUBBER_SEALS", "2027-W10", 10),
+            RefusalReason.FAMILY_NOT_MADE,
+            "product_family",
+        ),
         (member(), ask(week="2027-W53"), RefusalReason.INVALID_WEEK, "week"),
         (member(), ask(week="2026-W47"), RefusalReason.WEEK_PAST, "week"),
     ],
@@ -94,7 +106,9 @@ def test_a_request_fits_exactly_the_free_capacity_and_a_partial_fit_is_refused_w
 def test_a_planned_allocation_that_fits_is_confirmed_at_once():
     request = ask(250, order_id="po_1", allocation_id="a-1", plan_version=2, due_date=date(2027, 4, 30), item_code="BB-COMP-K")
     made, event = reserve_allocation(request, member(), 1000, 100, THIS_WEEK, "res_1", NOW)
-    assert made is not None and made.state is CONFIRMED and made.source is ReservationSource.PLAN and made.item_code == "BB-COMP-K"
+    assert (
+        made is not None and made.state is CONFIRMED and made.source is ReservationSource.PLAN and made.item_code == "BB-COMP-K"
+    )
     assert event == ReservationConfirmed(
         reservation_id="res_1", foundry_code="IKM-001", product_family="BRAKE_BLOCK_COMPOSITE", week="2027-W10", quantity=250,
         order_id="po_1", allocation_id="a-1", plan_version=2, due_date=date(2027, 4, 30), confirmed_at=NOW,
@@ -161,7 +175,10 @@ def test_revocation_takes_back_exactly_the_excess_latest_due_date_first_partiall
     middle = reservation("r-middle", 200, date(2027, 4, 15), minutes=3)
     revoked = revoke_reservations_over_capacity([early, late, middle], 500, "press_breakdown", NOW)
     # 900 reserved, capacity 500: 400 too many — all of the latest (300), then 100 of the next latest.
-    assert [(e.reservation_id, e.revoked_quantity, e.remaining_quantity) for _, e in revoked] == [("r-late", 300, 0), ("r-middle", 100, 100)]
+    assert [(e.reservation_id, e.revoked_quantity, e.remaining_quantity) for _, e in revoked] == [
+        ("r-late", 300, 0),
+        ("r-middle", 100, 100),
+    ]
     assert [(r.state, r.quantity) for r, _ in revoked] == [(ReservationState.REVOKED, 0), (CONFIRMED, 100)]
     assert {e.reason for _, e in revoked} == {"press_breakdown"}
 
@@ -180,7 +197,10 @@ def test_made_units_are_never_revoked_and_nothing_is_revoked_within_capacity():
     other = reservation("r-other", 200, date(2027, 3, 1))
     assert revoke_reservations_over_capacity([made, other], 500, "x", NOW) == []
     revoked = revoke_reservations_over_capacity([made, other], 100, "lebaran_closure", NOW)
-    assert [(e.reservation_id, e.revoked_quantity, e.remaining_quantity) for _, e in revoked] == [("r-made", 50, 250), ("r-other", 200, 0)]
+    assert [(e.reservation_id, e.revoked_quantity, e.remaining_quantity) for _, e in revoked] == [
+        ("r-made", 50, 250),
+        ("r-other", 200, 0),
+    ]
     assert revoked[0][0].state is CONSUMED  # all that is left of it is made
 
 
@@ -214,6 +234,7 @@ def test_revocation_never_leaves_more_than_capacity_unless_only_made_units_remai
     assert after_total <= max(capacity, made)
     for r, e in revoked:
         assert r.quantity == e.remaining_quantity >= r.consumed_quantity and e.revoked_quantity > 0
+
     # Latest due date first (none counts as latest), then the newest: nothing was cut while a reservation
     # further along that order kept revocable units.
     def lateness(r: Reservation) -> tuple[bool, date, datetime]:
@@ -229,7 +250,9 @@ def test_revocation_never_leaves_more_than_capacity_unless_only_made_units_remai
 # --- plans -------------------------------------------------------------------------------------------------------------
 
 
-def allocation(aid: str, quantity: int = 100, week: str = "2027-W10", foundry: str = "IKM-001", due: date = date(2027, 4, 30)) -> PlannedAllocation:
+def allocation(
+    aid: str, quantity: int = 100, week: str = "2027-W10", foundry: str = "IKM-001", due: date = date(2027, 4, 30)
+) -> PlannedAllocation:
     return PlannedAllocation(aid, "BB-COMP-K", "BRAKE_BLOCK_COMPOSITE", foundry, week, quantity, due)
 
 
@@ -261,8 +284,12 @@ def test_any_change_of_an_allocation_is_released_and_reserved_again(changed: Pla
 
 def test_a_consumed_reservation_is_history_neither_reserved_again_nor_released():
     due = date(2027, 4, 30)
-    made = replace(reservation("r-made", 100, due, allocation_id="a-made", order_id="po_1"), state=CONSUMED, consumed_quantity=100)
-    gone = replace(reservation("r-gone", 100, due, allocation_id="a-gone", order_id="po_1"), state=CONSUMED, consumed_quantity=100)
+    made = replace(
+        reservation("r-made", 100, due, allocation_id="a-made", order_id="po_1"), state=CONSUMED, consumed_quantity=100
+    )
+    gone = replace(
+        reservation("r-gone", 100, due, allocation_id="a-gone", order_id="po_1"), state=CONSUMED, consumed_quantity=100
+    )
     diff = reconcile_plan([made, gone], [allocation("a-made"), allocation("a-replacement", 100, week="2027-W12")])
     assert diff.release == [] and diff.unchanged == []
     assert [a.allocation_id for a in diff.reserve] == ["a-replacement"]
@@ -289,6 +316,8 @@ def test_a_lot_without_an_allocation_matches_its_order_and_item_and_nothing_else
     other_item = reservation("r-ll", 100, order_id="po_1", item_code="BB-COMP-LL")
     elsewhere = replace(reservation("r-x", 100, order_id="po_1", item_code="BB-COMP-K"), foundry_code="IKM-002")
     hold = reservation("r-hold", 100, order_id="po_1", item_code="BB-COMP-K", state=HOLD)
-    consumed = consume_for_lot([composite, other_item, elsewhere, hold], ProducedLot("L-1", "IKM-001", "BB-COMP-K", 1000, "po_1"), NOW)
+    consumed = consume_for_lot(
+        [composite, other_item, elsewhere, hold], ProducedLot("L-1", "IKM-001", "BB-COMP-K", 1000, "po_1"), NOW
+    )
     assert [(e.reservation_id, e.quantity) for _, e in consumed] == [("r-k", 100)]
     assert consume_for_lot([composite], ProducedLot("L-2", "IKM-001", "BB-COMP-K", 100), NOW) == []

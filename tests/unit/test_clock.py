@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from shared import clock
 
 
 def test_fixed_clock_moves_only_when_told():
-    fixed = clock.FixedClock(datetime(2027, 3, 1, 16, 59, tzinfo=timezone.utc))
+    fixed = clock.FixedClock(datetime(2027, 3, 1, 16, 59, tzinfo=UTC))
     assert fixed.today() == date(2027, 3, 1)  # 23:59 in Ceper (UTC+7)
     fixed.advance(timedelta(minutes=1))
     assert fixed.today() == date(2027, 3, 2)  # midnight in Ceper
@@ -20,7 +20,7 @@ def test_fixed_clock_moves_only_when_told():
 
 
 async def test_context_clock_reaches_tasks_started_after_it_is_set():
-    fixed = clock.FixedClock(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    fixed = clock.FixedClock(datetime(2030, 1, 1, tzinfo=UTC))
 
     async def in_task() -> datetime:
         return clock.now()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from services.console.domain import EventFeed, FeedItem
 
-T0 = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def item(n: int) -> FeedItem:

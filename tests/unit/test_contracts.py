@@ -127,7 +127,12 @@ def test_removing_a_field_of_a_nested_model_breaks():
 
 @pytest.mark.parametrize(
     "field, new_type, old_kind",
-    [("quantity", str, "integer"), ("quantity", float, "integer"), ("produced_on", datetime, "string:date"), ("lot_code", int, "string")],
+    [
+        ("quantity", str, "integer"),
+        ("quantity", float, "integer"),
+        ("produced_on", datetime, "string:date"),
+        ("lot_code", int, "string"),
+    ],
 )
 def test_changing_a_type_breaks(field: str, new_type: type, old_kind: str):
     new = _with_field(Lot, field, new_type)
@@ -218,9 +223,14 @@ def test_no_committed_schema_without_a_registered_type():
 def test_check_reports_missing_stale_and_breaking_schemas(tmp_path: Path):
     for path in EVENTS_DIR.glob("*.json"):
         shutil.copy(path, tmp_path / path.name)
-    registered, updated, received = (REGISTRY[n] for n in (
-        "ceper.capacity.foundry_registered.v1", "ceper.capacity.foundry_updated.v1", "ceper.orders.purchase_order_received.v1"
-    ))
+    registered, updated, received = (
+        REGISTRY[n]
+        for n in (
+            "ceper.capacity.foundry_registered.v1",
+            "ceper.capacity.foundry_updated.v1",
+            "ceper.orders.purchase_order_received.v1",
+        )
+    )
     schema_path(registered, tmp_path).unlink()
     stale = schema_of(updated)
     stale["description"] = "an older wording"
@@ -291,8 +301,14 @@ def test_asyncapi_document_describes_every_type_on_its_topic():
         assert channel["address"] == event_type.topic
         assert any(m["$ref"].endswith(event_type.name.replace(".", "_")) for m in channel["messages"].values())
         payload = _resolve(document, message["payload"]["$ref"])
-        assert set(payload["required"]) == {
-            name for name, field in event_type.model.model_fields.items() if field.is_required()
-        }
+        assert set(payload["required"]) == {name for name, field in event_type.model.model_fields.items() if field.is_required()}
     headers = document["components"]["schemas"]["CloudEventsHeaders"]
-    assert set(headers["required"]) == {"ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_subject", "content-type"}
+    assert set(headers["required"]) == {
+        "ce_id",
+        "ce_type",
+        "ce_source",
+        "ce_specversion",
+        "ce_time",
+        "ce_subject",
+        "content-type",
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from services.orders.domain import (
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 
 TODAY = date(2026, 11, 24)
-NOW = datetime(2026, 11, 24, 9, 15, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
 IN_90_DAYS = TODAY + timedelta(days=90)
 
 
@@ -34,7 +34,9 @@ def line(line_no: int = 1, quantity: int = 1200, *deliveries: Delivery, **change
     return replace(made, **changes)  # type: ignore[arg-type]
 
 
-def violations(lines: list[OrderLine] | None = None, *, buyer: str = "KAI", issued_on: date = TODAY, currency: str = "IDR") -> dict[str, str]:
+def violations(
+    lines: list[OrderLine] | None = None, *, buyer: str = "KAI", issued_on: date = TODAY, currency: str = "IDR"
+) -> dict[str, str]:
     found = check_purchase_order(buyer, issued_on, currency, [line()] if lines is None else lines, TODAY)
     return {v.field: v.message for v in found}
 
@@ -143,7 +145,10 @@ def test_receive_returns_the_order_and_its_event():
         buyer_code="KAI",
         po_number="KAI/PO/2027/00042",
         issued_on=TODAY,
-        lines=[ReceivedLine(line_no=1, item_code="BB-COMP-K", quantity=1200), ReceivedLine(line_no=2, item_code="BB-CI", quantity=300)],
+        lines=[
+            ReceivedLine(line_no=1, item_code="BB-COMP-K", quantity=1200),
+            ReceivedLine(line_no=2, item_code="BB-CI", quantity=300),
+        ],
         received_at=NOW,
     )
 

@@ -10,10 +10,10 @@ from services.orders.domain import (
     CertificateHeld,
     Delivery,
     FoundryStanding,
+    LineProgress,
     OrderLine,
     OrderStatus,
     Requirements,
-    LineProgress,
     expected_completion,
     local_content,
     outstanding,
@@ -38,7 +38,9 @@ LINE = OrderLine(
 )
 
 
-def member(sni_until: date = date(2028, 1, 1), iso_until: date = date(2028, 1, 1), tkdn: float = 40.0, **changes: object) -> FoundryStanding:
+def member(
+    sni_until: date = date(2028, 1, 1), iso_until: date = date(2028, 1, 1), tkdn: float = 40.0, **changes: object
+) -> FoundryStanding:
     values: dict[str, object] = {
         "code": "IKM-001",
         "membership_status": "active",

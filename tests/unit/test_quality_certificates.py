@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -28,20 +28,29 @@ from shared.events.quality import (
     QualityStatus,
 )
 
-NOW = datetime(2027, 3, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2027, 3, 1, 3, 0, tzinfo=UTC)
 TODAY = date(2027, 3, 1)
 COMPOSITE = ("BRAKE_BLOCK_COMPOSITE",)
 
 
-def certificate(kind: CertificateKind = CertificateKind.ISO9001, *, until: date = date(2028, 6, 30), foundry: str = "IKM-001", **extra) -> Certificate:
+def certificate(
+    kind: CertificateKind = CertificateKind.ISO9001, *, until: date = date(2028, 6, 30), foundry: str = "IKM-001", **extra
+) -> Certificate:
     defaults = {
         CertificateKind.SNI: {"items": ["BB-COMP-K"]},
         CertificateKind.TKDN: {"tkdn_percent": 42.5},
         CertificateKind.SKKNI: {"certified_workers": 12},
     }.get(kind, {})
     cert, _ = grant_certificate(
-        f"cert_{kind.value.lower()}_{foundry}", foundry, kind, f"{kind.value}/{foundry}", "LSPro B4T",
-        until - timedelta(days=700), until, NOW, **{**defaults, **extra},
+        f"cert_{kind.value.lower()}_{foundry}",
+        foundry,
+        kind,
+        f"{kind.value}/{foundry}",
+        "LSPro B4T",
+        until - timedelta(days=700),
+        until,
+        NOW,
+        **{**defaults, **extra},
     )
     return cert
 
@@ -55,14 +64,29 @@ def violations(exc: pytest.ExceptionInfo[Rejected]) -> dict[str, str]:
 
 def test_granting_returns_the_certificate_and_its_event():
     cert, event = grant_certificate(
-        "cert_1", "IKM-001", CertificateKind.SNI, " SPPT-SNI/0123 ", "LSPro B4T", date(2026, 3, 1), date(2030, 2, 28), NOW,
+        "cert_1",
+        "IKM-001",
+        CertificateKind.SNI,
+        " SPPT-SNI/0123 ",
+        "LSPro B4T",
+        date(2026, 3, 1),
+        date(2030, 2, 28),
+        NOW,
         items=["BB-COMP-K", "BB-COMP-LL", "BB-COMP-K"],
     )
     assert cert.items == ("BB-COMP-K", "BB-COMP-LL") and cert.number == "SPPT-SNI/0123"
     assert event == CertificateGranted(
-        certificate_id="cert_1", foundry_code="IKM-001", kind=CertificateKind.SNI, number="SPPT-SNI/0123", issuer="LSPro B4T",
-        valid_from=date(2026, 3, 1), valid_until=date(2030, 2, 28), tkdn_percent=None, certified_workers=None,
-        items=["BB-COMP-K", "BB-COMP-LL"], granted_at=NOW,
+        certificate_id="cert_1",
+        foundry_code="IKM-001",
+        kind=CertificateKind.SNI,
+        number="SPPT-SNI/0123",
+        issuer="LSPro B4T",
+        valid_from=date(2026, 3, 1),
+        valid_until=date(2030, 2, 28),
+        tkdn_percent=None,
+        certified_workers=None,
+        items=["BB-COMP-K", "BB-COMP-LL"],
+        granted_at=NOW,
     )
 
 
@@ -87,7 +111,15 @@ def test_granting_refuses_what_a_certificate_cannot_be(kind, changes, field, mes
     args = {"foundry_code": "IKM-001", "number": "N-1", "valid_until": date(2029, 3, 1), **changes}
     with pytest.raises(Rejected) as refused:
         grant_certificate(
-            "cert_1", args.pop("foundry_code"), kind, args.pop("number"), "Issuer", date(2026, 3, 1), args.pop("valid_until"), NOW, **args
+            "cert_1",
+            args.pop("foundry_code"),
+            kind,
+            args.pop("number"),
+            "Issuer",
+            date(2026, 3, 1),
+            args.pop("valid_until"),
+            NOW,
+            **args,
         )
     assert message in violations(refused)[field]
 
@@ -97,7 +129,11 @@ def test_revoking_states_the_reason_and_happens_once():
     later = NOW + timedelta(days=10)
     revoked, event = revoke_certificate(cert, " Surveillance audit missed ", later)
     assert event == CertificateRevoked(
-        certificate_id=cert.id, foundry_code="IKM-001", kind=CertificateKind.ISO9001, reason="Surveillance audit missed", revoked_at=later
+        certificate_id=cert.id,
+        foundry_code="IKM-001",
+        kind=CertificateKind.ISO9001,
+        reason="Surveillance audit missed",
+        revoked_at=later,
     )
     with pytest.raises(StateConflict, match="already revoked"):
         revoke_certificate(revoked, "again", later)
@@ -109,10 +145,10 @@ def test_validity_counts_both_end_days_and_stops_at_revocation():
     cert = certificate(until=date(2027, 3, 31))
     assert cert.is_valid_on(cert.valid_from) and cert.is_valid_on(date(2027, 3, 31))
     assert not cert.is_valid_on(date(2027, 4, 1)) and not cert.is_valid_on(cert.valid_from - timedelta(days=1))
-    revoked, _ = revoke_certificate(cert, "fraud", datetime(2027, 3, 10, 2, 0, tzinfo=timezone.utc))
+    revoked, _ = revoke_certificate(cert, "fraud", datetime(2027, 3, 10, 2, 0, tzinfo=UTC))
     assert revoked.is_valid_on(date(2027, 3, 9)) and not revoked.is_valid_on(date(2027, 3, 10))
     # Revoked at 20:00 UTC is the next morning in Ceper.
-    late, _ = revoke_certificate(cert, "fraud", datetime(2027, 3, 10, 20, 0, tzinfo=timezone.utc))
+    late, _ = revoke_certificate(cert, "fraud", datetime(2027, 3, 10, 20, 0, tzinfo=UTC))
     assert late.is_valid_on(date(2027, 3, 10)) and not late.is_valid_on(date(2027, 3, 11))
 
 
@@ -143,7 +179,9 @@ def test_expiry_notices_come_once_each_at_their_time():
     assert expiry_notices(cert, given, date(2027, 3, 31)) == []  # the last valid day
     [(notice, expired)] = expiry_notices(cert, given, date(2027, 4, 1))
     assert notice is Notice.EXPIRED
-    assert expired == CertificationExpired(certificate_id=cert.id, foundry_code="IKM-001", kind=CertificateKind.SNI, valid_until=date(2027, 3, 31))
+    assert expired == CertificationExpired(
+        certificate_id=cert.id, foundry_code="IKM-001", kind=CertificateKind.SNI, valid_until=date(2027, 3, 31)
+    )
     given.add(notice)
     assert expiry_notices(cert, given, date(2027, 4, 2)) == []
     assert expiry_notices(cert, given, date(2030, 1, 1)) == []
@@ -199,9 +237,20 @@ def test_every_reason_why_not_is_given():
     lapsed_iso = certificate(CertificateKind.ISO9001, foundry="IKM-002", until=date(2027, 2, 1))
     low_tkdn = certificate(CertificateKind.TKDN, foundry="IKM-002", tkdn_percent=21.0)
     [verdict] = judge_eligibility(
-        "BB-COMP-K", TODAY,
-        [candidate("IKM-002", sni_for_cast_iron, lapsed_iso, low_tkdn, families=("BRAKE_BLOCK_CAST_IRON",), status=QualityStatus.SUSPENDED)],
-        REQUIRED, 25,
+        "BB-COMP-K",
+        TODAY,
+        [
+            candidate(
+                "IKM-002",
+                sni_for_cast_iron,
+                lapsed_iso,
+                low_tkdn,
+                families=("BRAKE_BLOCK_CAST_IRON",),
+                status=QualityStatus.SUSPENDED,
+            )
+        ],
+        REQUIRED,
+        25,
     )
     assert not verdict.eligible
     assert [(r.rule, r.message) for r in verdict.reasons] == [
@@ -215,7 +264,7 @@ def test_every_reason_why_not_is_given():
 
 def test_eligibility_is_judged_on_the_date_asked():
     certs = full_set(until=date(2027, 3, 31))
-    revoked_sni, _ = revoke_certificate(certs[0], "product failed surveillance", datetime(2027, 3, 20, 3, 0, tzinfo=timezone.utc))
+    revoked_sni, _ = revoke_certificate(certs[0], "product failed surveillance", datetime(2027, 3, 20, 3, 0, tzinfo=UTC))
     members = [candidate("IKM-001", revoked_sni, *certs[1:])]
     assert judge_eligibility("BB-COMP-K", date(2027, 3, 19), members, REQUIRED, 25)[0].eligible
     later = judge_eligibility("BB-COMP-K", date(2027, 3, 20), members, REQUIRED, 25)[0]
@@ -236,11 +285,15 @@ def test_requirements_are_data_the_asker_may_change():
     needs_workers = judge_eligibility("BB-COMP-K", TODAY, with_tkdn, (*REQUIRED, CertificateKind.SKKNI), 25)[0]
     assert [r.message for r in needs_workers.reasons] == ["no SKKNI certificate valid on 2027-03-01"]
     skkni = certificate(CertificateKind.SKKNI)
-    assert judge_eligibility("BB-COMP-K", TODAY, [candidate("IKM-001", *certs, skkni)], (*REQUIRED, CertificateKind.SKKNI), 25)[0].eligible
+    assert judge_eligibility("BB-COMP-K", TODAY, [candidate("IKM-001", *certs, skkni)], (*REQUIRED, CertificateKind.SKKNI), 25)[
+        0
+    ].eligible
 
 
 def test_watch_status_does_not_stop_a_foundry():
-    verdict = judge_eligibility("BB-COMP-K", TODAY, [candidate("IKM-001", *full_set(), status=QualityStatus.WATCH)], REQUIRED, 25)[0]
+    verdict = judge_eligibility(
+        "BB-COMP-K", TODAY, [candidate("IKM-001", *full_set(), status=QualityStatus.WATCH)], REQUIRED, 25
+    )[0]
     assert verdict.eligible and verdict.status is QualityStatus.WATCH
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from services.quality.domain import (
     DEFAULT_SPECIFICATIONS,
+    LabReport,
     Lot,
     LotStatus,
     Parameter,
@@ -16,7 +17,6 @@ from services.quality.domain import (
     RuleKind,
     SamplingRule,
     StateConflict,
-    LabReport,
     decide_lot,
     default_specification,
     evaluate,
@@ -26,7 +26,7 @@ from services.quality.domain import (
 )
 from shared.events.quality import LotFailed, LotPassed, LotRegistered
 
-NOW = datetime(2027, 3, 1, 3, 0, tzinfo=timezone.utc)  # 10:00 in Ceper
+NOW = datetime(2027, 3, 1, 3, 0, tzinfo=UTC)  # 10:00 in Ceper
 TODAY = date(2027, 3, 1)
 K = default_specification("BB-COMP-K", NOW)
 COMPOSITE = ["BRAKE_BLOCK_COMPOSITE", "BRAKE_BLOCK_CAST_IRON"]
@@ -90,13 +90,19 @@ def test_acceptance_rules_include_their_limits(parameter: Parameter, inside: lis
 
 def test_a_revision_is_the_next_version_and_leaves_the_old_one_as_it_was():
     tighter = [
-        Parameter("friction_coefficient", "μ", "", RuleKind.TARGET, target=0.25, tolerance=0.03, possible_min=0, possible_max=1.5),
+        Parameter(
+            "friction_coefficient", "μ", "", RuleKind.TARGET, target=0.25, tolerance=0.03, possible_min=0, possible_max=1.5
+        ),
         *K.parameters[1:],
     ]
     later = NOW + timedelta(days=3)
     v2 = revise_specification(K, "BB-COMP-K", tighter, SamplingRule("II", 1.0), " KAI asked for less spread ", later)
     assert (v2.version, v2.parameters[0].describe(), v2.sampling.aql, v2.note, v2.effective_from) == (
-        2, "0.25 ± 0.03", 1.0, "KAI asked for less spread", later
+        2,
+        "0.25 ± 0.03",
+        1.0,
+        "KAI asked for less spread",
+        later,
     )
     assert K.parameters[0].describe() == "0.25 ± 0.04"
     assert revise_specification(None, "BB-CI", K.parameters[:1], SamplingRule(), "", NOW).version == 1
@@ -139,8 +145,14 @@ def test_registering_a_lot_fixes_its_spec_version_and_sampling_plan():
     lot, event = register_lot("IKM-001-K-0001", "IKM-001", COMPOSITE, "BB-COMP-K", 200, "po_1", "al_1", K, NOW)
     assert (lot.status, lot.spec_version, lot.plan.sample_size, lot.plan.acceptance_number) == (LotStatus.REGISTERED, 1, 32, 2)
     assert event == LotRegistered(
-        lot_code="IKM-001-K-0001", foundry_code="IKM-001", item_code="BB-COMP-K", quantity=200, order_id="po_1",
-        allocation_id="al_1", spec_version=1, registered_at=NOW,
+        lot_code="IKM-001-K-0001",
+        foundry_code="IKM-001",
+        item_code="BB-COMP-K",
+        quantity=200,
+        order_id="po_1",
+        allocation_id="al_1",
+        spec_version=1,
+        registered_at=NOW,
     )
 
 
@@ -217,7 +229,12 @@ def test_a_lot_within_its_acceptance_number_passes():
     assert decided.status is LotStatus.PASSED and decided.decided_at == NOW
     assert isinstance(event, LotPassed)
     assert (event.lot_code, event.quantity, event.order_id, event.allocation_id, event.report_number, event.laboratory) == (
-        "IKM-001-K-0001", 200, "po_1", "al_1", "B4T/LHU/2027/0042", "B4T Bandung"
+        "IKM-001-K-0001",
+        200,
+        "po_1",
+        "al_1",
+        "B4T/LHU/2027/0042",
+        "B4T Bandung",
     )
 
 

@@ -5,14 +5,62 @@ from __future__ import annotations
 from shared.events import REGISTRY
 
 CONTRACT = {
-    "certificate_granted": ("foundry_code", {"certificate_id", "foundry_code", "kind", "number", "issuer", "valid_from", "valid_until", "tkdn_percent", "certified_workers", "items", "granted_at"}),
+    "certificate_granted": (
+        "foundry_code",
+        {
+            "certificate_id",
+            "foundry_code",
+            "kind",
+            "number",
+            "issuer",
+            "valid_from",
+            "valid_until",
+            "tkdn_percent",
+            "certified_workers",
+            "items",
+            "granted_at",
+        },
+    ),
     "certificate_revoked": ("foundry_code", {"certificate_id", "foundry_code", "kind", "reason", "revoked_at"}),
     "certification_expiring": ("foundry_code", {"certificate_id", "foundry_code", "kind", "valid_until", "days_left"}),
     "certification_expired": ("foundry_code", {"certificate_id", "foundry_code", "kind", "valid_until"}),
-    "lot_registered": ("lot_code", {"lot_code", "foundry_code", "item_code", "quantity", "order_id", "allocation_id", "spec_version", "registered_at"}),
-    "lot_passed": ("lot_code", {"lot_code", "foundry_code", "item_code", "quantity", "order_id", "allocation_id", "report_number", "laboratory", "decided_at"}),
-    "lot_failed": ("lot_code", {"lot_code", "foundry_code", "item_code", "quantity", "order_id", "allocation_id", "report_number", "laboratory", "decided_at", "reasons"}),
-    "foundry_quality_status_changed": ("foundry_code", {"foundry_code", "status", "previous_status", "pass_rate", "overridden", "reason", "changed_at"}),
+    "lot_registered": (
+        "lot_code",
+        {"lot_code", "foundry_code", "item_code", "quantity", "order_id", "allocation_id", "spec_version", "registered_at"},
+    ),
+    "lot_passed": (
+        "lot_code",
+        {
+            "lot_code",
+            "foundry_code",
+            "item_code",
+            "quantity",
+            "order_id",
+            "allocation_id",
+            "report_number",
+            "laboratory",
+            "decided_at",
+        },
+    ),
+    "lot_failed": (
+        "lot_code",
+        {
+            "lot_code",
+            "foundry_code",
+            "item_code",
+            "quantity",
+            "order_id",
+            "allocation_id",
+            "report_number",
+            "laboratory",
+            "decided_at",
+            "reasons",
+        },
+    ),
+    "foundry_quality_status_changed": (
+        "foundry_code",
+        {"foundry_code", "status", "previous_status", "pass_rate", "overridden", "reason", "changed_at"},
+    ),
 }
 
 

@@ -20,13 +20,40 @@ from services.quality.sampling import (
 @pytest.mark.parametrize(
     "lot_size, level, letter",
     [
-        (2, "II", "A"), (8, "II", "A"), (9, "II", "B"), (15, "II", "B"), (16, "II", "C"), (50, "II", "D"),
-        (51, "II", "E"), (90, "II", "E"), (91, "II", "F"), (150, "II", "F"), (151, "II", "G"), (280, "II", "G"),
-        (281, "II", "H"), (500, "II", "H"), (501, "II", "J"), (1200, "II", "J"), (1201, "II", "K"), (3200, "II", "K"),
-        (3201, "II", "L"), (10_000, "II", "L"), (10_001, "II", "M"), (35_000, "II", "M"), (35_001, "II", "N"),
-        (150_001, "II", "P"), (500_001, "II", "Q"),
-        (8, "III", "B"), (500_001, "III", "R"), (10_000, "I", "J"), (1200, "I", "G"),
-        (500, "S-1", "B"), (501, "S-1", "C"), (1200, "S-4", "F"), (3201, "S-3", "F"), (500_001, "S-4", "K"),
+        (2, "II", "A"),
+        (8, "II", "A"),
+        (9, "II", "B"),
+        (15, "II", "B"),
+        (16, "II", "C"),
+        (50, "II", "D"),
+        (51, "II", "E"),
+        (90, "II", "E"),
+        (91, "II", "F"),
+        (150, "II", "F"),
+        (151, "II", "G"),
+        (280, "II", "G"),
+        (281, "II", "H"),
+        (500, "II", "H"),
+        (501, "II", "J"),
+        (1200, "II", "J"),
+        (1201, "II", "K"),
+        (3200, "II", "K"),
+        (3201, "II", "L"),
+        (10_000, "II", "L"),
+        (10_001, "II", "M"),
+        (35_000, "II", "M"),
+        (35_001, "II", "N"),
+        (150_001, "II", "P"),
+        (500_001, "II", "Q"),
+        (8, "III", "B"),
+        (500_001, "III", "R"),
+        (10_000, "I", "J"),
+        (1200, "I", "G"),
+        (500, "S-1", "B"),
+        (501, "S-1", "C"),
+        (1200, "S-4", "F"),
+        (3201, "S-3", "F"),
+        (500_001, "S-4", "K"),
     ],
 )
 def test_code_letters_of_table_1(lot_size: int, level: str, letter: str):
@@ -110,7 +137,19 @@ def test_inputs_the_tables_do_not_know_are_refused():
 
 # Along a diagonal of Table 2-A (one code letter down, one AQL column left) the plan stays the same, because
 # sample sizes and AQLs both grow by the same ratio of about 1.6. Index = letter row + AQL column.
-DIAGONAL_PLANS = {14: "0/1", 17: "1/2", 18: "2/3", 19: "3/4", 20: "5/6", 21: "7/8", 22: "10/11", 23: "14/15", 24: "21/22", 25: "30/31", 26: "44/45"}
+DIAGONAL_PLANS = {
+    14: "0/1",
+    17: "1/2",
+    18: "2/3",
+    19: "3/4",
+    20: "5/6",
+    21: "7/8",
+    22: "10/11",
+    23: "14/15",
+    24: "21/22",
+    25: "30/31",
+    26: "44/45",
+}
 
 
 def test_table_2a_has_one_cell_per_code_letter_and_aql():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from services.quality.domain import (
 )
 from shared.events.quality import FoundryQualityStatusChanged, QualityStatus
 
-NOW = datetime(2027, 3, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2027, 3, 1, 3, 0, tzinfo=UTC)
 RULE = StatusRule()  # last 12 lots, prior of 10 lots at 90 %, good at 80 %, suspended below 60 %
 GOOD, WATCH, SUSPENDED = QualityStatus.GOOD, QualityStatus.WATCH, QualityStatus.SUSPENDED
 P, F = True, False
@@ -25,7 +25,13 @@ P, F = True, False
 
 def test_a_foundry_without_lots_is_good_at_the_prior():
     quality = initial_quality("IKM-001", RULE)
-    assert (quality.status, quality.pass_rate, quality.lots_considered, quality.overridden, quality.changed_at) == (GOOD, 0.9, 0, False, None)
+    assert (quality.status, quality.pass_rate, quality.lots_considered, quality.overridden, quality.changed_at) == (
+        GOOD,
+        0.9,
+        0,
+        False,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,8 +70,13 @@ def test_reassessing_announces_only_a_move():
     quality, event = reassess(quality, [F, F], RULE, later)
     assert quality.status is WATCH and quality.changed_at == later
     assert event == FoundryQualityStatusChanged(
-        foundry_code="IKM-001", status=WATCH, previous_status=GOOD, pass_rate=0.75, overridden=False,
-        reason=quality.reason, changed_at=later,
+        foundry_code="IKM-001",
+        status=WATCH,
+        previous_status=GOOD,
+        pass_rate=0.75,
+        overridden=False,
+        reason=quality.reason,
+        changed_at=later,
     )
     assert "0 of the last 2 lots passed" in quality.reason
     quality, event = reassess(quality, [F, F, F], RULE, later)
