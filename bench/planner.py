@@ -100,7 +100,7 @@ def front_loaded(units: int, deliveries: int, candidates: list[Candidate], seed:
     """Half the units due on 5 February, the rest monthly from March; a third of the members certified only
     to 30 June."""
     rng = random.Random(seed + 1)
-    demands = [Demand(date(2027, 2, 5), units // 2)] + monthly(units - units // 2, max(1, deliveries - 1), first_month=3)
+    demands = [Demand(date(2027, 2, 5), units // 2), *monthly(units - units // 2, max(1, deliveries - 1), first_month=3)]
     limited = [
         Candidate(c.foundry_code, c.free, quality=c.quality, serves_until=date(2027, 6, 30) if rng.random() < 1 / 3 else None)
         for c in candidates
@@ -190,7 +190,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for foundry in sorted(load, key=lambda f: (-load[f], f))[: args.replans]:
         case = replan_after_losing_a_month(full, candidates, foundry)
         seconds, plan = timed(
-            args.runs, lambda: plan_line(case.demands, case.candidates, case.today, RULES, line_total=args.units)
+            args.runs, lambda case=case: plan_line(case.demands, case.candidates, case.today, RULES, line_total=args.units)
         )
         replans.append(
             {

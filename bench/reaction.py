@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -43,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/reaction.py` puts bench/ on the path, not the repository
+
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -76,10 +78,8 @@ EXCEPTION_REASONS = ("press_breakdown", "power_cut", "material_shortage", "publi
 
 def _die_with_parent() -> None:
     # If the benchmark is killed outright, the kernel stops what it started: no services left on the ports.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 # --- the cooperative -------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ async def place_orders(urls: dict[str, str], count: int, units: int) -> dict[str
             order_id = answer.json()["id"]
             last: dict[str, Any] = {}
 
-            async def is_accepted() -> bool:
+            async def is_accepted(order_id: str = order_id, last: dict[str, Any] = last) -> bool:
                 last.update((await client.get(f"{urls['orders']}/v1/purchase-orders/{order_id}")).json())
                 if last["status"] not in ("received", "planned", "accepted"):
                     raise BenchError(f"order {order_id} is {last['status']}: {json.dumps(last.get('plan'))[:600]}")
@@ -450,10 +450,8 @@ class Observer:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -499,10 +497,8 @@ class Observer:
             if remaining <= 0:
                 return False
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
         return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -53,7 +54,9 @@ def _domain_service(service: str) -> str:
 
 
 @app.command()
-def migrate(services: list[str] = typer.Argument(None, help="Services to migrate (default: all three)")) -> None:
+def migrate(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to migrate (default: all three)")] = None,
+) -> None:
     """Upgrade the services' databases to the newest schema (production runs this before start)."""
     from shared.db import create_engine
     from shared.db import migrate as upgrade
@@ -151,21 +154,21 @@ def dlq_list(
     except Exception as exc:
         raise _fail(f"cannot read the dead-letter topic on {settings.kafka_bootstrap_servers}: {exc}") from None
     if as_json:
-        for l in letters:
+        for letter in letters:
             print(
                 json.dumps(
                     {
-                        "dlq_partition": l.partition,
-                        "dlq_offset": l.offset,
-                        "event_id": l.event_id,
-                        "event_type": l.event_type,
-                        "key": l.key.decode("utf-8", "replace") if l.key else None,
-                        "error_type": l.error_type,
-                        "error": l.error,
-                        "origin": f"{l.origin_topic}/{l.origin_partition}/{l.origin_offset}",
-                        "attempts": l.attempts,
-                        "failed_at": l.failed_at.isoformat() if l.failed_at else None,
-                        "redriven": l.redriven,
+                        "dlq_partition": letter.partition,
+                        "dlq_offset": letter.offset,
+                        "event_id": letter.event_id,
+                        "event_type": letter.event_type,
+                        "key": letter.key.decode("utf-8", "replace") if letter.key else None,
+                        "error_type": letter.error_type,
+                        "error": letter.error,
+                        "origin": f"{letter.origin_topic}/{letter.origin_partition}/{letter.origin_offset}",
+                        "attempts": letter.attempts,
+                        "failed_at": letter.failed_at.isoformat() if letter.failed_at else None,
+                        "redriven": letter.redriven,
                     }
                 )
             )
@@ -176,15 +179,15 @@ def dlq_list(
     table = Table(title=f"Dead letters of {service}")
     for column in ("dlq offset", "event", "type", "origin", "error", "failed at", "redriven"):
         table.add_column(column, overflow="fold")
-    for l in letters:
+    for letter in letters:
         table.add_row(
-            f"{l.partition}/{l.offset}",
-            l.event_id or "-",
-            l.event_type or "-",
-            f"{l.origin_topic}/{l.origin_partition}/{l.origin_offset}",
-            f"{l.error_type}: {l.error}",
-            l.failed_at.strftime("%Y-%m-%d %H:%M:%S") if l.failed_at else "-",
-            "yes" if l.redriven else "no",
+            f"{letter.partition}/{letter.offset}",
+            letter.event_id or "-",
+            letter.event_type or "-",
+            f"{letter.origin_topic}/{letter.origin_partition}/{letter.origin_offset}",
+            f"{letter.error_type}: {letter.error}",
+            letter.failed_at.strftime("%Y-%m-%d %H:%M:%S") if letter.failed_at else "-",
+            "yes" if letter.redriven else "no",
         )
     console.print(table)
 
@@ -192,7 +195,9 @@ def dlq_list(
 @dlq_app.command("redrive")
 def dlq_redrive(
     service: str = typer.Argument(..., help="The consuming service whose dead letters to send back"),
-    event_id: list[str] = typer.Option(None, "--event-id", help="Only these events (repeatable); default: all pending"),
+    event_id: Annotated[
+        list[str] | None, typer.Option("--event-id", help="Only these events (repeatable); default: all pending")
+    ] = None,
 ) -> None:
     """Send pending dead letters back to their topics so the service applies them again."""
     from shared.dlq import redrive
@@ -205,8 +210,8 @@ def dlq_redrive(
     if not sent:
         console.print("Nothing to redrive.")
         return
-    for l in sent:
-        console.print(f"redriven {l.event_id or '-'} ({l.event_type or 'unknown type'}) to {l.origin_topic}")
+    for letter in sent:
+        console.print(f"redriven {letter.event_id or '-'} ({letter.event_type or 'unknown type'}) to {letter.origin_topic}")
     console.print(f"{len(sent)} dead letter(s) sent back to be applied again.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -27,10 +28,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     # If `ceper dev` itself is killed, the kernel stops its services too: no orphans on the ports.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _port_busy(port: int) -> bool:

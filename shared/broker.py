@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -410,15 +411,11 @@ class LocalKafka:
         if pid is None:
             self.pid_path.unlink(missing_ok=True)
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         if not self._wait_gone(pid, timeout):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self._wait_gone(pid, 10)
         self.pid_path.unlink(missing_ok=True)
         self._proc = None

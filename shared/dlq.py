@@ -92,7 +92,7 @@ async def list_dead_letters(settings: Settings, service: str, *, include_redrive
             )
     for letter in letters:
         letter.redriven = (letter.partition, letter.offset) in redriven
-    return letters if include_redriven else [l for l in letters if not l.redriven]
+    return letters if include_redriven else [letter for letter in letters if not letter.redriven]
 
 
 async def redrive(
@@ -101,9 +101,10 @@ async def redrive(
     """Re-publishes pending dead letters (all, or those named) to their origin topics; returns them."""
     pending = await list_dead_letters(settings, service)
     chosen = [
-        l
-        for l in pending
-        if (event_ids is None or l.event_id in event_ids) and (offsets is None or (l.partition, l.offset) in offsets)
+        letter
+        for letter in pending
+        if (event_ids is None or letter.event_id in event_ids)
+        and (offsets is None or (letter.partition, letter.offset) in offsets)
     ]
     if not chosen:
         return []

@@ -9,6 +9,7 @@ staged events commits, and also polls now and then for rows written by other pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 import zlib
@@ -126,10 +127,8 @@ class Relay:
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
         await self._resign()
 
@@ -194,10 +193,8 @@ class Relay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.outbox_max_backoff_s)
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def publish_pending(self) -> bool:
@@ -238,16 +235,14 @@ class Relay:
         # it, so no consumer sees a later event of a key without the earlier one having been sent first.
         sent: list[int] = []
         failure: BaseException | None = None
-        for row, result in zip(rows, results):
+        for row, result in zip(rows, results, strict=False):
             if isinstance(result, BaseException):
                 failure = result
                 break
             sent.append(row.seq)
         if sent:
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    sa.update(self.outbox).where(self.outbox.c.seq.in_(sent)).values(sent_at=datetime.now(UTC))
-                )
+                await conn.execute(sa.update(self.outbox).where(self.outbox.c.seq.in_(sent)).values(sent_at=datetime.now(UTC)))
             for event_type, count in Counter(row.event_type for row in rows[: len(sent)]).items():
                 metrics.EVENTS_PRODUCED.labels(self.service, event_type).inc(count)
             self.stats.published += len(sent)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,19 +137,15 @@ class ServiceRuntime:
         for task in self._job_tasks:
             task.cancel()
         for task in self._job_tasks:
-            try:
+            with suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         self._job_tasks = []
         for hook in reversed(self.spec.on_stop):
             await hook(self)
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
-            try:
+            with suppress(asyncio.CancelledError, Exception):
                 await self._connect_task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self.consumer is not None:
             await self.consumer.stop()
         if self.relay is not None:

@@ -477,7 +477,7 @@ async def get_availability(
     totals = {"capacity": [0] * weeks, "reserved": [0] * weeks, "free": [0] * weeks}
     foundries = []
     for row in found.foundries:
-        free = [max(0, c - r) for c, r in zip(row.capacity, row.reserved)]
+        free = [max(0, c - r) for c, r in zip(row.capacity, row.reserved, strict=False)]
         for name, figures in (("capacity", row.capacity), ("reserved", row.reserved), ("free", free)):
             column = totals[name]
             for i, units in enumerate(figures):

@@ -724,7 +724,7 @@ async def refresh_metrics(sessions: async_sessionmaker[AsyncSession], weeks_ahea
             if not history:
                 continue
             calendar = CapacityCalendar(foundry.code, family, tuple(history))
-            for week, units in zip(weeks, calendar.capacities(weeks)):
+            for week, units in zip(weeks, calendar.capacities(weeks), strict=False):
                 capacity[(family.value, week)] += units
     metrics.set_utilisation(capacity, reserved)
     metrics.set_reservations(by_state)

@@ -487,7 +487,7 @@ async def reserved_in_range(session: AsyncSession, family: str, first_week: str,
 
 
 async def foundry_revisions(session: AsyncSession) -> dict[str, int]:
-    return {code: revision for code, revision in await session.execute(sa.select(foundries.c.code, foundries.c.revision))}
+    return dict((await session.execute(sa.select(foundries.c.code, foundries.c.revision))).tuples().all())
 
 
 async def calendar_revisions(session: AsyncSession, family: str) -> dict[str, int]:
@@ -496,7 +496,7 @@ async def calendar_revisions(session: AsyncSession, family: str) -> dict[str, in
             capacity_calendars.c.product_family == family
         )
     )
-    return {code: revision for code, revision in rows}
+    return dict(rows.tuples().all())
 
 
 async def register_version(session: AsyncSession, family: str) -> tuple[int, ...]:
@@ -715,7 +715,7 @@ async def list_reservations(
 
 async def count_reservations_by_state(session: AsyncSession) -> dict[str, int]:
     rows = (await session.execute(sa.select(reservations.c.state, sa.func.count()).group_by(reservations.c.state))).all()
-    return {state: count for state, count in rows}
+    return dict(rows)
 
 
 async def reserved_by_family_and_week(session: AsyncSession, first_week: str, last_week: str) -> dict[tuple[str, str], int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka import AIOKafkaConsumer
 
@@ -70,7 +71,5 @@ async def stop_following(runtime: ServiceRuntime) -> None:
     task: asyncio.Task[None] | None = runtime.state.pop("follow_task", None)
     if task is not None:
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        except (asyncio.CancelledError, Exception):
-            pass

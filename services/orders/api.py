@@ -124,16 +124,16 @@ class PurchaseOrderOut(BaseModel):
             total_amount=order.total_amount,
             lines=[
                 LineOut(
-                    line_no=l.line_no,
-                    item_code=l.item_code,
-                    description=l.description,
-                    quantity=l.quantity,
-                    unit_price=l.unit_price,
+                    line_no=line.line_no,
+                    item_code=line.item_code,
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
                     deliveries=[
-                        DeliveryOut(due_date=d.due_date, quantity=d.quantity, site_code=d.site_code) for d in l.deliveries
+                        DeliveryOut(due_date=d.due_date, quantity=d.quantity, site_code=d.site_code) for d in line.deliveries
                     ],
                 )
-                for l in order.lines
+                for line in order.lines
             ],
             received_at=order.received_at,
         )
@@ -245,17 +245,17 @@ async def submit_purchase_order(
         currency=body.currency,
         lines=[
             OrderLine(
-                line_no=l.line_no,
-                item_code=l.item_code,
-                description=l.description,
-                quantity=l.quantity,
-                unit_price=l.unit_price,
-                deliveries=tuple(Delivery(d.due_date, d.quantity, d.site_code) for d in l.deliveries),
-                requirements=Requirements(tuple(l.requirements.certificates), l.requirements.min_tkdn_percent)
-                if l.requirements
+                line_no=line.line_no,
+                item_code=line.item_code,
+                description=line.description,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                deliveries=tuple(Delivery(d.due_date, d.quantity, d.site_code) for d in line.deliveries),
+                requirements=Requirements(tuple(line.requirements.certificates), line.requirements.min_tkdn_percent)
+                if line.requirements
                 else Requirements(),
             )
-            for l in body.lines
+            for line in body.lines
         ],
     )
     response.headers["Location"] = f"/v1/purchase-orders/{intake.order.id}"
@@ -280,7 +280,7 @@ async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrder
     risks = {r["line_no"]: r for r in ((plan.risk or []) if plan is not None else [])}
     summary = PurchaseOrderOut.of(order).model_dump()
     lines = []
-    for line, out in zip(order.lines, summary.pop("lines")):
+    for line, out in zip(order.lines, summary.pop("lines"), strict=False):
         stage = stages[line.line_no]
         risk = risks.get(line.line_no)
         lines.append(

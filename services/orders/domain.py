@@ -174,7 +174,7 @@ def receive_purchase_order(
         buyer_code=buyer_code,
         po_number=po_number,
         issued_on=issued_on,
-        lines=[ReceivedLine(line_no=l.line_no, item_code=l.item_code, quantity=l.quantity) for l in lines],
+        lines=[ReceivedLine(line_no=line.line_no, item_code=line.item_code, quantity=line.quantity) for line in lines],
         received_at=now,
     )
     return order, event

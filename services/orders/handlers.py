@@ -669,7 +669,7 @@ async def create_shipment(
                     driver_name=driver_name,
                     status=ShipmentStatus.PREPARED.value,
                     created_at=now,
-                )  # fmt: skip
+                )
             )
             await session.execute(sa.insert(store.shipment_items), [{"shipment_id": shipment_id, **row} for row in rows])
     except sa.exc.IntegrityError as exc:
@@ -719,7 +719,7 @@ async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment
                 vehicle_plate=shipment.vehicle_plate,
                 items=shipped,
                 dispatched_at=now,
-            ),  # fmt: skip
+            ),
         )
         await webhooks.enqueue(
             session,
@@ -823,7 +823,7 @@ async def record_handover(
                 signed_on=signed_on,
                 items=handed,
                 delivered_at=now,
-            ),  # fmt: skip
+            ),
         )
         received_total = sum(h.received for h in handed)
         rejected_total = sum(h.rejected for h in handed)

@@ -330,7 +330,7 @@ def _assign_to_deliveries(p: _Problem, made: Iterable[tuple[int, int, int]], sol
             break
         made = [m for m in made if (m[0], m[1]) not in too_small]
     shortfall = {d.due_date: 0 for d in p.demands}
-    for demand, units in zip(p.demands, short):
+    for demand, units in zip(p.demands, short, strict=False):
         shortfall[demand.due_date] += units
     plan = LinePlan(_merge(allocations), shortfall, solver)
     if stranded:
@@ -407,7 +407,9 @@ class _Members:
         """The lowest level at which the members' largest loads add up to `units`, due dates aside (to within
         1e-9; 1.0 when they never do), and not below what members already make of the line: no plan making them
         all can have a lower utilisation."""
-        low = max([c.already / capacity for c, capacity in zip(self.p.candidates, self.p.capacity) if capacity] + [0.0])
+        low = max(
+            [c.already / capacity for c, capacity in zip(self.p.candidates, self.p.capacity, strict=False) if capacity] + [0.0]
+        )
         high = 1.0
         if sum(self.achievable(m, self.cap(m, high)) for m in self.members) < units:
             return high
@@ -507,7 +509,7 @@ class _Members:
         if result.x is None:
             return {}
         loads = np.rint(result.x[:k]).astype(int)
-        return {n: int(units) for (n, _, _), units in zip(chosen, loads) if units > 0}
+        return {n: int(units) for (n, _, _), units in zip(chosen, loads, strict=False) if units > 0}
 
 
 class _Rows:
@@ -554,7 +556,7 @@ def _level_plan(p: _Problem, rules: PlanRules, members: _Members, bound: float, 
         at = loads(level)
         utilisation = max(
             [(at.get(n, 0) + p.candidates[m.index].already) / max(1, p.capacity[m.index]) for n, m in enumerate(members.members)]
-            + [c.already / capacity for c, capacity in zip(p.candidates, p.capacity) if capacity]
+            + [c.already / capacity for c, capacity in zip(p.candidates, p.capacity, strict=False) if capacity]
             + [0.0]
         )
         quality = sum((1.0 - p.candidates[members.members[n].index].quality) * units for n, units in at.items()) / max(
@@ -682,7 +684,7 @@ def _into_weeks(quantity: int, weeks: list[tuple[int, int]], minimum: int) -> li
         extra = min(free - minimum, left)
         amounts[n] += extra
         left -= extra
-    return sorted((w, units) for (w, _), units in zip(chosen, amounts))
+    return sorted((w, units) for (w, _), units in zip(chosen, amounts, strict=False))
 
 
 # --- heuristic ----------------------------------------------------------------------------------------
@@ -944,7 +946,7 @@ def _model_at(
     if result.x is None:
         return None, result.status == 2
     made_units: list[tuple[int, int, int]] = []
-    for (n, k, _), units in zip(cells, np.rint(result.x[:nx]).astype(int)):
+    for (n, k, _), units in zip(cells, np.rint(result.x[:nx]).astype(int), strict=False):
         if units > 0:
             m = chosen[n][0]
             made_units += [

@@ -241,37 +241,39 @@ async def publish(session: AsyncSession, *events: EventData) -> None:
 def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
     return [
         {
-            "line_no": l.line_no,
-            "item_code": l.item_code,
-            "description": l.description,
-            "quantity": l.quantity,
-            "unit_price": l.unit_price,
+            "line_no": line.line_no,
+            "item_code": line.item_code,
+            "description": line.description,
+            "quantity": line.quantity,
+            "unit_price": line.unit_price,
             "deliveries": [
-                {"due_date": d.due_date.isoformat(), "quantity": d.quantity, "site_code": d.site_code} for d in l.deliveries
+                {"due_date": d.due_date.isoformat(), "quantity": d.quantity, "site_code": d.site_code} for d in line.deliveries
             ],
             "requirements": {
-                "certificates": list(l.requirements.certificates),
-                "min_tkdn_percent": l.requirements.min_tkdn_percent,
+                "certificates": list(line.requirements.certificates),
+                "min_tkdn_percent": line.requirements.min_tkdn_percent,
             },
         }
-        for l in lines
+        for line in lines
     ]
 
 
 def _to_order(row: Any) -> PurchaseOrder:
     lines = tuple(
         OrderLine(
-            line_no=l["line_no"],
-            item_code=l["item_code"],
-            description=l["description"],
-            quantity=l["quantity"],
-            unit_price=l["unit_price"],
-            deliveries=tuple(Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in l["deliveries"]),
+            line_no=line["line_no"],
+            item_code=line["item_code"],
+            description=line["description"],
+            quantity=line["quantity"],
+            unit_price=line["unit_price"],
+            deliveries=tuple(
+                Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in line["deliveries"]
+            ),
             requirements=Requirements(
-                tuple(l.get("requirements", {}).get("certificates", ())), l.get("requirements", {}).get("min_tkdn_percent")
+                tuple(line.get("requirements", {}).get("certificates", ())), line.get("requirements", {}).get("min_tkdn_percent")
             ),
         )
-        for l in row.lines
+        for line in row.lines
     )
     return PurchaseOrder(
         id=row.id,
@@ -402,7 +404,7 @@ async def lots_of_order(session: AsyncSession, order: PurchaseOrder) -> list[dic
         if row["allocation_id"] in by_allocation:
             line_no, due, _ = by_allocation[row["allocation_id"]]
         else:
-            line = next((l for l in order.lines if l.item_code == row["item_code"]), None)
+            line = next((candidate for candidate in order.lines if candidate.item_code == row["item_code"]), None)
             if line is not None:
                 line_no, due = line.line_no, min(d.due_date for d in line.deliveries)
         if line_no is not None:

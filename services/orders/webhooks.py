@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import uuid
@@ -103,10 +104,8 @@ class Dispatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         await self.client.aclose()
 
     async def _run(self) -> None:
@@ -140,7 +139,7 @@ class Dispatcher:
         outcomes = await asyncio.gather(*(self._attempt(row) for row in due))
         attempted: list[tuple[str, str]] = []
         async with self.sessions.begin() as session:
-            for row, (status_code, error) in zip(due, outcomes):
+            for row, (status_code, error) in zip(due, outcomes, strict=False):
                 attempts = row.attempts + 1
                 values: dict[str, Any] = {
                     "attempts": attempts,

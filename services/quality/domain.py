@@ -743,17 +743,17 @@ def decide_lot(lot: Lot, spec: Specification, report: LabReport, now: datetime) 
     if found:
         raise Rejected(found)
     evaluation = evaluate(spec, lot.plan, report.samples)
-    common = dict(
-        lot_code=lot.lot_code,
-        foundry_code=lot.foundry_code,
-        item_code=lot.item_code,
-        quantity=lot.quantity,
-        order_id=lot.order_id,
-        allocation_id=lot.allocation_id,
-        report_number=report.report_number.strip(),
-        laboratory=report.laboratory.strip(),
-        decided_at=now,
-    )
+    common = {
+        "lot_code": lot.lot_code,
+        "foundry_code": lot.foundry_code,
+        "item_code": lot.item_code,
+        "quantity": lot.quantity,
+        "order_id": lot.order_id,
+        "allocation_id": lot.allocation_id,
+        "report_number": report.report_number.strip(),
+        "laboratory": report.laboratory.strip(),
+        "decided_at": now,
+    }
     if evaluation.accepted:
         return replace(lot, status=LotStatus.PASSED, decided_at=now), evaluation, LotPassed(**common)
     decided = replace(lot, status=LotStatus.FAILED, decided_at=now)

@@ -602,10 +602,10 @@ async def expiring_by_kind(session: AsyncSession, today: date, until: date) -> d
         )
         .group_by(certificates.c.kind)
     )
-    return {kind: n for kind, n in rows}
+    return dict(rows.tuples().all())
 
 
 async def status_counts(session: AsyncSession) -> tuple[int, dict[str, int]]:
     known = (await session.execute(sa.select(sa.func.count()).select_from(foundry_projection))).scalar_one()
     rows = await session.execute(sa.select(foundry_quality.c.status, sa.func.count()).group_by(foundry_quality.c.status))
-    return known, {status: n for status, n in rows}
+    return known, dict(rows.tuples().all())

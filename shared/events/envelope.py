@@ -63,8 +63,7 @@ def to_kafka(envelope: Envelope[Any]) -> KafkaMessage:
     if envelope.trace_id:
         attributes[TRACE_EXTENSION] = envelope.trace_id
     cloud_event = CloudEvent(attributes, envelope.data.model_dump(mode="json"))
-    message = to_binary(cloud_event, _JSON, key_mapper=lambda _: envelope.key)
-    return message
+    return to_binary(cloud_event, _JSON, key_mapper=lambda _: envelope.key)
 
 
 def headers_list(message: KafkaMessage) -> list[tuple[str, bytes]]:

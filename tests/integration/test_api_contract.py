@@ -76,7 +76,7 @@ class Servers:
             env[f"CEPER_{service.upper()}_DATABASE_URL"] = self.request.getfixturevalue("postgres_server").create_database()
         port = free_port()
         log_path = self.root / f"{service}.log"
-        log = open(log_path, "w")
+        log = open(log_path, "w")  # noqa: SIM115 — the service writes to it until it is stopped
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", f"services.{service}.app:create_app", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

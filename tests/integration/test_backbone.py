@@ -60,9 +60,9 @@ async def test_poison_goes_to_dlq_partition_moves_on_and_redrive_applies_it(make
 
         await eventually(later_applied)
         letters = await list_dead_letters(settings, "orders")
-        by_id = {l.event_id: l for l in letters}
+        by_id = {letter.event_id: letter for letter in letters}
         assert poison.id in by_id and first.id in by_id
-        malformed = [l for l in letters if l.event_id is None]
+        malformed = [letter for letter in letters if letter.event_id is None]
         assert len(malformed) == 1 and malformed[0].error_type == "MalformedEvent"
         dead = by_id[poison.id]
         assert dead.error_type == "RuntimeError" and "cannot apply IKM-666" in dead.error
@@ -74,7 +74,7 @@ async def test_poison_goes_to_dlq_partition_moves_on_and_redrive_applies_it(make
 
         # The handler is fixed: redriving the two events applies them, the malformed one stays dead.
         sent = await redrive(settings, "orders", event_ids={first.id, poison.id})
-        assert {l.event_id for l in sent} == {first.id, poison.id}
+        assert {letter.event_id for letter in sent} == {first.id, poison.id}
 
         async def redriven_applied():
             ids = {r.event_id for r in await probe.effects()}
@@ -82,7 +82,7 @@ async def test_poison_goes_to_dlq_partition_moves_on_and_redrive_applies_it(make
 
         await eventually(redriven_applied)
         pending = await list_dead_letters(settings, "orders")
-        assert [l.event_id for l in pending] == [None]
+        assert [letter.event_id for letter in pending] == [None]
         assert await redrive(settings, "orders", event_ids={poison.id}) == []  # redriven once only
 
 

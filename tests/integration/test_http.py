@@ -264,9 +264,14 @@ async def test_health_readiness_metrics_and_request_ids(make_settings):
 
         metrics = await http.get("/metrics")
         assert metrics.status_code == 200
-        lines = [l for l in metrics.text.splitlines() if l.startswith("ceper_http_requests_total{")]
-        assert any('route="/v1/foundries/{code}"' in l and 'service="capacity"' in l and 'status="404"' in l for l in lines)
-        assert any('route="unmatched"' in l for l in lines)
+        lines = [metric_line for metric_line in metrics.text.splitlines() if metric_line.startswith("ceper_http_requests_total{")]
+        assert any(
+            'route="/v1/foundries/{code}"' in metric_line
+            and 'service="capacity"' in metric_line
+            and 'status="404"' in metric_line
+            for metric_line in lines
+        )
+        assert any('route="unmatched"' in metric_line for metric_line in lines)
         assert code not in metrics.text, "raw paths in labels would give one time series per foundry"
 
         generated = (await http.get("/healthz")).headers["x-request-id"]

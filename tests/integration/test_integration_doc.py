@@ -229,7 +229,7 @@ def same_shape(example: Any, full: Any, where: str, exact: bool) -> None:
             same_shape(example[key], full[key], f"{where}.{key}", exact)
     elif isinstance(example, list):
         assert isinstance(full, list) and len(full) == len(example), where
-        for i, (a, b) in enumerate(zip(example, full)):
+        for i, (a, b) in enumerate(zip(example, full, strict=False)):
             same_shape(a, b, f"{where}.{i}", exact)
 
 
@@ -363,7 +363,7 @@ def data_keys_enqueued() -> dict[str, tuple[set[str], bool]]:
             return set(), True
         keys: set[str] = set()
         unknown = False
-        for key, value in zip(node.keys, node.values):
+        for key, value in zip(node.keys, node.values, strict=False):
             if isinstance(key, ast.Constant) and isinstance(key.value, str):
                 keys.add(key.value)
                 continue
@@ -379,13 +379,17 @@ def data_keys_enqueued() -> dict[str, tuple[set[str], bool]]:
                     if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == value.id for t in a.targets)
                 ]  # fmt: skip
                 for loop in ast.walk(scope):
-                    if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) and loop.target.id == value.id:
-                        if isinstance(loop.iter, ast.Name):
-                            assigned += [
-                                c.args[0] for c in ast.walk(scope)
-                                if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr == "append"
-                                and isinstance(c.func.value, ast.Name) and c.func.value.id == loop.iter.id and c.args
-                            ]  # fmt: skip
+                    if (
+                        isinstance(loop, ast.For)
+                        and isinstance(loop.target, ast.Name)
+                        and loop.target.id == value.id
+                        and isinstance(loop.iter, ast.Name)
+                    ):
+                        assigned += [
+                            c.args[0] for c in ast.walk(scope)
+                            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr == "append"
+                            and isinstance(c.func.value, ast.Name) and c.func.value.id == loop.iter.id and c.args
+                        ]  # fmt: skip
                 if len(assigned) == 1:
                     resolved = keys_of(assigned[0], scope, module)
             elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in module:

@@ -39,7 +39,7 @@ def confirmed(aid: str, foundry: str, quantity: int, version: int) -> Envelope[R
             plan_version=version,
             due_date=DUE,
             confirmed_at=NOW,
-        )  # fmt: skip
+        )
     )
 
 
@@ -63,7 +63,7 @@ async def test_a_confirmation_naming_an_earlier_version_counts_for_an_allocation
                         shortfall=[],
                         reason="test",
                         risk=[],
-                    )  # fmt: skip
+                    )
                 )
             # Version 2 kept A as it was, shrank B from 400 to 300 (a lot failed elsewhere, say) and added C.
             await session.execute(

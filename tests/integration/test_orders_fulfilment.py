@@ -165,7 +165,7 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
             mismatched = await orders.post(
                 f"/v1/shipments/{shipment['id']}/handover",
                 json={"bast_number": "BAST/BY-YK/0117", "signed_by": "Ir. Sutrisno", "signed_on": date.today().isoformat(),
-                      "items": [{**handover[0], "received": 1}] + handover[1:]},
+                      "items": [{**handover[0], "received": 1}, *handover[1:]]},
             )  # fmt: skip
             assert mismatched.status_code == 422 and "must add up" in mismatched.json()["errors"][0]["message"]
             signed = await orders.post(

@@ -134,7 +134,7 @@ async def test_a_failing_result_publishes_lot_failed_with_reasons_and_moves_the_
         assert trace["test_report"]["report_number"] == "B4T/LHU/0002" and trace["test_report"]["nonconforming"] == 3
         assert [c["id"] for c in trace["certificates_valid_when_tested"]] == [sni.json()["id"]]
         listed = (await http.get("/v1/lots", params={"foundry_code": "IKM-001", "status": "failed"})).json()
-        assert listed["total"] == 2 and {l["lot_code"] for l in listed["items"]} == {"IKM-001-K-0002", "IKM-001-K-0003"}
+        assert listed["total"] == 2 and {lot["lot_code"] for lot in listed["items"]} == {"IKM-001-K-0002", "IKM-001-K-0003"}
 
         metrics = (await http.get("/metrics")).text
         assert lots_decided("failed", "BB-COMP-K") == failed_before + 2

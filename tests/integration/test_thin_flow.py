@@ -40,7 +40,7 @@ async def test_foundry_and_order_flow_through_kafka(make_settings):
             return [f for f in listed if f["code"] == "IKM-001"]
 
         for name in ("orders", "quality"):
-            projected = await eventually(lambda: seen_by(name))
+            projected = await eventually(lambda name=name: seen_by(name))
             assert projected[0]["name"] == "CV Logam Batur"
             assert projected[0]["product_families"] == ["BRAKE_BLOCK_COMPOSITE"]
 

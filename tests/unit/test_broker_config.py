@@ -23,7 +23,7 @@ from shared.broker import (
 
 def parse_properties(text: str) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    return {key: value for key, value in pairs}
+    return dict(pairs)
 
 
 def test_properties_make_one_node_broker_and_controller_on_loopback(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_purchase_order_event_is_keyed_by_order_id():
         lines=[ReceivedLine(line_no=1, item_code="BB-COMP-K", quantity=1200)],
         received_at=NOW,
     )
-    envelope, key, value, headers = encoded(data)
+    _envelope, key, value, headers = encoded(data)
     assert key == b"po_1" and dict(headers)["ce_subject"] == b"po_1"
     decoded = from_kafka(key, value, headers)
     assert decoded.data == data and decoded.type.topic == "ceper.orders.v1"
@@ -239,7 +239,7 @@ def test_refuses_data_that_is_not_json(value: bytes):
 
 def test_refuses_an_unknown_type():
     _, key, value, headers = encoded(foundry_updated())
-    with pytest.raises(MalformedEvent, match="unknown event type 'ceper.capacity.furnace_lit.v1'"):
+    with pytest.raises(MalformedEvent, match=r"unknown event type 'ceper\.capacity\.furnace_lit\.v1'"):
         from_kafka(key, value, replaced(headers, ce_type=b"ceper.capacity.furnace_lit.v1"))
 
 

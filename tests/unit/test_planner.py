@@ -249,8 +249,8 @@ IRREGULAR = {
 
 def test_the_exact_model_finds_the_plan_when_due_dates_shares_and_whole_weeks_leave_no_slack():
     candidates = [
-        Candidate("IKM-001", dict(zip(IRREGULAR_WEEKS, IRREGULAR["IKM-001"])), quality=0.89),
-        Candidate("IKM-002", dict(zip(IRREGULAR_WEEKS, IRREGULAR["IKM-002"])), quality=0.94),
+        Candidate("IKM-001", dict(zip(IRREGULAR_WEEKS, IRREGULAR["IKM-001"], strict=False)), quality=0.89),
+        Candidate("IKM-002", dict(zip(IRREGULAR_WEEKS, IRREGULAR["IKM-002"], strict=False)), quality=0.94),
     ]
     demands = [Demand(date(2027, 2, 5), 1500), Demand(date(2027, 6, 20), 500)]
     rules = PlanRules(max_share=0.5)
