@@ -6,11 +6,11 @@ CEPER := $(VENV)/bin/ceper
 INSTALLED := $(VENV)/.installed
 SYSTEM_DEPS := $(VENV)/.system-deps
 
-.PHONY: dev test install system-deps kafka contracts bench clean help
+.PHONY: dev test lint install system-deps kafka contracts bench clean help
 
 help:
 	@echo "make dev    run Kafka and the four services with the demo (Ctrl-C stops them)"
-	@echo "make test   run every test against the real Kafka broker, SQLite and PostgreSQL"
+	@echo "make test   check the house rules (make lint), then run every test against the real Kafka broker, SQLite and PostgreSQL"
 	@echo "make bench  run the benchmarks in bench/"
 
 $(INSTALLED): pyproject.toml
@@ -34,7 +34,14 @@ kafka: install system-deps
 dev: kafka
 	$(CEPER) dev
 
-test: kafka
+# The house rules: import contracts, lint and format, types. Each fails the build on a violation.
+lint: install
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: kafka lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 contracts: install

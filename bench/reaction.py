@@ -52,7 +52,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from backbone import BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 
-from ceper.seed import demo_foundries  # noqa: E402
+from ceper.demo import demo_foundries  # noqa: E402
 from shared import kafka  # noqa: E402
 from shared.broker import BrokerError, LocalKafka, ensure_topics, free_port  # noqa: E402
 from shared.db import create_engine  # noqa: E402

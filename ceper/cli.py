@@ -115,7 +115,7 @@ def seed(seed: int = typer.Option(1995, help="Random seed: the same seed gives t
     """Load the demo cooperative into running services (safe to run again)."""
     import httpx
 
-    from .seed import seed_demo
+    from .demo import seed_demo
 
     settings = get_settings()
     urls = {"orders": settings.orders_url, "capacity": settings.capacity_url, "quality": settings.quality_url}

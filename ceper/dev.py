@@ -115,7 +115,7 @@ def run_dev(seed: bool = True) -> int:
         with console.status("Waiting for the services to be ready…"):
             _wait_ready(urls, processes)
         if seed:
-            from .seed import seed_demo
+            from .demo import seed_demo
 
             with console.status("Loading the demo…"):
                 summary = seed_demo(urls)

@@ -203,7 +203,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (another process may still take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _port_is_free(port: int) -> bool:
@@ -340,7 +341,7 @@ class LocalKafka:
     @property
     def cluster_id(self) -> str | None:
         try:
-            return json.loads(self.cluster_file.read_text())["cluster_id"]
+            return str(json.loads(self.cluster_file.read_text())["cluster_id"])
         except (OSError, ValueError, KeyError):
             return None
 

@@ -210,7 +210,7 @@ def asyncapi_document() -> dict[str, Any]:
 
 
 def render_asyncapi() -> str:
-    return yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True, width=120)
+    return str(yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True, width=120))
 
 
 def export_all() -> list[Path]:

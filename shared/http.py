@@ -202,7 +202,7 @@ class RequestContextMiddleware:
             if _value_refused(exc):
                 # The database refused a value the request carried (a NUL character, text longer than its
                 # column): the request is at fault, and its transaction rolled back.
-                log.warning("value refused by the database", path=scope.get("path"), error=str(exc.orig)[:200])
+                log.warning("value refused by the database", path=scope.get("path"), error=str(getattr(exc, "orig", exc))[:200])
                 answer = problem_response(
                     Request(scope), 422, "Request is invalid",
                     "A value cannot be stored: text with a NUL character, or longer than allowed.", "validation",
@@ -249,7 +249,7 @@ def _value_refused(exc: Exception) -> bool:
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
-            decoded = value.decode("latin-1").strip()
+            decoded: str = value.decode("latin-1").strip()
             # Only ids that are safe to echo into logs and headers.
             if 0 < len(decoded) <= 128 and all(c.isalnum() or c in "-_.:" for c in decoded):
                 return decoded

@@ -45,7 +45,10 @@ class PermanentError(Exception):
 INFRASTRUCTURE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, OSError, KafkaError)
 
 # The dialects' INSERT … ON CONFLICT DO NOTHING, which the inbox needs to record only unseen events.
-_UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_UPSERT_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 # Header names of a dead letter; the origin lets an operator find and redrive it.
 DLQ_ERROR = "ceper_dlq_error"

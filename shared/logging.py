@@ -49,4 +49,5 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import context
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 def run_migrations(target_metadata: sa.MetaData) -> None:
     config = context.config
-    options = {"target_metadata": target_metadata, "render_as_batch": True, "compare_type": True}
+    options: dict[str, Any] = {"target_metadata": target_metadata, "render_as_batch": True, "compare_type": True}
     if context.is_offline_mode():
         context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True, **options)
         with context.begin_transaction():
@@ -29,7 +30,9 @@ def run_migrations(target_metadata: sa.MetaData) -> None:
         return
 
     async def run_with_own_engine() -> None:
-        engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        assert url is not None, "alembic.ini names no database and no connection was handed over"
+        engine = create_async_engine(url)
         async with engine.begin() as conn:
             await conn.run_sync(run)
         await engine.dispose()

@@ -64,8 +64,8 @@ async def replay_projections(
                 for record in records:
                     report.read += 1
                     type_name = event_type_of(record.headers)
-                    subscription = subscriptions.get(type_name or "")
-                    if subscription is None:
+                    found = subscriptions.get(type_name or "")
+                    if found is None:
                         continue
                     try:
                         envelope = from_kafka(record.key, record.value, record.headers)
@@ -77,7 +77,7 @@ async def replay_projections(
                     seen.add(envelope.id)
                     try:
                         async with session.begin_nested():
-                            await subscription.handler(session, envelope)
+                            await found.handler(session, envelope)
                     except Exception:  # still failing: it stays in (or goes to) the DLQ, replay goes on
                         report.failed += 1
                         continue

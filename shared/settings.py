@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     def database_url(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url", None)
         if url:
-            return url
+            return str(url)
         return f"sqlite+aiosqlite:///{(self.var_dir / f'{service}.db').as_posix()}"
 
     def should_migrate_on_start(self) -> bool:

@@ -385,8 +385,8 @@ class _Members:
             for _, units, k in m.weeks:
                 m.free_in[k] = m.free_in.get(k, 0) + units
                 m.fullest_in.setdefault(k, []).append(units)
-            for units in m.fullest_in.values():
-                units.sort(reverse=True)
+            for fullest in m.fullest_in.values():
+                fullest.sort(reverse=True)
             self.members.append(m)
 
     def cap(self, m: _Member, level: float) -> int:
@@ -502,7 +502,7 @@ class _Members:
         result = milp(
             cost,
             constraints=rows.constraint(2 * k + 1),
-            integrality=np.ones(2 * k + 1),
+            integrality=np.ones(2 * k + 1, dtype=np.int8),
             bounds=Bounds(np.zeros(2 * k + 1), high),
             options={"time_limit": time_limit, "mip_rel_gap": 1e-3, "disp": False},
         )
@@ -660,8 +660,10 @@ def _on_time(p: _Problem, members: _Members, placed: dict[int, list[tuple[int, i
             short -= units
     for _ in range(len(chunks)):
         _, short_by_delivery, _ = _assign(p, [(i, w, units) for (i, w), units in chunks.items()])
-        j = next((j for j, units in enumerate(short_by_delivery) if units), None)
-        if j is None or not move_before(p.deadline_index[j], late_for(j), short_by_delivery[j]):
+        first_short = next((j for j, short in enumerate(short_by_delivery) if short), None)
+        if first_short is None or not move_before(
+            p.deadline_index[first_short], late_for(first_short), short_by_delivery[first_short]
+        ):
             break
     return [(i, w, units) for (i, w), units in chunks.items()]
 
@@ -703,21 +705,21 @@ def _heuristic(p: _Problem, rules: PlanRules) -> LinePlan:
     return min(plans, key=lambda plan: score(plan, p.candidates, rules))
 
 
-Rank = Callable[[int, int], tuple]  # (candidate, its load after the step) → sort key, lowest goes first
+Rank = Callable[[int, int], tuple[float | int, ...]]  # (candidate, its load after the step) → sort key, lowest goes first
 
 
 def _utilisation_rank(p: _Problem) -> Rank:
     capacity = [max(1, c) for c in p.capacity]
     quality = [-c.quality for c in p.candidates]
 
-    def rank(i: int, load: int) -> tuple:
+    def rank(i: int, load: int) -> tuple[float | int, ...]:
         return (load / capacity[i], quality[i], i)
 
     return rank
 
 
 def _soonest_rank(p: _Problem, utilisation: Rank) -> Rank:
-    def rank(i: int, load: int) -> tuple:
+    def rank(i: int, load: int) -> tuple[float | int, ...]:
         return (p.limit[i], *utilisation(i, load))
 
     return rank

@@ -488,7 +488,7 @@ def revoke_certificate(certificate: Certificate, reason: str, now: datetime) -> 
         certificate_id=certificate.id,
         foundry_code=certificate.foundry_code,
         kind=certificate.kind,
-        reason=revoked.revoke_reason,
+        reason=reason.strip(),
         revoked_at=now,
     )
 
@@ -755,9 +755,9 @@ def decide_lot(lot: Lot, spec: Specification, report: LabReport, now: datetime) 
         "decided_at": now,
     }
     if evaluation.accepted:
-        return replace(lot, status=LotStatus.PASSED, decided_at=now), evaluation, LotPassed(**common)
+        return replace(lot, status=LotStatus.PASSED, decided_at=now), evaluation, LotPassed.model_validate(common)
     decided = replace(lot, status=LotStatus.FAILED, decided_at=now)
-    return decided, evaluation, LotFailed(**common, reasons=evaluation.reasons(len(report.samples)))
+    return decided, evaluation, LotFailed.model_validate({**common, "reasons": evaluation.reasons(len(report.samples))})
 
 
 # --- quality status ------------------------------------------------------------------------------------------

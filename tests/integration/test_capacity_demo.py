@@ -1,4 +1,4 @@
-"""The demo cooperative's capacity (`services.capacity.demo`): realistic, deterministic, and loaded once."""
+"""The demo cooperative's capacity (`ceper.demo.capacity`): realistic, deterministic, and loaded once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import date
 
 import httpx
 
-from ceper.seed import demo_foundries
-from services.capacity.demo import seed_capacity
+from ceper.demo import demo_foundries
+from ceper.demo.capacity import seed_capacity
 from tests.integration.capacity_support import CAST_IRON, COMPOSITE, LoopTransport, run_capacity
 from tests.support import RunningService
 

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 REPO = Path(__file__).resolve().parents[2]
-COMPOSE_SCHEMA = REPO.parent / "shared" / "schemas" / "compose-spec.json"
+COMPOSE_SCHEMA = REPO / "tests" / "schemas" / "compose-spec.json"
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
 INSTALL_HINT = "run `bash deploy/install-system-deps.sh` (as root) or `make test`"

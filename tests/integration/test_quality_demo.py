@@ -9,8 +9,8 @@ from datetime import date
 import httpx
 import pytest
 
-from ceper.seed import demo_foundries
-from services.quality.demo import seed_quality
+from ceper.demo import demo_foundries
+from ceper.demo.quality import seed_quality
 from tests.integration.quality_helpers import LoopTransport, outbox_drained, run_quality
 from tests.support import run_services
 

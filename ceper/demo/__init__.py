@@ -111,9 +111,9 @@ def demo_purchase_orders(today: date) -> list[dict[str, object]]:
 
 def seed_demo(urls: dict[str, str], seed: int = 1995) -> str:
     """Loads the demo through the services' own APIs, so every fact also reaches the others as events."""
-    from services.capacity.demo import seed_capacity
-    from services.orders.demo import seed_fulfilment
-    from services.quality.demo import seed_quality
+    from .capacity import seed_capacity
+    from .orders import seed_fulfilment
+    from .quality import seed_quality
 
     members = demo_foundries(seed)
     today = date.today()

@@ -22,7 +22,7 @@ ISO_ISSUERS = ("PT Sucofindo (LSSM)", "PT Mutu Agung Lestari", "TÜV NORD Indone
 
 
 class Member(Protocol):
-    """A member foundry as `ceper.seed.demo_foundries` describes it."""
+    """A member foundry as `ceper.demo.demo_foundries` describes it."""
 
     code: str
     product_families: list[str]

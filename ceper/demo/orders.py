@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from services.quality.demo import decide_lot
+from .quality import decide_lot
 
 
 def _inka_order(client: httpx.Client, orders_url: str, po_number: str, wait_s: float) -> dict[str, Any] | None:

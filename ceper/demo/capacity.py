@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .domain import BLOCKS_PER_PRESS_SHIFT, WORKING_DAYS, ProductFamily, iso_week, week_monday
+from services.capacity.domain import BLOCKS_PER_PRESS_SHIFT, WORKING_DAYS, ProductFamily, iso_week, week_monday
 
 COMPOSITE = ProductFamily.BRAKE_BLOCK_COMPOSITE.value
 CAST_IRON = ProductFamily.BRAKE_BLOCK_CAST_IRON.value
@@ -44,7 +44,7 @@ KPP_KLATEN = "525"  # the tax office code in old 15-digit NPWPs of Klaten
 
 
 class Member(Protocol):
-    """A member foundry as `ceper.seed.demo_foundries` describes it."""
+    """A member foundry as `ceper.demo.demo_foundries` describes it."""
 
     code: str
     name: str
