@@ -343,18 +343,6 @@ async def get_calendars(session: AsyncSession, pairs: Iterable[tuple[str, str]])
     return calendars
 
 
-async def calendars_of_family(session: AsyncSession, family: ProductFamily) -> dict[str, CapacityCalendar]:
-    rows = (
-        await session.execute(
-            sa.select(capacity_changes).where(capacity_changes.c.product_family == family.value).order_by(capacity_changes.c.seq)
-        )
-    ).all()
-    by_foundry: dict[str, list[CapacityChange]] = {}
-    for row in rows:
-        by_foundry.setdefault(row.foundry_code, []).append(_to_change(row))
-    return {code: CapacityCalendar(code, family, tuple(changes)) for code, changes in by_foundry.items()}
-
-
 async def find_change(session: AsyncSession, change_id: str) -> CapacityChange | None:
     row = (await session.execute(sa.select(capacity_changes).where(capacity_changes.c.change_id == change_id))).first()
     return _to_change(row) if row else None

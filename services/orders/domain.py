@@ -303,12 +303,6 @@ class ShipmentStatus(StrEnum):
     DELIVERED = "delivered"  # BAST signed by the buyer
 
 
-class ShipmentRefused(ValueError):
-    def __init__(self, violations: list[Violation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.message}" for v in violations))
-        self.violations = violations
-
-
 def split_over_deliveries(line: OrderLine, site_code: str, quantity: int, already: dict[date, int]) -> list[tuple[date, int]]:
     """Which of the line's deliveries to the site a shipment's units count towards: earliest due first, none
     beyond what a delivery still needs. `already` is what earlier shipments (less refused units) cover."""

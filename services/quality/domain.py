@@ -886,7 +886,6 @@ REQUIRED_CERTIFICATES: dict[str, tuple[CertificateKind, ...]] = {
     "BB-COMP-LL": (CertificateKind.SNI, CertificateKind.ISO9001),
     "BB-CI": (CertificateKind.SNI, CertificateKind.ISO9001),
 }
-DEFAULT_MIN_TKDN_PERCENT = 25.0  # Perpres 46/2025: buyers prefer domestic products with TKDN ≥ 25 %
 
 
 @dataclass(frozen=True)

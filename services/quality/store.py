@@ -226,10 +226,6 @@ async def specification_versions(session: AsyncSession, item_code: str) -> list[
     return [_to_specification(r) for r in rows]
 
 
-async def items_with_specifications(session: AsyncSession) -> set[str]:
-    return set((await session.execute(sa.select(specifications.c.item_code).distinct())).scalars())
-
-
 # --- certificates ---------------------------------------------------------------------------------------------
 
 
@@ -568,15 +564,6 @@ async def statuses_on(session: AsyncSession, day: date) -> dict[str, QualityStat
         )
     )
     return {code: QualityStatus(status) for code, status in rows}
-
-
-async def status_history(session: AsyncSession, foundry_code: str) -> list[Any]:
-    rows = await session.execute(
-        sa.select(quality_status_changes)
-        .where(quality_status_changes.c.foundry_code == foundry_code)
-        .order_by(quality_status_changes.c.seq)
-    )
-    return list(rows)
 
 
 # --- figures for metrics ---------------------------------------------------------------------------------------

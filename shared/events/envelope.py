@@ -66,10 +66,6 @@ def to_kafka(envelope: Envelope[Any]) -> KafkaMessage:
     return to_binary(cloud_event, _JSON, key_mapper=lambda _: envelope.key)
 
 
-def headers_list(message: KafkaMessage) -> list[tuple[str, bytes]]:
-    return list(message.headers.items())
-
-
 def event_type_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> str | None:
     """The `ce_type` header, read without parsing the rest: lets a consumer skip types it does not handle."""
     for name, value in headers:
