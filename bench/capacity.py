@@ -43,9 +43,9 @@ from backbone import BenchError, LocalPostgres, exit_on_sigterm, log, percentile
 from ceper.demo import demo_foundries  # noqa: E402
 from ceper.demo.capacity import seed_capacity  # noqa: E402
 from services.capacity import store  # noqa: E402
-from services.capacity.domain import add_weeks, iso_week  # noqa: E402
 from shared.broker import BrokerError, LocalKafka, free_port  # noqa: E402
 from shared.db import create_engine  # noqa: E402
+from shared.weeks import add_weeks, iso_week  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 FAMILY = "BRAKE_BLOCK_CAST_IRON"

@@ -45,15 +45,15 @@ from services.orders.planner import (  # noqa: E402
     LinePlan,
     PlanRules,
     greedy_baseline,
-    iso_week,
     max_utilisation,
     plan_line,
     score,
-    week_start,
 )
+from shared.weeks import add_weeks, iso_week, lebaran, week_start  # noqa: E402
 
 TODAY = date(2026, 12, 29)  # a Tuesday: production starts on Monday 4 January 2027 (2027-W01)
-LEBARAN_WEEKS = ("2027-W10", "2027-W11")  # Idul Fitri falls on 10 March 2027
+LEBARAN_WEEK = iso_week(lebaran(2027))  # Idul Fitri falls on 10 March 2027, in 2027-W10
+LEBARAN_WEEKS = (LEBARAN_WEEK, add_weeks(LEBARAN_WEEK, 1))  # every member closes the first, some the second too
 RULES = PlanRules()  # the rules `plan_order` uses, but for its shorter time limit (1.0 s)
 TARGET_FULL_PLAN_S = 2.0
 TARGET_REPLAN_MS = 200.0

@@ -6,6 +6,8 @@ from contextvars import ContextVar, Token
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
+from .weeks import local_date
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -18,8 +20,7 @@ class SystemClock:
         return datetime.now(UTC)
 
     def today(self) -> date:
-        # The cooperative works on Western Indonesian Time (UTC+7): its "today" starts at 17:00 UTC.
-        return (self.now() + timedelta(hours=7)).date()
+        return local_date(self.now())  # the cooperative's today: the date in Ceper
 
 
 class FixedClock:
@@ -34,7 +35,7 @@ class FixedClock:
         return self._now
 
     def today(self) -> date:
-        return (self._now + timedelta(hours=7)).date()
+        return local_date(self._now)
 
     def advance(self, delta: timedelta) -> None:
         self._now += delta

@@ -16,12 +16,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from services.capacity.domain import BLOCKS_PER_PRESS_SHIFT, WORKING_DAYS, ProductFamily, iso_week, week_monday
+from services.capacity.domain import BLOCKS_PER_PRESS_SHIFT, WORKING_DAYS, ProductFamily
+from shared.weeks import iso_week, lebaran, week_start
 
 COMPOSITE = ProductFamily.BRAKE_BLOCK_COMPOSITE.value
 CAST_IRON = ProductFamily.BRAKE_BLOCK_CAST_IRON.value
-# Idul Fitri (1 Syawal), as the government's calendar expects it; foundries close around it for one or two weeks.
-LEBARAN = {2026: date(2026, 3, 20), 2027: date(2027, 3, 10), 2028: date(2028, 2, 27), 2029: date(2029, 2, 14)}
 CAST_IRON_BLOCK_KG = 11.5
 # Units a week of the other families, low and high: parts differ too much in size for an equipment formula.
 PART_RANGES = {
@@ -103,12 +102,12 @@ def _draw(members: Sequence[Member], seed: int, year: int) -> list[_Profile]:
             units[family] = round(rng.randint(low, high) / 10) * 10 or 10
         incidents = []
         if presses and rng.random() < 0.2:
-            start = week_monday(f"{year + 1}-W{rng.randint(14, 40):02d}") + timedelta(days=rng.randint(0, 4))
+            start = week_start(f"{year + 1}-W{rng.randint(14, 40):02d}") + timedelta(days=rng.randint(0, 4))
             incidents.append(
                 {"family": COMPOSITE, "share": 0.5, "days": rng.randint(7, 20), "start": start, "reason": "press_breakdown"}
             )
         elif rng.random() < 0.06:  # one incident per member, so no two exceptions of it overlap
-            start = week_monday(f"{year + 1}-W{rng.randint(14, 40):02d}") + timedelta(days=rng.randint(0, 4))
+            start = week_start(f"{year + 1}-W{rng.randint(14, 40):02d}") + timedelta(days=rng.randint(0, 4))
             incidents.append({"family": None, "share": 0.0, "days": rng.randint(1, 2), "start": start, "reason": "power_cut"})
         profiles.append(
             _Profile(
@@ -147,12 +146,10 @@ def _changes(profile: _Profile, families: Sequence[str], year: int) -> list[dict
             }
         )
         for lebaran_year in (year, year + 1):
-            lebaran = LEBARAN.get(lebaran_year)
-            if lebaran is None:
-                continue
-            # The Lebaran week itself is always closed; a second week comes before it or after it.
+            idul_fitri = lebaran(lebaran_year)
+            # Foundries close around Idul Fitri for one or two weeks: its own week always, a second one before or after.
             early = profile.closure_weeks == 2 and profile.closure_starts_early
-            monday = week_monday(iso_week(lebaran)) - timedelta(weeks=1 if early else 0)
+            monday = week_start(iso_week(idul_fitri)) - timedelta(weeks=1 if early else 0)
             changes.append(
                 {
                     "kind": "exception",

@@ -7,8 +7,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
-
-from .planner import week_end
+from shared.weeks import week_end
 
 BUYERS: dict[str, str] = {
     "KAI": "PT Kereta Api Indonesia (Persero)",

@@ -29,6 +29,7 @@ from shared.events.orders import (
 from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.http import Conflict, FieldError, Unprocessable
 from shared.projections import project_foundry
+from shared.weeks import iso_week, week_end, weeks_between
 
 from . import metrics, projections, store, webhooks
 from .domain import (
@@ -51,7 +52,7 @@ from .domain import (
     tkdn_of,
     why_not_eligible,
 )
-from .planner import Candidate, Demand, PlanRules, iso_week, plan_line, shortfall_by_week, week_end, weeks_between
+from .planner import Candidate, Demand, PlanRules, plan_line, shortfall_by_week
 
 
 @dataclass(frozen=True)

@@ -25,32 +25,10 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
+from shared.weeks import iso_week, week_end, week_start, weeks_between
+
 # A plan whose utilisation is within this fraction of the lower bound counts as reaching it.
 LEVEL_TOLERANCE = 0.001
-
-
-def iso_week(day: date) -> str:
-    year, week, _ = day.isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def week_start(label: str) -> date:
-    year, week = label.split("-W")
-    return date.fromisocalendar(int(year), int(week), 1)
-
-
-def week_end(label: str) -> date:
-    return week_start(label) + timedelta(days=6)
-
-
-def weeks_between(first: date, last: date) -> list[str]:
-    """ISO weeks from the week of `first` to the week of `last`, inclusive."""
-    out = []
-    day = first - timedelta(days=first.weekday())
-    while day <= last:
-        out.append(iso_week(day))
-        day += timedelta(days=7)
-    return out
 
 
 @dataclass(frozen=True)

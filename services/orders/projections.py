@@ -31,9 +31,9 @@ from shared.events.quality import (
     LotPassed,
     LotRegistered,
 )
+from shared.weeks import week_start, weeks_between
 
 from . import store
-from .planner import week_start, weeks_between
 
 
 async def on_capacity_changed(session: AsyncSession, envelope: Envelope[CapacityChanged]) -> None:

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from services.orders import projections
-from services.orders.planner import iso_week
+from shared.weeks import iso_week
 from tests.support import eventually, run_services
 
 
@@ -138,7 +138,7 @@ async def test_order_beyond_eligible_capacity_needs_review_with_the_shortfall(ma
 
 
 async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(make_settings):
-    from services.orders.planner import week_end, week_start
+    from shared.weeks import week_end, week_start
 
     settings = make_settings()
     async with run_services(settings, "capacity", "quality", "orders") as svc:
@@ -241,7 +241,7 @@ async def test_orders_posted_back_to_back_do_not_plan_on_the_same_capacity(make_
 
 
 async def test_capacity_refusing_an_allocation_moves_its_units_and_never_back_to_that_foundry_week(make_settings):
-    from services.orders.planner import weeks_between
+    from shared.weeks import weeks_between
 
     settings = make_settings()
     async with run_services(settings, "capacity", "quality", "orders") as svc:

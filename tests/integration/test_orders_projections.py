@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from services.orders import projections
-from services.orders.planner import iso_week
+from shared.weeks import iso_week
 from tests.support import eventually, run_services
 
 FOUNDRY = {

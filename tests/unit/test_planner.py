@@ -12,15 +12,12 @@ from services.orders.planner import (
     Demand,
     PlanRules,
     greedy_baseline,
-    iso_week,
     max_utilisation,
     plan_line,
     score,
     shortfall_by_week,
-    week_end,
-    week_start,
-    weeks_between,
 )
+from shared.weeks import week_end, week_start, weeks_between
 
 TODAY = date(2026, 11, 24)  # a Tuesday: production starts the next Monday
 WEEKS = weeks_between(date(2026, 11, 30), date(2027, 6, 30))
@@ -28,14 +25,6 @@ WEEKS = weeks_between(date(2026, 11, 30), date(2027, 6, 30))
 
 def foundry(code: str, units: int = 1000, quality: float = 0.9, weeks: list[str] | None = None) -> Candidate:
     return Candidate(code, dict.fromkeys(weeks or WEEKS, units), quality=quality)
-
-
-def test_iso_weeks():
-    assert iso_week(date(2027, 1, 4)) == "2027-W01"
-    assert iso_week(date(2026, 12, 31)) == "2026-W53"
-    assert week_start("2027-W05") == date(2027, 2, 1)
-    assert week_end("2027-W05") == date(2027, 2, 7)
-    assert weeks_between(date(2027, 2, 3), date(2027, 2, 15)) == ["2027-W05", "2027-W06", "2027-W07"]
 
 
 @pytest.mark.parametrize("exact", [True, False])
