@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,9 +14,9 @@ from shared.events import EventData
 from shared.events.quality import CertificateKind, QualityStatus
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
+from shared.weeks import local_midnight
 
 from .domain import (
-    WIB,
     Certificate,
     FoundryQuality,
     Lot,
@@ -148,11 +148,6 @@ quality_status_changes = sa.Table(
 
 async def publish(session: AsyncSession, *events: EventData) -> None:
     await stage(session, backbone.outbox, *events)
-
-
-def start_of_day_after(day: date) -> datetime:
-    """The first instant after `day` ends in Ceper, in UTC."""
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) - WIB
 
 
 # --- foundries (projection) ---------------------------------------------------------------------------------
@@ -554,7 +549,7 @@ async def statuses_on(session: AsyncSession, day: date) -> dict[str, QualityStat
     """Each foundry's status in force at the end of `day`, from its recorded changes."""
     latest = (
         sa.select(quality_status_changes.c.foundry_code, sa.func.max(quality_status_changes.c.seq).label("seq"))
-        .where(quality_status_changes.c.changed_at < start_of_day_after(day))
+        .where(quality_status_changes.c.changed_at < local_midnight(day + timedelta(days=1)))
         .group_by(quality_status_changes.c.foundry_code)
         .subquery()
     )
