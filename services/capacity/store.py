@@ -475,7 +475,7 @@ async def reserved_in_range(session: AsyncSession, family: str, first_week: str,
 
 
 async def foundry_revisions(session: AsyncSession) -> dict[str, int]:
-    return dict((await session.execute(sa.select(foundries.c.code, foundries.c.revision))).tuples().all())
+    return dict((await session.execute(sa.select(foundries.c.code, foundries.c.revision))).all())
 
 
 async def calendar_revisions(session: AsyncSession, family: str) -> dict[str, int]:
@@ -484,7 +484,7 @@ async def calendar_revisions(session: AsyncSession, family: str) -> dict[str, in
             capacity_calendars.c.product_family == family
         )
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def register_version(session: AsyncSession, family: str) -> tuple[int, ...]:

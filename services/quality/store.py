@@ -584,10 +584,10 @@ async def expiring_by_kind(session: AsyncSession, today: date, until: date) -> d
         )
         .group_by(certificates.c.kind)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def status_counts(session: AsyncSession) -> tuple[int, dict[str, int]]:
     known = (await session.execute(sa.select(sa.func.count()).select_from(foundry_projection))).scalar_one()
     rows = await session.execute(sa.select(foundry_quality.c.status, sa.func.count()).group_by(foundry_quality.c.status))
-    return known, dict(rows.tuples().all())
+    return known, dict(rows.all())
