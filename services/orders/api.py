@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from shared import clock
-from shared.db import upsert
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.projections import list_foundries
 from shared.service import Sessions
@@ -442,13 +440,11 @@ def _known_buyer(buyer_code: str) -> None:
 async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessions) -> WebhookEndpointOut:
     _known_buyer(buyer_code)
     async with sessions.begin() as session:
-        current = (
-            await session.execute(sa.select(store.buyer_webhooks.c.secret).where(store.buyer_webhooks.c.buyer_code == buyer_code))
-        ).scalar()
+        current = await store.webhook_endpoint(session, buyer_code)
         # Without a secret the current one stays (changing the URL or pausing must not break verification).
-        secret = body.secret or current or webhooks.new_secret()
+        secret = body.secret or (current.secret if current is not None else None) or webhooks.new_secret()
         values = {"url": str(body.url), "secret": secret, "enabled": body.enabled, "updated_at": clock.now()}
-        await upsert(session, store.buyer_webhooks, {"buyer_code": buyer_code, **values})
+        await store.set_webhook_endpoint(session, buyer_code, values)
     return WebhookEndpointOut(buyer_code=buyer_code, **values)
 
 
@@ -462,9 +458,7 @@ async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessio
 async def get_webhook(buyer_code: str, sessions: Sessions) -> WebhookEndpointOut:
     _known_buyer(buyer_code)
     async with sessions() as session:
-        row = (
-            await session.execute(sa.select(store.buyer_webhooks).where(store.buyer_webhooks.c.buyer_code == buyer_code))
-        ).first()
+        row = await store.webhook_endpoint(session, buyer_code)
     if row is None:
         raise NotFound(f"{buyer_code} has no webhook endpoint yet")
     return WebhookEndpointOut(**row._mapping)
@@ -484,9 +478,7 @@ async def ping_webhook(buyer_code: str, sessions: Sessions) -> WebhookDeliveryOu
         message_id = await webhooks.enqueue(session, buyer_code, "ping", {"buyer_code": buyer_code})
         if message_id is None:
             raise NotFound(f"{buyer_code} has no enabled webhook endpoint")
-        row = (
-            await session.execute(sa.select(store.webhook_deliveries).where(store.webhook_deliveries.c.id == message_id))
-        ).one()
+        row = await store.webhook_delivery(session, message_id)
     return WebhookDeliveryOut(**row._mapping)
 
 
@@ -504,12 +496,8 @@ async def list_webhook_deliveries(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[WebhookDeliveryOut]:
     _known_buyer(buyer_code)
-    table = store.webhook_deliveries
-    query = sa.select(table).where(table.c.buyer_code == buyer_code)
-    if status:
-        query = query.where(table.c.status == status)
     async with sessions() as session:
-        rows = (await session.execute(query.order_by(table.c.created_at.desc(), table.c.id).limit(limit))).all()
+        rows = await store.webhook_deliveries_of(session, buyer_code, status=status, limit=limit)
     return [WebhookDeliveryOut(**r._mapping) for r in rows]
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from shared.events.orders import PurchaseOrderReceived, ReceivedLine
+from shared.events.capacity import ReservationConfirmed
+from shared.events.orders import PlannedAllocation, PurchaseOrderReceived, ReceivedLine
 from shared.weeks import week_end
 
 BUYERS: dict[str, str] = {
@@ -249,6 +252,99 @@ def tkdn_of(foundry: FoundryStanding, on: date) -> float:
         (c.tkdn_percent or 0.0 for c in foundry.certificates if c.kind == "TKDN" and c.valid_from <= on <= c.valid_until),
         default=0.0,
     )
+
+
+# --- the plan in force and capacity's answers ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookMessage:
+    """A message for the buyer's webhook endpoint: its type (one of `webhooks.WEBHOOK_EVENT_TYPES`) and data."""
+
+    event_type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Allocated:
+    """An allocation of a plan version and how far capacity took it: planned, reserved or rejected."""
+
+    allocation: PlannedAllocation
+    state: str = "planned"
+
+
+@dataclass(frozen=True)
+class PlanInForce:
+    """The newest version of an order's plan."""
+
+    version: int
+    allocations: tuple[Allocated, ...]
+    # The lines it cannot finish in time: {line_no, shortfall, due_dates, expected_completion}.
+    risk: tuple[dict[str, Any], ...] = ()
+    # The units no eligible member can make in time: {line_no, week, quantity, eligible_members}.
+    shortfall: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ConfirmationTaken:
+    """What a confirmation from capacity changes: the allocation it names is reserved; the order may be accepted."""
+
+    allocation_id: str
+    plan_version: int
+    accepted: bool
+    webhooks: tuple[WebhookMessage, ...] = ()
+
+
+def take_confirmation(
+    order: PurchaseOrder, plan: PlanInForce | None, confirmed: ReservationConfirmed
+) -> ConfirmationTaken | None:
+    """The allocation a confirmation names is reserved while the plan in force holds it as it was confirmed, whichever
+    version the confirmation named (capacity reserves an allocation kept unchanged once, whatever version comes
+    next). A planned order is accepted once every allocation of its plan in force is reserved. None: it counts
+    for nothing (a version orders never made, or an allocation the plan in force changed: capacity reserves that
+    again for the new version)."""
+    if plan is None or confirmed.allocation_id is None or (confirmed.plan_version or 0) > plan.version:
+        return None
+    if not any(
+        a.allocation.allocation_id == confirmed.allocation_id
+        and a.allocation.quantity == confirmed.quantity
+        and a.allocation.foundry_code == confirmed.foundry_code
+        and a.allocation.week == confirmed.week
+        for a in plan.allocations
+    ):
+        return None
+    still_open = [a for a in plan.allocations if a.allocation.allocation_id != confirmed.allocation_id and a.state != "reserved"]
+    if order.status != OrderStatus.PLANNED or still_open:
+        return ConfirmationTaken(confirmed.allocation_id, plan.version, accepted=False)
+    about = {"order_id": order.id, "po_number": order.po_number, "plan_version": plan.version}
+    return ConfirmationTaken(
+        confirmed.allocation_id, plan.version, accepted=True, webhooks=(WebhookMessage("order.accepted", about),)
+    )
+
+
+@dataclass(frozen=True)
+class Lot:
+    """A lot of production for an order, as quality reported it."""
+
+    lot_code: str
+    foundry_code: str
+    item_code: str
+    quantity: int
+    allocation_id: str | None
+    outcome: str  # registered, passed or failed
+
+
+def lot_counts_for(order: PurchaseOrder, lot: Lot, allocations: Mapping[str, tuple[int, date, str]]) -> tuple[int, date] | None:
+    """The line and delivery a lot serves: those of its allocation (`allocations`: id → line, due date, foundry, of
+    every version), else the first line of its item and that line's first delivery; None when the order has no
+    line of its item."""
+    if lot.allocation_id is not None and lot.allocation_id in allocations:
+        line_no, due, _ = allocations[lot.allocation_id]
+        return line_no, due
+    line = next((candidate for candidate in order.lines if candidate.item_code == lot.item_code), None)
+    if line is None:
+        return None
+    return line.line_no, min(d.due_date for d in line.deliveries)
 
 
 # --- fulfilment ----------------------------------------------------------------------------------------------

@@ -5,20 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import clock
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, ReservationConfirmed, ReservationRejected, ReservationRevoked
 from shared.events.orders import (
-    AllocationPlanned,
     HandedOverItem,
-    PlannedAllocation,
     PurchaseOrderCancelled,
     PurchaseOrderFulfilled,
     PurchaseOrderReceived,
@@ -29,30 +28,30 @@ from shared.events.orders import (
 from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.http import Conflict, FieldError, Unprocessable
 from shared.projections import project_foundry
-from shared.weeks import iso_week, week_end, weeks_between
+from shared.weeks import iso_week
 
-from . import metrics, projections, store, webhooks
+from . import metrics, projections, replanning, store, webhooks
 from .domain import (
     CertificateHeld,
     FoundryStanding,
     LineProgress,
+    Lot,
     OrderLine,
     OrderRejected,
     OrderStatus,
     PurchaseOrder,
     ShipmentStatus,
     Violation,
-    expected_completion,
+    WebhookMessage,
     local_content,
-    outstanding,
     receive_purchase_order,
-    serves_until,
     split_handover,
     split_over_deliveries,
+    take_confirmation,
     tkdn_of,
-    why_not_eligible,
 )
-from .planner import Candidate, Demand, PlanRules, plan_line, shortfall_by_week
+from .planner import PlanRules
+from .replanning import may_cure_shortfall, units_lost_at
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ async def receive(
                 },
             )
             await store.publish(session, received)
-    except sa.exc.IntegrityError as exc:
+    except IntegrityError as exc:
         # Two identical requests raced: the loser sees the winner's key or PO number.
         raise Conflict("a concurrent request with the same Idempotency-Key or PO number won; retry to get its answer") from exc
     return Intake(order, replayed=False)
@@ -128,7 +127,7 @@ async def reject(sessions: async_sessionmaker[AsyncSession], order_id: str, reas
 
 async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, status: OrderStatus, reason: str) -> PurchaseOrder:
     async with sessions.begin() as session:
-        order = await store.order_or_404(session, order_id)
+        order = await store.lock_order_or_404(session, order_id)
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is already {order.status.value}")
         if await store.has_shipments(session, order_id):
@@ -141,12 +140,8 @@ async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, stat
             session, PurchaseOrderCancelled(order_id=order_id, buyer_code=order.buyer_code, reason=said, cancelled_at=clock.now())
         )
         if status == OrderStatus.REJECTED:
-            await webhooks.enqueue(
-                session,
-                order.buyer_code,
-                "order.rejected",
-                {"order_id": order_id, "po_number": order.po_number, "reason": reason},
-            )
+            about = {"order_id": order_id, "po_number": order.po_number, "reason": reason}
+            await _send(session, order.buyer_code, [WebhookMessage("order.rejected", about)])
     return replace(order, status=status, status_reason=reason)
 
 
@@ -157,7 +152,6 @@ async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> 
 # --- planning ---------------------------------------------------------------------------------------------
 
 PLAN_RULES = PlanRules(time_limit_s=1.0)
-RISK_HORIZON_WEEKS = 52  # how far ahead the expected completion of a late line is looked for
 
 
 async def _standings(session: AsyncSession, today: date, foundry_code: str | None = None) -> list[FoundryStanding]:
@@ -183,180 +177,52 @@ async def plan_order(
     order_id: str,
     reason: str,
     *,
-    lost: dict[str, int] | None = None,
-    blocked: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+    lost: Mapping[str, int] | None = None,
+    blocked: Collection[tuple[str, str]] = (),
+    failed: Sequence[Lot] = (),
     trigger: str = "received",
 ) -> int | None:
-    """Plans what the order still needs and publishes the new version; returns it, or None when nothing changed.
-
-    The first plan covers everything. A replan keeps every allocation of the plan in force except the units
-    `lost` (rejected, revoked, or no longer eligible) and plans only what is outstanding: those units, the
-    units of failed lots and the units the buyer refused at handover; never in the foundry-weeks `blocked`.
-    """
-    order = await store.get_order(session, order_id)
+    """Plans what the order still needs (see `replanning`) and publishes the new version; returns it, or None when
+    nothing changed. `lost`: allocation id → units no longer made there; `blocked`: foundry-weeks not to plan in;
+    `failed`: failed lots the event being handled reports."""
+    order = await store.lock_order(session, order_id)
     if order is None or order.status.closed:
         return None
-    lost = {k: v for k, v in (lost or {}).items() if v > 0}
     today = clock.today()
-    previous, rows = await store.current_plan(session, order_id)
-    version = (previous.version if previous is not None else 0) + 1
-    kept: list[tuple[PlannedAllocation, str]] = []
-    for row in rows:
-        quantity = row.quantity - lost.get(row.allocation_id, 0)
-        if row.state != "rejected" and quantity > 0:
-            kept.append(
-                (
-                    PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields} | {"quantity": quantity}),
-                    row.state,
-                )
-            )
-    remade, not_supplied = await store.units_to_make_again(session, order)
-    blocked = set(blocked) | await store.refused_cells_of(session, order_id)
-    needs: dict[int, list[Demand]] = {}
-    for line in order.lines:
-        on_line = [a for a, _ in kept if a.line_no == line.line_no]
-        demands = [
-            Demand(
-                d.due_date,
-                outstanding(
-                    d.quantity,
-                    sum(a.quantity for a in on_line if a.due_date == d.due_date),
-                    remade.get((line.line_no, d.due_date), 0),
-                ),
-            )
-            for d in line.deliveries
-        ]
-        needs[line.line_no] = [d for d in demands if d.quantity > 0]
-    if previous is not None and not lost and not any(needs.values()):
-        return None  # the plan in force still covers everything: no new version
-    standings = await _standings(session, today)
-    planned: list[tuple[PlannedAllocation, str]] = list(kept)
-    shortfall: list[dict[str, Any]] = []
-    risk: list[dict[str, Any]] = []
-    solvers: set[str] = set()
-    for line in order.lines:
-        demands = needs[line.line_no]
-        if not demands:
-            continue
-        on_line = [a for a, _ in kept if a.line_no == line.line_no]
-        reach = {f.code: serves_until(f, line, today) for f in standings}
-        eligible = [f for f in standings if reach[f.code] is not None]
-        horizon = max(line.last_due_date, today + timedelta(weeks=RISK_HORIZON_WEEKS))
-        free = await projections.free_capacity(session, line.product_family, iso_week(today), iso_week(horizon))
-        for foundry, week in blocked:
-            free.get(foundry, {}).pop(week, None)
-        # A member's share of the line counts what it supplies: units of its failed lots or refused at handover
-        # do not count, or one bad lot would keep the member that must make it again from doing so.
-        already: dict[str, int] = {}
-        for a in on_line:
-            already[a.foundry_code] = already.get(a.foundry_code, 0) + a.quantity
-        for (line_no, foundry), units in not_supplied.items():
-            if line_no == line.line_no and foundry in already:
-                already[foundry] = max(0, already[foundry] - units)
-        candidates = [
-            Candidate(
-                f.code,
-                free.get(f.code, {}),
-                quality=f.pass_rate if f.pass_rate is not None else 0.9,
-                already=already.get(f.code, 0),
-                serves_until=None if reach[f.code] == line.last_due_date else reach[f.code],
-            )
-            for f in eligible
-        ]
-        plan = plan_line(demands, candidates, today, PLAN_RULES, line_total=line.quantity)
-        solvers.add(plan.solver)
-        metrics.line_planned(plan.solver, plan.seconds)
-        used: dict[tuple[str, str], int] = {}
-        for a in plan.allocations:
-            allocation = PlannedAllocation(
-                # The version keeps ids of new allocations apart from kept ones in the same foundry-week.
-                allocation_id=f"{order_id}:{line.line_no}:{a.foundry_code}:{a.week}:{a.due_date.isoformat()}:v{version}",
-                line_no=line.line_no,
-                item_code=line.item_code,
-                product_family=line.product_family,
-                foundry_code=a.foundry_code,
-                week=a.week,
-                quantity=a.quantity,
-                due_date=a.due_date,
-            )
-            planned.append((allocation, "planned"))
-            used[(a.foundry_code, a.week)] = used.get((a.foundry_code, a.week), 0) + a.quantity
-        late = sum(plan.shortfall.values())
-        for week, units in shortfall_by_week(plan, PLAN_RULES).items():
-            shortfall.append({"line_no": line.line_no, "week": week, "quantity": units, "eligible_members": len(eligible)})
-        if late:
-            # Late units can only be made after the weeks that could have served them in time (the planner
-            # found no room there under its rules): count what members able to make the whole line have left
-            # after this plan, week by week from then on. Late units are not held to the maximum share.
-            whole_line = [f.code for f in eligible if reach[f.code] == line.last_due_date]
-            first_late = min(d for d, units in plan.shortfall.items() if units)
-            cut_off = first_late - timedelta(days=PLAN_RULES.lead_days)
-            weeks = [w for w in weeks_between(max(today + timedelta(days=7), cut_off), horizon) if week_end(w) > cut_off]
-            spare: dict[str, int] = {}
-            for code in whole_line:
-                for week, units in free.get(code, {}).items():
-                    units -= used.get((code, week), 0)
-                    if units >= PLAN_RULES.min_quantity:
-                        spare[week] = spare.get(week, 0) + units
-            completion = expected_completion(late, spare, weeks, PLAN_RULES.lead_days, PLAN_RULES.min_quantity)
-            risk.append(
-                {
-                    "line_no": line.line_no,
-                    "shortfall": late,
-                    "due_dates": sorted(d.isoformat() for d, units in plan.shortfall.items() if units),
-                    "expected_completion": completion.isoformat() if completion else None,
-                }
-            )
+    made_again = await store.units_to_make_again(session, order, failed)
+    todo = replanning.Outstanding.of(order, await store.plan_in_force(session, order_id), lost or {}, made_again)
+    # Free capacity and standings are read only for the lines with something to plan.
+    free = {
+        line.line_no: await projections.free_capacity(
+            session, line.product_family, iso_week(today), iso_week(replanning.horizon(line, today))
+        )
+        for line in todo.lines_to_plan
+    }
+    decision = replanning.replan(
+        todo,
+        standings=await _standings(session, today) if free else [],
+        free=free,
+        refused={*blocked, *await store.refused_cells_of(session, order_id)},
+        today=today,
+        now=clock.now(),
+        reason=reason,
+        rules=PLAN_RULES,
+    )
+    if isinstance(decision, replanning.NothingToDo):
+        return None
+    for solver, seconds in decision.line_plans:
+        metrics.line_planned(solver, seconds)
     metrics.planned(trigger)
-    now = clock.now()
-    await session.execute(
-        sa.insert(store.plans).values(
-            order_id=order_id,
-            version=version,
-            created_at=now,
-            solver="+".join(sorted(solvers)) or "kept",
-            shortfall=shortfall,
-            reason=reason[:200],
-            risk=risk,
-        )
-    )
-    if planned:
-        await session.execute(
-            sa.insert(store.allocations),
-            [{**a.model_dump(), "order_id": order_id, "plan_version": version, "state": state} for a, state in planned],
-        )
-    all_reserved = bool(planned) and all(state == "reserved" for _, state in planned)
-    # An order that never had a plan for everything waits for review; one under way keeps going, its late
-    # lines marked at risk.
-    in_review = bool(shortfall) and (previous is None or order.status == OrderStatus.NEEDS_REVIEW)
-    status = OrderStatus.NEEDS_REVIEW if in_review else OrderStatus.ACCEPTED if all_reserved else OrderStatus.PLANNED
-    await store.set_status(session, order_id, status)
-    await store.publish(
-        session,
-        AllocationPlanned(
-            order_id=order_id,
-            buyer_code=order.buyer_code,
-            plan_version=version,
-            allocations=[a for a, _ in planned],
-            planned_at=now,
-        ),
-    )
-    about = {"order_id": order_id, "po_number": order.po_number, "plan_version": version}
-    if status == OrderStatus.ACCEPTED and order.status != OrderStatus.ACCEPTED:
-        # A replan that only dropped units can leave every allocation reserved: accepted without a confirmation.
-        await webhooks.enqueue(session, order.buyer_code, "order.accepted", about)
-    if in_review and order.status != OrderStatus.NEEDS_REVIEW:
-        await webhooks.enqueue(session, order.buyer_code, "order.needs_review", {**about, "shortfall": shortfall, "risk": risk})
-    elif not in_review:
-        was_at_risk = {r["line_no"] for r in (previous.risk or [])} if previous is not None else set()
-        for entry in risk:
-            if entry["line_no"] not in was_at_risk:
-                await webhooks.enqueue(session, order.buyer_code, "line.at_risk", {**about, **entry, "reason": reason})
-        for line_no in sorted(was_at_risk - {r["line_no"] for r in risk}):
-            await webhooks.enqueue(
-                session, order.buyer_code, "line.back_on_track", {**about, "line_no": line_no, "reason": reason}
-            )
-    return version
+    await store.add_plan(session, order_id, decision)
+    await store.set_status(session, order_id, decision.status)
+    await store.publish(session, decision.event)
+    await _send(session, order.buyer_code, decision.webhooks)
+    return decision.version
+
+
+async def _send(session: AsyncSession, buyer_code: str, messages: Iterable[WebhookMessage]) -> None:
+    for message in messages:
+        await webhooks.enqueue(session, buyer_code, message.event_type, message.data)
 
 
 async def on_purchase_order_received(session: AsyncSession, envelope: Envelope[PurchaseOrderReceived]) -> None:
@@ -367,36 +233,16 @@ async def on_reservation_confirmed(session: AsyncSession, envelope: Envelope[Res
     data = envelope.data
     if data.order_id is None or data.allocation_id is None:
         return  # a reservation made over capacity's API, not for one of our plans
-    plan, rows = await store.current_plan(session, data.order_id)
-    if plan is None or (data.plan_version or 0) > plan.version:
+    order = await store.lock_order(session, data.order_id)
+    if order is None:
         return
-    # A confirmation made for an earlier version still counts when that version's allocation was kept as it
-    # was: capacity reserves an unchanged allocation once, whatever version comes next.
-    if not any(
-        r.allocation_id == data.allocation_id
-        and r.quantity == data.quantity
-        and r.foundry_code == data.foundry_code
-        and r.week == data.week
-        for r in rows
-    ):
-        return  # the plan in force changed that allocation: capacity reserves it again for the new version
-    await session.execute(
-        sa.update(store.allocations)
-        .where(store.allocations.c.allocation_id == data.allocation_id, store.allocations.c.plan_version == plan.version)
-        .values(state="reserved")
-    )
-    order = await store.get_order(session, data.order_id)
-    if order is None or order.status != OrderStatus.PLANNED:
+    taken = take_confirmation(order, await store.plan_in_force(session, data.order_id), data)
+    if taken is None:
         return
-    still_open = [r for r in rows if r.allocation_id != data.allocation_id and r.state != "reserved"]
-    if not still_open:
-        await store.set_status(session, data.order_id, OrderStatus.ACCEPTED)
-        await webhooks.enqueue(
-            session,
-            order.buyer_code,
-            "order.accepted",
-            {"order_id": order.id, "po_number": order.po_number, "plan_version": plan.version},
-        )
+    await store.reserve_allocation(session, taken.allocation_id, taken.plan_version)
+    if taken.accepted:
+        await store.set_status(session, order.id, OrderStatus.ACCEPTED)
+        await _send(session, order.buyer_code, taken.webhooks)
 
 
 async def on_reservation_rejected(session: AsyncSession, envelope: Envelope[ReservationRejected]) -> None:
@@ -404,10 +250,14 @@ async def on_reservation_rejected(session: AsyncSession, envelope: Envelope[Rese
     data = envelope.data
     if data.order_id is None or data.allocation_id is None:
         return
+    if await store.lock_order(session, data.order_id) is None:
+        return
     # Remembered for good: a later replan for another reason must not go back there either.
     await store.refuse_cell(session, data.order_id, data.foundry_code, data.week, data.reason, clock.now())
-    _, rows = await store.current_plan(session, data.order_id)
-    if not any(r.allocation_id == data.allocation_id and r.state != "rejected" for r in rows):
+    plan = await store.plan_in_force(session, data.order_id)
+    if plan is None or not any(
+        a.allocation.allocation_id == data.allocation_id and a.state != "rejected" for a in plan.allocations
+    ):
         return  # no longer in the plan in force: an earlier replan already moved it
     await plan_order(
         session,
@@ -424,8 +274,10 @@ async def on_reservation_revoked(session: AsyncSession, envelope: Envelope[Reser
     data = envelope.data
     if data.order_id is None or data.allocation_id is None:
         return
-    _, rows = await store.current_plan(session, data.order_id)
-    if not any(r.allocation_id == data.allocation_id for r in rows):
+    if await store.lock_order(session, data.order_id) is None:
+        return
+    plan = await store.plan_in_force(session, data.order_id)
+    if plan is None or not any(a.allocation.allocation_id == data.allocation_id for a in plan.allocations):
         return
     await plan_order(
         session,
@@ -441,36 +293,37 @@ async def on_reservation_revoked(session: AsyncSession, envelope: Envelope[Reser
 
 
 async def on_lot_failed(session: AsyncSession, envelope: Envelope[LotFailed]) -> None:
-    """A failed lot's units must be made again: plan them, on any eligible member, in time if possible."""
+    """A failed lot's units must be made again: plan them, on any eligible member, in time if possible. What failed
+    is read from the event itself, whether or not the lot projection has applied it yet."""
     data = envelope.data
     if data.order_id is None:
         return
+    lot = Lot(data.lot_code, data.foundry_code, data.item_code, data.quantity, data.allocation_id, "failed")
     await plan_order(
-        session, data.order_id, f"lot {data.lot_code} failed testing: {data.quantity} units to make again", trigger="lot_failed"
+        session,
+        data.order_id,
+        f"lot {data.lot_code} failed testing: {data.quantity} units to make again",
+        failed=[lot],
+        trigger="lot_failed",
     )
 
 
 async def drop_where_ineligible(session: AsyncSession, foundry_code: str, reason: str) -> None:
     """A member may no longer make some of what it was planned for: those units, less what it already made,
     are planned on other members. Its allocations for deliveries it may still serve stay."""
-    rows = await store.current_allocations_at(session, foundry_code)
-    if not rows:
+    order_ids = await store.orders_with_allocations_at(session, foundry_code)
+    if not order_ids:
         return
     today = clock.today()
     standing = {f.code: f for f in await _standings(session, today, foundry_code)}.get(foundry_code)
-    produced = await store.produced_for(session, [r.allocation_id for r in rows])
-    by_order: dict[str, list[Any]] = {}
-    for row in rows:
-        by_order.setdefault(row.order_id, []).append(row)
-    for order_id, allocations in by_order.items():
-        order = await store.get_order(session, order_id)
-        assert order is not None
-        lines = {line.line_no: line for line in order.lines}
-        lost: dict[str, int] = {}
-        for row in allocations:
-            if standing is None or why_not_eligible(standing, lines[row.line_no], today, row.due_date):
-                lost[row.allocation_id] = row.quantity - produced.get(row.allocation_id, 0)
-        if any(units > 0 for units in lost.values()):
+    for order_id in order_ids:  # in id order, so that consumers lock orders in the same order
+        order = await store.lock_order(session, order_id)
+        if order is None or order.status.closed:
+            continue
+        held = await store.current_allocations_at(session, foundry_code, order_id)
+        produced = await store.produced_for(session, [a.allocation_id for a in held])
+        lost = units_lost_at(order, standing, held, produced, today)
+        if lost:
             await plan_order(session, order_id, reason, lost=lost, trigger="member_ineligible")
 
 
@@ -484,16 +337,12 @@ async def retry_short_orders(session: AsyncSession, foundry_code: str, reason: s
     standing = {f.code: f for f in await _standings(session, today, foundry_code)}.get(foundry_code)
     if standing is None:
         return
-    for order_id, shortfall in short:
-        order = await store.get_order(session, order_id)
-        assert order is not None
-        late_lines = {entry["line_no"] for entry in shortfall}
-        if any(
-            line.line_no in late_lines
-            and (product_family is None or line.product_family == product_family)
-            and serves_until(standing, line, today) is not None
-            for line in order.lines
-        ):
+    for order_id in short:  # in id order, so that consumers lock orders in the same order
+        order = await store.lock_order(session, order_id)
+        plan = await store.plan_in_force(session, order_id)
+        if order is None or order.status.closed or plan is None:
+            continue
+        if may_cure_shortfall(order, plan, standing, today, product_family):
             await plan_order(session, order_id, reason, trigger="recovery")
 
 
@@ -534,7 +383,7 @@ async def on_capacity_changed(session: AsyncSession, envelope: Envelope[Capacity
 async def replan(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> int | None:
     """Plans an open order's outstanding units again now, e.g. after members added capacity for an order in review."""
     async with sessions.begin() as session:
-        order = await store.order_or_404(session, order_id)
+        order = await store.lock_order_or_404(session, order_id)
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing is planned for it any more")
         return await plan_order(session, order_id, f"replan requested: {reason}", trigger="requested")
@@ -596,16 +445,13 @@ async def create_shipment(
     now = clock.now()
     try:
         async with sessions.begin() as session:
-            order = await store.order_or_404(session, order_id)
+            # Locked: a concurrent shipment of the same lots must see this one's items.
+            order = await store.lock_order_or_404(session, order_id)
             if order.status.closed:
                 raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing more is shipped for it")
-            taken = (
-                await session.execute(
-                    sa.select(store.shipments.c.id).where(store.shipments.c.surat_jalan_number == surat_jalan_number)
-                )
-            ).first()
+            taken = await store.shipment_with_surat_jalan(session, surat_jalan_number)
             if taken is not None:
-                raise Conflict(f"surat jalan {surat_jalan_number} was already used for shipment {taken.id}")
+                raise Conflict(f"surat jalan {surat_jalan_number} was already used for shipment {taken}")
             violations: list[Violation] = []
             if site_code not in {d.site_code for line in order.lines for d in line.deliveries}:
                 violations.append(Violation("site_code", f"the order delivers nothing to {site_code!r}"))
@@ -659,23 +505,33 @@ async def create_shipment(
             if violations:
                 raise _refused(violations)
             shipment_id = f"shp_{uuid.uuid4().hex[:20]}"
-            await session.execute(
-                sa.insert(store.shipments).values(
-                    id=shipment_id,
-                    order_id=order_id,
-                    buyer_code=order.buyer_code,
-                    surat_jalan_number=surat_jalan_number,
-                    site_code=site_code,
-                    vehicle_plate=vehicle_plate,
-                    driver_name=driver_name,
-                    status=ShipmentStatus.PREPARED.value,
-                    created_at=now,
-                )
+            await store.add_shipment(
+                session,
+                {
+                    "id": shipment_id,
+                    "order_id": order_id,
+                    "buyer_code": order.buyer_code,
+                    "surat_jalan_number": surat_jalan_number,
+                    "site_code": site_code,
+                    "vehicle_plate": vehicle_plate,
+                    "driver_name": driver_name,
+                    "status": ShipmentStatus.PREPARED.value,
+                    "created_at": now,
+                },
+                rows,
             )
-            await session.execute(sa.insert(store.shipment_items), [{"shipment_id": shipment_id, **row} for row in rows])
-    except sa.exc.IntegrityError as exc:
+    except IntegrityError as exc:
         raise Conflict(f"surat jalan {surat_jalan_number} was just used by a concurrent request") from exc
     return shipment_id
+
+
+async def _lock_shipment(session: AsyncSession, shipment_id: str) -> tuple[PurchaseOrder, Any, list[Any]]:
+    """The shipment's order, locked, and then the shipment and its items as they are under that lock; 404 when
+    there is no such shipment."""
+    order = await store.lock_order(session, await store.order_id_of_shipment(session, shipment_id))
+    assert order is not None
+    shipment, items = await store.get_shipment(session, shipment_id)
+    return order, shipment, items
 
 
 def _shipment_about(order: PurchaseOrder, shipment: Any) -> dict[str, Any]:
@@ -691,18 +547,12 @@ def _shipment_about(order: PurchaseOrder, shipment: Any) -> dict[str, Any]:
 async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment_id: str) -> None:
     now = clock.now()
     async with sessions.begin() as session:
-        shipment, items = await store.get_shipment(session, shipment_id)
+        order, shipment, items = await _lock_shipment(session, shipment_id)
         if shipment.status != ShipmentStatus.PREPARED:
             raise Conflict(f"shipment {shipment_id} is already {shipment.status}")
-        order = await store.get_order(session, shipment.order_id)
-        assert order is not None
         if order.status.closed:
             raise Conflict(f"purchase order {order.id} is {order.status.value}; the shipment cannot leave")
-        await session.execute(
-            sa.update(store.shipments)
-            .where(store.shipments.c.id == shipment_id)
-            .values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=now)
-        )
+        await store.mark_dispatched(session, shipment_id, now)
         shipped = [
             ShippedItem(
                 lot_code=i.lot_code, line_no=i.line_no, foundry_code=i.foundry_code, due_date=i.due_date, quantity=i.quantity
@@ -750,13 +600,11 @@ async def record_handover(
     """Records the buyer's BAST: received units count as delivered, refused ones are planned again."""
     now = clock.now()
     async with sessions.begin() as session:
-        shipment, rows = await store.get_shipment(session, shipment_id)
+        order, shipment, rows = await _lock_shipment(session, shipment_id)
         if shipment.status == ShipmentStatus.PREPARED:
             raise Conflict(f"shipment {shipment_id} has not been dispatched yet")
         if shipment.status == ShipmentStatus.DELIVERED:
             raise Conflict(f"shipment {shipment_id} was already handed over (BAST {shipment.bast_number})")
-        order = await store.get_order(session, shipment.order_id)
-        assert order is not None
         violations: list[Violation] = []
         if signed_on > clock.today():
             violations.append(Violation("signed_on", "must not be in the future"))
@@ -792,26 +640,10 @@ async def record_handover(
             split = split_handover([(r.due_date, r.quantity) for r in by_lot[lot_code]], received, rejected)
             line_no = by_lot[lot_code][0].line_no
             for due, got, refused in split:
-                await session.execute(
-                    sa.update(store.shipment_items)
-                    .where(
-                        store.shipment_items.c.shipment_id == shipment_id,
-                        store.shipment_items.c.lot_code == lot_code,
-                        store.shipment_items.c.due_date == due,
-                    )
-                    .values(received=got, rejected=refused)
-                )
+                await store.record_received(session, shipment_id, lot_code, due, got, refused)
                 handed.append(HandedOverItem(lot_code=lot_code, line_no=line_no, due_date=due, received=got, rejected=refused))
-        await session.execute(
-            sa.update(store.shipments)
-            .where(store.shipments.c.id == shipment_id)
-            .values(
-                status=ShipmentStatus.DELIVERED.value,
-                bast_number=bast_number,
-                signed_by=signed_by,
-                signed_on=signed_on,
-                delivered_at=now,
-            )
+        await store.mark_delivered(
+            session, shipment_id, bast_number=bast_number, signed_by=signed_by, signed_on=signed_on, at=now
         )
         await store.publish(
             session,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,11 +12,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UtcDateTime, backbone_tables, upsert
 from shared.events import EventData
+from shared.events.orders import PlannedAllocation
 from shared.http import NotFound
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
 
-from .domain import Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements
+from .domain import (
+    Allocated,
+    Delivery,
+    Lot,
+    OrderLine,
+    OrderStatus,
+    PlanInForce,
+    PurchaseOrder,
+    Requirements,
+    ShipmentStatus,
+    lot_counts_for,
+)
+from .replanning import MadeAgain, NewPlan
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
@@ -234,6 +249,126 @@ webhook_deliveries = sa.Table(
 )
 
 
+# --- writing the projections (the rules are in projections.py) ----------------------------------------------
+
+
+async def set_standard_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
+    await upsert(session, standard_capacity_projection, values)
+
+
+async def set_week_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
+    await upsert(session, capacity_projection, values)
+
+
+async def reservation(session: AsyncSession, reservation_id: str) -> Any:
+    table = reservation_projection
+    return (await session.execute(sa.select(table).where(table.c.reservation_id == reservation_id))).first()
+
+
+async def add_reservation(session: AsyncSession, values: dict[str, Any]) -> None:
+    await session.execute(sa.insert(reservation_projection).values(**values))
+
+
+async def update_reservation(session: AsyncSession, reservation_id: str, values: dict[str, Any]) -> None:
+    table = reservation_projection
+    await session.execute(sa.update(table).where(table.c.reservation_id == reservation_id).values(**values))
+
+
+async def set_certificate(session: AsyncSession, values: dict[str, Any]) -> None:
+    await upsert(session, certificate_projection, values)
+
+
+async def end_certificate(session: AsyncSession, certificate_id: str, state: str) -> None:
+    """A certificate revoked or expired; a revoked one stays revoked."""
+    table = certificate_projection
+    await session.execute(
+        sa.update(table).where(table.c.certificate_id == certificate_id, table.c.state != "revoked").values(state=state)
+    )
+
+
+async def set_quality_status(session: AsyncSession, values: dict[str, Any]) -> None:
+    await upsert(session, quality_status_projection, values)
+
+
+async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
+    return (await session.execute(sa.select(lot_projection.c.outcome).where(lot_projection.c.lot_code == lot_code))).scalar()
+
+
+async def set_lot(session: AsyncSession, values: dict[str, Any]) -> None:
+    await upsert(session, lot_projection, values)
+
+
+# --- reading the projections: free capacity and the members' standing ----------------------------------------
+
+
+async def listed_capacity(
+    session: AsyncSession, product_family: str, first_week: str, last_week: str
+) -> list[tuple[str, str, int]]:
+    """(foundry, week, capacity) of the weeks capacity events listed for the family."""
+    cap = capacity_projection
+    rows = await session.execute(
+        sa.select(cap.c.foundry_code, cap.c.week, cap.c.capacity).where(
+            cap.c.product_family == product_family, cap.c.week >= first_week, cap.c.week <= last_week
+        )
+    )
+    return [(foundry, week, capacity) for foundry, week, capacity in rows]
+
+
+async def standard_capacity(session: AsyncSession, product_family: str) -> list[tuple[str, int]]:
+    """(foundry, weekly units): the standard weekly figure in force for the family."""
+    standard = standard_capacity_projection
+    rows = await session.execute(
+        sa.select(standard.c.foundry_code, standard.c.weekly_units).where(standard.c.product_family == product_family)
+    )
+    return [(foundry, units) for foundry, units in rows]
+
+
+async def held_by_week(session: AsyncSession, product_family: str, first_week: str, last_week: str) -> list[tuple[str, str, int]]:
+    """(foundry, week, units) held for anyone: capacity's reservations, and allocations of open orders' plans in
+    force that capacity has not confirmed yet (a row for each, per foundry-week)."""
+    res = reservation_projection
+    reserved = await session.execute(
+        sa.select(res.c.foundry_code, res.c.week, sa.func.sum(res.c.quantity))
+        .where(res.c.product_family == product_family, res.c.week >= first_week, res.c.week <= last_week)
+        .group_by(res.c.foundry_code, res.c.week)
+    )
+    latest = plans_in_force()
+    pending = await session.execute(
+        sa.select(allocations.c.foundry_code, allocations.c.week, sa.func.sum(allocations.c.quantity))
+        .join(latest, sa.and_(latest.c.order_id == allocations.c.order_id, latest.c.version == allocations.c.plan_version))
+        .join(purchase_orders, purchase_orders.c.id == allocations.c.order_id)
+        .where(
+            allocations.c.product_family == product_family,
+            allocations.c.week >= first_week,
+            allocations.c.week <= last_week,
+            allocations.c.state == "planned",
+            order_is_open(),
+        )
+        .group_by(allocations.c.foundry_code, allocations.c.week)
+    )
+    return [(foundry, week, int(units or 0)) for foundry, week, units in [*reserved, *pending]]
+
+
+async def members(session: AsyncSession, foundry_code: str | None = None) -> list[Any]:
+    """Members as capacity's events told them (or just one), as mappings."""
+    query = sa.select(foundry_projection)
+    if foundry_code is not None:
+        query = query.where(foundry_projection.c.code == foundry_code)
+    return list((await session.execute(query)).mappings())
+
+
+async def valid_certificates(session: AsyncSession, foundry_code: str | None = None) -> list[Any]:
+    """Certificates neither revoked nor expired (of every member, or one), as mappings."""
+    query = sa.select(certificate_projection).where(certificate_projection.c.state == "valid")
+    if foundry_code is not None:
+        query = query.where(certificate_projection.c.foundry_code == foundry_code)
+    return list((await session.execute(query)).mappings())
+
+
+async def quality_statuses(session: AsyncSession) -> list[Any]:
+    return list((await session.execute(sa.select(quality_status_projection))).mappings())
+
+
 async def publish(session: AsyncSession, *events: EventData) -> None:
     await stage(session, backbone.outbox, *events)
 
@@ -316,6 +451,22 @@ async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
     return order
 
 
+async def lock_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
+    """The order, its row locked until the transaction ends: every read-decide-write on an order's plan,
+    confirmations, fulfilment or status starts here, so concurrent consumers and requests take turns per order.
+    (PostgreSQL: `SELECT ... FOR UPDATE`; SQLite has one writer at a time and write transactions begin
+    IMMEDIATE, so there the read is already inside the write lock.)"""
+    row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id).with_for_update())).first()
+    return _to_order(row) if row else None
+
+
+async def lock_order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
+    order = await lock_order(session, order_id)
+    if order is None:
+        raise NotFound(f"no purchase order {order_id}")
+    return order
+
+
 async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: str) -> PurchaseOrder | None:
     row = (
         await session.execute(
@@ -383,6 +534,51 @@ async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[
     return plan, list(rows)
 
 
+async def plan_in_force(session: AsyncSession, order_id: str) -> PlanInForce | None:
+    plan, rows = await current_plan(session, order_id)
+    if plan is None:
+        return None
+    return PlanInForce(
+        version=plan.version,
+        allocations=tuple(
+            Allocated(PlannedAllocation(**{f: getattr(row, f) for f in PlannedAllocation.model_fields}), row.state)
+            for row in rows
+        ),
+        risk=tuple(plan.risk or ()),
+        shortfall=tuple(plan.shortfall or ()),
+    )
+
+
+async def add_plan(session: AsyncSession, order_id: str, plan: NewPlan) -> None:
+    await session.execute(
+        sa.insert(plans).values(
+            order_id=order_id,
+            version=plan.version,
+            created_at=plan.created_at,
+            solver=plan.solver,
+            shortfall=plan.shortfall,
+            reason=plan.reason,
+            risk=plan.risk,
+        )
+    )
+    if plan.allocations:
+        await session.execute(
+            sa.insert(allocations),
+            [
+                {**a.allocation.model_dump(), "order_id": order_id, "plan_version": plan.version, "state": a.state}
+                for a in plan.allocations
+            ],
+        )
+
+
+async def reserve_allocation(session: AsyncSession, allocation_id: str, plan_version: int) -> None:
+    await session.execute(
+        sa.update(allocations)
+        .where(allocations.c.allocation_id == allocation_id, allocations.c.plan_version == plan_version)
+        .values(state="reserved")
+    )
+
+
 async def allocation_lines(session: AsyncSession, order_id: str) -> dict[str, tuple[int, date, str]]:
     """allocation id → (line, due date, foundry) for every allocation any plan version of the order had."""
     rows = await session.execute(
@@ -393,30 +589,26 @@ async def allocation_lines(session: AsyncSession, order_id: str) -> dict[str, tu
     return {r.allocation_id: (r.line_no, r.due_date, r.foundry_code) for r in rows}
 
 
-async def lots_of_order(session: AsyncSession, order: PurchaseOrder) -> list[dict[str, Any]]:
-    """The order's lots with the line and delivery each serves: through its allocation, else the first line of
-    its item and that line's first delivery."""
+async def lots_of_order(session: AsyncSession, order: PurchaseOrder, decided: Sequence[Lot] = ()) -> list[dict[str, Any]]:
+    """The order's lots with the line and delivery each serves (see `lot_counts_for`). `decided`: lots an event
+    being handled reports, which count as it says whether or not the lot projection has seen that event yet."""
     by_allocation = await allocation_lines(session, order.id)
     rows = (await session.execute(sa.select(lot_projection).where(lot_projection.c.order_id == order.id))).mappings().all()
+    lots = {row["lot_code"]: dict(row) for row in rows}
+    for lot in decided:
+        lots[lot.lot_code] = {**lots.get(lot.lot_code, {}), **asdict(lot), "order_id": order.id}
     out = []
-    for row in rows:
-        line_no, due = None, None
-        if row["allocation_id"] in by_allocation:
-            line_no, due, _ = by_allocation[row["allocation_id"]]
-        else:
-            line = next((candidate for candidate in order.lines if candidate.item_code == row["item_code"]), None)
-            if line is not None:
-                line_no, due = line.line_no, min(d.due_date for d in line.deliveries)
-        if line_no is not None:
-            out.append({**row, "line_no": line_no, "due_date": due})
+    for row in lots.values():
+        lot = Lot(row["lot_code"], row["foundry_code"], row["item_code"], row["quantity"], row["allocation_id"], row["outcome"])
+        serves = lot_counts_for(order, lot, by_allocation)
+        if serves is not None:
+            out.append({**row, "line_no": serves[0], "due_date": serves[1]})
     return out
 
 
-async def units_to_make_again(
-    session: AsyncSession, order: PurchaseOrder
-) -> tuple[dict[tuple[int, date], int], dict[tuple[int, str], int]]:
-    """Units of failed lots and units refused at handover, which must be made again: per (line, due date) and
-    per (line, foundry that made them)."""
+async def units_to_make_again(session: AsyncSession, order: PurchaseOrder, failed: Sequence[Lot] = ()) -> MadeAgain:
+    """Units of failed lots (those of the lot projection and `failed`) and units refused at handover, which must
+    be made again: per (line, due date) and per (line, foundry that made them)."""
     by_delivery: dict[tuple[int, date], int] = {}
     by_maker: dict[tuple[int, str], int] = {}
 
@@ -424,7 +616,7 @@ async def units_to_make_again(
         by_delivery[(line_no, due)] = by_delivery.get((line_no, due), 0) + units
         by_maker[(line_no, foundry)] = by_maker.get((line_no, foundry), 0) + units
 
-    for lot in await lots_of_order(session, order):
+    for lot in await lots_of_order(session, order, failed):
         if lot["outcome"] == "failed":
             count(lot["line_no"], lot["due_date"], lot["foundry_code"], lot["quantity"])
     refused = await session.execute(
@@ -439,7 +631,7 @@ async def units_to_make_again(
     )
     for line_no, due, foundry, units in refused:
         count(line_no, due, foundry, int(units))
-    return by_delivery, by_maker
+    return MadeAgain(by_delivery, by_maker)
 
 
 def plans_in_force() -> Any:
@@ -452,21 +644,30 @@ def order_is_open() -> Any:
     return purchase_orders.c.status.notin_([status.value for status in OrderStatus if status.closed])
 
 
-async def current_allocations_at(session: AsyncSession, foundry_code: str) -> list[Any]:
-    """Allocations at a foundry in the plans in force of orders still open."""
+async def orders_with_allocations_at(session: AsyncSession, foundry_code: str) -> list[str]:
+    """Open orders whose plan in force has allocations at a foundry, by id (the order their rows are locked in)."""
     latest = plans_in_force()
     rows = await session.execute(
-        sa.select(allocations)
+        sa.select(allocations.c.order_id)
         .join(latest, sa.and_(latest.c.order_id == allocations.c.order_id, latest.c.version == allocations.c.plan_version))
         .join(purchase_orders, purchase_orders.c.id == allocations.c.order_id)
-        .where(
-            allocations.c.foundry_code == foundry_code,
-            allocations.c.state != "rejected",
-            order_is_open(),
-        )
-        .order_by(allocations.c.order_id, allocations.c.week)
+        .where(allocations.c.foundry_code == foundry_code, allocations.c.state != "rejected", order_is_open())
+        .distinct()
+        .order_by(allocations.c.order_id)
     )
-    return list(rows)
+    return [order_id for (order_id,) in rows]
+
+
+async def current_allocations_at(session: AsyncSession, foundry_code: str, order_id: str) -> list[PlannedAllocation]:
+    """An order's allocations at a foundry in its plan in force, but those capacity rejected."""
+    latest = plans_in_force()
+    rows = await session.execute(
+        sa.select(*(allocations.c[f] for f in PlannedAllocation.model_fields))
+        .join(latest, sa.and_(latest.c.order_id == allocations.c.order_id, latest.c.version == allocations.c.plan_version))
+        .where(allocations.c.order_id == order_id, allocations.c.foundry_code == foundry_code, allocations.c.state != "rejected")
+        .order_by(allocations.c.week)
+    )
+    return [PlannedAllocation(**row._mapping) for row in rows]
 
 
 async def produced_for(session: AsyncSession, allocation_ids: list[str]) -> dict[str, int]:
@@ -481,16 +682,17 @@ async def produced_for(session: AsyncSession, allocation_ids: list[str]) -> dict
     return {a: int(q) for a, q in rows}
 
 
-async def open_orders_with_shortfall(session: AsyncSession) -> list[tuple[str, list[Any]]]:
-    """Open orders whose plan in force leaves units unplanned: (order id, that plan's shortfall)."""
+async def open_orders_with_shortfall(session: AsyncSession) -> list[str]:
+    """Open orders whose plan in force leaves units unplanned, by id."""
     latest = plans_in_force()
     rows = await session.execute(
         sa.select(plans.c.order_id, plans.c.shortfall)
         .join(latest, sa.and_(latest.c.order_id == plans.c.order_id, latest.c.version == plans.c.version))
         .join(purchase_orders, purchase_orders.c.id == plans.c.order_id)
         .where(order_is_open())
+        .order_by(plans.c.order_id)
     )
-    return [(order_id, shortfall) for order_id, shortfall in rows if shortfall]
+    return [order_id for order_id, shortfall in rows if shortfall]
 
 
 async def has_shipments(session: AsyncSession, order_id: str) -> bool:
@@ -574,3 +776,85 @@ async def refused_cells_of(session: AsyncSession, order_id: str) -> set[tuple[st
         sa.select(refused_cells.c.foundry_code, refused_cells.c.week).where(refused_cells.c.order_id == order_id)
     )
     return {(foundry, week) for foundry, week in rows}
+
+
+# --- shipments and handover -----------------------------------------------------------------------------
+
+
+async def shipment_with_surat_jalan(session: AsyncSession, surat_jalan_number: str) -> str | None:
+    """The id of the shipment that used a surat jalan number, if any."""
+    return (await session.execute(sa.select(shipments.c.id).where(shipments.c.surat_jalan_number == surat_jalan_number))).scalar()
+
+
+async def add_shipment(session: AsyncSession, shipment: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    await session.execute(sa.insert(shipments).values(**shipment))
+    await session.execute(sa.insert(shipment_items), [{"shipment_id": shipment["id"], **item} for item in items])
+
+
+async def order_id_of_shipment(session: AsyncSession, shipment_id: str) -> str:
+    """The order a shipment is for; 404 when there is no such shipment."""
+    order_id = (await session.execute(sa.select(shipments.c.order_id).where(shipments.c.id == shipment_id))).scalar()
+    if order_id is None:
+        raise NotFound(f"no shipment {shipment_id}")
+    return str(order_id)
+
+
+async def mark_dispatched(session: AsyncSession, shipment_id: str, at: datetime) -> None:
+    await session.execute(
+        sa.update(shipments).where(shipments.c.id == shipment_id).values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=at)
+    )
+
+
+async def record_received(
+    session: AsyncSession, shipment_id: str, lot_code: str, due_date: date, received: int, rejected: int
+) -> None:
+    """The BAST's figures for the units of a lot on a shipment that count towards one delivery."""
+    await session.execute(
+        sa.update(shipment_items)
+        .where(
+            shipment_items.c.shipment_id == shipment_id,
+            shipment_items.c.lot_code == lot_code,
+            shipment_items.c.due_date == due_date,
+        )
+        .values(received=received, rejected=rejected)
+    )
+
+
+async def mark_delivered(
+    session: AsyncSession, shipment_id: str, *, bast_number: str, signed_by: str, signed_on: date, at: datetime
+) -> None:
+    await session.execute(
+        sa.update(shipments)
+        .where(shipments.c.id == shipment_id)
+        .values(
+            status=ShipmentStatus.DELIVERED.value,
+            bast_number=bast_number,
+            signed_by=signed_by,
+            signed_on=signed_on,
+            delivered_at=at,
+        )
+    )
+
+
+# --- buyers' webhook endpoints and delivery log (the dispatcher keeps its own queries) ---------------------
+
+
+async def webhook_endpoint(session: AsyncSession, buyer_code: str) -> Any:
+    return (await session.execute(sa.select(buyer_webhooks).where(buyer_webhooks.c.buyer_code == buyer_code))).first()
+
+
+async def set_webhook_endpoint(session: AsyncSession, buyer_code: str, values: dict[str, Any]) -> None:
+    await upsert(session, buyer_webhooks, {"buyer_code": buyer_code, **values})
+
+
+async def webhook_delivery(session: AsyncSession, message_id: str) -> Any:
+    return (await session.execute(sa.select(webhook_deliveries).where(webhook_deliveries.c.id == message_id))).one()
+
+
+async def webhook_deliveries_of(session: AsyncSession, buyer_code: str, *, status: str | None, limit: int) -> list[Any]:
+    """A buyer's delivery log, newest first."""
+    query = sa.select(webhook_deliveries).where(webhook_deliveries.c.buyer_code == buyer_code)
+    if status:
+        query = query.where(webhook_deliveries.c.status == status)
+    query = query.order_by(webhook_deliveries.c.created_at.desc(), webhook_deliveries.c.id).limit(limit)
+    return list((await session.execute(query)).all())
