@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import kafka, metrics
+from . import kafka, metrics, tracing
 from .events import Envelope, EventData, EventType, MalformedEvent, dlq_topic_of, event_type_of, from_kafka
 from .logging import get_logger
 from .outbox import current_trace_id
@@ -315,7 +315,8 @@ class InboxConsumer:
         # Tokens restore the previous bindings as `bound_contextvars` does, without copying the whole context.
         log_tokens = structlog.contextvars.bind_contextvars(event_id=envelope.id, trace_id=trace_id)
         try:
-            await delivery.subscription.apply(session, envelope)
+            with tracing.consuming(self.service, delivery.record, envelope.type.name, envelope.id):
+                await delivery.subscription.apply(session, envelope)
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             current_trace_id.reset(token)

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from . import tracing
+
 _configured = False
 
 
@@ -19,6 +21,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        tracing.add_trace_ids,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)

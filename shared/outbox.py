@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from . import metrics
+from . import metrics, tracing
 from .db import READ_ONLY
 from .events import Envelope, EventData, to_kafka
 from .logging import get_logger
@@ -42,9 +42,11 @@ _WRITTEN_KEY = "outbox_written"
 
 async def stage(session: AsyncSession, outbox: sa.Table, *events: EventData | Envelope[Any]) -> list[Envelope[Any]]:
     """Writes events into the session's transaction; they reach Kafka only if it commits."""
-    envelopes = [e if isinstance(e, Envelope) else Envelope.of(e, trace_id=current_trace_id.get()) for e in events]
+    trace_id = tracing.trace_id() or current_trace_id.get()
+    envelopes = [e if isinstance(e, Envelope) else Envelope.of(e, trace_id=trace_id) for e in events]
     if not envelopes:
         return []
+    trace_headers = tracing.event_headers()  # the span staging the events is their parent, whenever they are sent
     now = datetime.now(UTC)
     rows = []
     for envelope in envelopes:
@@ -55,7 +57,7 @@ async def stage(session: AsyncSession, outbox: sa.Table, *events: EventData | En
                 "event_type": envelope.type.name,
                 "topic": envelope.type.topic,
                 "key": envelope.key,
-                "headers": {name: value.decode("utf-8") for name, value in message.headers.items()},
+                "headers": {name: value.decode("utf-8") for name, value in message.headers.items()} | trace_headers,
                 "payload": message.value,
                 "created_at": now,
             }

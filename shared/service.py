@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY as PROMETHEUS_REGISTRY
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import kafka
+from . import kafka, tracing
 from .clock import SYSTEM_CLOCK, Clock
 from .clock import use as use_clock
 from .db import BackboneTables, create_engine, migrate, session_factory
@@ -247,6 +247,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None, cloc
             yield
         finally:
             await runtime.stop()
+            tracing.flush()
             log.info("service stopped", service=spec.name)
 
     app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
@@ -256,6 +257,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None, cloc
     app.openapi = lambda: app.openapi_schema or document_problems(generate_openapi())  # type: ignore[method-assign]
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
+    tracing.setup(spec.name, settings, app=app, engine=runtime.engine)
     app.include_router(_operations_router(spec.name))
     for router in spec.routers:
         app.include_router(router)

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     log_level: str = "INFO"
     log_json: bool = True
+    # Where to export trace spans (OTLP over HTTP, e.g. http://otel-collector:4318); unset, tracing is off.
+    otel_exporter_otlp_endpoint: str | None = None
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Prepended to every topic and consumer group: lets tests share one broker without seeing each other.

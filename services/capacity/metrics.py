@@ -1,5 +1,5 @@
-"""Capacity's business metrics on `/metrics`: utilisation by family and week, reservations by state, capacity
-changes by reason.
+"""Capacity's business metrics on `/metrics`: utilisation by family (per week, and over the next 12 weeks),
+reservations by state, capacity changes by reason.
 
 Counters move when a change commits; gauges are recomputed from the database by the periodic job (and its
 trigger endpoint), so every replica reports the same figures.
@@ -26,6 +26,11 @@ RESERVED_UNITS = Gauge(
     "Units reserved, per product family and ISO week (the next 12 weeks)",
     ["product_family", "week"],
 )
+FAMILY_UTILISATION = Gauge(
+    "ceper_capacity_family_utilisation_ratio",
+    "Units reserved over capacity of active members, per product family over the next 12 weeks together",
+    ["product_family"],
+)
 RESERVATIONS = Gauge("ceper_capacity_reservations", "Reservations by state", ["state"])
 CHANGES = Counter("ceper_capacity_changes", "Capacity changes recorded, by reason", ["reason"])
 REFUSALS = Counter("ceper_capacity_reservation_refusals", "Reservations refused, by reason", ["reason"])
@@ -46,13 +51,18 @@ def reservation_revoked(product_family: str) -> None:
 
 def set_utilisation(capacity: dict[tuple[str, str], int], reserved: dict[tuple[str, str], int]) -> None:
     """Replaces the per-week series: weeks that rolled out of the window disappear instead of going stale."""
-    for gauge in (UTILISATION, CAPACITY_UNITS, RESERVED_UNITS):
+    for gauge in (UTILISATION, CAPACITY_UNITS, RESERVED_UNITS, FAMILY_UTILISATION):
         gauge.clear()
+    by_family: dict[str, tuple[int, int]] = {}
     for key in sorted(set(capacity) | set(reserved)):
         units, held = capacity.get(key, 0), reserved.get(key, 0)
         CAPACITY_UNITS.labels(*key).set(units)
         RESERVED_UNITS.labels(*key).set(held)
         UTILISATION.labels(*key).set(held / units if units else 0.0)
+        family_units, family_held = by_family.get(key[0], (0, 0))
+        by_family[key[0]] = (family_units + units, family_held + held)
+    for family, (units, held) in by_family.items():
+        FAMILY_UTILISATION.labels(family).set(held / units if units else 0.0)
 
 
 def set_reservations(by_state: dict[str, int]) -> None:

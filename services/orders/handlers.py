@@ -706,4 +706,5 @@ async def refresh_metrics(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
         by_status = await store.count_orders_by_status(session)
         risks = await store.open_order_risks(session)
+        await metrics.refresh_business(session, clock.today())
     metrics.set_orders(by_status, len(risks), sum(r["shortfall"] for r in risks))

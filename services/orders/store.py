@@ -858,3 +858,85 @@ async def webhook_deliveries_of(session: AsyncSession, buyer_code: str, *, statu
         query = query.where(webhook_deliveries.c.status == status)
     query = query.order_by(webhook_deliveries.c.created_at.desc(), webhook_deliveries.c.id).limit(limit)
     return list((await session.execute(query)).all())
+
+
+# --- business figures: what the managers' dashboard shows, recomputed by the periodic job ---------------
+
+
+async def open_order_lines(session: AsyncSession) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(order id, buyer, lines as stored) of every open order."""
+    rows = await session.execute(
+        sa.select(purchase_orders.c.id, purchase_orders.c.buyer_code, purchase_orders.c.lines).where(order_is_open())
+    )
+    return [(order_id, buyer_code, lines) for order_id, buyer_code, lines in rows]
+
+
+async def received_units_of_open_orders(session: AsyncSession) -> dict[tuple[str, int], int]:
+    """(order id, line) → units the buyer received at handover, for open orders."""
+    rows = await session.execute(
+        sa.select(
+            shipment_items.c.order_id, shipment_items.c.line_no, sa.func.sum(sa.func.coalesce(shipment_items.c.received, 0))
+        )
+        .join(purchase_orders, purchase_orders.c.id == shipment_items.c.order_id)
+        .where(order_is_open())
+        .group_by(shipment_items.c.order_id, shipment_items.c.line_no)
+    )
+    return {(order_id, line_no): int(units) for order_id, line_no, units in rows}
+
+
+async def allocated_units_of_open_orders(session: AsyncSession) -> dict[str, int]:
+    """Allocation state (planned, reserved, rejected) → units, in the plans in force of open orders."""
+    latest = plans_in_force()
+    rows = await session.execute(
+        sa.select(allocations.c.state, sa.func.sum(allocations.c.quantity))
+        .join(latest, sa.and_(latest.c.order_id == allocations.c.order_id, latest.c.version == allocations.c.plan_version))
+        .join(purchase_orders, purchase_orders.c.id == allocations.c.order_id)
+        .where(order_is_open())
+        .group_by(allocations.c.state)
+    )
+    return {state: int(units) for state, units in rows}
+
+
+async def lot_units_of_open_orders(session: AsyncSession) -> dict[str, int]:
+    """Lot outcome (registered, passed, failed) → units, of lots made for open orders."""
+    rows = await session.execute(
+        sa.select(lot_projection.c.outcome, sa.func.sum(lot_projection.c.quantity))
+        .join(purchase_orders, purchase_orders.c.id == lot_projection.c.order_id)
+        .where(order_is_open())
+        .group_by(lot_projection.c.outcome)
+    )
+    return {outcome: int(units) for outcome, units in rows}
+
+
+async def shipped_units_of_open_orders(session: AsyncSession) -> dict[str, tuple[int, int, int]]:
+    """Shipment status → (units on the shipments, received, refused at handover), for open orders."""
+    rows = await session.execute(
+        sa.select(
+            shipments.c.status,
+            sa.func.sum(shipment_items.c.quantity),
+            sa.func.sum(sa.func.coalesce(shipment_items.c.received, 0)),
+            sa.func.sum(sa.func.coalesce(shipment_items.c.rejected, 0)),
+        )
+        .join(shipments, shipments.c.id == shipment_items.c.shipment_id)
+        .join(purchase_orders, purchase_orders.c.id == shipment_items.c.order_id)
+        .where(order_is_open())
+        .group_by(shipments.c.status)
+    )
+    return {status: (int(units), int(received), int(rejected)) for status, units, received, rejected in rows}
+
+
+async def handovers_since(session: AsyncSession, since: date) -> list[tuple[str, date, date, int]]:
+    """(buyer, due date, day of the handover, units received) of the units handed over since a day."""
+    rows = await session.execute(
+        sa.select(
+            shipments.c.buyer_code, shipment_items.c.due_date, shipments.c.signed_on, sa.func.sum(shipment_items.c.received)
+        )
+        .join(shipments, shipments.c.id == shipment_items.c.shipment_id)
+        .where(shipments.c.signed_on >= since, shipment_items.c.received > 0)
+        .group_by(shipments.c.buyer_code, shipment_items.c.due_date, shipments.c.signed_on)
+    )
+    return [(buyer_code, due_date, signed_on, int(units)) for buyer_code, due_date, signed_on, units in rows]
+
+
+async def buyers_with_orders(session: AsyncSession) -> set[str]:
+    return set((await session.execute(sa.select(purchase_orders.c.buyer_code).distinct())).scalars())

@@ -106,7 +106,7 @@ _Decoded = tuple[EventType, str, datetime, "str | None", Any]
 # The headers `to_kafka` writes. A message with any other CloudEvents attribute takes the library's path.
 _PLAIN_ATTRIBUTES = frozenset(
     {"ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_subject", f"ce_{TRACE_EXTENSION}"}
-)
+) | {"ce_traceparent", "ce_tracestate"}  # the distributed-tracing extension, written by shared.tracing
 # RFC 3339 as `to_kafka` writes it; within this shape `fromisoformat` and the library's parser agree.
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})")
 
