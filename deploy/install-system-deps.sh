@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests and `make dev` need, and only those that are missing:
 # Java 17+ and Maven (the local Kafka broker), the PostgreSQL server and an OS user to run it,
-# kcat, and promtool. Safe to run again; with everything present it only looks.
+# kcat, and Prometheus (promtool, and the server the tests start on a free port). Safe to run again; with
+# everything present it only looks.
 set -euo pipefail
 
 missing_packages=()
@@ -45,7 +46,7 @@ fi
 command -v mvn >/dev/null 2>&1 || need "Maven" maven
 postgres_bin_dir >/dev/null || need "PostgreSQL server" postgresql
 command -v kcat >/dev/null 2>&1 || need "kcat" kcat
-command -v promtool >/dev/null 2>&1 || need "promtool" prometheus
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need "Prometheus server and promtool" prometheus
 user_missing=false
 id -u postgres >/dev/null 2>&1 || user_missing=true
 
@@ -88,7 +89,7 @@ if (( ${#missing_packages[@]} > 0 )); then
     done
 
     if [[ " ${missing_packages[*]} " == *" prometheus "* ]]; then
-        # Only promtool is wanted; a Prometheus server left running would hold port 9090.
+        # The tests start their own server when they need one; the package's daemon would hold port 9090.
         if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
             systemctl disable --now prometheus >/dev/null 2>&1 || true
         else

@@ -48,6 +48,16 @@ class PeriodicJob:
     interval_s: Callable[[Settings], float]
 
 
+async def _refresh_outbox_gauges(runtime: ServiceRuntime) -> None:
+    assert runtime.relay is not None
+    await runtime.relay.refresh_gauges()
+
+
+# The outbox's backlog and age, measured also while the broker is away, when the relay cannot run: that is when
+# they matter (alert OutboxStuck).
+OUTBOX_GAUGES = PeriodicJob("outbox-gauges", _refresh_outbox_gauges, lambda settings: 5.0)
+
+
 @dataclass
 class ServiceSpec:
     name: str
@@ -97,7 +107,8 @@ class ServiceRuntime:
         self._connect_task = asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
         for hook in self.spec.on_start:
             await hook(self)
-        self._job_tasks = [asyncio.create_task(self._run_job(job), name=f"{self.name}-{job.name}") for job in self.spec.jobs]
+        jobs = [*self.spec.jobs, *([OUTBOX_GAUGES] if self.relay is not None else [])]
+        self._job_tasks = [asyncio.create_task(self._run_job(job), name=f"{self.name}-{job.name}") for job in jobs]
 
     async def _run_job(self, job: PeriodicJob) -> None:
         while True:

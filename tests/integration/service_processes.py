@@ -44,7 +44,8 @@ class ServiceProcess:
             self.env[f"CEPER_{name.upper()}_DATABASE_URL"] = url
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 90, *, ready: bool = True) -> None:
+        """`ready=False` waits only for `/healthz`: for a service meant to run without its broker."""
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", f"services.{self.name}.app:create_app",
@@ -54,7 +55,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/{'readyz' if ready else 'healthz'}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
