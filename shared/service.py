@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client import REGISTRY as PROMETHEUS_REGISTRY
 from pydantic import BaseModel
@@ -261,7 +262,8 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None, cloc
             tracing.flush()
             log.info("service stopped", service=spec.name)
 
-    app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from files the package ships, never from a CDN.
+    app = FastAPIOffline(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     # Errors are documented as the handlers send them: application/problem+json with the Problem schema.
     generate_openapi = app.openapi
