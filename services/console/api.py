@@ -1,26 +1,679 @@
-"""The console's HTTP surface: the page people open, and the JSON and live stream behind it."""
+"""The console's HTTP surface: one route and one template per page, the fragments htmx refreshes when a live
+event says something changed, the staff's actions, CSV exports, and the live stream (server-sent events)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
+from sse_starlette import EventSourceResponse
 
+from shared import clock
 from shared.http import problem_responses
-from shared.service import Runtime
+from shared.service import Runtime, ServiceRuntime
 
-from . import handlers
-from .domain import EventFeed
+from . import charts, handlers
+from .domain import STAGES, ActionLedger, EventFeed, Person, heat_rows, overall_rate, view_of
+from .domain import channels as channels_of
+from .i18n import LOCALES, N_, Translator, pick_locale, template_globals
+from .people import LANGUAGE_COOKIE, CurrentPerson, Language, authorization_of
+from .sentences import describe, link_of, plan_reason
+from .store import Upstream, UpstreamProblem, metrics_text, readiness
 
 router = APIRouter()
-STATIC = Path(__file__).parent / "static"
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html", "svg"]),
+    extensions=["jinja2.ext.i18n"],
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates.install_null_translations(newstyle=True)  # each render passes the person's own gettext
+
+
+def _feed(runtime: ServiceRuntime) -> EventFeed:
+    return runtime.state.setdefault("feed", EventFeed())
+
+
+def _ledger(runtime: ServiceRuntime) -> ActionLedger:
+    return runtime.state.setdefault("ledger", ActionLedger())
+
+
+def upstream(request: Request, runtime: ServiceRuntime) -> Upstream:
+    return Upstream(runtime.settings, runtime.state["http"], authorization_of(request))
+
+
+NAV = (
+    ("/", "dashboard.view", N_("Dashboard")),
+    ("/orders", "orders.view", N_("Orders")),
+    ("/members", "members.view", N_("Members")),
+    ("/quality", "quality.view", N_("Quality")),
+    ("/shipments", "shipments.view", N_("Shipments")),
+    ("/operations", "operations.view", N_("Operations")),
+)
+
+
+def render(
+    request: Request, template: str, tr: Translator, person: Person, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    page = templates.get_template(template).render(
+        **template_globals(tr),
+        request=request,
+        person=person,
+        nav=[(href, title) for href, action, title in NAV if person.may(action)],
+        path=request.url.path,
+        locales=LOCALES,
+        new_key=lambda: uuid.uuid4().hex,
+        stages=STAGES,
+        plan_reason=lambda reason: plan_reason(reason, tr),
+        **context,
+    )
+    return HTMLResponse(page, status_code=status_code)
+
+
+def not_found(request: Request, tr: Translator, person: Person) -> HTMLResponse:
+    return render(request, "not_found.html", tr, person, status_code=404)
+
+
+def unavailable(request: Request, tr: Translator, person: Person, problem: UpstreamProblem) -> HTMLResponse:
+    return render(
+        request, "unavailable.html", tr, person, status_code=503, problem=problem, summary=handlers.problem_summary(problem, tr)
+    )
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def done(request: Request, to: str) -> Response:
+    """After an action: htmx follows `HX-Redirect`, a plain form post a 303."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": to})
+    return RedirectResponse(to, status_code=303)
+
+
+def require(person: Person, action: str) -> None:
+    if not person.may(action):
+        raise UpstreamProblem("console", 403, "Forbidden")
+
+
+# --- language -------------------------------------------------------------------------------------------------
+
+
+@router.post("/language", include_in_schema=False)
+async def switch_language(request: Request, locale: Annotated[str, Form()], back: Annotated[str, Form()] = "/") -> Response:
+    target = back if back.startswith("/") and not back.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(LANGUAGE_COOKIE, pick_locale(locale), max_age=365 * 24 * 3600, httponly=True, samesite="lax")
+    return response
+
+
+# --- dashboard ------------------------------------------------------------------------------------------------
+
+
+async def _dashboard_context(
+    request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, family: str
+) -> dict[str, Any]:
+    board = await handlers.dashboard(
+        upstream(request, runtime), person, clock.today(), family, runtime.state.get("dead_letter_count")
+    )
+    rows = heat_rows(board.availability)
+    return {
+        "board": board,
+        "heat_map": charts.heat_map(rows, board.availability["weeks"], tr, tr.text("Capacity utilisation by member and week")),
+        "heat_legend": charts.heat_legend(tr),
+        "heat_members": len(rows),
+        "pass_chart": charts.pass_rate_bars(board.pass_rates, tr, tr.text("Lot pass rate, last 13 weeks")),
+        "pass_rate": overall_rate(board.pass_rates),
+    }
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard_page(
+    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, family: str = handlers.DEFAULT_FAMILY
+) -> Response:
+    if not person.may("dashboard.view"):
+        return RedirectResponse("/orders" if person.may("orders.view") else "/members", status_code=303)
+    try:
+        context = await _dashboard_context(request, runtime, person, tr, family)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    return render(request, "dashboard.html", tr, person, **context)
+
+
+@router.get("/dashboard/figures", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard_figures(
+    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, family: str = handlers.DEFAULT_FAMILY
+) -> Response:
+    try:
+        context = await _dashboard_context(request, runtime, person, tr, family)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    return render(request, "_dashboard_figures.html", tr, person, **context)
+
+
+# --- orders -----------------------------------------------------------------------------------------------------
+
+
+@router.get("/orders", response_class=HTMLResponse, include_in_schema=False)
+async def orders_page(
+    request: Request,
+    runtime: Runtime,
+    person: CurrentPerson,
+    tr: Language,
+    buyer: str = "",
+    status: str = "",
+    po: Annotated[str, Query(max_length=100)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    try:
+        found = await handlers.order_list(
+            upstream(request, runtime), person, buyer=buyer, status=status, po_number=po.strip(), page=page
+        )
+    except UpstreamProblem as problem:
+        if problem.status == 422:
+            found = handlers.OrderList([], 0, 1, 1)
+        else:
+            return unavailable(request, tr, person, problem)
+    return render(request, "orders.html", tr, person, found=found, buyer=buyer, status=status, po=po)
+
+
+@router.get("/orders/{order_id}", response_class=HTMLResponse, include_in_schema=False)
+async def order_page(request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        detail = await handlers.order_detail(upstream(request, runtime), person, order_id, tr)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "order.html", tr, person, **detail, errors={}, values={})
+
+
+@router.get("/orders/{order_id}/live", response_class=HTMLResponse, include_in_schema=False)
+async def order_live(request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        detail = await handlers.order_detail(upstream(request, runtime), person, order_id, tr)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "_order_live.html", tr, person, **detail)
+
+
+async def _order_action(
+    request: Request,
+    runtime: ServiceRuntime,
+    person: Person,
+    tr: Translator,
+    order_id: str,
+    form: str,
+    act: Any,
+    values: dict[str, Any],
+) -> Response:
+    try:
+        await handlers.perform(_ledger(runtime), values.get("key"), act)
+    except UpstreamProblem as problem:
+        try:
+            detail = await handlers.order_detail(upstream(request, runtime), person, order_id, tr)
+        except UpstreamProblem as again:
+            return unavailable(request, tr, person, again)
+        if detail is None:
+            return not_found(request, tr, person)
+        errors = {**handlers.field_errors(problem, tr), "_form": form, "_summary": handlers.problem_summary(problem, tr)}
+        return render(request, f"_form_{form}.html", tr, person, **detail, errors=errors, values=values)
+    return done(request, f"/orders/{order_id}")
+
+
+@router.post("/orders/{order_id}/replan", include_in_schema=False)
+async def order_replan(
+    request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language,
+    reason: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
+) -> Response:  # fmt: skip
+    require(person, "orders.decide")
+    up = upstream(request, runtime)
+    return await _order_action(
+        request, runtime, person, tr, order_id, "replan", lambda: handlers.replan(up, order_id, reason.strip(), key or None),
+        {"reason": reason, "key": key},
+    )  # fmt: skip
+
+
+@router.post("/orders/{order_id}/reject", include_in_schema=False)
+async def order_reject(
+    request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language,
+    reason: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
+) -> Response:  # fmt: skip
+    require(person, "orders.decide")
+    up = upstream(request, runtime)
+    return await _order_action(
+        request, runtime, person, tr, order_id, "reject", lambda: handlers.reject(up, order_id, reason.strip(), key or None),
+        {"reason": reason, "key": key},
+    )  # fmt: skip
+
+
+@router.post("/orders/{order_id}/shipments", include_in_schema=False)
+async def order_ship(request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    require(person, "shipments.manage")
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    items = []
+    for name, value in form.items():
+        if name.startswith("lot.") and value.strip():
+            quantity = handlers.parse_number(value, tr)
+            items.append(
+                {"lot_code": name[4:], "quantity": int(quantity) if quantity is not None and quantity == int(quantity) else value}
+            )
+    body = {
+        "surat_jalan_number": form.get("surat_jalan_number", "").strip(),
+        "site_code": form.get("site_code", ""),
+        "vehicle_plate": form.get("vehicle_plate", "").strip(),
+        "driver_name": form.get("driver_name", "").strip() or None,
+        "items": items,
+    }
+    up = upstream(request, runtime)
+    return await _order_action(
+        request,
+        runtime,
+        person,
+        tr,
+        order_id,
+        "shipment",
+        lambda: handlers.create_shipment(up, order_id, body, form.get("key") or None),
+        form,
+    )
+
+
+@router.post("/shipments/{shipment_id}/dispatch", include_in_schema=False)
+async def shipment_dispatch(
+    request: Request, shipment_id: str, runtime: Runtime, person: CurrentPerson, tr: Language, key: Annotated[str, Form()] = ""
+) -> Response:
+    require(person, "shipments.manage")
+    up = upstream(request, runtime)
+    try:
+        await handlers.perform(_ledger(runtime), key or None, lambda: handlers.dispatch(up, shipment_id, key or None))
+    except UpstreamProblem as problem:
+        return await _shipment_with_errors(request, runtime, person, tr, shipment_id, problem, {})
+    return done(request, f"/shipments/{shipment_id}")
+
+
+@router.post("/shipments/{shipment_id}/handover", include_in_schema=False)
+async def shipment_handover(
+    request: Request, shipment_id: str, runtime: Runtime, person: CurrentPerson, tr: Language
+) -> Response:
+    require(person, "shipments.manage")
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    items: dict[str, dict[str, Any]] = {}
+    for name, value in form.items():
+        for part in ("received", "rejected"):
+            if name.startswith(f"{part}."):
+                number = handlers.parse_number(value, tr)
+                items.setdefault(name[len(part) + 1 :], {"received": 0, "rejected": 0})[part] = (
+                    int(number) if number is not None and number == int(number) else value
+                )
+    body = {
+        "bast_number": form.get("bast_number", "").strip(),
+        "signed_by": form.get("signed_by", "").strip(),
+        "signed_on": form.get("signed_on", "") or None,
+        "items": [{"lot_code": code, **figures} for code, figures in items.items()],
+    }
+    up = upstream(request, runtime)
+    key = form.get("key") or None
+    try:
+        await handlers.perform(_ledger(runtime), key, lambda: handlers.handover(up, shipment_id, body, key))
+    except UpstreamProblem as problem:
+        return await _shipment_with_errors(request, runtime, person, tr, shipment_id, problem, form)
+    return done(request, f"/shipments/{shipment_id}")
+
+
+async def _shipment_with_errors(
+    request: Request,
+    runtime: ServiceRuntime,
+    person: Person,
+    tr: Translator,
+    shipment_id: str,
+    problem: UpstreamProblem,
+    values: dict[str, Any],
+) -> Response:
+    detail = await handlers.shipment_detail(upstream(request, runtime), person, shipment_id)
+    if detail is None:
+        return not_found(request, tr, person)
+    errors = {**handlers.field_errors(problem, tr), "_summary": handlers.problem_summary(problem, tr)}
+    return render(request, "_form_handover.html", tr, person, **detail, errors=errors, values=values)
+
+
+# --- members ----------------------------------------------------------------------------------------------------
+
+
+@router.get("/members", response_class=HTMLResponse, include_in_schema=False)
+async def members_page(
+    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language,
+    village: str = "", family: str = "", membership: str = "", quality: str = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:  # fmt: skip
+    if person.foundry_filter:
+        return RedirectResponse(f"/members/{person.foundry_filter}", status_code=303)
+    try:
+        found = await handlers.member_list(
+            upstream(request, runtime),
+            person,
+            village=village,
+            family=family or None,
+            membership=membership or None,
+            quality=quality,
+            page=page,
+        )
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    filters = {"village": village, "family": family, "membership": membership, "quality": quality}
+    return render(request, "members.html", tr, person, found=found, filters=filters)
+
+
+async def _member_context(
+    request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, code: str
+) -> dict[str, Any] | None:
+    detail = await handlers.member_detail(upstream(request, runtime), person, code, clock.today())
+    if detail is None:
+        return None
+    detail["charts"] = [
+        (
+            c["family"],
+            charts.capacity_calendar(
+                c["weeks"], c["capacity"], c["reserved"], tr,
+                tr.text("%(family)s: weekly capacity and reserved units", family=tr.label("product_family", c["family"])),
+            ),
+        )
+        for c in detail["calendar"]
+    ]  # fmt: skip
+    return detail
+
+
+@router.get("/members/{code}", response_class=HTMLResponse, include_in_schema=False)
+async def member_page(request: Request, code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        detail = await _member_context(request, runtime, person, tr, code)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "member.html", tr, person, **detail, errors={}, values={})
+
+
+@router.get("/members/{code}/live", response_class=HTMLResponse, include_in_schema=False)
+async def member_live(request: Request, code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        detail = await _member_context(request, runtime, person, tr, code)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "_member_live.html", tr, person, **detail)
+
+
+@router.post("/members/{code}/capacity-changes", include_in_schema=False)
+async def member_report_capacity(request: Request, code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    require(person, "capacity.report")
+    if not person.owns_foundry(code):
+        return not_found(request, tr, person)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    kind = form.get("kind", "")
+    body: dict[str, Any] = {"kind": kind, "reason": form.get("reason", ""), "note": form.get("note", "").strip() or None}
+    errors: dict[str, str] = {}
+    if kind == "withdrawal":
+        body["withdraws"] = form.get("withdraws") or None
+    else:
+        body["product_family"] = form.get("product_family") or None
+        units = handlers.parse_number(form.get("weekly_units", ""), tr)
+        if units is None or units != int(units):
+            errors["weekly_units"] = tr.text("Enter a whole number.")
+        else:
+            body["weekly_units"] = int(units)
+        if kind == "standard":
+            body["from_week"] = form.get("from_week", "").strip() or None
+        else:
+            body["from_date"] = form.get("from_date") or None
+            body["to_date"] = form.get("to_date") or None
+    body["reported_by"] = person.name if person.name != "dev" else None
+    key = form.get("key") or None
+    if not errors:
+        try:
+            await handlers.perform(
+                _ledger(runtime), key, lambda: handlers.report_capacity(upstream(request, runtime), code, body, key)
+            )
+            return done(request, f"/members/{code}")
+        except UpstreamProblem as problem:
+            errors = {**handlers.field_errors(problem, tr), "_summary": handlers.problem_summary(problem, tr)}
+    try:
+        detail = await _member_context(request, runtime, person, tr, code)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "_form_capacity.html", tr, person, **detail, errors=errors, values=form)
+
+
+# --- quality ----------------------------------------------------------------------------------------------------
+
+
+@router.get("/quality", response_class=HTMLResponse, include_in_schema=False)
+async def quality_page(
+    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, certificates: str = "expiring"
+) -> Response:
+    try:
+        overview = await handlers.quality_overview(upstream(request, runtime), person, certificates)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    return render(request, "quality.html", tr, person, **overview, certificate_state=certificates, errors={}, values={})
+
+
+@router.get("/quality/lots/{lot_code}", response_class=HTMLResponse, include_in_schema=False)
+async def lot_page(request: Request, lot_code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        detail = await handlers.lot_detail(upstream(request, runtime), person, lot_code)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "lot.html", tr, person, **detail, errors={}, values={"tested_on": clock.today().isoformat()})
+
+
+@router.post("/quality/lots/{lot_code}/results", include_in_schema=False)
+async def lot_results(request: Request, lot_code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    require(person, "quality.record")
+    up = upstream(request, runtime)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        detail = await handlers.lot_detail(up, person, lot_code)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    samples, errors = handlers.samples_of(form, detail["spec"]["parameters"], detail["lot"]["sampling_plan"]["sample_size"], tr)
+    body = {
+        "report_number": form.get("report_number", "").strip(),
+        "laboratory": form.get("laboratory", "").strip(),
+        "tested_on": form.get("tested_on") or None,
+        "samples": samples,
+    }
+    key = form.get("key") or None
+    if not errors:
+        try:
+            await handlers.perform(_ledger(runtime), key, lambda: handlers.record_results(up, lot_code, body, key))
+            return done(request, f"/quality/lots/{lot_code}")
+        except UpstreamProblem as problem:
+            errors = {**handlers.field_errors(problem, tr), "_summary": handlers.problem_summary(problem, tr)}
+    return render(request, "_form_results.html", tr, person, **detail, errors=errors, values=form)
+
+
+@router.post("/quality/override", include_in_schema=False)
+async def quality_override(
+    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, foundry_code: Annotated[str, Form()],
+    status: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
+) -> Response:  # fmt: skip
+    code = foundry_code
+    require(person, "quality.override")
+    up = upstream(request, runtime)
+    try:
+        await handlers.perform(
+            _ledger(runtime), key or None, lambda: handlers.override_status(up, code, status or None, reason.strip(), key or None)
+        )
+    except UpstreamProblem as problem:
+        try:
+            overview = await handlers.quality_overview(up, person, "expiring")
+        except UpstreamProblem as again:
+            return unavailable(request, tr, person, again)
+        errors = {**handlers.field_errors(problem, tr), "_summary": handlers.problem_summary(problem, tr), "_foundry": code}
+        return render(
+            request,
+            "_form_override.html",
+            tr,
+            person,
+            **overview,
+            errors=errors,
+            values={"status": status, "reason": reason, "key": key, "foundry_code": code},
+        )
+    return done(request, "/quality")
+
+
+# --- shipments ----------------------------------------------------------------------------------------------------
+
+
+@router.get("/shipments", response_class=HTMLResponse, include_in_schema=False)
+async def shipments_page(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        shipments = await handlers.shipments_of(upstream(request, runtime), person)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    return render(request, "shipments.html", tr, person, shipments=shipments)
+
+
+@router.get("/shipments/{shipment_id}", response_class=HTMLResponse, include_in_schema=False)
+async def shipment_page(request: Request, shipment_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    try:
+        detail = await handlers.shipment_detail(upstream(request, runtime), person, shipment_id)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "shipment.html", tr, person, **detail, errors={}, values={})
+
+
+@router.get("/shipments/{shipment_id}/{document}", response_class=HTMLResponse, include_in_schema=False)
+async def shipment_document(
+    request: Request, shipment_id: str, document: str, runtime: Runtime, person: CurrentPerson, tr: Language
+) -> Response:
+    if document not in ("surat-jalan", "bast"):
+        return not_found(request, tr, person)
+    try:
+        detail = await handlers.shipment_detail(upstream(request, runtime), person, shipment_id)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None or (document == "bast" and detail["shipment"]["status"] != "delivered"):
+        return not_found(request, tr, person)
+    return render(request, f"print_{document.replace('-', '_')}.html", tr, person, **detail, printed_at=clock.now())
+
+
+@router.get("/exports/{what}.csv", include_in_schema=False)
+async def export_csv(request: Request, what: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    if what not in ("orders", "plans", "shipments"):
+        return not_found(request, tr, person)
+    try:
+        text = await handlers.export(upstream(request, runtime), person, what)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    name = f"ceper-{what}-{clock.today().isoformat()}.csv"
+    return Response(text, media_type="text/csv; charset=utf-8", headers={"content-disposition": f'attachment; filename="{name}"'})
+
+
+# --- operations ---------------------------------------------------------------------------------------------------
+
+
+async def _operations_context(runtime: ServiceRuntime) -> dict[str, Any]:
+    client = runtime.state["http"]
+    bases = {
+        "orders": runtime.settings.orders_url,
+        "capacity": runtime.settings.capacity_url,
+        "quality": runtime.settings.quality_url,
+    }
+    health, metrics, letters = await asyncio.gather(
+        asyncio.gather(*(readiness(client, name, base) for name, base in bases.items())),
+        asyncio.gather(*(metrics_text(client, base) for base in bases.values())),
+        handlers.dead_letters(runtime.settings),
+    )
+    runtime.state["dead_letter_count"] = sum(len(v) for v in letters.values())
+    services = [
+        {"name": name, **ready, "lag": handlers.consumer_lag(text)}
+        for (name, _), ready, text in zip(bases.items(), health, metrics, strict=True)
+    ]
+    return {"services": services, "letters": letters}
+
+
+@router.get("/operations", response_class=HTMLResponse, include_in_schema=False)
+async def operations_page(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    if not person.may("operations.view"):
+        return not_found(request, tr, person)
+    return render(request, "operations.html", tr, person, **await _operations_context(runtime))
+
+
+@router.post("/operations/dead-letters/redrive", include_in_schema=False)
+async def operations_redrive(
+    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language,
+    service: Annotated[str, Form()], partition: Annotated[int, Form()], offset: Annotated[int, Form()],
+) -> Response:  # fmt: skip
+    if not person.may("operations.view") or service not in ("orders", "capacity", "quality"):
+        return not_found(request, tr, person)
+    await handlers.redrive(runtime.settings, service, partition, offset)
+    return done(request, "/operations")
+
+
+# --- live -----------------------------------------------------------------------------------------------------------
+
+
+def feed_entries(items: list[Any], person: Person, tr: Translator) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        view = view_of(item, person)
+        if view is not None:
+            out.append({"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view)})
+    return out
+
+
+@router.get("/feed", response_class=HTMLResponse, include_in_schema=False)
+async def feed_fragment(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+    return render(request, "_feed.html", tr, person, entries=feed_entries(_feed(runtime).recent(30), person, tr))
+
+
+@router.get("/live", include_in_schema=False)
+async def live(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> EventSourceResponse:
+    """Server-sent events for one person: for each event they may see, the channels it moves (pages refetch
+    what changed, with the person's own token) and its sentence for the feed. Never the event's data."""
+    feed = _feed(runtime)
+    queue = feed.listen()
+    entry = templates.get_template("_feed_entry.html")
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        try:
+            yield {"event": "hello", "data": ""}
+            while True:
+                item = await queue.get()
+                view = view_of(item, person)
+                if view is None:
+                    continue
+                for channel in sorted(channels_of(view) - {"feed"}):
+                    yield {"event": channel, "data": view.id}
+                line = {"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view)}
+                yield {"event": "feed", "id": view.id, "data": entry.render(**template_globals(tr), entry=line)}
+        finally:
+            feed.forget(queue)
+
+    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 class FeedItemOut(BaseModel):
@@ -30,54 +683,27 @@ class FeedItemOut(BaseModel):
     subject: str
     time: str
     topic: str
-    data: dict[str, Any]
-
-
-def _feed(runtime: Any) -> EventFeed:
-    return runtime.state.setdefault("feed", EventFeed())
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index() -> HTMLResponse:
-    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+    sentence: str
 
 
 @router.get(
     "/v1/events/recent",
     response_model=list[FeedItemOut],
     tags=["live"],
-    summary="The most recent platform events, newest first",
+    summary="The most recent platform events the caller may see, newest first, as sentences (never the event data)",
     responses=problem_responses(422),
 )
-async def recent_events(runtime: Runtime, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
-    return [item.as_json() for item in _feed(runtime).recent(limit)]
-
-
-@router.get(
-    "/v1/events/stream",
-    tags=["live"],
-    summary="Server-sent events: every platform event as it happens",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **problem_responses()},
-)
-async def stream_events(request: Request, runtime: Runtime) -> StreamingResponse:
-    feed = _feed(runtime)
-    queue = feed.listen()
-
-    async def stream() -> AsyncIterator[str]:
-        try:
-            yield ": connected\n\n"
-            while not await request.is_disconnected():
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=15)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                yield f"id: {item.id}\ndata: {json.dumps(item.as_json())}\n\n"
-        finally:
-            feed.forget(queue)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+async def recent_events(
+    runtime: Runtime, person: CurrentPerson, tr: Language, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[dict[str, Any]]:
+    out = []
+    for item in _feed(runtime).recent(200):
+        view = view_of(item, person)
+        if view is not None:
+            out.append({**view.as_json(), "sentence": describe(view, tr)})
+        if len(out) >= limit:
+            break
+    return out
 
 
 @router.get(
@@ -87,5 +713,11 @@ async def stream_events(request: Request, runtime: Runtime) -> StreamingResponse
     responses=problem_responses(),
 )
 async def services(runtime: Runtime) -> dict[str, dict[str, object]]:
-    async with httpx.AsyncClient() as client:
-        return await handlers.service_health(runtime.settings, client)
+    client = runtime.state["http"]
+    bases = {
+        "orders": runtime.settings.orders_url,
+        "capacity": runtime.settings.capacity_url,
+        "quality": runtime.settings.quality_url,
+    }
+    found = await asyncio.gather(*(readiness(client, name, base) for name, base in bases.items()))
+    return dict(zip(bases, found, strict=True))

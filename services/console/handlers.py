@@ -1,24 +1,687 @@
-"""The console's use cases: reading the three services' APIs for people."""
+"""The console's use cases: each page's data composed from the services' APIs, read as the person (their
+token, their tenant), and each staff action sent once, whatever the double clicks."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
 
-import httpx
+from babel.numbers import NumberFormatError, parse_decimal
+from prometheus_client.parser import text_string_to_metric_families
 
+from shared import dlq
 from shared.settings import Settings
 
+from .domain import (
+    OPEN_ORDER_STATUSES,
+    ActionLedger,
+    Person,
+    WeekRate,
+    add_weeks,
+    iso_week,
+    open_value,
+    pass_rate_by_week,
+    plan_matrix,
+    plan_moves,
+    redact_member,
+    units_by_stage,
+)
+from .i18n import Translator
+from .sentences import plan_reason
+from .store import SERVICES, Upstream, UpstreamProblem
 
-async def service_health(settings: Settings, client: httpx.AsyncClient) -> dict[str, dict[str, object]]:
-    """Readiness of each service as it reports it, or why it could not be asked."""
-    targets = {"orders": settings.orders_url, "capacity": settings.capacity_url, "quality": settings.quality_url}
+PAGE_SIZE = 25
+DEFAULT_FAMILY = "BRAKE_BLOCK_COMPOSITE"
 
-    async def ask(name: str, base: str) -> tuple[str, dict[str, object]]:
+
+# --- shared pieces --------------------------------------------------------------------------------------------
+
+
+async def orders_of(up: Upstream, person: Person, *, status: str | None = None) -> list[dict[str, Any]]:
+    """Every purchase order the person may see (a buyer: its own), newest first."""
+    orders = await up.all_pages("orders", "/v1/purchase-orders", {"buyer_code": person.buyer_filter, "status": status}, page=200)
+    return sorted(orders, key=lambda o: o["received_at"], reverse=True)
+
+
+async def lots_since(up: Upstream, cutoff: date, **filters: Any) -> list[dict[str, Any]]:
+    """Lots registered on or after `cutoff` (newest first), read page by page until older ones begin."""
+    found: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = await up.get("quality", "/v1/lots", {**filters, "limit": 500, "offset": offset})
+        for lot in page["items"]:
+            if datetime.fromisoformat(lot["registered_at"]).date() < cutoff:
+                return found
+            found.append(lot)
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            return found
+
+
+# --- dashboard ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    open_orders: list[dict[str, Any]]
+    stages: dict[str, int]
+    open_value: int
+    at_risk: list[dict[str, Any]]
+    family: str
+    availability: dict[str, Any]
+    pass_rates: list[WeekRate]
+    expiring: list[dict[str, Any]]
+    dead_letters: int | None
+    ordered: int = 0
+
+
+async def dashboard(up: Upstream, person: Person, today: date, family: str, dead_letters: int | None) -> Dashboard:
+    first = iso_week(today)
+
+    async def open_orders() -> list[dict[str, Any]]:
+        listed = [o for o in await orders_of(up, person) if o["status"] in OPEN_ORDER_STATUSES]
+        return list(await asyncio.gather(*(up.get("orders", f"/v1/purchase-orders/{o['id']}") for o in listed)))
+
+    details, availability, lots, expiring = await asyncio.gather(
+        open_orders(),
+        up.get("capacity", "/v1/availability", {"product_family": family, "from": first, "to": add_weeks(first, 11)}),
+        lots_since(up, today - timedelta(weeks=13)),
+        up.get("quality", "/v1/certificates", {"state": "expiring"}),
+    )
+    at_risk = [{"order": order, "line": line} for order in details for line in order["lines"] if line["risk"]["at_risk"]]
+    return Dashboard(
+        open_orders=details,
+        stages=units_by_stage(line for order in details for line in order["lines"]),
+        open_value=sum(open_value(order) for order in details),
+        at_risk=at_risk,
+        family=family,
+        availability=availability,
+        pass_rates=pass_rate_by_week(lots, today),
+        expiring=sorted(expiring, key=lambda c: c["valid_until"]),
+        dead_letters=dead_letters,
+        ordered=sum(line["quantity"] for order in details for line in order["lines"]),
+    )
+
+
+# --- orders -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OrderList:
+    items: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+
+
+async def order_list(
+    up: Upstream, person: Person, *, buyer: str | None, status: str | None, po_number: str | None, page: int
+) -> OrderList:
+    buyer_code = person.buyer_filter or buyer or None
+    found = await up.get(
+        "orders",
+        "/v1/purchase-orders",
+        {
+            "buyer_code": buyer_code,
+            "status": status,
+            "po_number": po_number,
+            "limit": PAGE_SIZE,
+            "offset": (page - 1) * PAGE_SIZE,
+        },
+    )
+    pages = max(1, -(-found["total"] // PAGE_SIZE))
+    return OrderList(found["items"], found["total"], page, pages)
+
+
+async def order_or_none(up: Upstream, person: Person, order_id: str) -> dict[str, Any] | None:
+    order = await up.get_or_none("orders", f"/v1/purchase-orders/{order_id}")
+    if order is None or not person.owns_order(order["buyer_code"]):
+        return None  # another buyer's order does not exist for this person
+    return order
+
+
+async def order_detail(up: Upstream, person: Person, order_id: str, tr: Translator) -> dict[str, Any] | None:
+    order = await order_or_none(up, person, order_id)
+    if order is None:
+        return None
+    lots, shipments, history = await asyncio.gather(
+        up.all_pages("quality", "/v1/lots", {"order_id": order_id}),
+        up.get("orders", f"/v1/purchase-orders/{order_id}/shipments"),
+        plan_history(up, order_id),
+    )
+    return {
+        "order": order,
+        "matrix": plan_matrix((order.get("plan") or {}).get("allocations", [])),
+        "lots": lots,
+        "shipments": shipments,
+        "history": history,
+        "timeline": timeline(order, history, lots, shipments, tr),
+        "shippable_lots": shippable_lots(lots, shipments),
+    }
+
+
+async def plan_fragment(up: Upstream, person: Person, order_id: str) -> dict[str, Any] | None:
+    order = await order_or_none(up, person, order_id)
+    if order is None:
+        return None
+    history = await plan_history(up, order_id)
+    return {"order": order, "matrix": plan_matrix((order.get("plan") or {}).get("allocations", [])), "history": history}
+
+
+async def plan_history(up: Upstream, order_id: str) -> list[dict[str, Any]]:
+    """Every plan version, newest first, with what it moved compared with the one before."""
+    versions = await up.get("orders", f"/v1/purchase-orders/{order_id}/plans")
+    out = []
+    previous: dict[str, int] = {}
+    for version in sorted(versions, key=lambda v: v["version"]):
+        by_member = {m["foundry_code"]: m["quantity"] for m in version["members"]}
+        out.append({**version, "moves": plan_moves(previous, by_member), "total": sum(by_member.values())})
+        previous = by_member
+    return out[::-1]
+
+
+def shippable_lots(lots: list[dict[str, Any]], shipments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Passed lots with units not yet on a shipment, and how many."""
+    shipped: dict[str, int] = {}
+    for shipment in shipments:
+        for item in shipment["items"]:
+            shipped[item["lot_code"]] = shipped.get(item["lot_code"], 0) + item["quantity"]
+    out = []
+    for lot in lots:
+        if lot["status"] == "passed" and (left := lot["quantity"] - shipped.get(lot["lot_code"], 0)) > 0:
+            out.append({**lot, "shippable": left})
+    return out
+
+
+def timeline(
+    order: dict[str, Any],
+    history: list[dict[str, Any]],
+    lots: list[dict[str, Any]],
+    shipments: list[dict[str, Any]],
+    tr: Translator,
+) -> list[tuple[str, str]]:
+    """The order's story from the services' records, newest first: (moment, sentence)."""
+    events: list[tuple[str, str]] = [
+        (
+            order["received_at"],
+            tr.text("Purchase order %(po)s received from %(buyer)s", po=order["po_number"], buyer=order["buyer_code"]),
+        )
+    ]
+    for version in history:
+        events.append(
+            (
+                version["created_at"],
+                tr.text(
+                    "Plan version %(version)s: %(units)s units; %(reason)s",
+                    version=version["version"],
+                    units=tr.number(version["total"]),
+                    reason=plan_reason(version["reason"], tr),
+                ),
+            )
+        )
+    for lot in lots:
+        events.append(
+            (
+                lot["registered_at"],
+                tr.text(
+                    "Lot %(lot)s registered by %(foundry)s: %(units)s units",
+                    lot=lot["lot_code"],
+                    foundry=lot["foundry_code"],
+                    units=tr.number(lot["quantity"]),
+                ),
+            )
+        )
+        if lot.get("decided_at"):
+            events.append(
+                (
+                    lot["decided_at"],
+                    tr.text(
+                        "Lot %(lot)s %(outcome)s", lot=lot["lot_code"], outcome=tr.label("lot_status", lot["status"]).lower()
+                    ),
+                )
+            )
+    for shipment in shipments:
+        units = tr.number(sum(i["quantity"] for i in shipment["items"]))
+        events.append(
+            (
+                shipment["created_at"],
+                tr.text("Surat jalan %(number)s prepared: %(units)s units", number=shipment["surat_jalan_number"], units=units),
+            )
+        )
+        if shipment.get("dispatched_at"):
+            events.append(
+                (
+                    shipment["dispatched_at"],
+                    tr.text(
+                        "Surat jalan %(number)s dispatched to %(site)s",
+                        number=shipment["surat_jalan_number"],
+                        site=shipment["site_code"],
+                    ),
+                )
+            )
+        if shipment.get("delivered_at"):
+            events.append(
+                (
+                    shipment["delivered_at"],
+                    tr.text(
+                        "BAST %(number)s signed by %(signed_by)s", number=shipment["bast_number"], signed_by=shipment["signed_by"]
+                    ),
+                )
+            )
+    return sorted(events, key=lambda e: datetime.fromisoformat(e[0]), reverse=True)
+
+
+# --- actions ---------------------------------------------------------------------------------------------------
+
+
+async def perform(ledger: ActionLedger, key: str | None, act: Callable[[], Awaitable[Any]]) -> Any:
+    """Runs an action once per idempotency key: a repeat (double click, resubmit) gets the first outcome.
+    A refused action is not remembered, so the corrected form may be sent with the same key."""
+    if not key:
+        return await act()
+    async with ledger.lock(key):
+        done = ledger.outcome(key)
+        if done is not None:
+            return done
+        outcome = await act()
+        ledger.record(key, outcome if outcome is not None else True)
+        return outcome
+
+
+async def replan(up: Upstream, order_id: str, reason: str, key: str | None) -> Any:
+    return await up.send("orders", "POST", f"/v1/purchase-orders/{order_id}/replan", {"reason": reason}, idempotency_key=key)
+
+
+async def reject(up: Upstream, order_id: str, reason: str, key: str | None) -> Any:
+    return await up.send("orders", "POST", f"/v1/purchase-orders/{order_id}/reject", {"reason": reason}, idempotency_key=key)
+
+
+async def create_shipment(up: Upstream, order_id: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("orders", "POST", f"/v1/purchase-orders/{order_id}/shipments", body, idempotency_key=key)
+
+
+async def dispatch(up: Upstream, shipment_id: str, key: str | None) -> Any:
+    return await up.send("orders", "POST", f"/v1/shipments/{shipment_id}/dispatch", idempotency_key=key)
+
+
+async def handover(up: Upstream, shipment_id: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("orders", "POST", f"/v1/shipments/{shipment_id}/handover", body, idempotency_key=key)
+
+
+async def report_capacity(up: Upstream, code: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("capacity", "POST", f"/v1/foundries/{code}/capacity-changes", body, idempotency_key=key)
+
+
+async def record_results(up: Upstream, lot_code: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("quality", "POST", f"/v1/lots/{lot_code}/results", body, idempotency_key=key)
+
+
+async def override_status(up: Upstream, code: str, status: str | None, reason: str, key: str | None) -> Any:
+    path = f"/v1/foundries/{code}/quality-status/override"
+    if status:
+        return await up.send("quality", "PUT", path, {"status": status, "reason": reason}, idempotency_key=key)
+    return await up.send("quality", "DELETE", path, params={"reason": reason}, idempotency_key=key)
+
+
+# --- form errors in the person's language ------------------------------------------------------------------------
+
+_LIMIT = re.compile(r"(-?\d+(?:\.\d+)?)")
+
+
+def field_errors(problem: UpstreamProblem, tr: Translator) -> dict[str, str]:
+    """The service's per-field errors, by form field name (`body.items.0.quantity` → `items.0.quantity`)."""
+    out: dict[str, str] = {}
+    for error in problem.errors:
+        name = str(error.get("field", ""))
+        for prefix in ("body.", "query."):
+            name = name.removeprefix(prefix)
+        out.setdefault(name, error_message(str(error.get("type") or ""), str(error.get("message") or ""), tr))
+    return out
+
+
+def error_message(kind: str, message: str, tr: Translator) -> str:
+    limit = _LIMIT.search(message)
+    value = tr.number(float(limit.group(1)), 0 if "." not in limit.group(1) else 2) if limit else ""
+    known = {
+        "missing": tr.text("Required."),
+        "string_too_short": tr.text("Too short."),
+        "string_too_long": tr.text("Too long."),
+        "greater_than": tr.text("Must be more than %(limit)s.", limit=value),
+        "greater_than_equal": tr.text("Must be at least %(limit)s.", limit=value),
+        "less_than": tr.text("Must be less than %(limit)s.", limit=value),
+        "less_than_equal": tr.text("Must be at most %(limit)s.", limit=value),
+        "int_parsing": tr.text("Enter a whole number."),
+        "int_type": tr.text("Enter a whole number."),
+        "float_parsing": tr.text("Enter a number."),
+        "date_parsing": tr.text("Enter a date."),
+        "date_from_datetime_parsing": tr.text("Enter a date."),
+        "enum": tr.text("Choose one of the options."),
+        "literal_error": tr.text("Choose one of the options."),
+        "string_pattern_mismatch": tr.text("Not in the expected format."),
+        "too_short": tr.text("Add at least one."),
+    }
+    return known.get(kind) or tr.text("Refused by the service: %(message)s", message=message)
+
+
+def problem_summary(problem: UpstreamProblem, tr: Translator) -> str:
+    """One sentence for a refusal that names no field."""
+    if problem.unavailable:
+        return tr.text("%(service)s is unavailable; nothing was changed. Try again shortly.", service=problem.service)
+    if problem.status == 404:
+        return tr.text("Not found: %(detail)s", detail=problem.detail or problem.title)
+    if problem.status == 409:
+        return tr.text("Not possible in the current state: %(detail)s", detail=problem.detail or problem.title)
+    if problem.status in (401, 403):
+        return tr.text("You are not allowed to do this.")
+    return tr.text("Refused by the service: %(message)s", message=problem.detail or problem.title)
+
+
+def parse_number(text: str, tr: Translator) -> float | None:
+    """A number as the person typed it: `0,26` in Indonesian, `0.26` in English; None if it is not one."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(parse_decimal(text, locale=tr.locale, strict=False))
+    except NumberFormatError:
         try:
-            response = await client.get(f"{base}/readyz", timeout=2.0)
-            return name, {"url": base, **response.json()}
-        except (httpx.HTTPError, ValueError) as exc:
-            return name, {"url": base, "status": "unreachable", "checks": {"http": f"{exc.__class__.__name__}"}}
+            return float(text)
+        except ValueError:
+            return None
 
-    results = await asyncio.gather(*(ask(name, base) for name, base in targets.items()))
-    return dict(results)
+
+# --- members -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemberList:
+    items: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+    villages: list[str]
+
+
+async def member_list(
+    up: Upstream,
+    person: Person,
+    *,
+    village: str | None,
+    family: str | None,
+    membership: str | None,
+    quality: str | None,
+    page: int,
+) -> MemberList:
+    members, statuses = await asyncio.gather(
+        up.all_pages("capacity", "/v1/foundries", {"product_family": family, "membership_status": membership}),
+        up.get("quality", "/v1/quality-status"),
+    )
+    by_code = {s["foundry_code"]: s for s in statuses}
+    villages = sorted({m["village"] for m in members})
+    rows = [
+        {**redact_member(m, person), "quality": by_code.get(m["code"])}
+        for m in members
+        if person.owns_foundry(m["code"]) and (not village or m["village"] == village)
+    ]
+    if quality:
+        rows = [r for r in rows if r["quality"] and r["quality"]["status"] == quality]
+    rows.sort(key=lambda r: r["code"])
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
+    return MemberList(rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE], len(rows), page, pages, villages)
+
+
+async def member_detail(up: Upstream, person: Person, code: str, today: date) -> dict[str, Any] | None:
+    if not person.owns_foundry(code):
+        return None
+    member = await up.get_or_none("capacity", f"/v1/foundries/{code}")
+    if member is None:
+        return None
+    first = iso_week(today)
+    families = member["product_families"]
+    calendars, reservations, certificates, lots, quality, changes = await asyncio.gather(
+        asyncio.gather(
+            *(
+                up.get(
+                    "capacity",
+                    "/v1/availability",
+                    {"product_family": f, "foundry_code": code, "from": first, "to": add_weeks(first, 25)},
+                )
+                for f in families
+            )
+        ),
+        up.get("capacity", "/v1/reservations", {"foundry_code": code, "limit": 200}),
+        up.get("quality", "/v1/certificates", {"foundry_code": code}),
+        up.get("quality", "/v1/lots", {"foundry_code": code, "limit": 50}),
+        up.get_or_none("quality", f"/v1/foundries/{code}/quality-status"),
+        up.get("capacity", f"/v1/foundries/{code}/capacity-changes", {"limit": 500}),
+    )
+    calendar = []
+    for family, found in zip(families, calendars, strict=True):
+        row = next(iter(found["foundries"]), None)
+        if row is not None:
+            calendar.append({"family": family, "weeks": found["weeks"], "capacity": row["capacity"], "reserved": row["reserved"]})
+    open_states = ("hold", "confirmed", "consumed")
+    return {
+        "member": redact_member(member, person),
+        "calendar": calendar,
+        "reservations": sorted(
+            (r for r in reservations["items"] if r["state"] in open_states), key=lambda r: (r["week"], r["id"])
+        ),
+        "certificates": sorted(certificates, key=lambda c: c["valid_until"]),
+        "lots": lots["items"],
+        "lots_total": lots["total"],
+        "quality": quality,
+        "changes": [c for c in changes["items"] if c["kind"] != "withdrawal"][::-1],
+        "this_week": first,
+    }
+
+
+# --- quality ------------------------------------------------------------------------------------------------------
+
+
+async def quality_overview(up: Upstream, person: Person, certificate_state: str | None) -> dict[str, Any]:
+    foundry = person.foundry_filter
+    awaiting, certificates, statuses = await asyncio.gather(
+        up.get("quality", "/v1/lots", {"status": "registered", "foundry_code": foundry, "limit": 100}),
+        up.get("quality", "/v1/certificates", {"state": certificate_state or None, "foundry_code": foundry}),
+        up.get("quality", "/v1/quality-status"),
+    )
+    watched = [s for s in statuses if (s["status"] != "good" or s["overridden"]) and person.owns_foundry(s["foundry_code"])]
+    return {
+        "awaiting": awaiting["items"],
+        "awaiting_total": awaiting["total"],
+        "certificates": sorted(certificates, key=lambda c: (c["valid_until"], c["foundry_code"]))[:200],
+        "certificates_total": len(certificates),
+        "watched": sorted(watched, key=lambda s: (s["status"] != "suspended", s["foundry_code"])),
+        "statuses": statuses,
+    }
+
+
+async def lot_detail(up: Upstream, person: Person, lot_code: str) -> dict[str, Any] | None:
+    lot = await up.get_or_none("quality", f"/v1/lots/{lot_code}")
+    if lot is None or not person.owns_foundry(lot["foundry_code"]):
+        return None
+    spec = await up.get("quality", f"/v1/specifications/{lot['item_code']}", {"version": lot["spec_version"]})
+    return {"lot": lot, "spec": spec}
+
+
+def samples_of(
+    form: dict[str, str], parameters: list[dict[str, Any]], count: int, tr: Translator
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The result rows of a results form (`s3.density` = sample 3's density), and the cells that are not numbers."""
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    for n in range(1, count + 1):
+        row: dict[str, Any] = {}
+        for p in parameters:
+            name = f"s{n}.{p['code']}"
+            raw = form.get(name, "").strip()
+            if p["rule"] == "pass_fail":
+                row[p["code"]] = raw or None
+            elif raw == "":
+                row[p["code"]] = None
+            else:
+                value = parse_number(raw, tr)
+                if value is None:
+                    errors[name] = tr.text("Enter a number.")
+                row[p["code"]] = value
+        rows.append(row)
+    return rows, errors
+
+
+# --- shipments ---------------------------------------------------------------------------------------------------
+
+
+async def shipments_of(up: Upstream, person: Person) -> list[dict[str, Any]]:
+    orders = await orders_of(up, person)
+    per_order = await asyncio.gather(*(up.get("orders", f"/v1/purchase-orders/{o['id']}/shipments") for o in orders))
+    by_id = {o["id"]: o for o in orders}
+    out = [{**s, "po_number": by_id[s["order_id"]]["po_number"]} for found in per_order for s in found]
+    return sorted(out, key=lambda s: s["created_at"], reverse=True)
+
+
+async def shipment_detail(up: Upstream, person: Person, shipment_id: str) -> dict[str, Any] | None:
+    shipment = await up.get_or_none("orders", f"/v1/shipments/{shipment_id}")
+    if shipment is None or not person.owns_order(shipment["buyer_code"]):
+        return None
+    order, traces = await asyncio.gather(
+        up.get("orders", f"/v1/purchase-orders/{shipment['order_id']}"),
+        asyncio.gather(*(up.get_or_none("quality", f"/v1/lots/{item['lot_code']}/trace") for item in shipment["items"])),
+    )
+    return {"shipment": shipment, "order": order, "traces": [t for t in traces if t is not None]}
+
+
+def csv_text(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+async def export(up: Upstream, person: Person, what: str) -> str:
+    """Orders, plans or shipments as CSV: figures as plain numbers, dates in ISO form, for spreadsheets."""
+    if what == "shipments":
+        shipments = await shipments_of(up, person)
+        return csv_text(
+            [
+                "surat_jalan_number",
+                "po_number",
+                "buyer_code",
+                "site_code",
+                "status",
+                "lot_code",
+                "foundry_code",
+                "quantity",
+                "received",
+                "rejected",
+                "dispatched_at",
+                "bast_number",
+            ],
+            (
+                [
+                    s["surat_jalan_number"],
+                    s["po_number"],
+                    s["buyer_code"],
+                    s["site_code"],
+                    s["status"],
+                    i["lot_code"],
+                    i["foundry_code"],
+                    i["quantity"],
+                    i["received"],
+                    i["rejected"],
+                    s["dispatched_at"],
+                    s["bast_number"],
+                ]
+                for s in shipments
+                for i in s["items"]
+            ),
+        )
+    orders = await orders_of(up, person)
+    details = await asyncio.gather(*(up.get("orders", f"/v1/purchase-orders/{o['id']}") for o in orders))
+    if what == "plans":
+        return csv_text(
+            ["po_number", "buyer_code", "plan_version", "line_no", "foundry_code", "week", "quantity", "due_date", "state"],
+            (
+                [
+                    d["po_number"],
+                    d["buyer_code"],
+                    d["plan"]["version"],
+                    a["line_no"],
+                    a["foundry_code"],
+                    a["week"],
+                    a["quantity"],
+                    a["due_date"],
+                    a["state"],
+                ]
+                for d in details
+                if d.get("plan")
+                for a in d["plan"]["allocations"]
+            ),
+        )
+    return csv_text(
+        [
+            "po_number",
+            "buyer_code",
+            "status",
+            "issued_on",
+            "line_no",
+            "item_code",
+            "quantity",
+            "unit_price",
+            "planned",
+            "reserved",
+            "produced",
+            "passed",
+            "shipped",
+            "delivered",
+            "at_risk",
+            "expected_completion",
+        ],
+        (
+            [
+                d["po_number"],
+                d["buyer_code"],
+                d["status"],
+                d["issued_on"],
+                line["line_no"],
+                line["item_code"],
+                line["quantity"],
+                line["unit_price"],
+                *(line["quantities"][s] for s in ("planned", "reserved", "produced", "passed", "shipped", "delivered")),
+                line["risk"]["at_risk"],
+                line["risk"]["expected_completion"],
+            ]
+            for d in details
+            for line in d["lines"]
+        ),
+    )
+
+
+# --- operations --------------------------------------------------------------------------------------------------
+
+
+async def dead_letters(settings: Settings) -> dict[str, list[dlq.DeadLetter]]:
+    found = await asyncio.gather(*(dlq.list_dead_letters(settings, s) for s in SERVICES))
+    return dict(zip(SERVICES, found, strict=True))
+
+
+async def redrive(settings: Settings, service: str, partition: int, offset: int) -> int:
+    return len(await dlq.redrive(settings, service, offsets={(partition, offset)}))
+
+
+def consumer_lag(metrics: str | None) -> int | None:
+    """Messages the service's consumer is behind, summed over partitions, from its Prometheus exposition."""
+    if metrics is None:
+        return None
+    total = 0.0
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "ceper_consumer_lag":
+            total += sum(sample.value for sample in family.samples)
+    return int(total)

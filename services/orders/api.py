@@ -312,6 +312,44 @@ async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrder
     return detail
 
 
+class MemberUnits(BaseModel):
+    foundry_code: str
+    quantity: int
+
+
+class PlanVersionOut(BaseModel):
+    version: int
+    created_at: datetime
+    solver: str
+    reason: str = Field(description="Why this version was made")
+    shortfall_units: int = Field(description="Units this version could not place in time")
+    members: list[MemberUnits] = Field(description="Units each member was given in this version")
+
+
+@router.get(
+    "/purchase-orders/{order_id}/plans",
+    response_model=list[PlanVersionOut],
+    tags=["purchase orders"],
+    summary="The order's plan history: every version, why it was made, and each member's units in it",
+    responses=problem_responses(404),
+)
+async def list_plan_versions(order_id: str, sessions: Sessions) -> list[PlanVersionOut]:
+    async with sessions() as session:
+        await store.order_or_404(session, order_id)
+        versions = await store.plan_versions(session, order_id)
+    return [
+        PlanVersionOut(
+            version=plan.version,
+            created_at=plan.created_at,
+            solver=plan.solver,
+            reason=plan.reason,
+            shortfall_units=sum(int(s["quantity"]) for s in plan.shortfall),
+            members=[MemberUnits(foundry_code=code, quantity=units) for code, units in sorted(members.items())],
+        )
+        for plan, members in versions
+    ]
+
+
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -579,6 +579,20 @@ async def reserve_allocation(session: AsyncSession, allocation_id: str, plan_ver
     )
 
 
+async def plan_versions(session: AsyncSession, order_id: str) -> list[tuple[Any, dict[str, int]]]:
+    """Every plan version of an order, oldest first, with the units each member was given in it."""
+    versions = (await session.execute(sa.select(plans).where(plans.c.order_id == order_id).order_by(plans.c.version))).all()
+    per_member = await session.execute(
+        sa.select(allocations.c.plan_version, allocations.c.foundry_code, sa.func.sum(allocations.c.quantity))
+        .where(allocations.c.order_id == order_id)
+        .group_by(allocations.c.plan_version, allocations.c.foundry_code)
+    )
+    members: dict[int, dict[str, int]] = {}
+    for version, foundry_code, quantity in per_member:
+        members.setdefault(version, {})[foundry_code] = int(quantity)
+    return [(v, members.get(v.version, {})) for v in versions]
+
+
 async def allocation_lines(session: AsyncSession, order_id: str) -> dict[str, tuple[int, date, str]]:
     """allocation id → (line, due date, foundry) for every allocation any plan version of the order had."""
     rows = await session.execute(
