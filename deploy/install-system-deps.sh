@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests and `make dev` need, and only those that are missing:
 # Java 17+ and Maven (the local Kafka broker), the PostgreSQL server and an OS user to run it,
-# kcat, and Prometheus (promtool, and the server the tests start on a free port). Safe to run again; with
-# everything present it only looks.
+# kcat, Prometheus (promtool, and the server the tests start on a free port), and Debian's headless Chromium
+# with a font for the console's browser tests (Playwright drives it; it never downloads a browser of its own).
+# Safe to run again; with everything present it only looks.
 set -euo pipefail
 
 missing_packages=()
@@ -47,6 +48,8 @@ command -v mvn >/dev/null 2>&1 || need "Maven" maven
 postgres_bin_dir >/dev/null || need "PostgreSQL server" postgresql
 command -v kcat >/dev/null 2>&1 || need "kcat" kcat
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need "Prometheus server and promtool" prometheus
+[[ -x /usr/lib/chromium/chromium-headless-shell ]] || need "headless Chromium" chromium-headless-shell
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need "a font for Chromium" fonts-dejavu-core
 user_missing=false
 id -u postgres >/dev/null 2>&1 || user_missing=true
 

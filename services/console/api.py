@@ -24,7 +24,7 @@ from .domain import STAGES, ActionLedger, EventFeed, Person, heat_rows, overall_
 from .domain import channels as channels_of
 from .i18n import LOCALES, N_, Translator, pick_locale, template_globals
 from .people import LANGUAGE_COOKIE, CurrentPerson, Language, authorization_of
-from .sentences import describe, link_of, plan_reason
+from .sentences import describe, link_of, plan_reason, quality_reason
 from .store import Upstream, UpstreamProblem, metrics_text, readiness
 
 router = APIRouter()
@@ -76,6 +76,7 @@ def render(
         new_key=lambda: uuid.uuid4().hex,
         stages=STAGES,
         plan_reason=lambda reason: plan_reason(reason, tr),
+        quality_reason=lambda status: quality_reason(status, tr),
         **context,
     )
     return HTMLResponse(page, status_code=status_code)

@@ -3,10 +3,10 @@ money, numbers, dates and times are written in each. Pure: Babel and the catalog
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 import datetime as dt
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -60,21 +60,21 @@ class Translator:
     def _catalogue(self) -> NullTranslations:
         return translations(self.locale)
 
-    def text(self, message: str, **params: Any) -> str:
+    def text(self, msgid: str, /, **params: Any) -> str:
         """A translated message as plain text, `%(name)s` placeholders filled."""
-        translated = self._catalogue.gettext(message)
+        translated = self._catalogue.gettext(msgid)
         return translated % params if params else translated
 
-    def plural(self, singular: str, plural: str, n: int, **params: Any) -> str:
+    def plural(self, singular: str, plural: str, n: int, /, **params: Any) -> str:
         translated = self._catalogue.ngettext(singular, plural, n)
         return translated % {"num": self.number(n), **params}
 
-    def gettext(self, message: str, **params: Any) -> Markup:
+    def gettext(self, msgid: str, /, **params: Any) -> Markup:
         """For templates: the translation is trusted markup, the parameters are escaped."""
-        translated = Markup(self._catalogue.gettext(message))
+        translated = Markup(self._catalogue.gettext(msgid))
         return translated % {k: escape(v) for k, v in params.items()} if params else translated
 
-    def ngettext(self, singular: str, plural: str, n: int, **params: Any) -> Markup:
+    def ngettext(self, singular: str, plural: str, n: int, /, **params: Any) -> Markup:
         translated = Markup(self._catalogue.ngettext(singular, plural, n))
         return translated % {"num": escape(self.number(n)), **{k: escape(v) for k, v in params.items()}}
 
@@ -132,12 +132,16 @@ class Translator:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         local = moment.astimezone(WIB)
-        return f"{format_date(local.date(), 'medium', locale=self.locale)} {format_time(local, 'HH:mm', locale=self.locale)} WIB"
+        return f"{format_date(local.date(), 'medium', locale=self.locale)} {self._clock(local)} WIB"
 
     def time(self, moment: dt.datetime | str) -> str:
         if isinstance(moment, str):
             moment = dt.datetime.fromisoformat(moment)
-        return f"{format_time(moment.astimezone(WIB), 'HH:mm', locale=self.locale)} WIB"
+        return f"{self._clock(moment.astimezone(WIB))} WIB"
+
+    def _clock(self, local: dt.datetime) -> str:
+        # The 24-hour clock in both languages; Indonesian writes it 10.05.
+        return format_time(local, "HH.mm" if self.locale == "id" else "HH:mm", locale=self.locale)
 
 
 def template_globals(tr: Translator) -> dict[str, Any]:

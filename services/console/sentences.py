@@ -255,3 +255,17 @@ def plan_reason(reason: str, tr: Translator) -> str:
                 params["what"] = tr.label("certificate_state", params["what"]).lower()
             return tr.text(message, **params)
     return reason
+
+
+def quality_reason(status: dict[str, Any], tr: Translator) -> str:
+    """Why a member has its quality status: the QA officer's own words when pinned, else the lot record."""
+    reason = str(status.get("reason") or "")
+    if status.get("overridden") and reason.startswith("QA officer: "):
+        return tr.text(
+            "set by a QA officer: %(reason)s", reason=reason.removeprefix("QA officer: ").split("; back to the computed", 1)[0]
+        )
+    return tr.text(
+        "%(passed)s of the last %(lots)s lots passed",
+        passed=tr.number(status.get("lots_passed")),
+        lots=tr.number(status.get("lots_considered")),
+    )

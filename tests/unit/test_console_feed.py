@@ -1,11 +1,24 @@
-"""The console's live feed: bounded, newest first, and a slow listener never holds up the others."""
+"""The console's live feed: bounded, newest first, a slow listener never holds up the others, and each person
+sees only what their role may see (NPWP and owners' names only for admin and planner)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from services.console.domain import EventFeed, FeedItem
+from services.console.domain import (
+    ADMIN,
+    BUYER,
+    FOUNDRY,
+    LAB,
+    PLANNER,
+    QA_OFFICER,
+    EventFeed,
+    FeedItem,
+    Person,
+    channels,
+    view_of,
+)
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -52,10 +65,10 @@ def test_feed_keeps_only_the_last_size_events():
     assert ids(feed.recent(50)) == ["e-10", "e-9", "e-8"]
 
 
-def test_item_as_json_is_serialisable_with_an_iso_time():
+def test_item_as_json_carries_the_envelope_never_the_data():
     as_json = item(7).as_json()
     assert as_json["time"] == "2026-11-24T08:00:07+00:00"
-    assert as_json["data"] == {"revision": 7} and as_json["subject"] == "IKM-007"
+    assert as_json["subject"] == "IKM-007" and "data" not in as_json
 
 
 def test_every_listener_gets_each_new_event_in_order():
@@ -101,3 +114,84 @@ async def test_a_waiting_listener_wakes_on_the_next_event():
     feed.add(item(42))
     got = await asyncio.wait_for(waiting, 1)
     assert got.id == "e-42"
+
+
+# --- who sees what ------------------------------------------------------------------------------------------------
+
+
+def event(type_: str, data: dict, source: str | None = None) -> FeedItem:
+    service = type_.split(".")[1]
+    return FeedItem("e-1", type_, source or f"/ceper/{service}", "s", T0, f"ceper.{service}.v1", data)
+
+
+REGISTERED = event(
+    "ceper.capacity.foundry_registered.v1",
+    {
+        "foundry_code": "IKM-071",
+        "name": "CV Logam Jaya",
+        "village": "Batur",
+        "owner": "Agus Purwanto",
+        "npwp": "3310012345678901",
+    },
+)
+PLANNED = event(
+    "ceper.orders.allocation_planned.v1",
+    {
+        "order_id": "po_1",
+        "buyer_code": "KAI",
+        "plan_version": 2,
+        "allocations": [
+            {"foundry_code": "IKM-071", "week": "2027-W14", "quantity": 500},
+            {"foundry_code": "IKM-002", "week": "2027-W14", "quantity": 300},
+        ],
+    },
+)
+LOT_FAILED = event(
+    "ceper.quality.lot_failed.v1", {"lot_code": "L-1", "foundry_code": "IKM-071", "order_id": "po_1", "quantity": 40}
+)
+
+
+def person(role: str, tenant: str | None = None) -> Person:
+    return Person(subject="p", name="p", role=role, tenant=tenant)
+
+
+def test_npwp_and_owner_go_only_to_admin_and_planner():
+    for role in (ADMIN, PLANNER):
+        seen = view_of(REGISTERED, person(role))
+        assert seen is not None and seen.data["npwp"] == "3310012345678901" and seen.data["owner"] == "Agus Purwanto"
+    for who in (person(QA_OFFICER), person(FOUNDRY, "IKM-071")):
+        seen = view_of(REGISTERED, who)
+        assert seen is not None and "npwp" not in seen.data and "owner" not in seen.data
+        assert seen.data["name"] == "CV Logam Jaya"
+    assert REGISTERED.data["npwp"] == "3310012345678901"  # the feed's own copy is untouched
+
+
+def test_a_foundry_sees_its_own_events_and_only_its_own_allocations():
+    own = person(FOUNDRY, "IKM-071")
+    assert view_of(REGISTERED, person(FOUNDRY, "IKM-002")) is None
+    assert view_of(LOT_FAILED, own) is not None and view_of(LOT_FAILED, person(FOUNDRY, "IKM-002")) is None
+    planned = view_of(PLANNED, own)
+    assert planned is not None and [a["foundry_code"] for a in planned.data["allocations"]] == ["IKM-071"]
+    assert view_of(PLANNED, person(FOUNDRY, "IKM-099")) is None
+
+
+def test_a_buyer_sees_its_own_orders_and_nothing_of_the_members():
+    assert view_of(PLANNED, person(BUYER, "KAI")) is not None
+    assert view_of(PLANNED, person(BUYER, "INKA")) is None
+    assert view_of(REGISTERED, person(BUYER, "KAI")) is None
+    assert view_of(LOT_FAILED, person(BUYER, "KAI")) is None
+
+
+def test_a_laboratory_sees_lots_only():
+    assert view_of(LOT_FAILED, person(LAB)) is not None
+    assert view_of(REGISTERED, person(LAB)) is None and view_of(PLANNED, person(LAB)) is None
+
+
+def test_an_unknown_role_sees_nothing():
+    assert view_of(LOT_FAILED, person("visitor")) is None
+
+
+def test_an_event_moves_the_pages_it_is_about():
+    assert {"order-po_1", "foundry-IKM-071", "foundry-IKM-002", "dashboard", "feed"} <= channels(PLANNED)
+    assert {"order-po_1", "foundry-IKM-071", "quality"} <= channels(LOT_FAILED)
+    assert "members" in channels(REGISTERED) and not any(c.startswith("order-") for c in channels(REGISTERED))

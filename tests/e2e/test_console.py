@@ -1,0 +1,491 @@
+"""The console in a real browser (Debian's headless Chromium driven by Playwright) against the real services,
+Kafka and database, loaded with the demo cooperative: what a planner at Koperasi Batur Jaya sees and does.
+
+Every page is opened on a desktop and a phone, screenshotted under `var/screenshots/`, checked with axe-core
+and for strings of the other language; live updates are checked on pages that stay open while something
+changes elsewhere. Nothing may be fetched from outside this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from babel.messages.pofile import read_po
+
+from shared.broker import LocalKafka, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+LOCALE = ROOT / "services" / "console" / "locale"
+CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium-headless-shell")
+SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+LIVE_TIMEOUT_MS = 240_000  # a capacity drop goes capacity → orders (replan) → capacity → console, on a shared machine
+
+# Loading the demo cooperative (168 members, a year of capacity, certificates, lots) through the APIs takes minutes.
+pytestmark = pytest.mark.timeout(1800)
+
+
+def chromium() -> str:
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    found = shutil.which("chromium-headless-shell")
+    if found:
+        return found
+    pytest.fail("Debian's chromium-headless-shell is missing: run `bash deploy/install-system-deps.sh` as root", pytrace=False)
+
+
+@dataclass
+class Platform:
+    urls: dict[str, str]
+    kai: dict[str, Any]
+    inka: dict[str, Any]
+
+    @property
+    def console(self) -> str:
+        return self.urls["console"]
+
+
+def _wait_ready(urls: dict[str, str], processes: list[subprocess.Popen[bytes]], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=3) as client:
+        for url in urls.values():
+            while True:
+                for process in processes:
+                    assert process.poll() is None, f"a service exited with {process.returncode}"
+                try:
+                    if client.get(f"{url}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"{url} not ready"
+                time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def platform(kafka_broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """The four services as real processes on SQLite and the shared test broker, with the demo loaded."""
+    from ceper.demo import seed_demo
+
+    var = tmp_path_factory.mktemp("console-e2e")
+    ports = {name: free_port() for name in ("orders", "capacity", "quality", "console")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = {
+        **os.environ,
+        "CEPER_ENV": "test",
+        "CEPER_VAR_DIR": str(var),
+        "CEPER_KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+        "CEPER_KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}.",
+        "CEPER_KAFKA_PARTITIONS": "3",
+        "CEPER_LOG_JSON": "false",
+        "CEPER_LOG_LEVEL": "WARNING",
+        **{f"CEPER_{name.upper()}_URL": url for name, url in urls.items()},
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ceper", "serve", name, "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=(var / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for name, port in ports.items()
+    ]
+    try:
+        _wait_ready(urls, processes)
+        seed_demo({k: v for k, v in urls.items() if k != "console"})
+        with httpx.Client(timeout=10) as client:
+            orders = client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"]
+            kai_id = next(o["id"] for o in orders if o["buyer_code"] == "KAI")
+            inka_id = next(o["id"] for o in orders if o["buyer_code"] == "INKA")
+            deadline = time.monotonic() + 240
+            while (kai := client.get(f"{urls['orders']}/v1/purchase-orders/{kai_id}").json())["status"] != "accepted":
+                assert time.monotonic() < deadline, f"the KAI order was not accepted: {kai['status']}"
+                time.sleep(1)
+            inka = client.get(f"{urls['orders']}/v1/purchase-orders/{inka_id}").json()
+        yield Platform(urls, kai, inka)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(platform: Platform) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium())
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def outside() -> list[str]:
+    """Every request the browser tried to send off this machine (each was refused)."""
+    return []
+
+
+@pytest.fixture
+def context(browser: Any, outside: list[str]) -> Iterator[Any]:
+    made = []
+
+    def new(size: str = "desktop", locale: str | None = None) -> Any:
+        ctx = browser.new_context(viewport=SIZES[size])
+        if locale:
+            ctx.add_cookies([{"name": "ceper_lang", "value": locale, "url": "http://127.0.0.1"}])
+
+        def guard(route: Any) -> None:
+            host = httpx.URL(route.request.url).host
+            if host in ("127.0.0.1", "localhost"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        ctx.route("**/*", guard)
+        ctx.set_default_timeout(60_000)
+        made.append(ctx)
+        return ctx
+
+    yield new
+    for ctx in made:
+        ctx.close()
+
+
+def shoot(page: Any, name: str, size: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}-{size}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def api(platform: Platform, service: str, method: str, path: str, **kwargs: Any) -> Any:
+    with httpx.Client(timeout=30) as client:
+        response = client.request(method, f"{platform.urls[service]}{path}", **kwargs)
+    assert response.status_code < 400, response.text
+    return response.json() if response.content else None
+
+
+def order_now(platform: Platform, order_id: str) -> dict[str, Any]:
+    return api(platform, "orders", "GET", f"/v1/purchase-orders/{order_id}")  # type: ignore[no-any-return]
+
+
+# --- the pages -----------------------------------------------------------------------------------------------------
+
+
+def test_dashboard_shows_the_cooperative_in_rupiah_and_the_kai_order_its_plan(platform: Platform, context: Any) -> None:
+    page = context().new_page()
+    page.goto(platform.console + "/")
+    tiles = page.locator(".tiles")
+    assert "Pesanan terbuka" in tiles.inner_text()
+    value = page.locator(".tile").nth(1).inner_text()
+    assert re.search(r"Rp\d+(,\d)? miliar", value), value  # the open value, short: Rp25,3 miliar
+    assert page.locator("svg.chart").first.is_visible()  # the heat map, drawn on the server
+    assert page.locator("svg.chart rect").count() > 32 * 12  # members × weeks
+    page.get_by_role("link", name=platform.kai["po_number"]).first.click()
+    page.wait_for_url(f"**/orders/{platform.kai['id']}")
+    assert page.locator("#plan-matrix tbody tr").count() == len({a["foundry_code"] for a in platform.kai["plan"]["allocations"]})
+    total = page.locator("#plan-matrix tfoot td").last.inner_text()
+    assert total == "120.000"  # Indonesian thousands separator
+    assert "Rp203.700 per unit" in page.locator("#order-live").inner_text()
+
+
+def test_a_capacity_drop_replans_the_open_order_page_without_a_reload(platform: Platform, context: Any) -> None:
+    ctx = context()
+    order_page = ctx.new_page()
+    order_page.goto(f"{platform.console}/orders/{platform.kai['id']}")
+    before = int(order_page.locator("#plan-version").get_attribute("data-version"))
+    marker = order_page.evaluate("() => { window.notReloaded = true; return true }")
+    assert marker
+
+    # The busiest member of the plan's first weeks reports its press broken for four weeks.
+    current = order_now(platform, platform.kai["id"])["plan"]["allocations"]
+    first_week = min(a["week"] for a in current)
+    member = max(
+        {a["foundry_code"] for a in current if a["week"] == first_week},
+        key=lambda f: sum(a["quantity"] for a in current if a["foundry_code"] == f),
+    )
+    monday = date.fromisocalendar(int(first_week[:4]), int(first_week[6:]), 1)
+    changes_before = api(platform, "capacity", "GET", f"/v1/foundries/{member}/capacity-changes")["total"]
+
+    form_page = ctx.new_page()
+    form_page.goto(f"{platform.console}/members/{member}")
+    form_page.select_option("#cap-kind", "exception")
+    form_page.select_option("#cap-family", "BRAKE_BLOCK_COMPOSITE")
+    form_page.fill("#cap-units", "0")
+    form_page.select_option("#cap-reason", "press_breakdown")
+    form_page.fill("#cap-from-date", monday.isoformat())
+    form_page.fill("#cap-to-date", (monday + timedelta(weeks=4) - timedelta(days=1)).isoformat())
+    form_page.locator("#capacity-form button[type=submit]").dblclick()  # a double click acts once
+    form_page.wait_for_url(f"**/members/{member}")
+
+    # The open order page moves to a new plan version by itself, and the member's first weeks are empty.
+    order_page.wait_for_function(
+        f"() => Number(document.querySelector('#plan-version').dataset.version) > {before}", timeout=LIVE_TIMEOUT_MS
+    )
+    assert order_page.evaluate("() => window.notReloaded === true")
+    order_page.wait_for_function(
+        "(member) => [...document.querySelectorAll('#feed li')].some(li => li.innerText.includes(member + ' melaporkan kapasitas 0 unit minggu'))",
+        arg=member,
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    sentence = next(t for t in order_page.locator("#feed li").all_inner_texts() if f"{member} melaporkan kapasitas 0 unit" in t)
+    assert sentence.rstrip().endswith(": press rusak"), sentence
+    assert f"minggu {first_week}–W" in sentence, sentence
+    after = order_now(platform, platform.kai["id"])["plan"]["allocations"]
+    weeks = {(monday + timedelta(weeks=n)).isocalendar()[:2] for n in range(4)}
+    assert not [a for a in after if a["foundry_code"] == member and tuple(map(int, (a["week"][:4], a["week"][6:]))) in weeks]
+    assert api(platform, "capacity", "GET", f"/v1/foundries/{member}/capacity-changes")["total"] == changes_before + 1
+    shoot(order_page, "order-after-capacity-drop", "desktop")
+
+
+def _register_lot(platform: Platform, order: dict[str, Any], quantity: int, tag: str) -> dict[str, Any]:
+    allocation = min(order["plan"]["allocations"], key=lambda a: (a["week"], a["foundry_code"]))
+    item = order["lines"][0]["item_code"]
+    return api(  # type: ignore[no-any-return]
+        platform,
+        "quality",
+        "POST",
+        "/v1/lots",
+        json={
+            "lot_code": f"{allocation['foundry_code']}-{tag}-{uuid.uuid4().hex[:4].upper()}",
+            "foundry_code": allocation["foundry_code"],
+            "item_code": item,
+            "quantity": quantity,
+            "order_id": order["id"],
+            "allocation_id": allocation["allocation_id"],
+        },
+    )
+
+
+def _fill_results(page: Any, lot: dict[str, Any], spec: dict[str, Any], failing: bool) -> None:
+    page.fill("#res-report", f"B4T/LHU/{lot['lot_code']}")
+    for n in range(1, lot["sampling_plan"]["sample_size"] + 1):
+        for p in spec["parameters"]:
+            name = f"s{n}.{p['code']}"
+            if p["rule"] == "pass_fail":
+                page.select_option(f"select[name='{name}']", "pass")
+                continue
+            if p["rule"] == "target":
+                value = p["target"] + (p["tolerance"] * 3 if failing and p["code"] == "friction_coefficient" else 0)
+            elif p["rule"] == "range":
+                value = (p["minimum"] + p["maximum"]) / 2
+            elif p["rule"] == "minimum":
+                value = p["minimum"] * 1.5
+            else:
+                value = p["maximum"] * 0.5
+            page.fill(f"input[name='{name}']", f"{value:.3f}".replace(".", ","))  # typed as Indonesians write decimals
+
+
+def test_a_failing_lot_result_brings_replacement_production_onto_the_open_order(platform: Platform, context: Any) -> None:
+    ctx = context()
+    order = order_now(platform, platform.kai["id"])
+    order_page = ctx.new_page()
+    order_page.goto(f"{platform.console}/orders/{order['id']}")
+    before = int(order_page.locator("#plan-version").get_attribute("data-version"))
+    lot = _register_lot(platform, order, 40, "KF")
+    spec = api(platform, "quality", "GET", f"/v1/specifications/{lot['item_code']}", params={"version": lot["spec_version"]})
+
+    lot_page = ctx.new_page()
+    lot_page.goto(f"{platform.console}/quality/lots/{lot['lot_code']}")
+    _fill_results(lot_page, lot, spec, failing=True)
+    lot_page.locator("#results-form button[type=submit]").click()
+    lot_page.wait_for_selector(".badge.lot_status-failed")
+
+    order_page.wait_for_function(
+        f"() => Number(document.querySelector('#plan-version').dataset.version) > {before}", timeout=LIVE_TIMEOUT_MS
+    )
+    history = order_page.locator(".history").inner_text()
+    assert f"lot {lot['lot_code']} gagal uji: 40 unit dibuat ulang" in history
+    assert lot["lot_code"] in order_page.locator("#order-live").inner_text()
+    shoot(order_page, "order-after-failed-lot", "desktop")
+
+
+def test_a_surat_jalan_is_made_from_passed_lots_and_printed(platform: Platform, context: Any) -> None:
+    ctx = context()
+    order = order_now(platform, platform.kai["id"])
+    lot = _register_lot(platform, order, 30, "KP")
+    spec = api(platform, "quality", "GET", f"/v1/specifications/{lot['item_code']}", params={"version": lot["spec_version"]})
+    page = ctx.new_page()
+    page.goto(f"{platform.console}/quality/lots/{lot['lot_code']}")
+    _fill_results(page, lot, spec, failing=False)
+    page.locator("#results-form button[type=submit]").click()
+    page.wait_for_selector(".badge.lot_status-passed")
+    deadline = time.monotonic() + 90
+    while order_now(platform, order["id"])["lines"][0]["quantities"]["shippable"] < 30:
+        assert time.monotonic() < deadline, "orders never learnt the lot passed"
+        time.sleep(0.5)
+
+    page.goto(f"{platform.console}/orders/{order['id']}")
+    page.fill(f"input[name='lot.{lot['lot_code']}']", "30")
+    number = f"SJ/BJ/E2E/{uuid.uuid4().hex[:6].upper()}"
+    page.fill("#sj-number", number)
+    page.fill("#sj-plate", "AD 1")  # too short for the service: refused next to the field, nothing made
+    page.fill("#sj-driver", "Pak Slamet")
+    page.locator("#shipment-form button[type=submit]").click()
+    page.wait_for_selector("#err-vehicle_plate")
+    assert page.locator("#err-vehicle_plate").inner_text() == "Terlalu pendek."
+    assert api(platform, "orders", "GET", f"/v1/purchase-orders/{order['id']}/shipments") == [] or all(
+        s["surat_jalan_number"] != number for s in api(platform, "orders", "GET", f"/v1/purchase-orders/{order['id']}/shipments")
+    )
+    page.fill("#sj-plate", "AD 8123 KT")
+    page.locator("#shipment-form button[type=submit]").click()
+    page.wait_for_url(f"**/orders/{order['id']}")
+    shipments = [
+        s
+        for s in api(platform, "orders", "GET", f"/v1/purchase-orders/{order['id']}/shipments")
+        if s["surat_jalan_number"] == number
+    ]
+    assert len(shipments) == 1
+    page.goto(f"{platform.console}/shipments/{shipments[0]['id']}")
+    trace = page.locator("article.trace").inner_text()
+    assert lot["lot_code"] in trace and "Sertifikat yang berlaku pada hari pengujian" in trace
+    page.get_by_role("link", name="Cetak surat jalan").click()
+    page.wait_for_url("**/surat-jalan")
+    assert "SURAT JALAN" in page.locator("h1").inner_text()
+    assert number in page.inner_text("body") and "AD 8123 KT" in page.inner_text("body")
+    page.emulate_media(media="print")
+    assert not page.locator(".no-print").is_visible()
+    shoot(page, "surat-jalan-print", "desktop")
+    page.pdf(path=str(SCREENSHOTS / "surat-jalan.pdf"), format="A4")
+    assert (SCREENSHOTS / "surat-jalan.pdf").stat().st_size > 1000
+
+
+# --- every page: both languages, both sizes, accessibility ------------------------------------------------------------
+
+
+def pages(platform: Platform) -> dict[str, str]:
+    lots = api(platform, "quality", "GET", "/v1/lots", params={"limit": 1})["items"]
+    shipments = api(platform, "orders", "GET", f"/v1/purchase-orders/{platform.inka['id']}/shipments")
+    member = platform.kai["plan"]["allocations"][0]["foundry_code"]
+    return {
+        "dashboard": "/",
+        "orders": "/orders",
+        "order": f"/orders/{platform.kai['id']}",
+        "members": "/members",
+        "member": f"/members/{member}",
+        "quality": "/quality",
+        "lot": f"/quality/lots/{lots[0]['lot_code']}",
+        "shipments": "/shipments",
+        "shipment": f"/shipments/{shipments[0]['id']}",
+        "surat-jalan": f"/shipments/{shipments[0]['id']}/surat-jalan",
+        "operations": "/operations",
+    }
+
+
+def settle(page: Any) -> None:
+    """Loaded, and the live feed (on pages that have one) filled in by htmx."""
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => !document.querySelector('#feed') || document.querySelector('#feed li')")
+
+
+def _pieces(message: str) -> list[str]:
+    """The literal parts of a message worth looking for: two words or more, or one long word."""
+    out = []
+    for part in re.split(r"%\([a-z_]+\)s|%%", message):
+        part = part.strip(" .,:;()·–-")
+        if len(part.split()) >= 2 or len(part) >= 8:
+            out.append(part)
+    return out
+
+
+def catalogue_words() -> tuple[set[str], set[str]]:
+    """(English-only pieces, Indonesian-only pieces) of the Indonesian catalogue."""
+    with (LOCALE / "id" / "LC_MESSAGES" / "messages.po").open("rb") as source:
+        catalogue = read_po(source)
+    english: list[str] = []
+    indonesian: list[str] = []
+    for message in catalogue:
+        if not message.id:
+            continue
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        for text in ids:
+            english += _pieces(text)
+        for text in strings:
+            indonesian += _pieces(text)
+    return set(english) - set(indonesian), set(indonesian) - set(english)
+
+
+# Data the services keep in Indonesian whichever language the person reads (item names, places).
+DATA = ("Blok rem komposit tipe K", "Blok rem besi cor", "Koperasi Batur Jaya", "Balai Yasa")
+
+
+def leftovers(text: str, pieces: set[str]) -> list[str]:
+    for data in DATA:
+        text = text.replace(data, "")
+    return sorted(p for p in pieces if re.search(rf"(?<![\w]){re.escape(p)}(?![\w])", text))
+
+
+def test_every_page_in_both_languages_on_desktop_and_phone_with_no_serious_accessibility_violation(
+    platform: Platform, context: Any, outside: list[str]
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    english_only, indonesian_only = catalogue_words()
+    axe = Axe()
+    found: dict[str, list[str]] = {}
+    violations: dict[str, list[str]] = {}
+    for size in SIZES:
+        page = context(size).new_page()
+        for name, path in pages(platform).items():
+            page.goto(platform.console + path)
+            settle(page)
+            assert page.locator("html").get_attribute("lang") == "id"
+            shoot(page, f"{name}-id", size)
+            if left := leftovers(page.inner_text("body"), english_only):
+                found[f"{name} (id)"] = left
+            if size == "desktop":
+                result = axe.run(page)
+                bad = [v["id"] for v in result.response["violations"] if v["impact"] in ("serious", "critical")]
+                if bad:
+                    violations[f"{name} (id)"] = bad
+        # The switch in the header changes the language, and it is remembered.
+        page.goto(platform.console + "/")
+        page.get_by_role("button", name="English").click()
+        page.wait_for_load_state("load")
+        for name, path in pages(platform).items():
+            page.goto(platform.console + path)
+            settle(page)
+            assert page.locator("html").get_attribute("lang") == "en"
+            shoot(page, f"{name}-en", size)
+            if left := leftovers(page.inner_text("body"), indonesian_only):
+                found[f"{name} (en)"] = left
+            if size == "desktop":
+                result = axe.run(page)
+                bad = [v["id"] for v in result.response["violations"] if v["impact"] in ("serious", "critical")]
+                if bad:
+                    violations[f"{name} (en)"] = bad
+    assert not found, f"strings of the other language: {found}"
+    assert not violations, f"serious or critical axe-core violations: {violations}"
+    assert not outside, f"the browser tried to fetch from outside this machine: {outside[:5]}"
+
+
+def test_every_service_documents_its_api_offline(platform: Platform, context: Any, outside: list[str]) -> None:
+    page = context().new_page()
+    for name, url in platform.urls.items():
+        page.goto(f"{url}/docs")
+        page.wait_for_selector(".swagger-ui .info .title", timeout=60_000)
+        assert "Ceper Supply" in page.locator(".swagger-ui .info .title").inner_text(), name
+        assert page.locator(".opblock").count() > 0, name
+    shoot(page, "docs-console", "desktop")
+    assert not outside, f"/docs tried to fetch from outside this machine: {outside[:5]}"
