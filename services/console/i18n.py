@@ -258,5 +258,6 @@ LABELS: dict[str, dict[str, str]] = {
         "foundry": N_("Member foundry"),
         "buyer": N_("Buyer"),
     },
+    "service": {"orders": N_("Orders service"), "capacity": N_("Capacity service"), "quality": N_("Quality service")},
     "service_status": {"ok": N_("Ready"), "unavailable": N_("Unavailable"), "unreachable": N_("Unreachable")},
 }

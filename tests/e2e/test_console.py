@@ -250,7 +250,7 @@ def test_a_capacity_drop_replans_the_open_order_page_without_a_reload(platform: 
     )
     sentence = next(t for t in order_page.locator("#feed li").all_inner_texts() if f"{member} melaporkan kapasitas 0 unit" in t)
     assert sentence.rstrip().endswith(": press rusak"), sentence
-    assert f"minggu {first_week}–W" in sentence, sentence
+    assert f"minggu {first_week}–" in sentence, sentence  # four weeks from the first, e.g. 2027-W14–W17
     after = order_now(platform, platform.kai["id"])["plan"]["allocations"]
     weeks = {(monday + timedelta(weeks=n)).isocalendar()[:2] for n in range(4)}
     assert not [a for a in after if a["foundry_code"] == member and tuple(map(int, (a["week"][:4], a["week"][6:]))) in weeks]
@@ -339,7 +339,7 @@ def test_a_surat_jalan_is_made_from_passed_lots_and_printed(platform: Platform, 
     page.fill(f"input[name='lot.{lot['lot_code']}']", "30")
     number = f"SJ/BJ/E2E/{uuid.uuid4().hex[:6].upper()}"
     page.fill("#sj-number", number)
-    page.fill("#sj-plate", "AD 1")  # too short for the service: refused next to the field, nothing made
+    page.fill("#sj-plate", "AD")  # too short for the service: refused next to the field, nothing made
     page.fill("#sj-driver", "Pak Slamet")
     page.locator("#shipment-form button[type=submit]").click()
     page.wait_for_selector("#err-vehicle_plate")
@@ -475,8 +475,9 @@ def test_every_page_in_both_languages_on_desktop_and_phone_with_no_serious_acces
                 bad = [v["id"] for v in result.response["violations"] if v["impact"] in ("serious", "critical")]
                 if bad:
                     violations[f"{name} (en)"] = bad
-    assert not found, f"strings of the other language: {found}"
-    assert not violations, f"serious or critical axe-core violations: {violations}"
+    assert not found and not violations, (
+        f"strings of the other language: {found}; serious or critical axe-core violations: {violations}"
+    )
     assert not outside, f"the browser tried to fetch from outside this machine: {outside[:5]}"
 
 

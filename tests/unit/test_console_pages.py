@@ -110,7 +110,7 @@ def test_plan_reasons_and_quality_reasons_are_translated():
         plan_reason("lot IKM-002-K-01 failed testing: 313 units to make again", ID)
         == "lot IKM-002-K-01 gagal uji: 313 unit dibuat ulang"
     )
-    assert plan_reason("reservation revoked: press_breakdown", ID) == "pemesanan kapasitas dicabut: press rusak"
+    assert plan_reason("reservation revoked: press_breakdown", ID) == "reservasi kapasitas dicabut: press rusak"
     assert plan_reason("received", ID) == "pesanan pembelian masuk"
     assert plan_reason("a reason worded anew", ID) == "a reason worded anew"
     computed = {
@@ -193,7 +193,7 @@ def test_utilisation_rows_leave_out_members_without_capacity_and_put_the_busiest
     svg = str(heat_map(rows, availability["weeks"], ID, "Pemakaian"))
     assert svg.startswith("<svg") and 'role="img"' in svg and "<title" in svg
     assert "#b2182b" in svg  # over capacity in red
-    assert "IKM-001, minggu 2027-W02: 120 dari 100 unit dipesan" in svg
+    assert "IKM-001, minggu 2027-W02: 120 dari 100 unit direservasi" in svg
     assert "<svg" in str(capacity_calendar(["2027-W01"], [100], [50], EN, "Calendar"))
     assert "<svg" in str(pass_rate_bars(pass_rate_by_week([], date(2027, 3, 10)), EN, "Rate"))
 
