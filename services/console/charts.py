@@ -44,10 +44,7 @@ def heat_map(rows: Sequence[HeatRow], weeks: Sequence[str], tr: Translator, titl
     ]
     for r, row in enumerate(rows):
         y = top + r * cell_h
-        body.append(
-            f'<a href="/members/{escape(row.foundry_code)}"><text x="{left - 6}" y="{y + cell_h - 5}" text-anchor="end" class="tick">'
-            f"{escape(row.foundry_code)}</text></a>"
-        )
+        body.append(f'<text x="{left - 6}" y="{y + cell_h - 5}" text-anchor="end" class="tick">{escape(row.foundry_code)}</text>')
         for i, share in enumerate(row.utilisation):
             tip = tr.text(
                 "%(foundry)s, week %(week)s: %(reserved)s of %(capacity)s units reserved",

@@ -235,8 +235,8 @@ def test_a_capacity_drop_replans_the_open_order_page_without_a_reload(platform: 
     form_page.select_option("#cap-reason", "press_breakdown")
     form_page.fill("#cap-from-date", monday.isoformat())
     form_page.fill("#cap-to-date", (monday + timedelta(weeks=4) - timedelta(days=1)).isoformat())
-    form_page.locator("#capacity-form button[type=submit]").dblclick()  # a double click acts once
-    form_page.wait_for_url(f"**/members/{member}")
+    with form_page.expect_navigation(url=f"**/members/{member}"):
+        form_page.locator("#capacity-form button[type=submit]").dblclick()  # a double click acts once
 
     # The open order page moves to a new plan version by itself, and the member's first weeks are empty.
     order_page.wait_for_function(
@@ -348,8 +348,8 @@ def test_a_surat_jalan_is_made_from_passed_lots_and_printed(platform: Platform, 
         s["surat_jalan_number"] != number for s in api(platform, "orders", "GET", f"/v1/purchase-orders/{order['id']}/shipments")
     )
     page.fill("#sj-plate", "AD 8123 KT")
-    page.locator("#shipment-form button[type=submit]").click()
-    page.wait_for_url(f"**/orders/{order['id']}")
+    with page.expect_navigation(url=f"**/orders/{order['id']}"):
+        page.locator("#shipment-form button[type=submit]").click()
     shipments = [
         s
         for s in api(platform, "orders", "GET", f"/v1/purchase-orders/{order['id']}/shipments")
@@ -368,6 +368,26 @@ def test_a_surat_jalan_is_made_from_passed_lots_and_printed(platform: Platform, 
     shoot(page, "surat-jalan-print", "desktop")
     page.pdf(path=str(SCREENSHOTS / "surat-jalan.pdf"), format="A4")
     assert (SCREENSHOTS / "surat-jalan.pdf").stat().st_size > 1000
+
+    # The vehicle leaves (a double click dispatches once), then the buyer's BAST is recorded and printed.
+    page.emulate_media(media="screen")
+    page.goto(f"{platform.console}/shipments/{shipments[0]['id']}")
+    with page.expect_navigation():
+        page.locator("form[action$='/dispatch'] button").dblclick()
+    page.wait_for_selector("#handover-form")
+    assert page.locator(".badge.shipment_status-dispatched").count() == 1
+    page.fill("#bast-number", f"BAST/BY-YK/E2E/{number[-6:]}")
+    page.fill("#bast-by", "Ir. Sutrisno, Kepala Balai Yasa Yogyakarta")
+    page.fill("#bast-on", date.today().isoformat())
+    with page.expect_navigation():
+        page.locator("#handover-form button[type=submit]").click()
+    page.wait_for_selector(".badge.shipment_status-delivered")
+    page.get_by_role("link", name="Cetak BAST").click()
+    page.wait_for_url("**/bast")
+    assert "BERITA ACARA SERAH TERIMA" in page.locator("h1").inner_text()
+    shoot(page, "bast", "desktop")
+    delivered = api(platform, "orders", "GET", f"/v1/shipments/{shipments[0]['id']}")
+    assert delivered["status"] == "delivered" and delivered["items"][0]["received"] == 30
 
 
 # --- every page: both languages, both sizes, accessibility ------------------------------------------------------------

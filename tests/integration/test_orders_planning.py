@@ -177,6 +177,18 @@ async def test_capacity_drop_at_a_planned_foundry_moves_the_plan_away_from_it(ma
         kept = {a["allocation_id"] for a in order["plan"]["allocations"]} - {hit["allocation_id"]}
         assert kept <= {a["allocation_id"] for a in allocations}  # only the affected allocation moved
 
+        # The plan history lists every version with why it was made and each member's units in it.
+        history = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}/plans")).json()
+        assert [v["version"] for v in history] == list(range(1, replanned["plan"]["version"] + 1))
+        assert history[0]["reason"] == "received" and history[-1]["reason"] == replanned["plan"]["reason"]
+        latest: dict[str, int] = {}
+        for a in allocations:
+            latest[a["foundry_code"]] = latest.get(a["foundry_code"], 0) + a["quantity"]
+        assert {m["foundry_code"]: m["quantity"] for m in history[-1]["members"]} == latest
+        assert all(sum(m["quantity"] for m in v["members"]) + v["shortfall_units"] == 2400 for v in history)
+        missing = await svc["orders"].http.get("/v1/purchase-orders/po_nothing/plans")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
 
 async def test_cancelled_order_releases_its_capacity_and_is_not_replanned(make_settings):
     settings = make_settings()
