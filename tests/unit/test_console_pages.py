@@ -49,6 +49,15 @@ def test_numbers_dates_and_times_follow_the_language_and_wib():
     assert EN.datetime("2027-12-31T20:30:00+00:00") == "Jan 1, 2028 03:30 WIB"
 
 
+@pytest.mark.parametrize("locale", ["id", "en"])
+@pytest.mark.parametrize(("value", "digits"), [(120_000, 0), (0.26, 2), (1_234_567.891, 1), (0, 0), (-5_000, 0), (999.5, 0)])
+def test_figures_are_written_as_babel_writes_them(locale: str, value: float, digits: int):
+    from babel.numbers import format_decimal
+
+    pattern = "#,##0" + ("." + "0" * digits if digits else "")
+    assert Translator(locale).number(value, digits) == format_decimal(value, format=pattern, locale=locale)
+
+
 def test_indonesian_is_the_default_and_codes_read_as_words():
     assert ID.label("order_status", "needs_review") == "Perlu ditinjau"
     assert EN.label("order_status", "needs_review") == "Needs review"
