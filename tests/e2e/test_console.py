@@ -308,6 +308,7 @@ def test_a_failing_lot_result_brings_replacement_production_onto_the_open_order(
     lot_page = ctx.new_page()
     lot_page.goto(f"{platform.console}/quality/lots/{lot['lot_code']}")
     _fill_results(lot_page, lot, spec, failing=True)
+    shoot(lot_page, "lot-results-form", "desktop")
     lot_page.locator("#results-form button[type=submit]").click()
     lot_page.wait_for_selector(".badge.lot_status-failed")
 
