@@ -9,8 +9,10 @@ import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
+
+from shared.weeks import add_weeks, iso_week
 
 # --- people -----------------------------------------------------------------------------------------------------
 
@@ -217,19 +219,6 @@ class ActionLedger:
 
 
 # --- weeks ---------------------------------------------------------------------------------------------------------
-
-
-def iso_week(day: date) -> str:
-    year, week, _ = day.isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def week_monday(label: str) -> date:
-    return date.fromisocalendar(int(label[:4]), int(label[6:]), 1)
-
-
-def add_weeks(label: str, weeks: int) -> str:
-    return iso_week(week_monday(label) + timedelta(weeks=weeks))
 
 
 def week_spans(weeks: Iterable[tuple[str, int]]) -> list[tuple[str, str, int]]:

@@ -17,14 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared import dlq
 from shared.settings import Settings
+from shared.weeks import add_weeks, iso_week
 
 from .domain import (
     OPEN_ORDER_STATUSES,
     ActionLedger,
     Person,
     WeekRate,
-    add_weeks,
-    iso_week,
     open_value,
     pass_rate_by_week,
     plan_matrix,

@@ -7,7 +7,7 @@ import datetime as dt
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta, timezone
+from datetime import UTC, date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,12 @@ from babel.numbers import format_compact_decimal, format_percent, get_decimal_sy
 from babel.support import NullTranslations, Translations
 from markupsafe import Markup, escape
 
+from shared.weeks import WIB
+
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
 DEFAULT_LOCALE = "id"
 LOCALES: dict[str, str] = {"id": "Bahasa Indonesia", "en": "English"}
-# Western Indonesia Time: UTC+7 all year (no daylight saving), the cooperative's clock.
-WIB = timezone(timedelta(hours=7), "WIB")
 
 
 def N_(message: str) -> str:

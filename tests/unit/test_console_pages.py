@@ -15,7 +15,6 @@ from services.console.domain import (
     ActionLedger,
     FeedItem,
     heat_rows,
-    iso_week,
     open_value,
     pass_rate_by_week,
     plan_matrix,
@@ -26,6 +25,7 @@ from services.console.domain import (
 from services.console.i18n import Translator
 from services.console.sentences import describe, plan_reason, quality_reason, week_range
 from services.console.store import UpstreamProblem
+from shared.weeks import iso_week
 
 ID, EN = Translator("id"), Translator("en")
 
