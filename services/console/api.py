@@ -20,7 +20,7 @@ from shared.http import problem_responses
 from shared.service import Runtime, ServiceRuntime
 
 from . import charts, handlers
-from .domain import STAGES, ActionLedger, EventFeed, Person, heat_rows, overall_rate, view_of
+from .domain import STAGES, ActionLedger, EventFeed, FeedItem, Person, heat_rows, overall_rate, view_of
 from .domain import channels as channels_of
 from .i18n import LOCALES, N_, Translator, pick_locale, template_globals
 from .people import LANGUAGE_COOKIE, CurrentPerson, Language, authorization_of
@@ -651,26 +651,31 @@ async def feed_fragment(request: Request, runtime: Runtime, person: CurrentPerso
     return render(request, "_feed.html", tr, person, entries=feed_entries(_feed(runtime).recent(30), person, tr))
 
 
+def live_messages(item: FeedItem, person: Person, tr: Translator) -> list[dict[str, str]]:
+    """What the stream sends one person about one event: nothing if it is none of their business, else the
+    channels it moves and its sentence for the feed."""
+    view = view_of(item, person)
+    if view is None:
+        return []
+    messages = [{"event": channel, "data": view.id} for channel in sorted(channels_of(view) - {"feed"})]
+    line = {"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view)}
+    entry = templates.get_template("_feed_entry.html").render(**template_globals(tr), entry=line)
+    return [*messages, {"event": "feed", "id": view.id, "data": entry}]
+
+
 @router.get("/live", include_in_schema=False)
 async def live(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> EventSourceResponse:
     """Server-sent events for one person: for each event they may see, the channels it moves (pages refetch
     what changed, with the person's own token) and its sentence for the feed. Never the event's data."""
     feed = _feed(runtime)
     queue = feed.listen()
-    entry = templates.get_template("_feed_entry.html")
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         try:
             yield {"event": "hello", "data": ""}
             while True:
-                item = await queue.get()
-                view = view_of(item, person)
-                if view is None:
-                    continue
-                for channel in sorted(channels_of(view) - {"feed"}):
-                    yield {"event": channel, "data": view.id}
-                line = {"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view)}
-                yield {"event": "feed", "id": view.id, "data": entry.render(**template_globals(tr), entry=line)}
+                for message in live_messages(await queue.get(), person, tr):
+                    yield message
         finally:
             feed.forget(queue)
 
