@@ -18,11 +18,26 @@ BUYERS: dict[str, str] = {
     "TMMIN": "PT Toyota Motor Manufacturing Indonesia",
 }
 
-# item code → (description, capacity product family)
-ITEMS: dict[str, tuple[str, str]] = {
-    "BB-COMP-K": ("Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE"),
-    "BB-COMP-LL": ("Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE"),
-    "BB-CI": ("Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON"),
+BRAKE_BLOCK_MIN_LOT = 200  # a foundry-week of brake blocks below this is not worth setting up a press or a melt
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item buyers order: what makes it (capacity's product family) and its minimum lot per foundry-week."""
+
+    code: str
+    description: str
+    product_family: str
+    min_lot: int = BRAKE_BLOCK_MIN_LOT
+
+
+ITEMS: dict[str, Item] = {
+    item.code: item
+    for item in (
+        Item("BB-COMP-K", "Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE"),
+        Item("BB-COMP-LL", "Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE"),
+        Item("BB-CI", "Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON"),
+    )
 }
 
 SITES: dict[str, str] = {
@@ -77,7 +92,12 @@ class OrderLine:
 
     @property
     def product_family(self) -> str:
-        return ITEMS[self.item_code][1]
+        return ITEMS[self.item_code].product_family
+
+    @property
+    def min_lot(self) -> int:
+        """The fewest units of the item worth making in one foundry-week."""
+        return ITEMS[self.item_code].min_lot
 
     @property
     def last_due_date(self) -> date:

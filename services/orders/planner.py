@@ -52,8 +52,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class PlanRules:
-    min_quantity: int = 200  # a foundry-week below this is not worth setting up a press or a melt
-    max_share: float = 0.35  # of the line, per foundry: limits the damage one failing member can do
+    min_quantity: int = 200  # a foundry-week below this is not worth setting up a press or a melt (the item's minimum lot)
+    max_share: float = 0.35  # of the line, per foundry: limits the damage one failing member can do (see `share_cap`)
     lead_days: int = 14  # from the end of the production week to the due date: testing and transport
     time_limit_s: float = 1.5  # for the whole call; the exact model gets what the heuristics leave of it
     shortfall_penalty: float = 1_000.0
@@ -115,9 +115,28 @@ class _Problem:
         return sum(d.quantity for d in self.demands)
 
 
+def share_cap(line_total: int, rules: PlanRules) -> int:
+    """The most of a line one member may make: `max_share` of it, but never less than the minimum lot allows.
+
+    A small line cannot be spread: at most `line_total // min_quantity` members can each make a minimum lot, so
+    the cap is at least what each of those must take (a 300-unit line at 200 per foundry-week goes to one member,
+    500 units to two). Once a line needs no fewer members by its share than its minimum lots allow (600 units at
+    200 and 35 %), the share alone decides.
+    """
+    spread = max(1, line_total // max(1, rules.min_quantity))
+    return max(math.floor(rules.max_share * line_total), -(-line_total // spread))
+
+
 def _prepare(
-    demands: Sequence[Demand], candidates: Sequence[Candidate], rules: PlanRules, today: date, line_total: int | None
+    demands: Sequence[Demand],
+    candidates: Sequence[Candidate],
+    rules: PlanRules,
+    today: date,
+    line_total: int | None,
+    minimum_lot: int | None = None,
 ) -> _Problem:
+    """`minimum_lot`: the item's minimum lot when `rules.min_quantity` was lowered for a small remake; the share
+    cap is the line's, whatever the units being planned now."""
     ordered = sorted((d for d in demands if d.quantity > 0), key=lambda d: d.due_date)
     total = line_total if line_total is not None else sum(d.quantity for d in ordered)
     lead = timedelta(days=rules.lead_days)
@@ -138,8 +157,9 @@ def _prepare(
             if n is not None and n < usable and units >= rules.min_quantity:
                 cells.append((i, n, int(units)))
     capacity = [sum(c.free.values()) + c.already for c in candidates]
-    share_cap = [max(0, math.floor(rules.max_share * total) - c.already) for c in candidates]
-    return _Problem(ordered, weeks, deadline_index, list(candidates), limit, capacity, share_cap, cells, total)
+    most = share_cap(total, rules if minimum_lot is None else replace(rules, min_quantity=minimum_lot))
+    room = [max(0, most - c.already) for c in candidates]
+    return _Problem(ordered, weeks, deadline_index, list(candidates), limit, capacity, room, cells, total)
 
 
 def plan_line(
@@ -172,10 +192,11 @@ def plan_line(
     """
     started = time.perf_counter()
     units = sum(d.quantity for d in demands if d.quantity > 0)
+    minimum_lot = rules.min_quantity
     if 0 < units < rules.min_quantity:
         # Fewer units than a useful foundry-week (a remake of refused units): one foundry-week makes them all.
         rules = replace(rules, min_quantity=units)
-    p = _prepare(demands, candidates, rules, today, line_total)
+    p = _prepare(demands, candidates, rules, today, line_total, minimum_lot)
     members = _Members(p, rules)
     bound = members.lowest_level(p.demanded)
     limit = rules.time_limit_s

@@ -11,7 +11,7 @@ shortfall.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -153,7 +153,8 @@ def replan(
 
     `standings`: every member as orders knows it (eligibility is decided per line and delivery); `free`: per line
     to plan, the free capacity of its product family from this week to its `horizon`; `refused`: foundry-weeks
-    (foundry, week) capacity refused for the order, never planned again.
+    (foundry, week) capacity refused for the order, never planned again; `rules`: the planner's, each line planned
+    with its item's minimum lot.
     """
     if todo.nothing_to_do:
         return NothingToDo("the plan in force still covers everything")
@@ -163,7 +164,9 @@ def replan(
     risk: list[dict[str, Any]] = []
     line_plans: list[tuple[str, float]] = []
     for line in todo.lines_to_plan:
-        made = _plan_line(todo, line, standings, free.get(line.line_no, {}), refused, today, version, rules)
+        # The minimum lot is the item's: a foundry-week of it below that is not worth making.
+        line_rules = replace(rules, min_quantity=line.min_lot)
+        made = _plan_line(todo, line, standings, free.get(line.line_no, {}), refused, today, version, line_rules)
         planned += [Allocated(a, "planned") for a in made.allocations]
         shortfall += made.shortfall
         if made.risk is not None:

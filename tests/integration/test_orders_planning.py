@@ -115,6 +115,30 @@ async def test_order_is_planned_on_eligible_members_reserved_and_accepted(make_s
         assert sum(r["quantity"] for r in items if r["state"] == "confirmed") == 6000
 
 
+async def test_a_small_line_is_planned_whole_on_one_member_and_accepted(make_settings):
+    # 35 % of 300 units is below the 200-unit minimum lot of a brake block: the share gives way to the lot.
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        codes = [f"IKM-{i:03d}" for i in range(1, 4)]
+        for code in codes:
+            await register_member(svc, code, 400)
+        await members_known(svc, codes)
+        posted = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=kai_order("KAI/PO/2027/00110", [300]), headers={"Idempotency-Key": "plan-small"}
+        )
+        assert posted.status_code == 201, posted.text
+        order_id = posted.json()["id"]
+
+        async def accepted():
+            order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+            return order if order["status"] == "accepted" else None
+
+        plan = (await eventually(accepted, timeout=60))["plan"]
+        assert plan["shortfall"] == [] and sum(a["quantity"] for a in plan["allocations"]) == 300
+        assert len({a["foundry_code"] for a in plan["allocations"]}) == 1
+        assert all(a["quantity"] >= 200 for a in plan["allocations"])
+
+
 async def test_order_beyond_eligible_capacity_needs_review_with_the_shortfall(make_settings):
     settings = make_settings()
     async with run_services(settings, "capacity", "quality", "orders") as svc:

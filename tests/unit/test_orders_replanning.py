@@ -294,3 +294,27 @@ def test_a_member_may_cure_a_shortfall_on_lines_it_may_make():
     assert not may_cure_shortfall(order, short, member("IKM-009"), TODAY, "BRAKE_BLOCK_CAST_IRON")
     assert not may_cure_shortfall(order, short, member("IKM-009", status="suspended"), TODAY)
     assert not may_cure_shortfall(order, PlanInForce(1, ()), member("IKM-009"), TODAY)
+
+
+def test_a_300_unit_line_is_planned_on_one_member():
+    # 35 % of 300 is below the 200-unit minimum lot: the share gives way rather than the line going unplanned.
+    decision = decide(kai_order(quantity=300))
+    assert isinstance(decision, NewPlan) and decision.shortfall == [] and decision.status == OrderStatus.PLANNED
+    assert sum(a.allocation.quantity for a in decision.allocations) == 300
+    assert len({a.allocation.foundry_code for a in decision.allocations}) == 1
+
+
+def test_a_line_is_planned_with_its_items_minimum_lot(monkeypatch):
+    # An item cast in lots of 60 spreads a small line over more members than the brake blocks' 200 would allow.
+    from services.orders import domain
+
+    monkeypatch.setitem(domain.ITEMS, "BB-COMP-K", domain.Item("BB-COMP-K", "Blok rem komposit tipe K", FAMILY, min_lot=60))
+    decision = decide(kai_order(quantity=300))
+    assert isinstance(decision, NewPlan) and decision.shortfall == []
+    load: dict[str, int] = {}
+    foundry_weeks: dict[tuple[str, str], int] = {}  # a foundry-week may serve both deliveries
+    for a in decision.allocations:
+        load[a.allocation.foundry_code] = load.get(a.allocation.foundry_code, 0) + a.allocation.quantity
+        key = (a.allocation.foundry_code, a.allocation.week)
+        foundry_weeks[key] = foundry_weeks.get(key, 0) + a.allocation.quantity
+    assert len(load) >= 3 and max(load.values()) <= 105 and min(foundry_weeks.values()) >= 60

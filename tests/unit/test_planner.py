@@ -15,6 +15,7 @@ from services.orders.planner import (
     max_utilisation,
     plan_line,
     score,
+    share_cap,
     shortfall_by_week,
 )
 from shared.weeks import week_end, week_start, weeks_between
@@ -261,3 +262,38 @@ def test_fewer_units_than_the_minimum_are_made_in_one_foundry_week(exact):
         [Demand(date(2027, 3, 31), 50)], [foundry("IKM-001"), foundry("IKM-002")], TODAY, line_total=1200, exact=exact
     )
     assert plan.feasible and len({(a.foundry_code, a.week) for a in plan.allocations}) == 1
+
+
+@pytest.mark.parametrize(
+    ("units", "cap"),
+    [(200, 200), (300, 300), (399, 399), (400, 200), (500, 250), (572, 286), (599, 300), (600, 210), (9000, 3150)],
+)
+def test_the_share_cap_never_forbids_the_minimum_lot(units, cap):
+    # Below three minimum lots the share would leave no way to plan whole foundry-weeks of 200 or more.
+    assert share_cap(units, PlanRules()) == cap
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize(("units", "members"), [(300, 1), (500, 2), (580, 2)])
+def test_a_small_line_goes_to_as_few_members_as_its_minimum_lots_allow(exact, units, members):
+    candidates = [foundry(f"IKM-{i:03d}", 400, quality=0.9 - i / 100) for i in range(1, 7)]
+    plan = plan_line([Demand(date(2027, 3, 31), units)], candidates, TODAY, exact=exact)
+    assert plan.feasible and plan.planned == units
+    assert len(plan.load_by_foundry()) == members
+    assert min(_by_foundry_week(plan).values()) >= 200
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_small_line_with_the_items_own_minimum_lot_spreads_further(exact):
+    # An item cast in lots of 50 (small tooling): a 300-unit line may then go to several members.
+    candidates = [foundry(f"IKM-{i:03d}", 400) for i in range(1, 7)]
+    plan = plan_line([Demand(date(2027, 3, 31), 300)], candidates, TODAY, PlanRules(min_quantity=50), exact=exact)
+    assert plan.feasible and plan.planned == 300
+    assert max(plan.load_by_foundry().values()) <= 105 and min(_by_foundry_week(plan).values()) >= 50
+
+
+def _by_foundry_week(plan):
+    out: dict[tuple[str, str], int] = {}
+    for a in plan.allocations:
+        out[(a.foundry_code, a.week)] = out.get((a.foundry_code, a.week), 0) + a.quantity
+    return out
