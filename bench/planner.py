@@ -10,6 +10,11 @@ already booked by other orders), Lebaran closures and a few weeks lost to breakd
     only its lost units are planned again on the others (kept allocations count as `already`, the capacity
     they use is no longer free), as `plan_order` does after a revocation;
 (c) quality against `greedy_baseline` (the earliest weeks, members in code order) measured in the same run.
+(d) the safety lead (`--safety-lead-days`, default 7, as orders plans by default): the full plan finishing that
+    much earlier where capacity allows, its fairness cost (max utilisation and score with and without it), and
+    in a simulation of failed lots (5 % of foundry-weeks fail, `--trials` draws) the units that end late with
+    and without it. A failed lot is known at the end of its week and made again from the next week on, earliest
+    first, on whatever free capacity the plan leaves (a foundry-week of at least the minimum lot).
 
 `--scenario front-loaded` makes due dates and certificates bind: half the units are due on 5 February (five
 weeks of production), the rest in 11 monthly deliveries, and a third of the members' certificates run out
@@ -30,7 +35,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +54,7 @@ from services.orders.planner import (  # noqa: E402
     plan_line,
     score,
 )
-from shared.weeks import add_weeks, iso_week, lebaran, week_start  # noqa: E402
+from shared.weeks import add_weeks, iso_week, lebaran, week_end, week_start  # noqa: E402
 
 TODAY = date(2026, 12, 29)  # a Tuesday: production starts on Monday 4 January 2027 (2027-W01)
 LEBARAN_WEEK = iso_week(lebaran(2027))  # Idul Fitri falls on 10 March 2027, in 2027-W10
@@ -57,6 +62,7 @@ LEBARAN_WEEKS = (LEBARAN_WEEK, add_weeks(LEBARAN_WEEK, 1))  # every member close
 RULES = PlanRules()  # the rules `plan_order` uses, but for its shorter time limit (1.0 s)
 TARGET_FULL_PLAN_S = 2.0
 TARGET_REPLAN_MS = 200.0
+FAILED_LOT_RATE = 0.05
 
 
 def log(message: str) -> None:
@@ -158,6 +164,46 @@ def plan_figures(plan: LinePlan, candidates: list[Candidate], line_total: int) -
     }
 
 
+def late_after_failed_lots(plan: LinePlan, candidates: list[Candidate], rate: float, trials: int, seed: int) -> dict[str, float]:
+    """Mean units failed and units ending late when each foundry-week of the plan fails with probability `rate`.
+
+    A failed foundry-week is known at the end of its week; its units are made again from the next week on,
+    earliest week first, on the free capacity the plan leaves (members that may serve the delivery, a
+    foundry-week of at least the minimum lot or all that is left), and reach the buyer `lead_days` after the
+    week they are made in."""
+    used: dict[tuple[str, str], int] = {}
+    pieces: dict[tuple[str, str], list[tuple[date, int]]] = {}
+    for a in plan.allocations:
+        used[(a.foundry_code, a.week)] = used.get((a.foundry_code, a.week), 0) + a.quantity
+        pieces.setdefault((a.foundry_code, a.week), []).append((a.due_date, a.quantity))
+    weeks = sorted({w for c in candidates for w in c.free})
+    lead = timedelta(days=RULES.lead_days)
+    failed_total, late_total = 0, 0
+    for trial in range(trials):
+        rng = random.Random(seed * 1000 + trial)
+        spare = {(c.foundry_code, w): units - used.get((c.foundry_code, w), 0) for c in candidates for w, units in c.free.items()}
+        failed = sorted((week, foundry) for (foundry, week) in sorted(pieces) if rng.random() < rate)
+        for week, foundry in failed:
+            for due, units in sorted(pieces[(foundry, week)]):
+                failed_total += units
+                left = units
+                for later in weeks:
+                    if later <= week or left == 0:
+                        continue
+                    for c in candidates:
+                        room = spare.get((c.foundry_code, later), 0)
+                        if left == 0 or (c.serves_until is not None and c.serves_until < due):
+                            continue
+                        take = min(room, left)
+                        if take >= min(RULES.min_quantity, left):
+                            spare[(c.foundry_code, later)] = room - take
+                            left -= take
+                            if week_end(later) + lead > due:
+                                late_total += take
+                late_total += left  # not made again within the horizon
+    return {"failed_units": round(failed_total / trials, 1), "late_units": round(late_total / trials, 1)}
+
+
 def timed(runs: int, call: Any) -> tuple[list[float], Any]:
     seconds = []
     result = None
@@ -183,6 +229,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         args.runs, lambda: plan_line(demands, candidates, TODAY, RULES, line_total=args.units, exact=False)
     )
     greedy_s, greedy = timed(args.runs, lambda: greedy_baseline(demands, candidates, TODAY, RULES))
+
+    log(f"full plan with a safety lead of {args.safety_lead_days} days × {args.runs} …")
+    lead_rules = replace(RULES, safety_lead_days=args.safety_lead_days)
+    lead_s, with_lead = timed(args.runs, lambda: plan_line(demands, candidates, TODAY, lead_rules, line_total=args.units))
+    log(f"failed lots: {args.trials} draws of {FAILED_LOT_RATE:.0%} failed foundry-weeks, with and without the lead …")
+    failures = {
+        "without": late_after_failed_lots(full, candidates, FAILED_LOT_RATE, args.trials, args.seed),
+        "with": late_after_failed_lots(with_lead, candidates, FAILED_LOT_RATE, args.trials, args.seed),
+    }
 
     log(f"replans: the {args.replans} most loaded members each lose their busiest month, × {args.runs} …")
     load = full.load_by_foundry()
@@ -217,6 +272,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             **plan_figures(heuristic, candidates, args.units),
         },
         "greedy": {"median_s": round(statistics.median(greedy_s), 4), **baseline},
+        "safety_lead": {
+            "days": args.safety_lead_days,
+            "median_s": round(statistics.median(lead_s), 4),
+            "max_s": round(max(lead_s), 4),
+            **plan_figures(with_lead, candidates, args.units),
+            "failed_lot_rate": FAILED_LOT_RATE,
+            "trials": args.trials,
+            "late_units_without_lead": failures["without"]["late_units"],
+            "late_units_with_lead": failures["with"]["late_units"],
+            "failed_units": failures["without"]["failed_units"],
+        },
         "replans": replans,
         "replan_median_ms": round(statistics.median(r["median_ms"] for r in replans), 1) if replans else None,
         "replan_max_ms": max((r["max_ms"] for r in replans), default=None),
@@ -252,6 +318,13 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
             f"{r['foundry'] + ' ' + r['weeks'][0][5:] + '-' + r['weeks'][1][5:]:<18}{r['units']:>10}{r['median_ms']:>8.1f}ms{r['max_ms']:>8.1f}ms"
             f"{r['solver']:>17}{r['shortfall']:>7}{r['max_utilisation']:>10.4f}{r['utilisation_bound']:>9.4f}{r['members_used']:>9}"
         )
+    lead, full = figures["safety_lead"], figures["full_plan"]
+    print(
+        f"safety lead {lead['days']} days: max utilisation {lead['max_utilisation']:.4f} (without {full['max_utilisation']:.4f}),"
+        f" score {lead['score']:.4f} (without {full['score']:.4f}), {lead['solver']}, {lead['max_s'] * 1000:.1f} ms;"
+        f" {lead['failed_lot_rate']:.0%} failed lots ({lead['failed_units']:.0f} units, mean of {lead['trials']}):"
+        f" {lead['late_units_without_lead']:.0f} units late without the lead, {lead['late_units_with_lead']:.0f} with it"
+    )
     v = figures["vs_greedy"]
     print(
         f"vs greedy: score × {v['score_ratio']:.3f}, max utilisation × {v['max_utilisation_ratio']:.3f}, "
@@ -295,9 +368,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--units", type=int, default=120_000)
     parser.add_argument("--deliveries", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1995)
+    parser.add_argument("--safety-lead-days", type=int, default=7, help="the safety lead measured in (d) (default 7)")
+    parser.add_argument("--trials", type=int, default=20, help="draws of failed lots in (d) (default 20)")
     args = parser.parse_args(argv)
     if (
-        min(args.runs, args.replans, args.foundries, args.units) < 1
+        min(args.runs, args.replans, args.foundries, args.units, args.trials) < 1
+        or args.safety_lead_days < 0
         or not 1 <= args.deliveries <= 12
         or not 8 <= args.weeks <= 60
     ):

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     orders_webhook_poll_interval_s: float = Field(default=0.5, gt=0)
     orders_jobs_interval_s: float = Field(default=30.0, gt=0)  # how often orders refreshes its business gauges
+    # Lines are planned to finish this much earlier where capacity allows, so a failed lot can be made again in
+    # time; a purchase-order line may state its own.
+    orders_safety_lead_days: int = Field(default=7, ge=0, le=56)
 
     orders_url: str = "http://127.0.0.1:8001"
     capacity_url: str = "http://127.0.0.1:8002"

@@ -11,7 +11,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 from shared import clock
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.projections import list_foundries
-from shared.service import Sessions
+from shared.service import Runtime, Sessions
 
 from . import handlers, store, webhooks
 from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements
@@ -47,6 +47,13 @@ class LineIn(BaseModel):
     unit_price: Rupiah
     deliveries: list[DeliveryIn] = Field(min_length=1)
     requirements: RequirementsIn | None = None
+    safety_lead_days: int | None = Field(
+        default=None,
+        ge=0,
+        le=56,
+        description="Plan production to finish this many days earlier still where capacity allows (room to make a failed"
+        " lot again); default: the cooperative's setting, 7",
+    )
 
 
 class PurchaseOrderIn(BaseModel):
@@ -97,6 +104,7 @@ class LineOut(BaseModel):
     quantity: int
     unit_price: int
     deliveries: list[DeliveryOut]
+    safety_lead_days: int
 
 
 class PurchaseOrderOut(BaseModel):
@@ -127,6 +135,7 @@ class PurchaseOrderOut(BaseModel):
                     description=line.description,
                     quantity=line.quantity,
                     unit_price=line.unit_price,
+                    safety_lead_days=line.safety_lead_days,
                     deliveries=[
                         DeliveryOut(due_date=d.due_date, quantity=d.quantity, site_code=d.site_code) for d in line.deliveries
                     ],
@@ -230,6 +239,7 @@ class FoundryView(BaseModel):
 async def submit_purchase_order(
     body: PurchaseOrderIn,
     sessions: Sessions,
+    runtime: Runtime,
     response: Response,
     idempotency_key: Annotated[str, Header(min_length=1, max_length=200, description="Unique per buyer and request")],
 ) -> PurchaseOrderOut:
@@ -252,6 +262,9 @@ async def submit_purchase_order(
                 requirements=Requirements(tuple(line.requirements.certificates), line.requirements.min_tkdn_percent)
                 if line.requirements
                 else Requirements(),
+                safety_lead_days=runtime.settings.orders_safety_lead_days
+                if line.safety_lead_days is None
+                else line.safety_lead_days,
             )
             for line in body.lines
         ],

@@ -89,6 +89,9 @@ class OrderLine:
     unit_price: int  # whole rupiah
     deliveries: tuple[Delivery, ...]
     requirements: Requirements = Requirements()
+    # Days earlier than testing and transport require that production should finish where capacity allows:
+    # room to make a failed lot again. Set when the order is received (the line's own, else the setting).
+    safety_lead_days: int = 0
 
     @property
     def product_family(self) -> str:

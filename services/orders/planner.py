@@ -55,6 +55,9 @@ class PlanRules:
     min_quantity: int = 200  # a foundry-week below this is not worth setting up a press or a melt (the item's minimum lot)
     max_share: float = 0.35  # of the line, per foundry: limits the damage one failing member can do (see `share_cap`)
     lead_days: int = 14  # from the end of the production week to the due date: testing and transport
+    # Production finishes this much earlier still where capacity allows, so a failed lot can be made again in
+    # time; where it does not, the latest weeks are used (see `plan_line`).
+    safety_lead_days: int = 0
     time_limit_s: float = 1.5  # for the whole call; the exact model gets what the heuristics leave of it
     shortfall_penalty: float = 1_000.0
     fairness_weight: float = 10.0
@@ -189,7 +192,12 @@ def plan_line(
     instead, so that at full size (170 members × 52 weeks) the call answers within about 0.2 s. With
     `exact=False` no solver runs at all. Fewer units in all than `rules.min_quantity` (a remake of units refused
     at handover) are made in one foundry-week below the minimum rather than not at all.
+
+    With `rules.safety_lead_days`, the plan's foundry-weeks are then moved earlier, within each member, so that
+    production finishes that much sooner where free weeks allow (`_with_safety_lead`).
     """
+    if rules.safety_lead_days > 0:
+        return _with_safety_lead(demands, candidates, today, rules, line_total, exact)
     started = time.perf_counter()
     units = sum(d.quantity for d in demands if d.quantity > 0)
     minimum_lot = rules.min_quantity
@@ -213,6 +221,47 @@ def plan_line(
     plan.utilisation_bound = bound
     plan.seconds = time.perf_counter() - started
     return plan
+
+
+def _with_safety_lead(
+    demands: Sequence[Demand],
+    candidates: Sequence[Candidate],
+    today: date,
+    rules: PlanRules,
+    line_total: int | None,
+    exact: bool,
+) -> LinePlan:
+    """The plan without the lead, its foundry-weeks then moved earlier, each to a free week of the same member,
+    until production finishes `rules.safety_lead_days` before it must, delivery by delivery, as far as free weeks
+    allow (`_on_time` with the longer lead); what cannot move stays in the latest weeks. Members' loads do not
+    change, so neither do utilisation and score: the lead costs no fairness, and it never makes a delivery late."""
+    started = time.perf_counter()
+    plain = replace(rules, safety_lead_days=0)
+    plan = plan_line(demands, candidates, today, plain, line_total=line_total, exact=exact)
+    units = sum(d.quantity for d in demands if d.quantity > 0)
+    minimum = min(rules.min_quantity, units) if units else rules.min_quantity
+    at = replace(plain, min_quantity=max(1, minimum))
+    p = _prepare(demands, candidates, at, today, line_total, rules.min_quantity)
+    if not plan.allocations or not p.demands:
+        return plan
+    members = _Members(p, at)
+    index = {c.foundry_code: i for i, c in enumerate(p.candidates)}
+    position = {w: n for n, w in enumerate(p.weeks)}
+    placed: dict[int, dict[int, int]] = {}
+    for a in plan.allocations:
+        weeks = placed.setdefault(index[a.foundry_code], {})
+        weeks[position[a.week]] = weeks.get(position[a.week], 0) + a.quantity
+    lead = timedelta(days=rules.lead_days + rules.safety_lead_days)
+    earlier = replace(p, deadline_index=[sum(1 for w in p.weeks if week_end(w) + lead <= d.due_date) for d in p.demands])
+    moved = _on_time(earlier, members, {i: sorted(weeks.items()) for i, weeks in placed.items()})
+    early = _assign_to_deliveries(p, moved, plan.solver, at.min_quantity)
+    # Moving production earlier cannot leave a delivery shorter; the check keeps the plan honest if it ever did.
+    if sum(early.shortfall.values()) > sum(plan.shortfall.values()):
+        return plan
+    early.notes = plan.notes
+    early.utilisation_bound = plan.utilisation_bound
+    early.seconds = time.perf_counter() - started
+    return early
 
 
 def score(plan: LinePlan, candidates: Sequence[Candidate], rules: PlanRules = PlanRules()) -> float:

@@ -154,7 +154,7 @@ def replan(
     `standings`: every member as orders knows it (eligibility is decided per line and delivery); `free`: per line
     to plan, the free capacity of its product family from this week to its `horizon`; `refused`: foundry-weeks
     (foundry, week) capacity refused for the order, never planned again; `rules`: the planner's, each line planned
-    with its item's minimum lot.
+    with its item's minimum lot and its own safety lead.
     """
     if todo.nothing_to_do:
         return NothingToDo("the plan in force still covers everything")
@@ -164,8 +164,8 @@ def replan(
     risk: list[dict[str, Any]] = []
     line_plans: list[tuple[str, float]] = []
     for line in todo.lines_to_plan:
-        # The minimum lot is the item's: a foundry-week of it below that is not worth making.
-        line_rules = replace(rules, min_quantity=line.min_lot)
+        # The minimum lot is the item's (a foundry-week of it below that is not worth making); the safety lead the line's.
+        line_rules = replace(rules, min_quantity=line.min_lot, safety_lead_days=line.safety_lead_days)
         made = _plan_line(todo, line, standings, free.get(line.line_no, {}), refused, today, version, line_rules)
         planned += [Allocated(a, "planned") for a in made.allocations]
         shortfall += made.shortfall

@@ -388,6 +388,7 @@ def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
                 "certificates": list(line.requirements.certificates),
                 "min_tkdn_percent": line.requirements.min_tkdn_percent,
             },
+            "safety_lead_days": line.safety_lead_days,
         }
         for line in lines
     ]
@@ -407,6 +408,7 @@ def _to_order(row: Any) -> PurchaseOrder:
             requirements=Requirements(
                 tuple(line.get("requirements", {}).get("certificates", ())), line.get("requirements", {}).get("min_tkdn_percent")
             ),
+            safety_lead_days=line.get("safety_lead_days", 0),  # orders received before the lead existed were planned without
         )
         for line in row.lines
     )

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from services.orders import projections
-from shared.weeks import iso_week
+from shared.weeks import iso_week, week_end
 from tests.support import eventually, run_services
 
 
@@ -133,8 +133,12 @@ async def test_a_small_line_is_planned_whole_on_one_member_and_accepted(make_set
             order = (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
             return order if order["status"] == "accepted" else None
 
-        plan = (await eventually(accepted, timeout=60))["plan"]
+        order = await eventually(accepted, timeout=60)
+        plan = order["plan"]
         assert plan["shortfall"] == [] and sum(a["quantity"] for a in plan["allocations"]) == 300
+        # The default safety lead: a week more than testing and transport need, as there is room for it.
+        assert order["lines"][0]["safety_lead_days"] == 7
+        assert all(week_end(a["week"]) + timedelta(days=21) <= date.fromisoformat(a["due_date"]) for a in plan["allocations"])
         assert len({a["foundry_code"] for a in plan["allocations"]}) == 1
         assert all(a["quantity"] >= 200 for a in plan["allocations"])
 

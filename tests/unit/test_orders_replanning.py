@@ -3,6 +3,7 @@ status and what the buyer hears; capacity's confirmations; members losing or reg
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
@@ -33,7 +34,7 @@ from services.orders.replanning import (
 )
 from shared.events.capacity import ReservationConfirmed
 from shared.events.orders import PlannedAllocation
-from shared.weeks import iso_week, weeks_between
+from shared.weeks import iso_week, week_end, weeks_between
 
 TODAY = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -318,3 +319,15 @@ def test_a_line_is_planned_with_its_items_minimum_lot(monkeypatch):
         key = (a.allocation.foundry_code, a.allocation.week)
         foundry_weeks[key] = foundry_weeks.get(key, 0) + a.allocation.quantity
     assert len(load) >= 3 and max(load.values()) <= 105 and min(foundry_weeks.values()) >= 60
+
+
+def test_a_line_is_planned_with_its_own_safety_lead():
+    # A week more than testing and transport need, wherever capacity allows: room to make a failed lot again.
+    order = kai_order()
+    lead = dataclasses.replace(order, lines=(dataclasses.replace(order.lines[0], safety_lead_days=7),))
+    decision = decide(lead)
+    assert isinstance(decision, NewPlan) and decision.shortfall == []
+    assert all(week_end(a.allocation.week) + timedelta(days=21) <= a.allocation.due_date for a in decision.allocations)
+    plain = decide(order)
+    assert isinstance(plain, NewPlan)
+    assert any(week_end(a.allocation.week) + timedelta(days=21) > a.allocation.due_date for a in plain.allocations)

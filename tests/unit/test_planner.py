@@ -297,3 +297,35 @@ def _by_foundry_week(plan):
     for a in plan.allocations:
         out[(a.foundry_code, a.week)] = out.get((a.foundry_code, a.week), 0) + a.quantity
     return out
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_safety_lead_finishes_production_a_week_earlier_where_capacity_allows(exact):
+    due = date(2027, 3, 31)
+    candidates = [foundry(f"IKM-{i:03d}", 400) for i in range(1, 9)]
+    plan = plan_line([Demand(due, 3000)], candidates, TODAY, PlanRules(safety_lead_days=7), exact=exact)
+    assert plan.feasible and plan.planned == 3000
+    assert all(week_end(a.week) + timedelta(days=21) <= due for a in plan.allocations)
+    without = plan_line([Demand(due, 3000)], candidates, TODAY, exact=exact)
+    assert any(week_end(a.week) + timedelta(days=21) > due for a in without.allocations)  # closest to the delivery
+    assert plan.load_by_foundry() == without.load_by_foundry()
+    assert score(plan, candidates) == pytest.approx(score(without, candidates))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_without_room_before_the_safety_lead_the_latest_weeks_are_used(exact):
+    # Most free capacity only in the week that finishes just in time: the lead gives way rather than the due date.
+    due = date(2027, 3, 31)
+    last = [w for w in WEEKS if week_end(w) + timedelta(days=14) <= due][-1:]
+    early_weeks = [w for w in WEEKS if week_end(w) + timedelta(days=21) <= due][-3:]
+    candidates = [
+        foundry("IKM-001", 400, weeks=early_weeks),
+        *[foundry(f"IKM-{i:03d}", 400, weeks=last) for i in range(2, 6)],
+    ]
+    plan = plan_line([Demand(due, 2000)], candidates, TODAY, PlanRules(safety_lead_days=7, max_share=1.0), exact=exact)
+    without = plan_line([Demand(due, 2000)], candidates, TODAY, PlanRules(max_share=1.0), exact=exact)
+    assert plan.feasible and plan.planned == 2000
+    assert plan.load_by_foundry() == without.load_by_foundry()  # the lead costs no fairness
+    for a in plan.allocations:
+        finishes_early = week_end(a.week) + timedelta(days=21) <= due
+        assert finishes_early == (a.foundry_code == "IKM-001")
