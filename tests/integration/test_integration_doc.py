@@ -59,7 +59,13 @@ STAFF_ONLY = {
     ("POST", "/v1/shipments/{shipment_id}/handover"),
 }
 # Not part of the buyers' contract at all.
-INTERNAL = {("GET", "/v1/foundries"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+INTERNAL = {
+    ("GET", "/v1/foundries"),
+    ("GET", "/v1/purchase-orders/{order_id}/plans"),  # the plan history, read by the console
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+}
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 Operation = tuple[str, str]
