@@ -74,6 +74,8 @@ class ServiceSpec:
     on_stop: list[Callable[[ServiceRuntime], Awaitable[None]]] = field(default_factory=list)
     readiness: list[Callable[[ServiceRuntime], Awaitable[str | None]]] = field(default_factory=list)
     jobs: list[PeriodicJob] = field(default_factory=list)
+    # False for a service that neither publishes nor consumes (identity): it starts and is ready without Kafka.
+    uses_broker: bool = True
 
 
 class ServiceRuntime:
@@ -105,7 +107,10 @@ class ServiceRuntime:
         if self.engine is not None and self.spec.migrations_dir is not None and self.settings.should_migrate_on_start():
             await migrate(self.engine, self.spec.migrations_dir)
         # The broker may be away at start: HTTP and the outbox work meanwhile, events wait in the outbox.
-        self._connect_task = asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
+        if self.spec.uses_broker:
+            self._connect_task = asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
+        else:
+            self.broker_connected.set()
         for hook in self.spec.on_start:
             await hook(self)
         jobs = [*self.spec.jobs, *([OUTBOX_GAUGES] if self.relay is not None else [])]
@@ -178,7 +183,8 @@ class ServiceRuntime:
                 checks["database"] = "ok"
             except Exception as exc:  # any failure means not ready; the reason is reported
                 checks["database"] = f"unavailable: {exc.__class__.__name__}: {exc}"[:300]
-        checks["broker"] = await self._check_broker()
+        if self.spec.uses_broker:
+            checks["broker"] = await self._check_broker()
         if self.consumer is not None:
             checks["consumer"] = "ok" if self.consumer.running else "not running"
         for check in self.spec.readiness:

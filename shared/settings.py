@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ServiceName = Literal["orders", "capacity", "quality", "console"]
+ServiceName = Literal["orders", "capacity", "quality", "console", "identity"]
 DOMAIN_SERVICES: tuple[str, ...] = ("orders", "capacity", "quality")
-DEFAULT_PORTS: dict[str, int] = {"console": 8000, "orders": 8001, "capacity": 8002, "quality": 8003}
+DEFAULT_PORTS: dict[str, int] = {"console": 8000, "orders": 8001, "capacity": 8002, "quality": 8003, "identity": 8004}
+# Algorithms that can never verify a token here: symmetric ones would let anyone holding the JWKS sign.
+REFUSED_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 
 
 class Settings(BaseSettings):
@@ -33,6 +36,7 @@ class Settings(BaseSettings):
     capacity_database_url: str | None = None
     quality_database_url: str | None = None
     console_database_url: str | None = None
+    identity_database_url: str | None = None
     # None means: migrate on start everywhere but production, where `ceper migrate` does it.
     migrate_on_start: bool | None = None
 
@@ -69,6 +73,64 @@ class Settings(BaseSettings):
     capacity_url: str = "http://127.0.0.1:8002"
     quality_url: str = "http://127.0.0.1:8003"
     console_url: str = "http://127.0.0.1:8000"
+    identity_url: str = "http://127.0.0.1:8004"
+
+    # Identity service: what it signs and for how long, where its signing key comes from, how it slows guessing.
+    identity_issuer: str | None = None  # default: identity_url
+    identity_audience: str = "ceper-supply"
+    identity_token_ttl_s: int = Field(default=600, ge=30, le=3600)
+    identity_signing_key_file: Path | None = None  # a PEM EC P-256 private key; else keys live in the database
+    identity_key_passphrase: SecretStr | None = None  # encrypts the private keys kept in the database
+    identity_login_limit: str = "5/15 minutes"  # failed sign-ins per account name
+    identity_login_ip_limit: str = "50/15 minutes"  # failed sign-ins per client address
+    identity_login_limit_storage: str = "async+memory://"  # shared by replicas: e.g. async+redis://host:6379
+
+    # Token verification in every service: an external identity provider takes over by these settings alone.
+    auth_issuer: str | None = None  # default: the identity service's issuer
+    auth_audience: str = "ceper-supply"
+    auth_jwks_url: str | None = None  # default: <identity_url>/.well-known/jwks.json
+    auth_token_url: str | None = None  # shown in /docs; default: <identity_url>/oauth/token
+    auth_algorithms: list[str] = ["ES256", "RS256"]
+    auth_leeway_s: int = Field(default=30, ge=0, le=300)
+    auth_jwks_cache_s: float = Field(default=300.0, gt=0)
+    auth_jwks_min_refresh_s: float = Field(default=10.0, ge=0)  # an unknown `kid` refreshes at most this often
+    # Where each part of the caller is found in the token's claims (dotted paths; Keycloak: realm_access.roles).
+    auth_subject_claim: str = "sub"
+    auth_roles_claim: str = "roles"
+    auth_buyer_claim: str = "buyer_code"
+    auth_foundry_claim: str = "foundry_code"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """`CEPER_<NAME>_FILE` names a file holding the value of `<name>` (Docker and Kubernetes secrets)."""
+        if not isinstance(data, dict):
+            return data
+        for name in cls.model_fields:
+            path = os.environ.get(f"CEPER_{name.upper()}_FILE")
+            if path and data.get(name) is None:
+                data[name] = Path(path).read_text().strip()
+        return data
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        refused = [a for a in algorithms if a in REFUSED_ALGORITHMS or a.startswith("HS")]
+        if refused or not algorithms:
+            raise ValueError(f"auth_algorithms must be asymmetric signature algorithms, refused: {refused or 'empty list'}")
+        return algorithms
+
+    def identity_issuer_url(self) -> str:
+        return (self.identity_issuer or self.identity_url).rstrip("/")
+
+    def auth_issuer_url(self) -> str:
+        return (self.auth_issuer or self.identity_issuer_url()).rstrip("/")
+
+    def auth_jwks(self) -> str:
+        return self.auth_jwks_url or f"{self.identity_url.rstrip('/')}/.well-known/jwks.json"
+
+    def auth_token_endpoint(self) -> str:
+        return self.auth_token_url or f"{self.identity_url.rstrip('/')}/oauth/token"
 
     def database_url(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url", None)
