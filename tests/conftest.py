@@ -9,7 +9,7 @@ import pytest
 
 from shared.settings import Settings
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.postgres", "tests.fixtures.tokens"]
 
 BACKENDS = ["sqlite", "postgresql"]
 
