@@ -6,10 +6,10 @@ CEPER := $(VENV)/bin/ceper
 INSTALLED := $(VENV)/.installed
 SYSTEM_DEPS := $(VENV)/.system-deps
 
-.PHONY: dev test lint install system-deps kafka contracts bench clean help
+.PHONY: dev test lint install system-deps kafka keycloak contracts bench clean help
 
 help:
-	@echo "make dev    run Kafka and the four services with the demo (Ctrl-C stops them)"
+	@echo "make dev    run Kafka and the five services with the demo (Ctrl-C stops them)"
 	@echo "make test   check the house rules (make lint), then run every test against the real Kafka broker, SQLite and PostgreSQL"
 	@echo "make bench  run the benchmarks in bench/"
 
@@ -31,6 +31,10 @@ system-deps: $(SYSTEM_DEPS)
 kafka: install system-deps
 	$(CEPER) kafka fetch
 
+# The Keycloak distribution the interoperability test runs (once into the user cache).
+keycloak: install system-deps
+	$(CEPER) keycloak fetch
+
 dev: kafka
 	$(CEPER) dev
 
@@ -41,7 +45,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: kafka lint
+test: kafka keycloak lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 contracts: install

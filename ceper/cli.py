@@ -13,10 +13,14 @@ from rich.table import Table
 
 from shared.settings import DEFAULT_PORTS, DOMAIN_SERVICES, get_settings
 
-from . import kafka_cmd
+from . import identity_cmd, kafka_cmd, keycloak_cmd
 
 app = typer.Typer(help="Ceper Supply: Koperasi Batur Jaya's supply platform.", no_args_is_help=True, add_completion=False)
 app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(keycloak_cmd.app, name="keycloak")
+app.add_typer(identity_cmd.clients_app, name="clients")
+app.add_typer(identity_cmd.users_app, name="users")
+app.add_typer(identity_cmd.keys_app, name="keys")
 dlq_app = typer.Typer(help="Dead-letter topics: what a service could not apply.", no_args_is_help=True)
 contracts_app = typer.Typer(help="Event contracts: JSON Schemas and the AsyncAPI document.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
@@ -25,7 +29,7 @@ app.add_typer(contracts_app, name="contracts")
 console = Console()
 err = Console(stderr=True)
 
-SERVICES_WITH_DB = list(DOMAIN_SERVICES)
+SERVICES_WITH_DB = [*DOMAIN_SERVICES, "identity"]
 
 
 def _spec(service: str):  # type: ignore[no-untyped-def]
@@ -37,8 +41,10 @@ def _spec(service: str):  # type: ignore[no-untyped-def]
         from services.quality.app import SPEC
     elif service == "console":
         from services.console.app import SPEC
+    elif service == "identity":
+        from services.identity.app import SPEC
     else:
-        raise _fail(f"unknown service {service!r}: choose one of orders, capacity, quality, console")
+        raise _fail(f"unknown service {service!r}: choose one of orders, capacity, quality, console, identity")
     return SPEC
 
 
@@ -55,7 +61,7 @@ def _domain_service(service: str) -> str:
 
 @app.command()
 def migrate(
-    services: Annotated[list[str] | None, typer.Argument(help="Services to migrate (default: all three)")] = None,
+    services: Annotated[list[str] | None, typer.Argument(help="Services to migrate (default: all with a database)")] = None,
 ) -> None:
     """Upgrade the services' databases to the newest schema (production runs this before start)."""
     from shared.db import create_engine
@@ -66,7 +72,9 @@ def migrate(
 
     async def run() -> None:
         for service in chosen:
-            spec = _spec(_domain_service(service))
+            if service not in SERVICES_WITH_DB:
+                raise _fail(f"unknown service {service!r}: choose one of {', '.join(SERVICES_WITH_DB)}")
+            spec = _spec(service)
             engine = create_engine(settings.database_url(service))
             try:
                 await upgrade(engine, spec.migrations_dir)
@@ -82,7 +90,7 @@ def migrate(
 
 @app.command()
 def serve(
-    service: str = typer.Argument(..., help="orders, capacity, quality or console"),
+    service: str = typer.Argument(..., help="orders, capacity, quality, console or identity"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
     port: int | None = typer.Option(None, help="Port (default: the service's own)"),
 ) -> None:
@@ -104,7 +112,7 @@ def serve(
 def dev(
     seed: bool = typer.Option(True, help="Load the demo data once the services are up"),
 ) -> None:
-    """Run the whole platform locally: Kafka and the four services; Ctrl-C stops what it started."""
+    """Run the whole platform locally: Kafka and the five services; Ctrl-C stops what it started."""
     from .dev import run_dev
 
     raise typer.Exit(run_dev(seed=seed))

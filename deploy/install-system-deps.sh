@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests and `make dev` need, and only those that are missing:
-# Java 17+ and Maven (the local Kafka broker), the PostgreSQL server and an OS user to run it,
-# kcat, Prometheus (promtool, and the server the tests start on a free port), and Debian's headless Chromium
-# with a font for the console's browser tests (Playwright drives it; it never downloads a browser of its own).
-# Safe to run again; with everything present it only looks.
+# Java 17+ and Maven (the local Kafka broker), Java 21+ (Keycloak, for the interoperability test),
+# the PostgreSQL server and an OS user to run it, kcat, Prometheus (promtool, and the server the tests
+# start on a free port), and Debian's headless Chromium with a font for the console's browser tests
+# (Playwright drives it; it never downloads a browser of its own). Safe to run again; with everything
+# present it only looks.
 set -euo pipefail
 
 missing_packages=()
@@ -45,6 +46,25 @@ if ! command -v java >/dev/null 2>&1 || (( $(java_major) < 17 )); then
     need "Java 17+ runtime" openjdk-17-jre-headless
 fi
 command -v mvn >/dev/null 2>&1 || need "Maven" maven
+newest_jvm_major() {
+    # The newest Java under /usr/lib/jvm (or JAVA_HOME): Keycloak picks it the same way.
+    local best=0 home major
+    for home in ${JAVA_HOME:-} /usr/lib/jvm/*; do
+        [[ -x $home/bin/java ]] || continue
+        major=$("$home/bin/java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
+        major=${major#1.}
+        major=${major%%[.+_-]*}
+        (( ${major:-0} > best )) && best=${major:-0}
+    done
+    echo "$best"
+}
+if (( $(newest_jvm_major) < 21 )); then
+    if apt-cache show openjdk-21-jre-headless >/dev/null 2>&1; then
+        need "Java 21+ runtime (Keycloak)" openjdk-21-jre-headless
+    else
+        echo "warning: no Java 21+ for Keycloak and none in the package lists; install one under /usr/lib/jvm" >&2
+    fi
+fi
 postgres_bin_dir >/dev/null || need "PostgreSQL server" postgresql
 command -v kcat >/dev/null 2>&1 || need "kcat" kcat
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need "Prometheus server and promtool" prometheus

@@ -1,0 +1,204 @@
+"""A local Keycloak for the interoperability test: fetching the distribution once, running it in dev mode.
+
+The distribution pinned in `deploy/keycloak/pom.xml` is copied from Maven Central with Maven (as the Kafka
+jars are) and unpacked under `${XDG_CACHE_HOME:-~/.cache}/ceper-supply/keycloak-<pom hash>/`. Each run gets
+a home of its own (configuration, build output and data; the jars are shared through a symlink), so two
+test sessions never write into one directory, and imports the realm files it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from shared.broker import default_cache_dir, free_port, parse_java_major
+
+KEYCLOAK_VERSION = "26.5.6"
+MIN_JAVA = 21
+POM_PATH = Path(__file__).resolve().parents[1] / "deploy" / "keycloak" / "pom.xml"
+REALM_PATH = Path(__file__).resolve().parents[1] / "deploy" / "keycloak" / "ceper-realm.json"
+JDK_HINT = "Keycloak needs Java 21 or newer: install one under /usr/lib/jvm, or point CEPER_KEYCLOAK_JAVA_HOME at it"
+
+
+class KeycloakError(RuntimeError):
+    """Keycloak could not be fetched or started; the message says what to do next."""
+
+
+def _java_major(java_home: Path) -> int | None:
+    java = java_home / "bin" / "java"
+    if not java.is_file():
+        return None
+    try:
+        done = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_java_major(done.stderr + done.stdout)
+
+
+def java_home() -> Path:
+    """A JDK of Java 21+: CEPER_KEYCLOAK_JAVA_HOME, else JAVA_HOME, else the newest under /usr/lib/jvm."""
+    for variable in ("CEPER_KEYCLOAK_JAVA_HOME", "JAVA_HOME"):
+        if value := os.environ.get(variable):
+            major = _java_major(Path(value))
+            if major is not None and major >= MIN_JAVA:
+                return Path(value)
+    found = [(major, home) for home in Path("/usr/lib/jvm").glob("*") if (major := _java_major(home)) is not None]
+    for major, home in sorted(found, reverse=True):
+        if major >= MIN_JAVA:
+            return home
+    raise KeycloakError(f"no Java {MIN_JAVA}+ found (seen: {sorted({m for m, _ in found}) or 'none'}): {JDK_HINT}")
+
+
+def _pom_hash() -> str:
+    import hashlib
+
+    return hashlib.sha256(POM_PATH.read_bytes()).hexdigest()[:12]
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "bin" / "kc.sh").is_file() and (folder / "lib" / "quarkus-run.jar").is_file()
+
+
+def distribution(cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
+    """The unpacked Keycloak distribution, fetched with Maven once into the cache."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = base / f"keycloak-{_pom_hash()}"
+    home = target / f"keycloak-{KEYCLOAK_VERSION}"
+    if _complete(home):
+        return home
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise KeycloakError(f"Maven not found: install it (apt-get install maven) to fetch Keycloak once into {target}")
+    if progress is not None:
+        progress(f"Fetching Keycloak {KEYCLOAK_VERSION} with Maven into {target}")
+    base.mkdir(parents=True, exist_ok=True)
+    # Download and unpack beside the target, then rename: an interrupted fetch never looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
+    try:
+        command = [
+            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM_PATH),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+            "-DexcludeTransitive=true", f"-DoutputDirectory={staging / 'download'}",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+        except subprocess.TimeoutExpired:
+            raise KeycloakError(
+                "Maven took over 20 minutes to fetch Keycloak: check access to Maven Central and try again"
+            ) from None
+        archives = list((staging / "download").glob("keycloak-quarkus-dist-*.tar.gz"))
+        if done.returncode != 0 or not archives:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+            raise KeycloakError(
+                f"Maven could not fetch Keycloak (exit {done.returncode}): check access to Maven Central.\n{tail}"
+            )
+        with tarfile.open(archives[0]) as archive:
+            archive.extractall(staging / "unpacked", filter="data")
+        (staging / "download" / archives[0].name).unlink()
+        if not _complete(staging / "unpacked" / home.name):
+            raise KeycloakError(f"the Keycloak archive has no {home.name}/bin/kc.sh")
+        try:
+            (staging / "unpacked").rename(target)
+        except OSError:
+            if not _complete(home):  # another process finished the same fetch first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return home
+
+
+class LocalKeycloak:
+    """One Keycloak in dev mode (in-memory database) on free loopback ports, with its own home directory."""
+
+    def __init__(self, dist: Path, root: Path, realm_files: Sequence[Path] = (REALM_PATH,), heap_mb: int = 768) -> None:
+        self.dist = dist
+        self.root = root
+        self.home = root / "keycloak"
+        self.realm_files = list(realm_files)
+        self.heap_mb = heap_mb
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "keycloak.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def realm_url(self, realm: str) -> str:
+        return f"{self.url}/realms/{realm}"
+
+    def _prepare_home(self) -> None:
+        if self.home.exists():
+            shutil.rmtree(self.home)
+        (self.home / "lib").mkdir(parents=True)
+        for part in ("bin", "conf", "themes", "providers"):
+            shutil.copytree(self.dist / part, self.home / part, symlinks=True)
+        # Dev mode rewrites lib/quarkus (its build output): each home gets a copy; the jars stay shared.
+        for part in ("app", "quarkus"):
+            shutil.copytree(self.dist / "lib" / part, self.home / "lib" / part, symlinks=True)
+        shutil.copy2(self.dist / "lib" / "quarkus-run.jar", self.home / "lib" / "quarkus-run.jar")
+        (self.home / "lib" / "lib").symlink_to(self.dist / "lib" / "lib", target_is_directory=True)
+        imports = self.home / "data" / "import"
+        imports.mkdir(parents=True)
+        for realm in self.realm_files:
+            shutil.copy2(realm, imports / realm.name)
+
+    def start(self, realm: str = "ceper", timeout: float = 300) -> None:
+        java = java_home()
+        self._prepare_home()
+        self.port, management_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "JAVA_HOME": str(java),
+            "JAVA_OPTS_KC_HEAP": f"-Xms64m -Xmx{self.heap_mb}m",
+            "KC_LOG_CONSOLE_COLOR": "false",
+        }
+        command = [
+            str(self.home / "bin" / "kc.sh"), "start-dev", "--db=dev-mem", "--import-realm",
+            "--http-host=127.0.0.1", f"--http-port={self.port}", f"--http-management-port={management_port}",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        discovery = f"{self.realm_url(realm)}/.well-known/openid-configuration"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise KeycloakError(f"Keycloak exited with code {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(discovery, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise KeycloakError(f"Keycloak did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(1)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        # Its own process group: kc.sh and the JVM it started, and nothing else.
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
