@@ -4,6 +4,7 @@ with its rate limit, the command line, and the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from joserfc import jws
 
-from shared.auth import JwksKeys, TokenVerifier
+from shared.auth import JwksKeys, Principal, TokenVerifier
 from shared.roles import Role
 from tests.integration.identity_support import Identity, bearer, identity_process
 
@@ -34,6 +35,10 @@ def verifier_for(identity: Identity) -> TokenVerifier:
     )
 
 
+def verify(identity: Identity, token: str) -> Principal:
+    return asyncio.run(verifier_for(identity).verify(token))
+
+
 def admin_headers(identity: Identity) -> dict[str, str]:
     response = identity.sign_in("root", ADMIN_PASSWORD)
     assert response.status_code == 200, response.text
@@ -43,7 +48,7 @@ def admin_headers(identity: Identity) -> dict[str, str]:
 # --- the token endpoint -----------------------------------------------------------------------------
 
 
-async def test_client_secret_basic_gets_a_short_lived_es256_token_for_its_tenant(identity: Identity):
+def test_client_secret_basic_gets_a_short_lived_es256_token_for_its_tenant(identity: Identity):
     client = identity.add_client("kai-basic", "buyer", "KAI")
     response = httpx.post(
         f"{identity.url}/oauth/token",
@@ -58,21 +63,21 @@ async def test_client_secret_basic_gets_a_short_lived_es256_token_for_its_tenant
     header = jws.extract_compact(body["access_token"].encode()).protected
     assert header["alg"] == "ES256" and header["typ"] == "at+jwt"
     assert header["kid"] in {k["kid"] for k in httpx.get(f"{identity.url}/.well-known/jwks.json").json()["keys"]}
-    principal = await verifier_for(identity).verify(body["access_token"])
+    principal = verify(identity, body["access_token"])
     assert principal.roles == {Role.BUYER} and principal.buyer_code == "KAI" and principal.client_id == client["client_id"]
     claims = principal.claims
     assert claims["iss"] == identity.url and claims["aud"] == "ceper-supply" and claims["sub"] == client["client_id"]
     assert claims["exp"] - claims["iat"] == 600 and len(claims["jti"]) >= 16
 
 
-async def test_client_secret_post_gets_a_token(identity: Identity):
+def test_client_secret_post_gets_a_token(identity: Identity):
     client = identity.add_client("b4t-lab", "lab")
     response = httpx.post(
         f"{identity.url}/oauth/token",
         data={"grant_type": "client_credentials", "client_id": client["client_id"], "client_secret": client["client_secret"]},
     )
     assert response.status_code == 200
-    assert (await verifier_for(identity).verify(response.json()["access_token"])).roles == {Role.LAB}
+    assert (verify(identity, response.json()["access_token"])).roles == {Role.LAB}
 
 
 def test_a_wrong_secret_and_an_unknown_client_get_the_same_401(identity: Identity):
@@ -115,7 +120,7 @@ def test_a_token_request_that_is_not_a_form_is_invalid(identity: Identity):
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
 
 
-async def test_a_revoked_client_gets_no_new_tokens(identity: Identity):
+def test_a_revoked_client_gets_no_new_tokens(identity: Identity):
     client = identity.add_client("kai-revoked", "buyer", "KAI")
     earlier = identity.token(client["client_id"], client["client_secret"])
     done = identity.ceper("clients", "revoke", client["name"])
@@ -127,7 +132,7 @@ async def test_a_revoked_client_gets_no_new_tokens(identity: Identity):
     )
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
     # A token issued before the revocation lives out its few minutes: that is why tokens are short-lived.
-    assert (await verifier_for(identity).verify(earlier)).subject == client["client_id"]
+    assert (verify(identity, earlier)).subject == client["client_id"]
     again = identity.ceper("clients", "revoke", client["name"])
     assert again.returncode == 1 and "already revoked" in again.stderr
 
@@ -174,13 +179,13 @@ def test_discovery_names_the_issuer_the_token_endpoint_and_the_jwks(identity: Id
 # --- people -----------------------------------------------------------------------------------------
 
 
-async def test_a_person_signs_in_and_gets_a_token_with_the_role(identity: Identity):
+def test_a_person_signs_in_and_gets_a_token_with_the_role(identity: Identity):
     identity.add_person("joko.ikm", "foundry", "a foundry pass phrase", tenant="IKM-007")
     response = identity.sign_in("joko.ikm", "a foundry pass phrase")
     assert response.status_code == 200
     body = response.json()
     assert body["roles"] == ["foundry"] and body["foundry_code"] == "IKM-007" and body["username"] == "joko.ikm"
-    principal = await verifier_for(identity).verify(body["access_token"])
+    principal = verify(identity, body["access_token"])
     assert principal.roles == {Role.FOUNDRY} and principal.foundry_code == "IKM-007"
 
 
