@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from rich.console import Console
@@ -21,8 +22,11 @@ from shared.settings import DEFAULT_PORTS, Settings, get_settings
 
 from .kafka_cmd import local_broker
 
+if TYPE_CHECKING:
+    from services.identity.demo import DemoLogins
+
 console = Console()
-START_ORDER = ("orders", "capacity", "quality", "console")
+START_ORDER = ("identity", "orders", "capacity", "quality", "console")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -70,13 +74,53 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def service_urls(settings: Settings) -> dict[str, str]:
-    """Where each service listens: the URLs the console uses for them (defaults: ports 8000–8003)."""
+    """Where each service listens: the URLs the console uses for them (defaults: ports 8000–8004)."""
     return {
+        "identity": settings.identity_url,
         "orders": settings.orders_url,
         "capacity": settings.capacity_url,
         "quality": settings.quality_url,
         "console": settings.console_url,
     }
+
+
+def _demo_logins(settings: Settings) -> DemoLogins:
+    """Demo clients and people, made straight in identity's database (as `ceper clients add` does)."""
+    import asyncio
+
+    from services.identity.demo import seed_identity
+    from shared.db import create_engine, session_factory
+    from shared.logging import configure_logging
+
+    configure_logging("identity", "WARNING", json=False)  # the banner, not log lines, tells what was made
+
+    async def run() -> DemoLogins:
+        engine = create_engine(settings.database_url("identity"))
+        try:
+            return await seed_identity(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _print_logins(logins: DemoLogins, identity_url: str) -> None:
+    from services.identity.demo import DEMO_PASSWORD
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    people = ", ".join(f"{username} ({role})" for username, role in logins.people)
+    say(f"Demo people (development only), password {DEMO_PASSWORD}: {people}")
+    say(
+        f"Sign in: curl -s {identity_url}/v1/sessions -H 'content-type: application/json' "
+        f'-d \'{{"username": "planner", "password": "{DEMO_PASSWORD}"}}\''
+    )
+    say("Demo machine clients (development only; new secrets at every start):")
+    for name, client_id, secret in logins.clients:
+        say(f"  {name}: client_id {client_id}  client_secret {secret}")
+    name, client_id, secret = logins.clients[0]
+    say(f"Get a token as {name}: curl -s -u {client_id}:{secret} -d grant_type=client_credentials {identity_url}/oauth/token")
 
 
 def run_dev(seed: bool = True) -> int:
@@ -119,6 +163,7 @@ def run_dev(seed: bool = True) -> int:
 
             with console.status("Loading the demo…"):
                 summary = seed_demo(urls)
+                logins = _demo_logins(settings)
             console.print(summary)
 
         table = Table(title="Ceper Supply is running", show_header=True)
@@ -129,6 +174,8 @@ def run_dev(seed: bool = True) -> int:
             table.add_row(name, urls[name], f"{urls[name]}/docs")
         table.add_row("kafka", broker.bootstrap, "")
         console.print(table)
+        if seed:
+            _print_logins(logins, urls["identity"])
         console.print(f"Open the console at [bold]{urls['console']}[/bold]. Press Ctrl-C to stop.")
         while True:
             for name, process in processes.items():

@@ -8,6 +8,7 @@ test sessions never write into one directory, and imports the realm files it is 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -15,7 +16,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -116,6 +118,21 @@ def distribution(cache_dir: Path | None = None, progress: Callable[[str], None] 
     return home
 
 
+@contextmanager
+def _build_lock(dist: Path, exclusive: bool) -> Iterator[None]:
+    """Guards the distribution's build output (lib/quarkus) between concurrent test sessions."""
+    with open(dist.parent / ".build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_signature(folder: Path) -> set[tuple[str, int]]:
+    return {(f.name, f.stat().st_size) for f in folder.iterdir() if f.is_file()}
+
+
 class LocalKeycloak:
     """One Keycloak in dev mode (in-memory database) on free loopback ports, with its own home directory."""
 
@@ -143,8 +160,9 @@ class LocalKeycloak:
         for part in ("bin", "conf", "themes", "providers"):
             shutil.copytree(self.dist / part, self.home / part, symlinks=True)
         # Dev mode rewrites lib/quarkus (its build output): each home gets a copy; the jars stay shared.
-        for part in ("app", "quarkus"):
-            shutil.copytree(self.dist / "lib" / part, self.home / "lib" / part, symlinks=True)
+        shutil.copytree(self.dist / "lib" / "app", self.home / "lib" / "app", symlinks=True)
+        with _build_lock(self.dist, exclusive=False):
+            shutil.copytree(self.dist / "lib" / "quarkus", self.home / "lib" / "quarkus", symlinks=True)
         shutil.copy2(self.dist / "lib" / "quarkus-run.jar", self.home / "lib" / "quarkus-run.jar")
         (self.home / "lib" / "lib").symlink_to(self.dist / "lib" / "lib", target_is_directory=True)
         imports = self.home / "data" / "import"
@@ -152,7 +170,7 @@ class LocalKeycloak:
         for realm in self.realm_files:
             shutil.copy2(realm, imports / realm.name)
 
-    def start(self, realm: str = "ceper", timeout: float = 300) -> None:
+    def start(self, realm: str = "ceper", timeout: float = 600) -> None:
         java = java_home()
         self._prepare_home()
         self.port, management_port = free_port(), free_port()
@@ -170,6 +188,14 @@ class LocalKeycloak:
             self.process = subprocess.Popen(
                 command, cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        try:
+            self._wait_ready(realm, timeout)
+        except BaseException:
+            self.stop()  # a failed or interrupted start leaves nothing running
+            raise
+
+    def _wait_ready(self, realm: str, timeout: float) -> None:
+        assert self.process is not None
         discovery = f"{self.realm_url(realm)}/.well-known/openid-configuration"
         deadline = time.monotonic() + timeout
         while True:
@@ -177,13 +203,27 @@ class LocalKeycloak:
                 raise KeycloakError(f"Keycloak exited with code {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(discovery, timeout=2).status_code == 200:
+                    self._share_build()
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                self.stop()
                 raise KeycloakError(f"Keycloak did not answer within {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(1)
+
+    def _share_build(self) -> None:
+        """The first start builds dev mode's output (about half a minute); keep it in the cache for later runs."""
+        built, cached = self.home / "lib" / "quarkus", self.dist / "lib" / "quarkus"
+        if _build_signature(built) == _build_signature(cached):
+            return
+        with _build_lock(self.dist, exclusive=True):
+            staging = Path(tempfile.mkdtemp(prefix=".quarkus-", dir=cached.parent))
+            shutil.copytree(built, staging / "quarkus", symlinks=True)
+            old = cached.parent / f".quarkus-old-{os.getpid()}"
+            cached.rename(old)
+            (staging / "quarkus").rename(cached)
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -9,7 +9,7 @@ import pytest
 
 from shared.settings import Settings
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.postgres", "tests.fixtures.tokens"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.postgres", "tests.fixtures.tokens", "tests.fixtures.keycloak"]
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -81,7 +81,7 @@ def _ctrl_c(process: subprocess.Popen[str]) -> str:
 
 
 def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
-    console, orders, capacity, quality = _free_ports(4)
+    console, orders, capacity, quality, identity = _free_ports(5)
     kafka = _kafka_ports()
     env = {
         **os.environ,
@@ -91,12 +91,13 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
         "CEPER_ORDERS_URL": f"http://127.0.0.1:{orders}",
         "CEPER_CAPACITY_URL": f"http://127.0.0.1:{capacity}",
         "CEPER_QUALITY_URL": f"http://127.0.0.1:{quality}",
+        "CEPER_IDENTITY_URL": f"http://127.0.0.1:{identity}",
         "CEPER_ENV": "dev",
     }
     process, lines = _start_dev(env)
     try:
         banner = "".join(lines)
-        for port in (console, orders, capacity, quality, kafka):
+        for port in (console, orders, capacity, quality, identity, kafka):
             assert f"127.0.0.1:{port}" in banner
         assert "168 member foundries registered" in banner
         assert "0 lots" not in banner and "certificates" in banner
@@ -122,7 +123,17 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
                 assert time.monotonic() < deadline, f"the KAI demo order was not accepted: {detail['status']}"
                 time.sleep(1)
             assert detail["lines"][0]["quantities"]["reserved"] == 120_000 and not detail["lines"][0]["risk"]["at_risk"]
-        assert len(_session_pids(process.pid)) == 5  # ceper dev and the four services
+        # The printed demo logins work: a person signs in, a buyer's system gets a token.
+        command = next(line for line in lines if "Get a token as kai-procurement" in line).split("curl -s -u ", 1)[1].split()
+        client_id, secret = command[0].split(":", 1)
+        token = httpx.post(
+            f"http://127.0.0.1:{identity}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
+        assert token.status_code == 200 and token.json()["token_type"] == "Bearer"
+        password = next(line for line in lines if "Demo people" in line).split("password ")[1].split(":")[0]
+        signed_in = httpx.post(f"http://127.0.0.1:{identity}/v1/sessions", json={"username": "planner", "password": password})
+        assert signed_in.status_code == 200 and signed_in.json()["roles"] == ["planner"]
+        assert len(_session_pids(process.pid)) == 6  # ceper dev and the five services
         broker_pid = int((tmp_path / "var" / "kafka" / "broker.pid").read_text().strip())
         assert Path(f"/proc/{broker_pid}").exists()
     finally:
