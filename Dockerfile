@@ -22,5 +22,5 @@ ENV PYTHONPATH=/app \
     CEPER_ENV=production \
     CEPER_VAR_DIR=/var/lib/ceper
 USER ceper
-EXPOSE 8000 8001 8002 8003
+EXPOSE 8000 8001 8002 8003 8004
 CMD ["ceper", "--help"]

@@ -2,3 +2,4 @@
 CREATE DATABASE orders;
 CREATE DATABASE capacity;
 CREATE DATABASE quality;
+CREATE DATABASE identity;

@@ -143,7 +143,7 @@ def test_compose_dependencies_and_ports_are_consistent(compose: dict) -> None:
                     f"{name} waits for {dependency} to be healthy, which has no healthcheck"
                 )
     published = {int(str(port).split(":")[-2]) for service in services.values() for port in service.get("ports", [])}
-    assert published == {8000, 8001, 8002, 8003, 9090, 3000}
+    assert published == {8000, 8001, 8002, 8003, 8004, 9090, 3000}
 
 
 def test_each_service_database_is_created_by_the_init_script(compose: dict) -> None:
@@ -155,7 +155,7 @@ def test_each_service_database_is_created_by_the_init_script(compose: dict) -> N
         for key, value in (service.get("environment") or {}).items()
         if key.endswith("_DATABASE_URL")
     }
-    assert set(urls) == {"CEPER_ORDERS_DATABASE_URL", "CEPER_CAPACITY_DATABASE_URL", "CEPER_QUALITY_DATABASE_URL"}
+    assert set(urls) == {f"CEPER_{s}_DATABASE_URL" for s in ("ORDERS", "CAPACITY", "QUALITY", "IDENTITY")}
     for key, url in urls.items():
         assert url.startswith("postgresql+asyncpg://"), key
         assert url.rsplit("/", 1)[-1] in created, f"{key} names a database init.sql does not create"
