@@ -198,7 +198,7 @@ async def active_signing_key(session: AsyncSession) -> tuple[SigningKey, str | N
 
 async def lock_signing_keys(session: AsyncSession) -> list[SigningKey]:
     """All keys, locked: two replicas starting (or rotating) at once must not both make a new active key."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(sa.text("LOCK TABLE signing_keys IN EXCLUSIVE MODE"))
     # SQLite's writers already hold the database lock (BEGIN IMMEDIATE).
     return await signing_keys_in_use(session)

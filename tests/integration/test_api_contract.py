@@ -23,12 +23,18 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from services.capacity.app import create_app as capacity_app
+from services.identity.app import create_app as identity_app
 from services.orders.app import create_app as orders_app
 from services.quality.app import create_app as quality_app
 from shared.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-APPS: dict[str, Callable[[], Any]] = {"orders": orders_app, "capacity": capacity_app, "quality": quality_app}
+APPS: dict[str, Callable[[], Any]] = {
+    "orders": orders_app,
+    "capacity": capacity_app,
+    "quality": quality_app,
+    "identity": identity_app,
+}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 # Each service's document as the app serves it, read once: each operation is one test.
