@@ -104,3 +104,19 @@ async def test_ceper_migrate_upgrades_every_service(make_settings, tmp_path: Pat
                 assert await conn.run_sync(differences, spec.metadata) == []
         finally:
             await engine.dispose()
+
+
+async def test_identity_migrations_build_exactly_the_declared_schema(make_settings, request: pytest.FixtureRequest, backend: str):
+    spec = spec_of("identity")
+    assert spec.metadata is not None and spec.migrations_dir is not None and spec.backbone is None
+    url = request.getfixturevalue("postgres_server").create_database() if backend == "postgresql" else None
+    engine = create_engine(url or make_settings().database_url("identity"))
+    try:
+        await migrate(engine, spec.migrations_dir)
+        await migrate(engine, spec.migrations_dir)  # a second upgrade is a no-op
+        async with engine.connect() as conn:
+            assert await current_revision(conn) == head_revision(spec.migrations_dir)
+            assert await conn.run_sync(differences, spec.metadata) == []
+        assert await tables(engine) == set(spec.metadata.tables) | {"alembic_version"}
+    finally:
+        await engine.dispose()
