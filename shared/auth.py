@@ -403,12 +403,12 @@ class RouteRule:
 def verifier_of(app: FastAPI) -> TokenVerifier:
     """The app's verifier: installed with `install_verifier`, else made once from the service's settings."""
     verifier = getattr(app.state, "token_verifier", None)
-    if verifier is None:
+    if not isinstance(verifier, TokenVerifier):
         runtime = getattr(app.state, "runtime", None)
         settings = runtime.settings if runtime is not None else get_settings()
         verifier = TokenVerifier.from_settings(settings)
         app.state.token_verifier = verifier
-    return verifier  # type: ignore[no-any-return]
+    return verifier
 
 
 def install_verifier(app: FastAPI, verifier: TokenVerifier) -> None:
