@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,8 +74,11 @@ def identity_process(database_url: str | None = None, **settings: str) -> Iterat
     if database_url:
         env["CEPER_IDENTITY_DATABASE_URL"] = database_url
     env.update({f"CEPER_{name.upper()}": value for name, value in settings.items()})
-    with service_process("services.identity.app:create_app", env, root / "identity.log", port=port) as url:
-        yield Identity(url, env)
+    try:
+        with service_process("services.identity.app:create_app", env, root / "identity.log", port=port) as url:
+            yield Identity(url, env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
@@ -83,8 +87,11 @@ def protected_process(issuer: str, jwks_url: str, **settings: str) -> Iterator[s
     root = Path(tempfile.mkdtemp(prefix="ceper-test-protected-"))
     env = {"CEPER_AUTH_ISSUER": issuer, "CEPER_AUTH_JWKS_URL": jwks_url, "CEPER_VAR_DIR": str(root)}
     env.update({f"CEPER_{name.upper()}": value for name, value in settings.items()})
-    with service_process("tests.fixtures.protected_app:create_app", env, root / "protected.log") as url:
-        yield url
+    try:
+        with service_process("tests.fixtures.protected_app:create_app", env, root / "protected.log") as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,13 +24,14 @@ MIN_REFRESH_S = 8.0
 
 
 @pytest.fixture(scope="module")
-def signing_key() -> tuple[ECKey, Path]:
+def signing_key() -> Iterator[tuple[ECKey, Path]]:
     """The key identity signs with, read from a file: the test holds it too, so it can forge claims the
     signature alone would vouch for."""
     key = ECKey.generate_key("P-256", private=True)
-    path = Path(tempfile.mkdtemp(prefix="ceper-test-key-")) / "signing-key.pem"
-    path.write_bytes(key.as_pem(private=True))
-    return key, path
+    folder = Path(tempfile.mkdtemp(prefix="ceper-test-key-"))
+    (folder / "signing-key.pem").write_bytes(key.as_pem(private=True))
+    yield key, folder / "signing-key.pem"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
