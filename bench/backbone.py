@@ -35,18 +35,19 @@ if str(ROOT) not in sys.path:
 
 import asyncpg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 
+from ceper.broker import LocalKafka, free_port  # noqa: E402
 from shared import kafka  # noqa: E402
-from shared.broker import BrokerError, LocalKafka, ensure_topics, free_port  # noqa: E402
 from shared.db import backbone_tables, create_engine, session_factory  # noqa: E402
 from shared.events import Envelope, dlq_topic_of, to_kafka, topic_of  # noqa: E402
 from shared.events.capacity import FoundryUpdated  # noqa: E402
 from shared.inbox import InboxConsumer, Subscriptions  # noqa: E402
+from shared.kafka import BrokerError  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from shared.outbox import WAKE_KEY, Relay, stage  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.topics import DLQ_TOPIC_CONFIG, EVENT_TOPIC_CONFIG, ensure_topics  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 PRODUCING_SERVICE = "capacity"
@@ -450,7 +451,7 @@ class LocalPostgres:
 
 async def wait_for_group_coordinator(bootstrap: str, timeout: float = 60) -> None:
     """The first group lookup makes a fresh broker create its offsets topic; wait for it outside the runs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = kafka.admin(bootstrap, "bench-warm-up")
     await admin.start()
     try:
         deadline = time.monotonic() + timeout
@@ -644,8 +645,8 @@ class Bench:
         job = Job(self.kafka.bootstrap, f"bench-{run}-{uuid.uuid4().hex[:6]}.", producer_db, consumer_db, **work)
         settings = job.settings()
         topics = {
-            settings.topic(topic_of(PRODUCING_SERVICE)): kafka.EVENT_TOPIC_CONFIG,
-            settings.topic(dlq_topic_of(CONSUMING_SERVICE)): kafka.DLQ_TOPIC_CONFIG,
+            settings.topic(topic_of(PRODUCING_SERVICE)): EVENT_TOPIC_CONFIG,
+            settings.topic(dlq_topic_of(CONSUMING_SERVICE)): DLQ_TOPIC_CONFIG,
         }
         asyncio.run(ensure_topics(self.kafka.bootstrap, topics, partitions=settings.kafka_partitions))
         return job

@@ -40,11 +40,12 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from backbone import BenchError, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 
+from ceper.broker import LocalKafka, free_port  # noqa: E402
 from ceper.demo import demo_foundries  # noqa: E402
 from ceper.demo.capacity import seed_capacity  # noqa: E402
 from services.capacity import store  # noqa: E402
-from shared.broker import BrokerError, LocalKafka, free_port  # noqa: E402
 from shared.db import create_engine  # noqa: E402
+from shared.kafka import BrokerError  # noqa: E402
 from shared.weeks import add_weeks, iso_week  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")

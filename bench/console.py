@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 from backbone import BenchError, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 
+from ceper.broker import free_port  # noqa: E402
 from ceper.demo import seed_demo  # noqa: E402
-from shared.broker import free_port  # noqa: E402
 
 TARGET_P99_MS = 300.0
 SERVICES = ("orders", "capacity", "quality", "console")

@@ -49,16 +49,16 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from backbone import BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 
+from ceper.broker import LocalKafka, free_port  # noqa: E402
 from ceper.demo import demo_foundries  # noqa: E402
 from shared import kafka  # noqa: E402
-from shared.broker import BrokerError, LocalKafka, ensure_topics, free_port  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.events import topic_of  # noqa: E402
+from shared.kafka import BrokerError  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from shared.topics import partitions_of  # noqa: E402
+from shared.topics import EVENT_TOPIC_CONFIG, ensure_topics, partitions_of, platform_topics  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 SERVICES = ("capacity", "quality", "orders")
@@ -270,10 +270,11 @@ async def place_orders(urls: dict[str, str], count: int, units: int) -> dict[str
     return accepted
 
 
-async def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+async def consumer_lag(settings: Settings, group: str, topics: list[str]) -> int:
     """Records of `topics` the consumer group has not committed yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-reaction-lag")
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-reaction-lag")
+    bootstrap = settings.kafka_bootstrap_servers
+    admin = kafka.admin(bootstrap, "bench-reaction-lag")
+    probe = kafka.consumer(settings, group_id=None, client_id="bench-reaction-lag")
     await admin.start()
     await probe.start()
     try:
@@ -286,9 +287,9 @@ async def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         await admin.close()
 
 
-async def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout: float = 120) -> None:
+async def wait_caught_up(settings: Settings, group: str, topics: list[str], timeout: float = 120) -> None:
     async def caught_up() -> bool:
-        return await consumer_lag(bootstrap, group, topics) == 0
+        return await consumer_lag(settings, group, topics) == 0
 
     await _until(caught_up, timeout, f"consumer group {group} to catch up", interval=0.3)
 
@@ -327,7 +328,7 @@ class Platform:
         try:
             for name in (*SERVICES, "baseline"):
                 self.database_urls[name] = self._database(name)
-            topics = {**kafka.platform_topics(self.settings), self.topic(BASELINE_TOPIC): kafka.EVENT_TOPIC_CONFIG}
+            topics = {**platform_topics(self.settings), self.topic(BASELINE_TOPIC): EVENT_TOPIC_CONFIG}
             asyncio.run(ensure_topics(self.kafka.bootstrap, topics, partitions=self.settings.kafka_partitions))
             env = {
                 **os.environ,
@@ -435,10 +436,9 @@ class Observer:
 
     async def start(self) -> None:
         bootstrap = self.platform.kafka.bootstrap
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
-            fetch_max_wait_ms=50, client_id="bench-reaction-observer",
-        )  # fmt: skip
+        self._consumer = kafka.consumer(
+            self.platform.settings, group_id=None, client_id="bench-reaction-observer", fetch_max_wait_ms=50
+        )
         await self._consumer.start()
         partitions = [TopicPartition(t, p) for t in self.kinds for p in sorted(await partitions_of(bootstrap, t))]
         self._consumer.assign(partitions)
@@ -951,7 +951,7 @@ def _measure(
     asyncio.run(seed_members(platform.urls, members))
     orders = asyncio.run(place_orders(platform.urls, args.orders, args.order_units))
     consumed_topics = [platform.topic(s) for s in SERVICES]
-    asyncio.run(wait_caught_up(kafka_broker.bootstrap, platform.settings.consumer_group("orders"), consumed_topics))
+    asyncio.run(wait_caught_up(platform.settings, platform.settings.consumer_group("orders"), consumed_topics))
     allocations = [
         (o, a["allocation_id"], a["foundry_code"]) for o, order in orders.items() for a in order["plan"]["allocations"]
     ]

@@ -136,7 +136,7 @@ def seed(seed: int = typer.Option(1995, help="Random seed: the same seed gives t
 @app.command()
 def topics() -> None:
     """Create the platform's topics if they are missing."""
-    from shared.kafka import ensure_platform_topics, platform_topics
+    from shared.topics import ensure_platform_topics, platform_topics
 
     settings = get_settings()
     try:

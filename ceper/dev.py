@@ -17,7 +17,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from shared.broker import BrokerError, kafka_jars
+from ceper.broker import kafka_jars
+from shared.kafka import BrokerError
 from shared.settings import DEFAULT_PORTS, Settings, get_settings
 
 from .kafka_cmd import local_broker

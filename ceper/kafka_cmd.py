@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shared.broker import KAFKA_VERSION, BrokerError, LocalKafka, kafka_jars
+from ceper.broker import KAFKA_VERSION, LocalKafka, kafka_jars
+from shared.kafka import BrokerError
 from shared.settings import get_settings
 
 app = typer.Typer(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.broker import default_cache_dir, free_port, parse_java_major
+from ceper.broker import default_cache_dir, free_port, parse_java_major
 
 KEYCLOAK_VERSION = "26.5.6"
 MIN_JAVA = 21

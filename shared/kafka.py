@@ -1,16 +1,20 @@
-"""The one Kafka client factory: producers, consumers and the topics each service needs."""
+"""The one Kafka client factory: every producer, consumer and admin client of the platform is made here.
+
+Services, operator tools, tests and benchmarks all build their clients through these functions, so the
+settings that make our guarantees (acks from every replica, the idempotent producer, committed reads,
+manual offset commits) are written once.
+"""
 
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
-from .events import dlq_topic_of, topic_of
-from .events.registry import SERVICES
 from .settings import Settings
 
-# Event topics are the system of record for replay: kept forever. Dead letters too, until redriven.
-EVENT_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
-DLQ_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
+class BrokerError(RuntimeError):
+    """The broker could not be reached or refused what was asked; the message says what to do next."""
 
 
 def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
@@ -27,6 +31,7 @@ def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
 
 
 def consumer(settings: Settings, *topics: str, group_id: str | None, client_id: str, **options: object) -> AIOKafkaConsumer:
+    """A consumer that commits by hand and reads only committed records; `group_id=None` reads without a group."""
     defaults: dict[str, object] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -42,16 +47,6 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, client_id: 
     )
 
 
-def platform_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Every topic of the platform, prefixed as the settings say, with its configuration."""
-    topics: dict[str, dict[str, str]] = {}
-    for service in SERVICES:
-        topics[settings.topic(topic_of(service))] = EVENT_TOPIC_CONFIG
-        topics[settings.topic(dlq_topic_of(service))] = DLQ_TOPIC_CONFIG
-    return topics
-
-
-async def ensure_platform_topics(settings: Settings) -> None:
-    from .broker import ensure_topics
-
-    await ensure_topics(settings.kafka_bootstrap_servers, platform_topics(settings), partitions=settings.kafka_partitions)
+def admin(bootstrap_servers: str, client_id: str, *, request_timeout_ms: int = 10000) -> AIOKafkaAdminClient:
+    """An admin client (topics, partitions, group offsets); tools that know only the broker's address use it too."""
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id, request_timeout_ms=request_timeout_ms)

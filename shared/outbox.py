@@ -30,6 +30,7 @@ from .db import READ_ONLY
 from .events import Envelope, EventData, to_kafka
 from .logging import get_logger
 from .settings import Settings
+from .tasks import BackgroundTask, Backoff
 
 log = get_logger(__name__)
 
@@ -92,9 +93,16 @@ class Relay:
         self.settings = settings
         self.stats = RelayStats()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._stopping = False
+        # Shared with the task's supervisor: a pass that published resets it, so the next outage starts short.
+        self._backoff = Backoff(first=0.1, most=settings.outbox_max_backoff_s)
+        self._task = BackgroundTask(
+            f"{service}-outbox-relay",
+            self._run,
+            backoff=self._backoff,
+            expected=(TimeoutError, KafkaError, OSError, sa.exc.DBAPIError),
+            on_crash=self._count_failure,
+        )
         self._backlog_gauge = metrics.OUTBOX_BACKLOG.labels(service)
         self._age_gauge = metrics.OUTBOX_OLDEST_AGE.labels(service)
         self._last_cleanup = 0.0
@@ -122,16 +130,10 @@ class Relay:
     async def start(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+        self._task.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._task.stop()
         await self._resign()
 
     async def is_leader(self) -> bool:
@@ -174,30 +176,21 @@ class Relay:
             await connection.invalidate()  # a broken session: discarding it drops the lock with it
 
     async def _run(self) -> None:
-        backoff = 0.1
-        while not self._stopping:
-            try:
-                if not await self.is_leader():
-                    await asyncio.sleep(self.settings.outbox_poll_interval_s)
-                    continue
-                while await self.publish_pending():
-                    pass
-                backoff = 0.1
-                await self._housekeeping()
-            except (TimeoutError, KafkaError, OSError) as exc:
-                self.stats.failures += 1
-                log.warning("outbox relay cannot publish, will retry", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.outbox_max_backoff_s)
+        """Publishes whenever woken (or polled); the broker or the database away ends it, and its task restarts it."""
+        while True:
+            if not await self.is_leader():
+                await asyncio.sleep(self.settings.outbox_poll_interval_s)
                 continue
-            except sa.exc.DBAPIError as exc:
-                log.warning("outbox relay cannot read its database, will retry", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.outbox_max_backoff_s)
-                continue
+            while await self.publish_pending():
+                pass
+            self._backoff.reset()
+            await self._housekeeping()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_interval_s)
             self._wake.clear()
+
+    def _count_failure(self, _error: BaseException) -> None:
+        self.stats.failures += 1
 
     async def publish_pending(self) -> bool:
         """Publishes one batch of unsent rows; returns True when there may be more."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,8 @@ from .inbox import InboxConsumer, Subscriptions
 from .logging import configure_logging, get_logger
 from .outbox import WAKE_KEY, Relay
 from .settings import Settings, get_settings
+from .tasks import BackgroundTask, Backoff, every
+from .topics import ensure_platform_topics
 
 log = get_logger(__name__)
 
@@ -99,51 +102,52 @@ class ServiceRuntime:
             self.sessions = session_factory(self.engine)
         self.producer: AIOKafkaProducer | None = None
         self.broker_connected = asyncio.Event()
-        self._connect_task: asyncio.Task[None] | None = None
-        self._job_tasks: list[asyncio.Task[None]] = []
+        # The broker may be away at start: HTTP and the outbox work meanwhile, events wait in the outbox.
+        self._connecting = BackgroundTask(
+            f"{self.name}-broker-connect",
+            self._connect_broker,
+            backoff=Backoff(first=0.2, most=5.0),
+            expected=(TimeoutError, KafkaError, OSError, RuntimeError),
+        )
+        self._jobs = [
+            BackgroundTask(
+                f"{self.name}-{job.name}",
+                every(partial(job.interval_s, settings), partial(job.run, self), name=job.name),
+            )
+            for job in [*spec.jobs, *([OUTBOX_GAUGES] if self.relay is not None else [])]
+        ]
         self.state: dict[str, Any] = {}
 
     async def start(self) -> None:
         if self.engine is not None and self.spec.migrations_dir is not None and self.settings.should_migrate_on_start():
             await migrate(self.engine, self.spec.migrations_dir)
-        # The broker may be away at start: HTTP and the outbox work meanwhile, events wait in the outbox.
         if self.spec.uses_broker:
-            self._connect_task = asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
+            self._connecting.start()
         else:
             self.broker_connected.set()
         for hook in self.spec.on_start:
             await hook(self)
-        jobs = [*self.spec.jobs, *([OUTBOX_GAUGES] if self.relay is not None else [])]
-        self._job_tasks = [asyncio.create_task(self._run_job(job), name=f"{self.name}-{job.name}") for job in jobs]
-
-    async def _run_job(self, job: PeriodicJob) -> None:
-        while True:
-            try:
-                await job.run(self)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: nothing changed, the next run tries again
-                log.warning("job failed, will run again", job=job.name, error=str(exc))
-            await asyncio.sleep(job.interval_s(self.settings))
+        for job in self._jobs:
+            job.start()
 
     async def _connect_broker(self) -> None:
-        backoff = 0.2
-        while True:
-            producer = kafka.producer(self.settings, client_id=f"ceper-{self.name}")
-            try:
-                await kafka.ensure_platform_topics(self.settings)
-                await producer.start()
-                break
-            except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
-                await producer.stop()
-                log.warning("broker not reachable yet", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """Connects once: the producer, then the relay and the consumer on it; a failure undoes all three."""
+        producer = kafka.producer(self.settings, client_id=f"ceper-{self.name}")
+        try:
+            await ensure_platform_topics(self.settings)
+            await producer.start()
+            if self.relay is not None:
+                await self.relay.start(producer)
+            if self.consumer is not None:
+                await self.consumer.start(producer)
+        except BaseException:
+            if self.consumer is not None:
+                await self.consumer.stop()
+            if self.relay is not None:
+                await self.relay.stop()
+            await producer.stop()
+            raise
         self.producer = producer
-        if self.relay is not None:
-            await self.relay.start(producer)
-        if self.consumer is not None:
-            await self.consumer.start(producer)
         self.broker_connected.set()
         log.info("connected to the broker", bootstrap=self.settings.kafka_bootstrap_servers)
 
@@ -151,18 +155,11 @@ class ServiceRuntime:
         await asyncio.wait_for(self.broker_connected.wait(), timeout)
 
     async def stop(self) -> None:
-        for task in self._job_tasks:
-            task.cancel()
-        for task in self._job_tasks:
-            with suppress(asyncio.CancelledError, Exception):
-                await task
-        self._job_tasks = []
+        for job in self._jobs:
+            await job.stop()
         for hook in reversed(self.spec.on_stop):
             await hook(self)
-        if self._connect_task is not None and not self._connect_task.done():
-            self._connect_task.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._connect_task
+        await self._connecting.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.relay is not None:

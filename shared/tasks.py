@@ -50,8 +50,10 @@ class BackgroundTask:
     """A named coroutine supervised for the life of a service.
 
     `run` is the task's whole loop. When it raises, the task is restarted after a backoff delay (reset after
-    it has run for `healthy_after_s`); `on_crash` is told of each crash (e.g. to count it). When `run`
-    returns normally the task is done and stays done.
+    it has run for `healthy_after_s`, or by `run` itself through the `Backoff` it shares); `on_crash` is told
+    of each failure (e.g. to count it). Failures of the `expected` kinds (the broker or the database away) are
+    part of normal life: logged as a warning, not as an error. When `run` returns normally the task is done
+    and stays done.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class BackgroundTask:
         backoff: Backoff | None = None,
         healthy_after_s: float = 30.0,
         on_crash: Callable[[BaseException], None] | None = None,
+        expected: tuple[type[Exception], ...] = (),
     ) -> None:
         self.name = name
         self._run = run
@@ -70,6 +73,7 @@ class BackgroundTask:
         self._backoff = backoff or Backoff(first=0.5, most=30.0)
         self._healthy_after_s = healthy_after_s
         self._on_crash = on_crash
+        self._expected = expected
         self._task: asyncio.Task[None] | None = None
         self.crashes = 0
         self.last_error: str | None = None
@@ -113,9 +117,14 @@ class BackgroundTask:
                 if loop.time() - started >= self._healthy_after_s:
                     self._backoff.reset()
                 delay = self._backoff.next_delay()
-                log.error(
-                    "background task failed, restarting", task=self.name, error=self.last_error, restart_in_s=round(delay, 2)
-                )
+                if isinstance(exc, self._expected):
+                    log.warning(
+                        "background task waits, will retry", task=self.name, error=self.last_error, retry_in_s=round(delay, 2)
+                    )
+                else:
+                    log.error(
+                        "background task failed, restarting", task=self.name, error=self.last_error, restart_in_s=round(delay, 2)
+                    )
                 await asyncio.sleep(delay)
 
 

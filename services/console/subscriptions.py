@@ -2,74 +2,66 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from aiokafka.errors import KafkaError
 
-from aiokafka import AIOKafkaConsumer
-
+from shared import kafka
 from shared.events import MalformedEvent, from_kafka, topic_of
 from shared.events.registry import SERVICES
 from shared.logging import get_logger
 from shared.service import ServiceRuntime
+from shared.tasks import BackgroundTask, Backoff
 
 from .domain import EventFeed, FeedItem
 
 log = get_logger(__name__)
 
 
-async def follow_events(runtime: ServiceRuntime) -> None:
+async def follow_events(runtime: ServiceRuntime, backoff: Backoff) -> None:
+    """Adds every event to the feed until cancelled; the broker away ends it, and its task follows again later."""
     feed: EventFeed = runtime.state.setdefault("feed", EventFeed())
     settings = runtime.settings
     topics = [settings.topic(topic_of(s)) for s in SERVICES]
-    backoff = 0.5
-    while True:
-        consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=None,
-            auto_offset_reset="latest",
-            enable_auto_commit=False,
-            client_id="ceper-console",
-        )
-        try:
-            await consumer.start()
-            backoff = 0.5
-            runtime.state["following"] = True
-            async for record in consumer:
-                try:
-                    envelope = from_kafka(record.key, record.value, record.headers)
-                except MalformedEvent:
-                    continue
-                feed.add(
-                    FeedItem(
-                        id=envelope.id,
-                        type=envelope.type.name,
-                        source=envelope.type.source,
-                        subject=envelope.subject,
-                        time=envelope.time,
-                        topic=record.topic,
-                        data=envelope.data.model_dump(mode="json"),
-                    )
+    # The live feed shows what happens from now on: no group, no commits, start at the end.
+    consumer = kafka.consumer(settings, *topics, group_id=None, client_id="ceper-console", auto_offset_reset="latest")
+    try:
+        await consumer.start()
+        backoff.reset()
+        runtime.state["following"] = True
+        async for record in consumer:
+            try:
+                envelope = from_kafka(record.key, record.value, record.headers)
+            except MalformedEvent:
+                continue
+            feed.add(
+                FeedItem(
+                    id=envelope.id,
+                    type=envelope.type.name,
+                    source=envelope.type.source,
+                    subject=envelope.subject,
+                    time=envelope.time,
+                    topic=record.topic,
+                    data=envelope.data.model_dump(mode="json"),
                 )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # broker away: follow again when it is back
-            runtime.state["following"] = False
-            log.warning("console cannot follow events, will retry", error=str(exc), retry_in_s=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-        finally:
-            await consumer.stop()
+            )
+    finally:
+        runtime.state["following"] = False
+        await consumer.stop()
 
 
 async def start_following(runtime: ServiceRuntime) -> None:
     runtime.state.setdefault("feed", EventFeed())
-    runtime.state["follow_task"] = asyncio.create_task(follow_events(runtime), name="console-follow-events")
+    backoff = Backoff(first=0.5, most=5.0)
+    task = BackgroundTask(
+        "console-follow-events",
+        lambda: follow_events(runtime, backoff),
+        backoff=backoff,
+        expected=(KafkaError, OSError, TimeoutError),
+    )
+    runtime.state["follow_task"] = task
+    task.start()
 
 
 async def stop_following(runtime: ServiceRuntime) -> None:
-    task: asyncio.Task[None] | None = runtime.state.pop("follow_task", None)
+    task: BackgroundTask | None = runtime.state.pop("follow_task", None)
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await task.stop()

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from babel.messages.pofile import read_po
 
-from shared.broker import LocalKafka, free_port
+from ceper.broker import LocalKafka, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.broker import free_port
+from ceper.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

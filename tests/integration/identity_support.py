@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from shared.broker import free_port
+from ceper.broker import free_port
 from tests.fixtures.processes import ROOT, service_process
 
 

@@ -18,6 +18,7 @@ from shared.events.capacity import FoundryRegistered, FoundryUpdated
 from shared.inbox import InboxConsumer, Subscriptions
 from shared.outbox import WAKE_KEY, Relay, stage
 from shared.settings import Settings
+from shared.topics import ensure_platform_topics
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
@@ -105,7 +106,7 @@ async def running_probe(settings: Settings, *, consume: bool = True, service: st
     subscriptions.add(FoundryRegistered, apply)
     subscriptions.add(FoundryUpdated, apply)
     consumer = InboxConsumer(service, subscriptions, sessions, backbone.inbox, settings)
-    await kafka.ensure_platform_topics(settings)
+    await ensure_platform_topics(settings)
     producer = kafka.producer(settings, client_id="probe")
     await producer.start()
     probe = Probe(settings, engine, sessions, relay, consumer, producer)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.broker import free_port
+from ceper.broker import free_port
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

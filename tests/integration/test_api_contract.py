@@ -22,11 +22,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
+from ceper.broker import free_port
 from services.capacity.app import create_app as capacity_app
 from services.identity.app import create_app as identity_app
 from services.orders.app import create_app as orders_app
 from services.quality.app import create_app as quality_app
-from shared.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 APPS: dict[str, Callable[[], Any]] = {

@@ -9,7 +9,7 @@ import subprocess
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from shared.broker import LocalKafka
+from ceper.broker import LocalKafka
 from shared.dlq import list_dead_letters, redrive
 from shared.events import Envelope, to_kafka, topic_of
 from shared.inbox import DLQ_ORIGIN_OFFSET, DLQ_ORIGIN_PARTITION, DLQ_ORIGIN_TOPIC

@@ -8,17 +8,24 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.broker import BrokerError, LocalKafka, ensure_topics
+from ceper.broker import LocalKafka
+from shared import kafka
+from shared.kafka import BrokerError
+from shared.settings import Settings
+from shared.topics import ensure_topics
 from tests.fixtures.kafka import free_port_pair
 
 
 def unique(name: str) -> str:
     # The broker is shared by the whole session: every test brings its own topics and groups.
     return f"test.{name}.{uuid.uuid4().hex[:8]}"
+
+
+def settings_for(bootstrap: str) -> Settings:
+    return Settings(kafka_bootstrap_servers=bootstrap)
 
 
 def pid_alive(pid: int) -> bool:
@@ -30,7 +37,7 @@ def pid_alive(pid: int) -> bool:
 
 
 async def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka.producer(settings_for(bootstrap), client_id="test-broker")
     await producer.start()
     try:
         sent = await producer.send_and_wait(topic, value, key=key, headers=[("ce_type", b"ceper.test.v1")])
@@ -40,7 +47,7 @@ async def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> tuple
 
 
 async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    consumer = kafka.consumer(settings_for(bootstrap), topic, group_id=None, client_id="test-broker")
     await consumer.start()
     records: list[tuple[bytes, bytes]] = []
     try:
@@ -54,7 +61,7 @@ async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 3
 
 
 async def describe_config(bootstrap: str, resource: ConfigResource) -> dict[str, str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin(bootstrap, "test-broker")
     await admin.start()
     try:
         [response] = await admin.describe_configs([resource])
@@ -69,13 +76,7 @@ async def test_produce_and_consume_round_trip(kafka_broker: LocalKafka) -> None:
     await ensure_topics(kafka_broker.bootstrap, {topic: {}})
     partition, offset = await produce(kafka_broker.bootstrap, topic, b"LOT-7", b'{"lot": "LOT-7"}')
 
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=kafka_broker.bootstrap,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = kafka.consumer(settings_for(kafka_broker.bootstrap), topic, group_id=group, client_id="test-broker")
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), timeout=30)
@@ -96,7 +97,7 @@ async def test_ensure_topics_is_idempotent_and_applies_configs(kafka_broker: Loc
     await ensure_topics(kafka_broker.bootstrap, wanted, partitions=3)
     await ensure_topics(kafka_broker.bootstrap, wanted, partitions=3)
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin = kafka.admin(kafka_broker.bootstrap, "test-broker")
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics([compacted, plain])}

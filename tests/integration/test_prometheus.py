@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from shared.broker import free_port
+from ceper.broker import free_port
 from shared.settings import Settings
 from tests.integration.service_processes import ServiceProcess, service_processes
 

@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import sqlalchemy as sa
 
+from ceper.broker import free_port
 from services.capacity import store
 from services.capacity.app import create_app
-from shared.broker import free_port
 from shared.service import ServiceRuntime
 
 
@@ -46,5 +46,6 @@ async def test_service_without_broker_serves_and_keeps_events_in_the_outbox(make
                 rows = (await session.execute(sa.select(outbox.c.event_type, outbox.c.key, outbox.c.sent_at))).all()
             assert [tuple(r) for r in rows] == [("ceper.capacity.foundry_registered.v1", "IKM-077", None)]
             assert not runtime.broker_connected.is_set()
+            assert "capacity-broker-connect" in {task.get_name() for task in asyncio.all_tasks()}
     # Leaving the lifespan stopped the connect loop instead of waiting for a broker that never comes.
-    assert runtime._connect_task is not None and runtime._connect_task.done()
+    assert "capacity-broker-connect" not in {task.get_name() for task in asyncio.all_tasks()}

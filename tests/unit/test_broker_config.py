@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import broker
-from shared.broker import (
-    BrokerError,
+from ceper import broker
+from ceper.broker import (
     LocalKafka,
     broker_properties,
     default_cache_dir,
@@ -19,6 +18,7 @@ from shared.broker import (
     parse_java_major,
     render_properties,
 )
+from shared.kafka import BrokerError
 
 
 def parse_properties(text: str) -> dict[str, str]:

@@ -84,3 +84,27 @@ async def test_periodic_work_survives_a_failed_run() -> None:
     await asyncio.sleep(0.2)
     await task.stop()
     assert runs >= 3 and task.crashes == 0
+
+
+async def test_an_expected_failure_is_retried_and_a_run_can_reset_the_shared_backoff() -> None:
+    backoff = Backoff(first=0.01, most=0.05, jitter=0)
+    runs = 0
+    crashes: list[BaseException] = []
+    done = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 3:
+            raise ConnectionError("broker away")
+        backoff.reset()  # connected: the next outage starts from the first delay again
+        done.set()
+        await asyncio.sleep(3600)
+
+    task = BackgroundTask("follower", work, backoff=backoff, expected=(OSError,), on_crash=crashes.append)
+    task.start()
+    await asyncio.wait_for(done.wait(), 5)
+    assert task.running and runs == 4
+    assert [type(e) for e in crashes] == [ConnectionError] * 3 and task.last_error == "ConnectionError: broker away"
+    assert backoff.failures == 0 and backoff.next_delay() == pytest.approx(0.01)
+    await task.stop()

@@ -1,8 +1,8 @@
 """The local Apache Kafka broker: fetching its jars, formatting its storage, starting and stopping it.
 
-One real single-node KRaft broker (broker and controller in one JVM) for developers and tests, started
-from the Maven Central artifacts pinned in `deploy/kafka/pom.xml`. Also owns the two broker-facing
-helpers everyone needs before producing: waiting until a broker answers and creating topics.
+One real single-node KRaft broker (broker and controller in one JVM) for developers, tests and benchmarks,
+started from the Maven Central artifacts pinned in `deploy/kafka/pom.xml`. Never used by a running service:
+what services need of the broker (clients, topics) is in `shared/kafka.py` and `shared/topics.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+from shared import kafka
+from shared.kafka import BrokerError
 
 KAFKA_VERSION = "4.4.0"
 MIN_JAVA = 17
@@ -37,10 +37,6 @@ JDK_HINT = "install a JDK (apt-get install openjdk-17-jre-headless) or point JAV
 LOG_TAIL_LINES = 40
 
 T = TypeVar("T")
-
-
-class BrokerError(RuntimeError):
-    """The local broker could not be fetched, started or reached; the message says what to do next."""
 
 
 # --- jars -------------------------------------------------------------------------------------------
@@ -192,7 +188,7 @@ def broker_properties(port: int, controller_port: int, log_dir: Path) -> dict[st
 def render_properties(properties: dict[str, str]) -> str:
     # Java properties files treat a backslash as an escape character.
     lines = [key + "=" + value.replace("\\", "\\\\") for key, value in properties.items()]
-    header = "# Written by shared/broker.py on every start; change broker_properties() instead."
+    header = "# Written by ceper/broker.py on every start; change broker_properties() instead."
     return "\n".join([header, *lines]) + "\n"
 
 
@@ -507,7 +503,7 @@ async def _answers(bootstrap: str) -> None:
     _, writer = await asyncio.open_connection(host, port)
     writer.close()
     await writer.wait_closed()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = kafka.admin(bootstrap, "ceper-kafka-ready", request_timeout_ms=5000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -537,60 +533,3 @@ async def wait_until_ready(bootstrap: str, timeout: float, is_alive: Callable[[]
         except Exception as exc:
             last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))
-
-
-async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int = 6, *, timeout: float = 30) -> None:
-    """Create the missing ones of `topics` (name -> topic configs), replication factor 1, and wait until
-    every one has a leader for each partition. Topics that already exist are left as they are."""
-    if not topics:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        try:
-            await admin.start()
-        except KafkaConnectionError:
-            raise BrokerError(
-                f"Kafka is not reachable at {bootstrap}: start the local broker with `ceper kafka start`, "
-                "or check CEPER_KAFKA_BOOTSTRAP_SERVERS"
-            ) from None
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, partitions, 1, topic_configs={key: str(value) for key, value in configs.items()})
-            for name, configs in topics.items()
-            if name not in existing
-        ]
-        if missing:
-            response = await admin.create_topics(missing, timeout_ms=int(timeout * 1000))
-            for result in response.to_object()["topic_errors"]:
-                code = result["error_code"]
-                # Another process may create the same topic between our list and our create.
-                if code == 0 or code == TopicAlreadyExistsError.errno:
-                    continue
-                error = for_code(code)
-                detail = result.get("error_message") or error.description
-                raise BrokerError(f"Could not create topic {result['topic']!r}: {error.__name__}: {detail}")
-        await _wait_for_leaders(admin, list(topics), timeout)
-    finally:
-        await admin.close()
-
-
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        described = await admin.describe_topics(names)
-        pending = sorted(
-            {
-                topic["topic"]
-                for topic in described
-                if topic["error_code"] != 0
-                or not topic["partitions"]
-                or any(partition["leader"] < 0 for partition in topic["partitions"])
-            }
-            | (set(names) - {topic["topic"] for topic in described})
-        )
-        if not pending:
-            return
-        if loop.time() >= deadline:
-            raise BrokerError(f"Topics {', '.join(pending)} have no leader after {timeout:g} s: see the broker log")
-        await asyncio.sleep(0.1)
