@@ -6,9 +6,11 @@ from event data only (never the local clock), so a replay rebuilds exactly the s
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .db import UtcDateTime
@@ -63,6 +65,17 @@ async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Enve
         await session.execute(sa.update(table).where(table.c.code == values["code"]).values(**values))
 
 
-async def list_foundries(session: AsyncSession, table: sa.Table) -> list[dict[str, Any]]:
+# A member foundry as a consuming service knows it (one row of its `foundry_projection`), as its API shows it.
+class FoundryView(BaseModel):
+    code: str
+    name: str
+    village: str
+    product_families: list[str]
+    revision: int
+    updated_at: datetime
+    membership_status: str
+
+
+async def list_foundries(session: AsyncSession, table: sa.Table) -> list[FoundryView]:
     rows = (await session.execute(sa.select(table).order_by(table.c.code))).mappings().all()
-    return [dict(row) for row in rows]
+    return [FoundryView.model_validate(dict(row)) for row in rows]

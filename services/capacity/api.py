@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
+from shared.paging import Page, Paging, paging_query
 from shared.service import Runtime, Sessions
 
 from . import handlers, store
@@ -144,11 +145,8 @@ class FoundryOut(BaseModel):
         )
 
 
-class FoundryPage(BaseModel):
-    items: list[FoundryOut]
-    total: int
-    limit: int
-    offset: int
+class FoundryPage(Page[FoundryOut]):
+    pass
 
 
 def _furnaces(furnaces: list[FurnaceIn] | None) -> list[Furnace] | None:
@@ -179,11 +177,10 @@ async def register_foundry(body: FoundryIn, sessions: Sessions, response: Respon
 )
 async def list_foundries(
     sessions: Sessions,
+    paging: Annotated[Paging, paging_query(default_limit=50)],
     village: str | None = None,
     product_family: ProductFamily | None = None,
     membership_status: MembershipStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> FoundryPage:
     async with sessions() as session:
         items, total = await store.list_foundries(
@@ -191,10 +188,10 @@ async def list_foundries(
             village=village,
             product_family=product_family,
             membership_status=membership_status.value if membership_status else None,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-    return FoundryPage(items=[FoundryOut.of(f) for f in items], total=total, limit=limit, offset=offset)
+    return FoundryPage.of((FoundryOut.of(f) for f in items), total, paging)
 
 
 @router.get(
@@ -323,11 +320,8 @@ class CapacityChangeResult(CapacityChangeOut):
     revoked: list[RevocationOut] = Field(description="Reservations cut back because capacity fell below them")
 
 
-class CapacityChangePage(BaseModel):
-    items: list[CapacityChangeOut]
-    total: int
-    limit: int
-    offset: int
+class CapacityChangePage(Page[CapacityChangeOut]):
+    pass
 
 
 @router.post(
@@ -396,14 +390,13 @@ async def report_capacity_change(
 async def list_capacity_changes(
     code: str,
     sessions: Sessions,
+    paging: Annotated[Paging, paging_query(default_limit=100)],
     product_family: ProductFamily | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> CapacityChangePage:
     changes, total = await handlers.list_changes(
-        sessions, code, product_family=product_family.value if product_family else None, limit=limit, offset=offset
+        sessions, code, product_family=product_family.value if product_family else None, limit=paging.limit, offset=paging.offset
     )
-    return CapacityChangePage(items=[CapacityChangeOut.of(c) for c in changes], total=total, limit=limit, offset=offset)
+    return CapacityChangePage.of((CapacityChangeOut.of(c) for c in changes), total, paging)
 
 
 # --- availability -------------------------------------------------------------------------------------------------
@@ -585,11 +578,8 @@ class ReservationOut(BaseModel):
         )
 
 
-class ReservationPage(BaseModel):
-    items: list[ReservationOut]
-    total: int
-    limit: int
-    offset: int
+class ReservationPage(Page[ReservationOut]):
+    pass
 
 
 @router.post(
@@ -638,13 +628,12 @@ async def hold_capacity(
 )
 async def list_reservations(
     sessions: Sessions,
+    paging: Annotated[Paging, paging_query(default_limit=100)],
     foundry_code: str | None = None,
     product_family: ProductFamily | None = None,
     week: Week | None = None,
     order_id: str | None = None,
     state: ReservationState | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> ReservationPage:
     async with sessions() as session:
         items, total = await store.list_reservations(
@@ -654,10 +643,10 @@ async def list_reservations(
             week=week,
             order_id=order_id,
             state=state.value if state else None,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-    return ReservationPage(items=[ReservationOut.of(r) for r in items], total=total, limit=limit, offset=offset)
+    return ReservationPage.of((ReservationOut.of(r) for r in items), total, paging)
 
 
 @router.get(

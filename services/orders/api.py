@@ -10,7 +10,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from shared import clock
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
-from shared.projections import list_foundries
+from shared.paging import Page, Paging, paging_query
+from shared.projections import FoundryView, list_foundries
 from shared.service import Runtime, Sessions
 
 from . import handlers, store, webhooks
@@ -210,21 +211,8 @@ class PurchaseOrderDetail(PurchaseOrderOut):
     plan: PlanOut | None = Field(default=None, description="The plan in force; none until the planner ran")
 
 
-class PurchaseOrderPage(BaseModel):
-    items: list[PurchaseOrderOut]
-    total: int
-    limit: int
-    offset: int
-
-
-class FoundryView(BaseModel):
-    code: str
-    name: str
-    village: str
-    product_families: list[str]
-    revision: int
-    updated_at: datetime
-    membership_status: str
+class PurchaseOrderPage(Page[PurchaseOrderOut]):
+    pass
 
 
 @router.post(
@@ -416,17 +404,16 @@ async def replan_purchase_order(order_id: str, body: CancelIn, sessions: Session
 )
 async def list_purchase_orders(
     sessions: Sessions,
+    paging: Annotated[Paging, paging_query(default_limit=50, max_limit=200)],
     buyer_code: str | None = None,
     status: OrderStatus | None = None,
     po_number: Annotated[str | None, Query(max_length=100, description="The buyer's own PO number, exactly")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> PurchaseOrderPage:
     async with sessions() as session:
         orders, total = await store.list_orders(
-            session, buyer_code=buyer_code, status=status, po_number=po_number, limit=limit, offset=offset
+            session, buyer_code=buyer_code, status=status, po_number=po_number, limit=paging.limit, offset=paging.offset
         )
-    return PurchaseOrderPage(items=[PurchaseOrderOut.of(o) for o in orders], total=total, limit=limit, offset=offset)
+    return PurchaseOrderPage.of((PurchaseOrderOut.of(o) for o in orders), total, paging)
 
 
 @router.get(
@@ -438,7 +425,7 @@ async def list_purchase_orders(
 )
 async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
     async with sessions() as session:
-        return [FoundryView(**row) for row in await list_foundries(session, store.foundry_projection)]
+        return await list_foundries(session, store.foundry_projection)
 
 
 class WebhookEndpointIn(BaseModel):

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import clock
 from shared.events.quality import CertificateKind, QualityStatus
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
-from shared.projections import list_foundries
+from shared.paging import Page, Paging, paging_query
+from shared.projections import FoundryView, list_foundries
 from shared.service import Runtime, Sessions
 
 from . import handlers, store
@@ -43,15 +44,6 @@ assert set(INSPECTION_LEVELS) == set(InspectionLevel.__args__)  # type: ignore[a
 # --- projections -------------------------------------------------------------------------------------------
 
 
-class FoundryView(BaseModel):
-    code: str
-    name: str
-    village: str
-    product_families: list[str]
-    revision: int
-    updated_at: datetime
-
-
 @router.get(
     "/foundries",
     response_model=list[FoundryView],
@@ -61,7 +53,7 @@ class FoundryView(BaseModel):
 )
 async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
     async with sessions() as session:
-        return [FoundryView(**row) for row in await list_foundries(session, store.foundry_projection)]
+        return await list_foundries(session, store.foundry_projection)
 
 
 # --- specifications and sampling ----------------------------------------------------------------------------
@@ -542,11 +534,8 @@ class LotOut(BaseModel):
         )
 
 
-class LotPage(BaseModel):
-    items: list[LotOut]
-    total: int
-    limit: int
-    offset: int
+class LotPage(Page[LotOut]):
+    pass
 
 
 Measurement = float | bool | str | None
@@ -604,12 +593,11 @@ async def register_lot(body: LotIn, sessions: Sessions, response: Response) -> L
 @router.get("/lots", response_model=LotPage, tags=["lots"], summary="Lots, newest first", responses=problem_responses(422))
 async def list_lots(
     sessions: Sessions,
+    paging: Annotated[Paging, paging_query(default_limit=50)],
     foundry_code: str | None = None,
     item_code: str | None = None,
     status: LotStatus | None = None,
     order_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> LotPage:
     async with sessions() as session:
         found, total = await store.list_lots(
@@ -618,11 +606,11 @@ async def list_lots(
             item_code=item_code,
             status=status.value if status else None,
             order_id=order_id,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
         results = await store.results_of(session, [lot.lot_code for lot in found])
-    return LotPage(items=[LotOut.of(lot, results.get(lot.lot_code)) for lot in found], total=total, limit=limit, offset=offset)
+    return LotPage.of((LotOut.of(lot, results.get(lot.lot_code)) for lot in found), total, paging)
 
 
 @router.get(

@@ -33,7 +33,12 @@ async def test_orders_projects_capacity_reservations_certificates_and_status(mak
         async def known_in_quality():
             return [f for f in (await svc["quality"].http.get("/v1/foundries")).json() if f["code"] == "IKM-021"]
 
-        await eventually(known_in_quality)
+        [member] = await eventually(known_in_quality)
+        # Quality shows its foundries in the same view as orders does.
+        assert {k: member[k] for k in ("name", "village", "product_families", "revision", "membership_status")} == {
+            "name": "CV Komposit Batur", "village": "Batur", "product_families": ["BRAKE_BLOCK_COMPOSITE"], "revision": 0,
+            "membership_status": "active",
+        }  # fmt: skip
         certificate = await svc["quality"].http.post(
             "/v1/certificates",
             json={
