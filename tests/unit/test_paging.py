@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import httpx
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from shared.paging import MAX_OFFSET, Page, Paging, paging_query
@@ -28,24 +28,26 @@ async def list_lots(paging: Annotated[Paging, paging_query(default_limit=2, max_
     return LotPage.of(LOTS[paging.offset : paging.offset + paging.limit], len(LOTS), paging)
 
 
-client = TestClient(app)
+async def get(params: dict[str, int] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        return await client.get("/lots", params=params)
 
 
-def test_a_page_echoes_the_slice_asked_for_and_counts_every_match() -> None:
-    assert client.get("/lots").json() == {
+async def test_a_page_echoes_the_slice_asked_for_and_counts_every_match() -> None:
+    assert (await get()).json() == {
         "items": [{"lot_code": "LOT-0"}, {"lot_code": "LOT-1"}],
         "total": 5,
         "limit": 2,
         "offset": 0,
     }
-    assert client.get("/lots", params={"limit": 3, "offset": 4}).json() == {
+    assert (await get({"limit": 3, "offset": 4})).json() == {
         "items": [{"lot_code": "LOT-4"}], "total": 5, "limit": 3, "offset": 4,
     }  # fmt: skip
 
 
-def test_limits_and_offsets_out_of_bounds_are_refused() -> None:
+async def test_limits_and_offsets_out_of_bounds_are_refused() -> None:
     for params in ({"limit": 0}, {"limit": 4}, {"offset": -1}, {"offset": MAX_OFFSET + 1}):
-        assert client.get("/lots", params=params).status_code == 422, params
+        assert (await get(params)).status_code == 422, params
 
 
 def test_the_document_names_the_page_and_its_query_parameters() -> None:
