@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
+from shared.idempotency import OptionalIdempotencyKey, fingerprint, mark_replayed
 from shared.paging import Page, Paging, paging_query
 from shared.service import Runtime, Sessions
 
@@ -41,14 +42,7 @@ internal = APIRouter(prefix="/internal", tags=["operations"])
 FoundryCode = Annotated[str, Field(pattern=r"^IKM-\d{3,4}$", examples=["IKM-001"])]
 Week = Annotated[str, Field(pattern=r"^\d{4}-W\d{2}$", examples=["2027-W10"], description="ISO week")]
 Units = Annotated[int, Field(strict=True, gt=0, le=MAX_WEEKLY_UNITS, description="Whole units")]
-IdempotencyKey = Annotated[
-    str | None, Header(min_length=1, max_length=200, description="Retry with the same key and body to get the same answer")
-]
 MAX_AVAILABILITY_WEEKS = 104
-
-
-def _replayed(response: Response) -> None:
-    response.headers["Idempotent-Replayed"] = "true"
 
 
 # --- foundries ------------------------------------------------------------------------------------------------
@@ -339,7 +333,7 @@ class CapacityChangePage(Page[CapacityChangeOut]):
     responses={**problem_responses(404, 409, 422), 200: {"model": CapacityChangeResult, "description": "Already recorded"}},
 )
 async def report_capacity_change(
-    code: str, body: CapacityChangeIn, sessions: Sessions, response: Response, idempotency_key: IdempotencyKey = None
+    code: str, body: CapacityChangeIn, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
 ) -> CapacityChangeResult:
     from_week = body.from_week
     if body.kind is CapacityChangeKind.STANDARD and from_week is None:
@@ -357,11 +351,11 @@ async def report_capacity_change(
         reported_by=body.reported_by,
     )
     result = await handlers.record_change(
-        sessions, code, request, idempotency_key=idempotency_key, fingerprint=handlers.request_hash(body.model_dump(mode="json"))
+        sessions, code, request, idempotency_key=idempotency_key, fingerprint=fingerprint(body.model_dump(mode="json"))
     )
     if not result.created:
         response.status_code = 200
-        _replayed(response)
+        mark_replayed(response)
     response.headers["Location"] = f"/v1/foundries/{code}/capacity-changes"
     return CapacityChangeResult.of(
         result.change,
@@ -593,7 +587,7 @@ class ReservationPage(Page[ReservationOut]):
     responses=problem_responses(409, 422),
 )
 async def hold_capacity(
-    body: ReservationIn, sessions: Sessions, runtime: Runtime, response: Response, idempotency_key: IdempotencyKey = None
+    body: ReservationIn, sessions: Sessions, runtime: Runtime, response: Response, idempotency_key: OptionalIdempotencyKey = None
 ) -> ReservationOut:
     request = ReservationRequest(
         foundry_code=body.foundry_code,
@@ -611,11 +605,11 @@ async def hold_capacity(
         request,
         runtime.settings,
         idempotency_key=idempotency_key,
-        fingerprint=handlers.request_hash(body.model_dump(mode="json")),
+        fingerprint=fingerprint(body.model_dump(mode="json")),
     )
     response.headers["Location"] = f"/v1/reservations/{held.reservation.id}"
     if held.replayed:
-        _replayed(response)
+        mark_replayed(response)
     return ReservationOut.of(held.reservation)
 
 

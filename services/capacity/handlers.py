@@ -7,8 +7,6 @@ then calendars, then ledger rows, each set in key order.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,10 +100,6 @@ def _conflict(exc: DomainError) -> Conflict:
 
 def _problem(exc: DomainError) -> Unprocessable | Conflict:
     return _conflict(exc) if isinstance(exc, ConflictError) else _unprocessable(exc)
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def current_week() -> str:
@@ -229,11 +223,9 @@ async def record_change(
 
     async def work(session: AsyncSession) -> RecordedChange:
         if idempotency_key is not None:
-            earlier = await store.find_idempotency_key(session, scope, idempotency_key)
+            earlier = await store.idempotency_keys.recall(session, scope, idempotency_key, fingerprint)
             if earlier is not None:
-                if earlier.request_hash != fingerprint:
-                    raise Conflict("this Idempotency-Key was already used with a different request body")
-                recorded = await store.find_change(session, earlier.resource_id)
+                recorded = await store.find_change(session, earlier)
                 assert recorded is not None
                 calendar = await store.get_calendar(session, code, recorded.product_family)
                 return RecordedChange(recorded, False, _weeks_of(calendar, recorded), [])
@@ -255,7 +247,7 @@ async def record_change(
         await store.bump_calendar_revision(session, code, family.value)
         await store.publish(session, changed)
         if idempotency_key is not None:
-            await store.add_idempotency_key(session, scope, idempotency_key, fingerprint, recorded.change_id, now)
+            await store.idempotency_keys.remember(session, scope, idempotency_key, fingerprint, recorded.change_id, now)
         revoked = await _revoke_after_change(session, after, recorded, now)
         return RecordedChange(recorded, True, [(w.week, w.capacity) for w in changed.weeks], revoked)
 
@@ -446,11 +438,9 @@ async def hold(
 
     async def work(session: AsyncSession) -> Held:
         if idempotency_key is not None:
-            earlier = await store.find_idempotency_key(session, scope, idempotency_key)
+            earlier = await store.idempotency_keys.recall(session, scope, idempotency_key, fingerprint)
             if earlier is not None:
-                if earlier.request_hash != fingerprint:
-                    raise Conflict("this Idempotency-Key was already used with a different request body")
-                found = await store.get_reservation(session, earlier.resource_id)
+                found = await store.get_reservation(session, earlier)
                 assert found is not None
                 return Held(found, True)
         family, week = request.product_family, request.week
@@ -487,7 +477,7 @@ async def hold(
         await store.add_reservations(session, [held])
         await store.add_reserved(session, {_cell(held): held.quantity})
         if idempotency_key is not None:
-            await store.add_idempotency_key(session, scope, idempotency_key, fingerprint, held.id, now)
+            await store.idempotency_keys.remember(session, scope, idempotency_key, fingerprint, held.id, now)
         return Held(held, False)
 
     try:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UtcDateTime, backbone_tables
 from shared.events import EventData
+from shared.idempotency import IdempotencyKeys
 from shared.outbox import stage
 
 from .domain import (
@@ -146,16 +147,8 @@ lot_consumptions = sa.Table(
     sa.Column("recorded_at", UtcDateTime, nullable=False),
 )
 
-# A client's Idempotency-Key per endpoint and the request it first came with: a retry gets the same answer.
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    sa.Column("scope", sa.String(100), primary_key=True),
-    sa.Column("key", sa.String(200), primary_key=True),
-    sa.Column("request_hash", sa.String(64), nullable=False),
-    sa.Column("resource_id", sa.String(64), nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-)
+# A client's Idempotency-Key per endpoint (`reservations`, `capacity-changes:<foundry>`) and what it made.
+idempotency_keys = IdempotencyKeys(metadata)
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -755,22 +748,3 @@ async def lot_already_counted(session: AsyncSession, lot_code: str) -> bool:
 async def add_lot_consumptions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
         await session.execute(sa.insert(lot_consumptions), rows)
-
-
-# --- idempotency keys -----------------------------------------------------------------------------------------
-
-
-async def find_idempotency_key(session: AsyncSession, scope: str, key: str) -> Any:
-    return (
-        await session.execute(sa.select(idempotency_keys).where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key))
-    ).first()
-
-
-async def add_idempotency_key(
-    session: AsyncSession, scope: str, key: str, request_hash: str, resource_id: str, now: datetime
-) -> None:
-    await session.execute(
-        sa.insert(idempotency_keys).values(
-            scope=scope, key=key, request_hash=request_hash, resource_id=resource_id, created_at=now
-        )
-    )

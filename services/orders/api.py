@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from shared import clock
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
+from shared.idempotency import IdempotencyKey, mark_replayed
 from shared.paging import Page, Paging, paging_query
 from shared.projections import FoundryView, list_foundries
 from shared.service import Runtime, Sessions
@@ -229,7 +230,7 @@ async def submit_purchase_order(
     sessions: Sessions,
     runtime: Runtime,
     response: Response,
-    idempotency_key: Annotated[str, Header(min_length=1, max_length=200, description="Unique per buyer and request")],
+    idempotency_key: IdempotencyKey,
 ) -> PurchaseOrderOut:
     intake = await handlers.receive(
         sessions,
@@ -259,7 +260,7 @@ async def submit_purchase_order(
     )
     response.headers["Location"] = f"/v1/purchase-orders/{intake.order.id}"
     if intake.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+        mark_replayed(response)
     return PurchaseOrderOut.of(intake.order)
 
 

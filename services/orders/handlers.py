@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +25,7 @@ from shared.events.orders import (
 )
 from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.http import Conflict, FieldError, Unprocessable
+from shared.idempotency import fingerprint
 from shared.projections import project_foundry
 from shared.weeks import iso_week
 
@@ -60,10 +59,6 @@ class Intake:
     replayed: bool  # True when an earlier request with the same Idempotency-Key created it
 
 
-def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
 async def receive(
     sessions: async_sessionmaker[AsyncSession],
     *,
@@ -75,15 +70,14 @@ async def receive(
     currency: str,
     lines: list[OrderLine],
 ) -> Intake:
-    fingerprint = request_hash(body)
+    scope = f"purchase-orders:{buyer_code}"
+    request_hash = fingerprint(body)
     now = clock.now()
     try:
         async with sessions.begin() as session:
-            earlier = await store.find_idempotency_key(session, buyer_code, idempotency_key)
+            earlier = await store.idempotency_keys.recall(session, scope, idempotency_key, request_hash)
             if earlier is not None:
-                if earlier.request_hash != fingerprint:
-                    raise Conflict("this Idempotency-Key was already used with a different request body")
-                order = await store.get_order(session, earlier.order_id)
+                order = await store.get_order(session, earlier)
                 assert order is not None
                 # The same answer as the first time; GET shows how the order has moved on since.
                 return Intake(replace(order, status=OrderStatus.RECEIVED), replayed=True)
@@ -98,16 +92,7 @@ async def receive(
                     str(exc), errors=[FieldError(field=f"body.{v.field}", message=v.message) for v in exc.violations]
                 ) from exc
             await store.add_order(session, order)
-            await store.add_idempotency_key(
-                session,
-                {
-                    "buyer_code": buyer_code,
-                    "key": idempotency_key,
-                    "request_hash": fingerprint,
-                    "order_id": order.id,
-                    "created_at": now,
-                },
-            )
+            await store.idempotency_keys.remember(session, scope, idempotency_key, request_hash, order.id, now)
             await store.publish(session, received)
     except IntegrityError as exc:
         # Two identical requests raced: the loser sees the winner's key or PO number.

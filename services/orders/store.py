@@ -14,6 +14,7 @@ from shared.db import UtcDateTime, backbone_tables, upsert
 from shared.events import EventData
 from shared.events.orders import PlannedAllocation
 from shared.http import NotFound
+from shared.idempotency import IdempotencyKeys
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
 
@@ -205,16 +206,8 @@ refused_cells = sa.Table(
     sa.Column("refused_at", UtcDateTime, nullable=False),
 )
 
-# A buyer's Idempotency-Key and the request it was first used with: a retry gets the same answer.
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    sa.Column("buyer_code", sa.String(20), primary_key=True),
-    sa.Column("key", sa.String(200), primary_key=True),
-    sa.Column("request_hash", sa.String(64), nullable=False),
-    sa.Column("order_id", sa.String(64), nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-)
+# A buyer's Idempotency-Key (scope `purchase-orders:<buyer>`) and the order its first request made.
+idempotency_keys = IdempotencyKeys(metadata)
 
 
 # Where each buyer's procurement system wants to hear about its orders (Standard Webhooks).
@@ -499,18 +492,6 @@ async def list_orders(
         )
     ).all()
     return [_to_order(r) for r in rows], total
-
-
-async def find_idempotency_key(session: AsyncSession, buyer_code: str, key: str) -> Any:
-    return (
-        await session.execute(
-            sa.select(idempotency_keys).where(idempotency_keys.c.buyer_code == buyer_code, idempotency_keys.c.key == key)
-        )
-    ).first()
-
-
-async def add_idempotency_key(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(idempotency_keys).values(**values))
 
 
 async def set_status(session: AsyncSession, order_id: str, status: OrderStatus, reason: str | None = None) -> None:

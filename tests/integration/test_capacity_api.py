@@ -24,7 +24,7 @@ from tests.integration.capacity_support import (
 )
 from tests.integration.test_http import assert_problem
 
-STATE_TABLES = (store.foundries, store.capacity_changes, store.reservations, store.idempotency_keys, store.backbone.outbox)
+STATE_TABLES = (store.foundries, store.capacity_changes, store.reservations, store.idempotency_keys.table, store.backbone.outbox)
 
 
 async def state(capacity) -> tuple[int, ...]:

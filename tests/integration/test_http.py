@@ -85,7 +85,7 @@ async def orders_state(running: RunningService) -> tuple[int, int, int]:
                 sa.select(sa.func.count()).where(outbox.c.event_type == "ceper.orders.purchase_order_received.v1")
             )
         ).scalar_one()
-    return (await count(running, store.purchase_orders), await count(running, store.idempotency_keys), received)
+    return (await count(running, store.purchase_orders), await count(running, store.idempotency_keys.table), received)
 
 
 # --- capacity: foundries ------------------------------------------------------------------------------------
