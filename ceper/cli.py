@@ -22,7 +22,9 @@ app.add_typer(identity_cmd.clients_app, name="clients")
 app.add_typer(identity_cmd.users_app, name="users")
 app.add_typer(identity_cmd.keys_app, name="keys")
 dlq_app = typer.Typer(help="Dead-letter topics: what a service could not apply.", no_args_is_help=True)
-contracts_app = typer.Typer(help="Event contracts: JSON Schemas and the AsyncAPI document.", no_args_is_help=True)
+contracts_app = typer.Typer(
+    help="Event contracts: JSON Schemas, the AsyncAPI document, the table of event flows.", no_args_is_help=True
+)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(contracts_app, name="contracts")
 
@@ -251,11 +253,13 @@ def replay(service: str = typer.Argument(..., help="orders, capacity or quality"
 
 @contracts_app.command("export")
 def contracts_export() -> None:
-    """Write docs/events/*.json and docs/asyncapi.yaml from the event registry."""
+    """Write docs/events/*.json, docs/asyncapi.yaml and the event flows in docs/architecture.md from the registry."""
     from shared.contracts import export_all
 
+    from .flows import export_flows
+
     try:
-        written = export_all()
+        written = [*export_all(), export_flows()]
     except ValueError as exc:
         raise _fail(str(exc)) from None
     console.print(f"{len(written)} files written")
@@ -263,10 +267,12 @@ def contracts_export() -> None:
 
 @contracts_app.command("check")
 def contracts_check() -> None:
-    """Fail if a committed schema is missing, stale, or broken by a model change."""
+    """Fail if a committed schema is missing, stale, or broken by a model change, or the event flows are stale."""
     from shared.contracts import check_event_schemas
 
-    problems = check_event_schemas()
+    from .flows import check_flows
+
+    problems = check_event_schemas() + check_flows()
     if problems:
         raise _fail("\n".join(problems))
     console.print("Event contracts are up to date and backward compatible.")

@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from shared.events import Envelope, from_kafka, topic_of
 from shared.service import ServiceRuntime
 from shared.settings import Settings
+from shared.topics import read_to_end
 
 
 @dataclass
@@ -52,6 +54,14 @@ async def run_services(settings: Settings, *names: str) -> AsyncIterator[dict[st
         for name in names:
             running[name] = await stack.enter_async_context(run_service(factories[name], settings))
         yield running
+
+
+async def published(settings: Settings, service: str, subject: str) -> list[Envelope[Any]]:
+    """The events `service` has published so far about one aggregate (its key), in the order they were published."""
+    found = []
+    async for records in read_to_end(settings, settings.topic(topic_of(service))):
+        found += [envelope for r in records if (envelope := from_kafka(r.key, r.value, r.headers)).subject == subject]
+    return found
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -8,9 +8,10 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
+from shared.events.orders import PurchaseOrderFulfilled, ShipmentDelivered, ShipmentDispatched
 from tests.integration.quality_helpers import good_composite_sample
 from tests.integration.test_orders_planning import kai_order, members_known, register_member
-from tests.support import Receiver, eventually, run_services
+from tests.support import Receiver, eventually, published, run_services
 
 
 async def order_when(svc: Any, order_id: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
@@ -225,6 +226,18 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
 
             types = await eventually(all_sent, timeout=30)
             assert {"order.accepted", "shipment.dispatched", "shipment.delivered", "order.fulfilled"} <= set(types)
+
+            async def fulfilment_published():
+                kinds = [type(e.data) for e in await published(settings, "orders", order_id)]
+                return kinds if PurchaseOrderFulfilled in kinds else None
+
+            # Every shipment was dispatched before it was delivered, and the order was fulfilled last.
+            kinds = [
+                k
+                for k in await eventually(fulfilment_published)
+                if k in (ShipmentDispatched, ShipmentDelivered, PurchaseOrderFulfilled)
+            ]
+            assert kinds == [ShipmentDispatched, ShipmentDelivered] * 2 + [PurchaseOrderFulfilled], kinds
 
 
 async def test_a_revoked_certificate_puts_a_line_at_risk_and_a_new_one_brings_it_back_on_track(make_settings):

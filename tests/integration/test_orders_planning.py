@@ -6,8 +6,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from services.orders import projections
+from shared.events.orders import AllocationPlanned
 from shared.weeks import iso_week, week_end
-from tests.support import eventually, run_services
+from tests.support import eventually, published, run_services
 
 
 async def register_member(svc, code: str, weekly: int, *, certified: bool = True, tkdn: float = 40.0) -> None:
@@ -113,6 +114,11 @@ async def test_order_is_planned_on_eligible_members_reserved_and_accepted(make_s
         reservations = (await svc["capacity"].http.get("/v1/reservations", params={"order_id": order_id})).json()
         items = reservations["items"] if isinstance(reservations, dict) else reservations
         assert sum(r["quantity"] for r in items if r["state"] == "confirmed") == 6000
+
+        # The plan capacity reserved for is the one orders published.
+        [planned] = [e.data for e in await published(settings, "orders", order_id) if isinstance(e.data, AllocationPlanned)]
+        assert planned.plan_version == 1 and sum(a.quantity for a in planned.allocations) == 6000
+        assert {a.allocation_id for a in planned.allocations} == {r["allocation_id"] for r in items}
 
 
 async def test_a_small_line_is_planned_whole_on_one_member_and_accepted(make_settings):
