@@ -158,6 +158,11 @@ def _report_assignment(signals: Signals, assignment: Callable[[], set[Any]]) -> 
     return asyncio.create_task(report())
 
 
+async def _create_tables(url: str) -> None:
+    engine = await _engine_with_tables(url)
+    await engine.dispose()
+
+
 async def _engine_with_tables(url: str) -> Any:
     engine = create_engine(url)
     async with engine.begin() as conn:
@@ -762,6 +767,8 @@ class Bench:
             settings.topic(dlq_topic_of(CONSUMING_SERVICE)): DLQ_TOPIC_CONFIG,
         }
         asyncio.run(ensure_topics(self.kafka.bootstrap, topics, partitions=settings.kafka_partitions))
+        # Created here once: consumer processes of one group starting together would race on the DDL.
+        asyncio.run(_create_tables(consumer_db))
         return job
 
     def drop_job(self, backend: str, job: Job) -> None:
