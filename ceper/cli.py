@@ -209,8 +209,9 @@ def dlq_redrive(
         list[str] | None, typer.Option("--event-id", help="Only these events (repeatable); default: all pending")
     ] = None,
 ) -> None:
-    """Send pending dead letters back to their topics so the service applies them again."""
+    """Send pending dead letters back to the service's retry topic, so that service alone applies them again."""
     from shared.dlq import redrive
+    from shared.events import retry_topic_of
 
     settings = get_settings()
     try:
@@ -220,9 +221,12 @@ def dlq_redrive(
     if not sent:
         console.print("Nothing to redrive.")
         return
+    retry_topic = settings.topic(retry_topic_of(service))
     for letter in sent:
-        console.print(f"redriven {letter.event_id or '-'} ({letter.event_type or 'unknown type'}) to {letter.origin_topic}")
-    console.print(f"{len(sent)} dead letter(s) sent back to be applied again.")
+        console.print(
+            f"redriven {letter.event_id or '-'} ({letter.event_type or 'unknown type'}, from {letter.origin_topic}) to {retry_topic}"
+        )
+    console.print(f"{len(sent)} dead letter(s) sent back to be applied again, by {service} only.")
 
 
 @app.command()

@@ -6,6 +6,9 @@ tables to it so the service's own migrations create them.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +119,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def database_answers(engine: AsyncEngine, timeout_s: float) -> bool:
+    """Whether the database answers a health probe within `timeout_s`: tells an outage from a faulty event.
+
+    PostgreSQL: `SELECT 1` on a pooled connection (checked before use). SQLite: the write lock taken and given
+    back on a connection of its own, since a `SELECT 1` answers even when the file is locked or unwritable.
+    """
+    try:
+        if engine.dialect.name == "sqlite":
+            database = engine.url.database
+            if not database or database == ":memory:":
+                return True
+            return await asyncio.wait_for(asyncio.to_thread(_sqlite_writable, database, timeout_s), timeout_s + 1)
+        async with asyncio.timeout(timeout_s):
+            async with engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+        return True
+    except Exception:  # any failure to answer is the answer
+        return False
+
+
+def _sqlite_writable(database: str, timeout_s: float) -> bool:
+    # A missing file would be created empty by connect(): that is no database answering.
+    uri = Path(database).resolve().as_uri() + "?mode=rw"
+    connection = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    finally:
+        connection.close()
+
+
 async def upsert(session: AsyncSession, table: sa.Table, values: dict[str, Any]) -> None:
     """Inserts the row, or updates it where its primary key exists; portable across SQLite and PostgreSQL."""
     where = [column == values[column.name] for column in table.primary_key.columns]
@@ -140,8 +175,18 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
     return config
 
 
+# Key of the advisory lock migrations take on PostgreSQL (advisory locks are per database: one per service).
+MIGRATION_LOCK_KEY = zlib.crc32(b"ceper-migrations")
+
+
 async def migrate(engine: AsyncEngine, migrations_dir: Path, revision: str = "head") -> None:
-    """Upgrades the database to `revision` on the given engine (Alembic's connection-sharing recipe)."""
+    """Upgrades the database to `revision` on the given engine (Alembic's connection-sharing recipe).
+
+    One process at a time: replicas starting together queue for a lock held until the upgrade commits, and
+    those after the first find nothing left to do. PostgreSQL: a transaction-scoped advisory lock, released by
+    the commit or by the server when the process dies. SQLite: the database's write lock, which the upgrade's
+    transaction takes as it begins (`BEGIN IMMEDIATE`); the DDL is transactional there too.
+    """
     config = alembic_config(migrations_dir, engine.url.render_as_string(hide_password=False))
 
     def upgrade(connection: sa.Connection) -> None:
@@ -149,6 +194,8 @@ async def migrate(engine: AsyncEngine, migrations_dir: Path, revision: str = "he
         command.upgrade(config, revision)
 
     async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await connection.run_sync(upgrade)
 
 

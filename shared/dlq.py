@@ -1,9 +1,9 @@
 """Dead-letter topics: listing what failed and sending it back to be applied again.
 
-A redrive re-publishes the original event (same id, key and CloudEvents headers) to the topic it came
-from; consumers that applied it already skip it through their inbox, the one that failed applies it. The
-redrive is recorded in the dead-letter topic itself with a marker record, so listing shows what is still
-pending without any other state.
+A redrive re-publishes the original event (same id, key and CloudEvents headers) to the retry topic of the
+service that dead-lettered it (`ceper.<service>.retry`), which only that service's consumer group reads:
+the other services that consume the event's topic never see it again. The redrive is recorded in the
+dead-letter topic itself with a marker record, so listing shows what is still pending without any other state.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaProducer
 
 from . import kafka
-from .events import dlq_topic_of
+from .events import dlq_topic_of, retry_topic_of
 from .inbox import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER,
@@ -98,7 +98,7 @@ async def list_dead_letters(settings: Settings, service: str, *, include_redrive
 async def redrive(
     settings: Settings, service: str, *, event_ids: set[str] | None = None, offsets: set[tuple[int, int]] | None = None
 ) -> list[DeadLetter]:
-    """Re-publishes pending dead letters (all, or those named) to their origin topics; returns them."""
+    """Re-publishes pending dead letters (all, or those named) to the service's retry topic; returns them."""
     pending = await list_dead_letters(settings, service)
     chosen = [
         letter
@@ -112,10 +112,12 @@ async def redrive(
     await producer.start()
     try:
         dlq_topic = settings.topic(dlq_topic_of(service))
+        retry_topic = settings.topic(retry_topic_of(service))
         for letter in chosen:
             if not letter.origin_topic:
                 continue  # not one of ours: nothing to send it back to
-            await producer.send_and_wait(letter.origin_topic, value=letter.value, key=letter.key, headers=letter.original_headers)
+            # The same key as on its origin topic: the redriven events of one aggregate stay in order.
+            await producer.send_and_wait(retry_topic, value=letter.value, key=letter.key, headers=letter.original_headers)
             await producer.send_and_wait(
                 dlq_topic,
                 value=b"",

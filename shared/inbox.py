@@ -1,10 +1,21 @@
-"""Inbox consumer: applies other services' events exactly once, in order, without stalling on poison.
+"""Inbox consumer: applies other services' events exactly once, each partition in order, none waiting for another.
 
-Each poll batch is applied in ONE database transaction together with its inbox rows `(consumer, event
-id)`, then the offsets are committed: at-least-once delivery, exactly-once effects. If any event of the
-batch fails, the batch is rolled back and replayed one event per transaction, with bounded retries; an
-event that still fails goes to the service's dead-letter topic with its error and origin, and the
-partition moves on.
+One fetch loop reads every partition the service's consumer group gave this replica and hands each
+partition's records to a worker of its own. A worker applies a batch of its partition in ONE database
+transaction together with the inbox rows `(consumer, event id)`, then that partition's offset is committed:
+at-least-once delivery, exactly-once effects. A slow or failing event holds up only its own partition; a
+partition whose worker falls behind is paused at the broker until it catches up.
+
+When a batch fails, the database is asked whether it answers. If it does not, the partition waits for it
+and nothing is dead-lettered: an outage is no event's fault. If it does, the batch is applied again one
+event per transaction, and an event that keeps failing, whatever the error, goes to the service's
+dead-letter topic with its error and origin after `CEPER_INBOX_MAX_ATTEMPTS` tries; the partition moves on.
+
+Rebalances: the workers of partitions taken away finish the transaction in flight (or abandon it after
+`CEPER_INBOX_REVOKE_GRACE_S`), what they applied is committed while the partitions are still owned, and
+nothing touches those partitions afterwards. The loop runs as a supervised background task: if it dies
+anyway it is restarted with backoff, counted and reported by `/readyz`. Lag is measured from the broker by
+a task of its own (`shared/lag.py`).
 """
 
 from __future__ import annotations
@@ -12,25 +23,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from . import kafka, metrics, tracing
-from .events import Envelope, EventData, EventType, MalformedEvent, dlq_topic_of, event_type_of, from_kafka
+from .db import database_answers
+from .events import (
+    REGISTRY,
+    Envelope,
+    EventData,
+    EventType,
+    MalformedEvent,
+    dlq_topic_of,
+    event_type_of,
+    from_kafka,
+    retry_topic_of,
+)
+from .lag import LagMeter
 from .logging import get_logger
 from .outbox import current_trace_id
 from .settings import Settings
+from .tasks import BackgroundTask, Backoff, every
 
 log = get_logger(__name__)
 
@@ -41,8 +66,8 @@ class PermanentError(Exception):
     """Raised by a handler for an event that can never be applied: it goes to the DLQ without retries."""
 
 
-# Errors that say the database or network is away: they never send an event to the DLQ.
-INFRASTRUCTURE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, OSError, KafkaError)
+# Errors that say the event itself is wrong: dead-lettered at once, without retries.
+EVENT_ERRORS = (PermanentError, ValidationError, MalformedEvent)
 
 # The dialects' INSERT … ON CONFLICT DO NOTHING, which the inbox needs to record only unseen events.
 _UPSERT_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {
@@ -60,6 +85,9 @@ DLQ_CONSUMER = "ceper_dlq_consumer"
 DLQ_ATTEMPTS = "ceper_dlq_attempts"
 DLQ_TIME = "ceper_dlq_time"
 DLQ_HEADER_PREFIX = "ceper_dlq_"
+
+# Distinct unknown event types counted by name; beyond that they share one label, so a flood cannot grow /metrics.
+UNKNOWN_TYPES_COUNTED = 50
 
 
 @dataclass(frozen=True)
@@ -132,14 +160,63 @@ class ConsumerStats:
     applied: int = 0
     duplicates: int = 0
     skipped: int = 0
+    unknown: int = 0
     dead_lettered: int = 0
     batches: int = 0
     fallbacks: int = 0
+    restarts: int = 0
     dead_letters: list[str] = field(default_factory=list)
 
 
+class _Abandoned(Exception):
+    """The partition was taken away, or the consumer stops: its remaining events are left to the next owner."""
+
+
+class _Partition:
+    """The worker of one assigned partition: applies its records in order, one batch at a time."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.records: deque[ConsumerRecord[bytes, bytes]] = deque()
+        self.wake = asyncio.Event()
+        self.revoked = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        self.records.extend(records)
+        self.wake.set()
+
+    def revoke(self) -> None:
+        self.revoked.set()
+        self.wake.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleeps, unless the partition is taken away meanwhile: then its work is abandoned."""
+        if not self.revoked.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.revoked.wait(), seconds)
+                raise _Abandoned
+            return
+        raise _Abandoned
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints for it
+    def __init__(self, inbox: InboxConsumer) -> None:
+        self.inbox = inbox
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.inbox._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.inbox._on_assigned(set(assigned))
+
+
 class InboxConsumer:
-    """Runs one service's subscriptions against its database, as consumer group `ceper-<service>`."""
+    """Runs one service's subscriptions against its database, as consumer group `ceper-<service>`.
+
+    Reads the topics of its subscriptions and its own retry topic (`ceper.<service>.retry`), where redriven
+    dead letters of this service, and of no other, are sent back.
+    """
 
     def __init__(
         self,
@@ -155,16 +232,47 @@ class InboxConsumer:
         self.inbox = inbox
         self.settings = settings
         self.stats = ConsumerStats()
+        self.engine: AsyncEngine = sessions.kw["bind"]
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._prefix = settings.kafka_topic_prefix
+        self._group_id = settings.consumer_group(service)
+        self._topics = [settings.topic(t) for t in subscriptions.topics] + [settings.topic(retry_topic_of(service))]
         self._dlq_topic = settings.topic(dlq_topic_of(service))
         self._insert_new_by_dialect: dict[str, Any] = {}
+        self._loop = BackgroundTask(f"{service}-inbox-consumer", self._run, healthy_after_s=30.0, on_crash=self._crashed)
+        self._lag = LagMeter(service, self._group_id, self._topics, settings)
+        self._lag_task = BackgroundTask(
+            f"{service}-consumer-lag", every(lambda: settings.inbox_lag_interval_s, self._measure_lag, name="consumer lag")
+        )
+        self._live = False
+        self._running_gauge = metrics.CONSUMER_RUNNING.labels(service)
+        self._running_gauge.set(0)
+        # Partitions this replica owns in the group's current generation, their workers and offsets.
+        self._owned: set[TopicPartition] = set()
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._applied: dict[TopicPartition, int] = {}  # the offset after the last record applied
+        self._committed: dict[TopicPartition, int] = {}
+        self._commit_wanted = asyncio.Event()
+        # SQLite has one writer at a time: partitions take turns in this process instead of spinning on its lock.
+        self._one_writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        # Outages are logged when they start and when they end, not at every retry.
+        self._database_down_since: float | None = None
+        self._broker_down_since: float | None = None
+        self._unknown_types: set[str] = set()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """True while the consumer loop runs and is joined to its group; False while it is down or restarting."""
+        return self._live and self._loop.running
+
+    @property
+    def status(self) -> str:
+        """What `/readyz` says of the consumer."""
+        if self.running:
+            return "ok"
+        if self._loop.last_error is not None and self._loop.running:
+            return f"restarting after {self._loop.crashes} failure(s): {self._loop.last_error}"[:300]
+        return "not running"
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer owns now; empty until it has joined its group."""
@@ -174,95 +282,240 @@ class InboxConsumer:
         if not len(self.subscriptions):
             return
         self._producer = producer
-        topics = [self.settings.topic(t) for t in self.subscriptions.topics]
-        self._consumer = kafka.consumer(
-            self.settings, *topics, group_id=self.settings.consumer_group(self.service), client_id=f"ceper-{self.service}"
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"{self.service}-inbox-consumer")
+        self._loop.start()
+        self._lag_task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        await self._lag_task.stop()
+        await self._loop.stop()
+        await self._lag.close()
+
+    async def measure_lag(self) -> dict[TopicPartition, int]:
+        """The group's lag per partition, measured now from the broker (the periodic task does this too)."""
+        return await self._lag.measure()
+
+    async def _measure_lag(self) -> None:
+        await self._lag.measure()
+
+    def _crashed(self, error: BaseException) -> None:
+        self.stats.restarts += 1
+        metrics.CONSUMER_RESTARTS.labels(self.service).inc()
+
+    def _set_live(self, live: bool) -> None:
+        self._live = live
+        self._running_gauge.set(1 if live else 0)
+
+    # --- the fetch loop -----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
         structlog.contextvars.bind_contextvars(service=self.service)
-        backoff = 0.1
+        options: dict[str, object] = {}
+        if self.settings.instance_id:
+            options["group_instance_id"] = self.settings.instance_id
+        consumer = kafka.consumer(self.settings, group_id=self._group_id, client_id=f"ceper-{self.service}", **options)
+        consumer.subscribe(topics=self._topics, listener=_Rebalance(self))
+        committer: asyncio.Task[None] | None = None
+        try:
+            await consumer.start()
+            self._consumer = consumer
+            committer = asyncio.create_task(self._commit_loop(consumer), name=f"{self.service}-inbox-commits")
+            self._set_live(True)
+            while True:
+                fetched = await consumer.getmany(timeout_ms=500, max_records=self.settings.inbox_batch_size)
+                self._raise_if_a_worker_failed(committer)
+                for tp, records in fetched.items():
+                    self._dispatch(consumer, tp, records)
+        finally:
+            self._set_live(False)
+            # Stopping or failing: the work in flight is finished or abandoned, what was applied is committed.
+            with contextlib.suppress(Exception):
+                await self._release(consumer, set(self._partitions))
+            if committer is not None:
+                committer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await committer
+            self._consumer = None
+            self._owned.clear()
+            with contextlib.suppress(Exception):
+                await consumer.stop()  # leaves the group, so its partitions move to the other replicas at once
+
+    def _dispatch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if tp not in self._owned:
+            # Fetching waits while a rebalance is under way, so whatever arrives is of the current assignment,
+            # possibly before its assigned-callback ran.
+            if tp not in consumer.assignment():
+                return
+            self._owned.add(tp)
+        partition = self._partitions.get(tp)
+        if partition is None:
+            partition = self._partitions[tp] = _Partition(tp)
+            partition.task = asyncio.create_task(
+                self._work(consumer, partition), name=f"{self.service}-inbox-{tp.topic}-{tp.partition}"
+            )
+        partition.feed(records)
+        if len(partition.records) >= self.settings.inbox_batch_size:
+            consumer.pause(tp)  # its worker is behind: the broker keeps the rest until it catches up
+
+    def _raise_if_a_worker_failed(self, committer: asyncio.Task[None]) -> None:
+        if committer.done():
+            committer.result()
+            raise RuntimeError("the offset committer stopped")
+        for partition in self._partitions.values():
+            task = partition.task
+            if task is not None and task.done() and not task.cancelled():
+                error = task.exception()
+                raise RuntimeError(f"the worker of {partition.tp.topic}/{partition.tp.partition} failed: {error!r}") from error
+
+    async def _work(self, consumer: AIOKafkaConsumer, partition: _Partition) -> None:
+        tp = partition.tp
+        batch_size = self.settings.inbox_batch_size
+        try:
+            while not partition.revoked.is_set():
+                if not partition.records:
+                    partition.wake.clear()
+                    await partition.wake.wait()
+                    continue
+                batch = [partition.records.popleft() for _ in range(min(batch_size, len(partition.records)))]
+                await self.apply({tp: batch})
+                self._applied[tp] = batch[-1].offset + 1
+                self._commit_wanted.set()
+                if len(partition.records) < batch_size and tp in self._owned and tp in consumer.paused():
+                    with contextlib.suppress(IllegalStateError):
+                        consumer.resume(tp)
+        except _Abandoned:
+            return
+
+    # --- rebalances and offsets ---------------------------------------------------------------------------
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owned = set(assigned)
+        log.info("partitions assigned", service=self.service, partitions=_names(assigned))
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._owned -= revoked
+        if self._consumer is not None and revoked:
+            log.info("partitions revoked", service=self.service, partitions=_names(revoked))
+            await self._release(self._consumer, revoked)
+
+    async def _release(self, consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
+        """Lets the workers of `tps` finish their transaction in flight (abandoned after the grace period), then
+        commits what they applied. Called while the partitions are still owned: during the revoke callback, or
+        before the consumer leaves its group."""
+        partitions = [self._partitions.pop(tp) for tp in tps if tp in self._partitions]
+        for partition in partitions:
+            partition.revoke()
+        tasks = [p.task for p in partitions if p.task is not None and not p.task.done()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.inbox_revoke_grace_s)
+            for task in late:
+                task.cancel()  # rolls its transaction back: the partition's next owner applies those events
+            if late:
+                await asyncio.wait(late, timeout=self.settings.inbox_revoke_grace_s)
+        offsets = {tp: self._applied.pop(tp) for tp in tps if tp in self._applied}
+        offsets = {tp: offset for tp, offset in offsets.items() if offset > self._committed.pop(tp, -1)}
+        for tp in tps:
+            self._committed.pop(tp, None)
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}), 10)
+        except (KafkaError, TimeoutError) as exc:
+            # Not lost: the next owner gets those events again and its inbox skips them.
+            log.info("offsets of released partitions not committed", service=self.service, error=repr(exc))
+
+    async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
+        """Commits the offsets workers applied, coalescing the commits of all partitions into one request."""
+        backoff = Backoff(first=0.2, most=5.0)
+        failing_since: float | None = None
         while True:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=self.settings.inbox_batch_size)
-            if not batches:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            offsets = {
+                tp: offset for tp, offset in self._applied.items() if tp in self._owned and offset > self._committed.get(tp, -1)
+            }
+            if not offsets:
                 continue
             try:
-                await self.apply(batches)
-                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database or the broker is away: apply the same batch again later
-                log.warning("inbox batch failed, will retry", error=str(exc), retry_in_s=backoff)
-                for tp, records in batches.items():
-                    consumer.seek(tp, records[0].offset)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            except (CommitFailedError, IllegalStateError):
+                continue  # a rebalance is under way: the revoke callback commits what is still ours
+            except KafkaError as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("offsets cannot be committed: broker unavailable", service=self.service, error=repr(exc))
+                self._commit_wanted.set()
+                await backoff.wait()
                 continue
-            self._record_lag(consumer, batches)
+            for tp, offset in offsets.items():
+                self._committed[tp] = max(self._committed.get(tp, -1), offset)
+            if failing_since is not None:
+                log.info("offsets committed again", service=self.service, after_s=round(time.monotonic() - failing_since, 1))
+                failing_since = None
+                backoff.reset()
 
-    def _record_lag(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
-        for tp, records in batches.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(
-                    max(0, highwater - records[-1].offset - 1)
-                )
-
-    # --- applying a batch -------------------------------------------------------------------------------
+    # --- applying a batch ---------------------------------------------------------------------------------
 
     async def apply(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Applies one poll batch; returns once every event is applied, skipped or dead-lettered."""
-        started = time.perf_counter()
-        deliveries: list[Delivery] = []
-        for records in batches.values():
+        """Applies fetched records; returns once every event is applied, skipped or dead-lettered."""
+        for tp, records in batches.items():
+            started = time.perf_counter()
+            deliveries: list[Delivery] = []
             for record in records:
-                delivery = await self._decode(record)
+                delivery = await self._decode(tp, record)
                 if delivery is not None:
                     deliveries.append(delivery)
-        if deliveries:
-            try:
-                await self._apply_together(deliveries)
-            except Exception as exc:
-                self.stats.fallbacks += 1
-                log.info("batch had a failing event; applying one by one", error=str(exc), size=len(deliveries))
-                for delivery in deliveries:
-                    await self._apply_alone(delivery)
-        self.stats.batches += 1
-        metrics.EVENT_HANDLING.labels(self.service).observe(time.perf_counter() - started)
+            if deliveries:
+                await self._apply_batch(tp, deliveries)
+            self.stats.batches += 1
+            metrics.EVENT_HANDLING.labels(self.service).observe(time.perf_counter() - started)
 
-    async def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Delivery | None:
+    async def _decode(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Delivery | None:
         type_name = event_type_of(record.headers)
         if type_name is not None:
             subscription = self.subscriptions.get(type_name)
             if subscription is None:
-                self.stats.skipped += 1  # another consumer's business, or a newer type we do not know yet
+                self.stats.skipped += 1  # another consumer's business, or a type no version of ours knows
+                if REGISTRY.get(type_name) is None:
+                    self._count_unknown(type_name, record)
                 return None
         try:
             envelope = from_kafka(record.key, record.value, record.headers)
         except MalformedEvent as exc:
-            await self._dead_letter(record, exc, attempts=1, type_name=type_name or "unknown")
+            await self._dead_letter(tp, record, exc, attempts=1, type_name=type_name or "unknown")
             return None
         subscription = self.subscriptions.get(envelope.type.name)
         assert subscription is not None
         return Delivery(record, envelope, subscription)
 
+    def _count_unknown(self, type_name: str, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.stats.unknown += 1
+        known = type_name in self._unknown_types
+        if not known and len(self._unknown_types) < UNKNOWN_TYPES_COUNTED:
+            self._unknown_types.add(type_name)
+            log.warning(
+                "events of an unknown type are skipped",
+                event_type=type_name[:200],
+                origin=f"{record.topic}/{record.partition}/{record.offset}",
+            )
+            known = True
+        metrics.EVENTS_UNKNOWN.labels(self.service, type_name[:200] if known else "other").inc()
+
+    async def _apply_batch(self, tp: TopicPartition, deliveries: list[Delivery]) -> None:
+        while True:
+            try:
+                await self._apply_together(deliveries)
+                return
+            except Exception as exc:  # which event, or the database itself? The probe tells.
+                if await self._database_answers():
+                    self.stats.fallbacks += 1
+                    log.info("batch had a failing event; applying one by one", error=str(exc), size=len(deliveries))
+                    break
+                await self._wait_for_database(tp, exc)
+        for delivery in deliveries:
+            await self._apply_alone(tp, delivery)
+
     async def _apply_together(self, deliveries: list[Delivery]) -> None:
-        async with self.sessions() as session, session.begin():
+        async with self._transaction() as session:
             fresh = await self._record_in_inbox(session, deliveries)
             applied: list[Delivery] = []
             for delivery in deliveries:
@@ -274,39 +527,71 @@ class InboxConsumer:
                 applied.append(delivery)
         self._count_applied(applied)
 
-    async def _apply_alone(self, delivery: Delivery) -> None:
+    async def _apply_alone(self, tp: TopicPartition, delivery: Delivery) -> None:
+        envelope = delivery.envelope
         attempts = 0
         while True:
-            attempts += 1
             try:
-                async with self.sessions() as session, session.begin():
+                async with self._transaction() as session:
                     if not await self._record_in_inbox(session, [delivery]):
                         self._count_duplicate(delivery)
                         return
                     await self._handle(session, delivery)
                 self._count_applied([delivery])
                 return
-            except (PermanentError, ValidationError, MalformedEvent) as exc:
-                metrics.EVENTS_FAILED.labels(self.service, delivery.envelope.type.name).inc()
-                await self._dead_letter(delivery.record, exc, attempts, delivery.envelope.type.name, delivery.envelope.id)
+            except EVENT_ERRORS as exc:
+                metrics.EVENTS_FAILED.labels(self.service, envelope.type.name).inc()
+                await self._dead_letter(tp, delivery.record, exc, attempts + 1, envelope.type.name, envelope.id)
                 return
-            except Exception as exc:
-                metrics.EVENTS_FAILED.labels(self.service, delivery.envelope.type.name).inc()
+            except Exception as exc:  # whatever the class: the probe says whether the event or the database is at fault
+                if not await self._database_answers():
+                    await self._wait_for_database(tp, exc)
+                    continue  # an outage costs the event no attempt
+                attempts += 1
+                metrics.EVENTS_FAILED.labels(self.service, envelope.type.name).inc()
                 if attempts >= self.settings.inbox_max_attempts:
-                    if isinstance(exc, INFRASTRUCTURE_ERRORS):
-                        raise  # the database is away, not the event at fault: retry the batch later
-
-                    await self._dead_letter(delivery.record, exc, attempts, delivery.envelope.type.name, delivery.envelope.id)
+                    await self._dead_letter(tp, delivery.record, exc, attempts, envelope.type.name, envelope.id)
                     return
-                delay = self.settings.inbox_retry_backoff_s * (2 ** (attempts - 1))
                 log.warning(
                     "event failed, retrying",
-                    event_id=delivery.envelope.id,
-                    event_type=delivery.envelope.type.name,
+                    event_id=envelope.id,
+                    event_type=envelope.type.name,
                     attempt=attempts,
                     error=repr(exc),
                 )
-                await asyncio.sleep(delay)
+                await self._wait(tp, self.settings.inbox_retry_backoff_s * (2 ** (attempts - 1)))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._one_writer is not None:
+                await stack.enter_async_context(self._one_writer)
+            session = await stack.enter_async_context(self.sessions())
+            await stack.enter_async_context(session.begin())
+            yield session
+
+    async def _wait(self, tp: TopicPartition, seconds: float) -> None:
+        partition = self._partitions.get(tp)
+        if partition is None:
+            raise _Abandoned
+        await partition.wait(seconds)
+
+    async def _database_answers(self) -> bool:
+        return await database_answers(self.engine, self.settings.inbox_database_probe_timeout_s)
+
+    async def _wait_for_database(self, tp: TopicPartition, error: BaseException) -> None:
+        """Holds the partition until the database answers again; consumption of it pauses meanwhile."""
+        if self._database_down_since is None:
+            self._database_down_since = time.monotonic()
+            log.warning("database does not answer: consumption waits for it, nothing is dead-lettered", error=str(error)[:300])
+        backoff = Backoff(first=0.2, most=5.0)
+        while True:
+            await self._wait(tp, backoff.next_delay())
+            if await self._database_answers():
+                break
+        if self._database_down_since is not None:
+            log.info("database answers again", down_for_s=round(time.monotonic() - self._database_down_since, 1))
+            self._database_down_since = None
 
     async def _handle(self, session: AsyncSession, delivery: Delivery) -> None:
         envelope = delivery.envelope
@@ -367,6 +652,7 @@ class InboxConsumer:
 
     async def _dead_letter(
         self,
+        tp: TopicPartition,
         record: ConsumerRecord[bytes, bytes],
         error: BaseException,
         attempts: int,
@@ -385,8 +671,20 @@ class InboxConsumer:
             (DLQ_ATTEMPTS, str(attempts).encode()),
             (DLQ_TIME, datetime.now(UTC).isoformat().encode()),
         ]
-        # Wait for the ack: the offset is committed only after the dead letter is safely stored.
-        await self._producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers)
+        # Wait for the ack, however long the broker is away: the offset moves on only once the dead letter is stored.
+        backoff = Backoff(first=0.2, most=5.0)
+        while True:
+            try:
+                await self._producer.send_and_wait(self._dlq_topic, value=record.value, key=record.key, headers=headers)
+                break
+            except KafkaError as exc:
+                if self._broker_down_since is None:
+                    self._broker_down_since = time.monotonic()
+                    log.warning("dead letter cannot be stored: broker unavailable, will retry", error=repr(exc))
+                await self._wait(tp, backoff.next_delay())
+        if self._broker_down_since is not None:
+            log.info("dead letters stored again", after_s=round(time.monotonic() - self._broker_down_since, 1))
+            self._broker_down_since = None
         metrics.EVENTS_DEAD_LETTERED.labels(self.service, type_name).inc()
         self.stats.dead_lettered += 1
         self.stats.dead_letters.append(event_id or f"{record.topic}:{record.partition}:{record.offset}")
@@ -399,3 +697,7 @@ class InboxConsumer:
             error=str(error),
             dlq_topic=self._dlq_topic,
         )
+
+
+def _names(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

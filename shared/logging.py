@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import structlog
 
 from . import tracing
 
 _configured = False
+
+# Libraries that log every retry of a connection while a peer is away.
+_CHATTY_LIBRARIES = ("aiokafka",)
+REPEAT_WINDOW_S = 300.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets each warning of a chatty library through once per `window_s`.
+
+    While the broker is away aiokafka logs every reconnection attempt, thousands of lines a minute; an outage
+    should show as a line when it starts (this filter keeps the first of each kind) and a line when it ends
+    (our components log that), not as its retries.
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S, libraries: tuple[str, ...] = _CHATTY_LIBRARIES) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.libraries = libraries
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.libraries):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.window_s:
+            return False
+        if len(self._last) > 1000:  # templates, not messages, are keys: only a bug would grow it this far
+            self._last.clear()
+        self._last[key] = now
+        return True
 
 
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
@@ -39,6 +72,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -22,6 +22,15 @@ EVENT_HANDLING = Histogram(
     ["service"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
-CONSUMER_LAG = Gauge("ceper_consumer_lag", "Messages behind the end of the partition", ["service", "topic", "partition"])
+EVENTS_UNKNOWN = Counter(
+    "ceper_events_unknown", "Events of a type no version of this service knows, skipped", ["service", "event_type"]
+)
+CONSUMER_LAG = Gauge(
+    "ceper_consumer_lag",
+    "Messages behind the end of the partition: its end offset minus the consumer group's committed offset",
+    ["service", "topic", "partition"],
+)
+CONSUMER_RUNNING = Gauge("ceper_consumer_running", "1 while the service's inbox consumer runs, 0 while it is down", ["service"])
+CONSUMER_RESTARTS = Counter("ceper_consumer_restarts", "Times the inbox consumer loop failed and was restarted", ["service"])
 OUTBOX_BACKLOG = Gauge("ceper_outbox_backlog", "Outbox events not yet acknowledged by Kafka", ["service"])
 OUTBOX_OLDEST_AGE = Gauge("ceper_outbox_oldest_age_seconds", "Age of the oldest outbox event not yet acknowledged", ["service"])

@@ -184,6 +184,7 @@ class Relay:
             while await self.publish_pending():
                 pass
             self._backoff.reset()
+            self._task.working()
             await self._housekeeping()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.outbox_poll_interval_s)

@@ -183,7 +183,7 @@ class ServiceRuntime:
         if self.spec.uses_broker:
             checks["broker"] = await self._check_broker()
         if self.consumer is not None:
-            checks["consumer"] = "ok" if self.consumer.running else "not running"
+            checks["consumer"] = self.consumer.status
         for check in self.spec.readiness:
             problem = await check(self)
             checks[check.__name__.removeprefix("check_")] = problem or "ok"

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Prepended to every topic and consumer group: lets tests share one broker without seeing each other.
     kafka_topic_prefix: str = ""
     kafka_partitions: int = Field(default=6, ge=1)
+    # This replica's stable name within its consumer groups (static membership): a restarted process takes its
+    # partitions back at once instead of waiting out the old session. Unique per replica of a service.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
 
     orders_database_url: str | None = None
     capacity_database_url: str | None = None
@@ -47,6 +50,12 @@ class Settings(BaseSettings):
     inbox_max_attempts: int = Field(default=3, ge=1)
     inbox_retry_backoff_s: float = Field(default=0.05, ge=0)
     inbox_batch_size: int = Field(default=500, ge=1)
+    # How long a health probe of the database may take before the database counts as not answering.
+    inbox_database_probe_timeout_s: float = Field(default=3.0, gt=0)
+    # How long partitions taken away in a rebalance may finish the transaction in flight before it is abandoned.
+    inbox_revoke_grace_s: float = Field(default=5.0, ge=0)
+    # How often the consumer group's lag is measured from the broker.
+    inbox_lag_interval_s: float = Field(default=5.0, gt=0)
 
     # Quality: how often the certificate-expiry job runs, how early it warns, and how lot records become a status.
     quality_expiry_check_interval_s: float = Field(default=300.0, gt=0)

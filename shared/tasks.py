@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 from .logging import get_logger
@@ -77,11 +78,21 @@ class BackgroundTask:
         self._task: asyncio.Task[None] | None = None
         self.crashes = 0
         self.last_error: str | None = None
+        # While an expected failure repeats (an outage), it is logged when it begins and when it ends, not per retry.
+        self._waiting_since: float | None = None
 
     @property
     def running(self) -> bool:
         """True while the task is alive, including while it waits to be restarted."""
         return self._task is not None and not self._task.done()
+
+    def working(self) -> None:
+        """Told by `run` once it has done its work again: ends a wait that was logged, with a line saying so."""
+        if self._waiting_since is None:
+            return
+        down_for = time.monotonic() - self._waiting_since
+        self._waiting_since = None
+        log.info("background task works again", task=self.name, waited_s=round(down_for, 1))
 
     def start(self) -> None:
         if self.running:
@@ -103,6 +114,7 @@ class BackgroundTask:
             started = loop.time()
             try:
                 await self._run()
+                self.working()
                 return
             except asyncio.CancelledError:
                 raise
@@ -118,9 +130,11 @@ class BackgroundTask:
                     self._backoff.reset()
                 delay = self._backoff.next_delay()
                 if isinstance(exc, self._expected):
-                    log.warning(
-                        "background task waits, will retry", task=self.name, error=self.last_error, retry_in_s=round(delay, 2)
-                    )
+                    if self._waiting_since is None:
+                        self._waiting_since = time.monotonic()
+                        log.warning("background task waits, will retry", task=self.name, error=self.last_error)
+                    else:
+                        log.debug("background task still waits", task=self.name, error=self.last_error)
                 else:
                     log.error(
                         "background task failed, restarting", task=self.name, error=self.last_error, restart_in_s=round(delay, 2)

@@ -14,14 +14,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 
 from . import kafka
-from .events import dlq_topic_of, topic_of
+from .events import dlq_topic_of, retry_topic_of, topic_of
 from .events.registry import SERVICES
 from .kafka import BrokerError
 from .settings import Settings
 
-# Event topics are the system of record for replay: kept forever. Dead letters too, until redriven.
+# Event topics are the system of record for replay: kept forever. Dead letters too, until redriven, and the
+# redriven ones on a service's retry topic, which only that service reads.
 EVENT_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 DLQ_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+RETRY_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
 
 def platform_topics(settings: Settings) -> dict[str, dict[str, str]]:
@@ -30,6 +32,7 @@ def platform_topics(settings: Settings) -> dict[str, dict[str, str]]:
     for service in SERVICES:
         topics[settings.topic(topic_of(service))] = EVENT_TOPIC_CONFIG
         topics[settings.topic(dlq_topic_of(service))] = DLQ_TOPIC_CONFIG
+        topics[settings.topic(retry_topic_of(service))] = RETRY_TOPIC_CONFIG
     return topics
 
 

@@ -517,7 +517,7 @@ class ReservationIn(BaseModel):
     quantity: Units
     due_date: date | None = Field(default=None, description="Delivery this production serves; orders revocation")
     order_id: str | None = Field(default=None, max_length=64)
-    allocation_id: str | None = Field(default=None, max_length=100)
+    allocation_id: str | None = Field(default=None, max_length=64)
     item_code: str | None = Field(default=None, max_length=40, examples=["BB-COMP-K"])
     note: str | None = Field(default=None, max_length=500)
 

@@ -237,6 +237,9 @@ webhook_deliveries = sa.Table(
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.String(500), nullable=True),
     sa.Column("delivered_at", UtcDateTime, nullable=True),
+    # The sender working on the message and until when: each message has one sender at a time across replicas.
+    sa.Column("claimed_by", sa.String(100), nullable=True),
+    sa.Column("claimed_until", UtcDateTime, nullable=True),
     sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     sa.Index("ix_webhook_deliveries_buyer", "buyer_code", "created_at"),
 )
@@ -833,7 +836,7 @@ async def mark_delivered(
     )
 
 
-# --- buyers' webhook endpoints and delivery log (the dispatcher keeps its own queries) ---------------------
+# --- buyers' webhook endpoints and delivery log (the dispatcher's queue is further down) --------------------
 
 
 async def webhook_endpoint(session: AsyncSession, buyer_code: str) -> Any:
@@ -937,3 +940,78 @@ async def handovers_since(session: AsyncSession, since: date) -> list[tuple[str,
 
 async def buyers_with_orders(session: AsyncSession) -> set[str]:
     return set((await session.execute(sa.select(purchase_orders.c.buyer_code).distinct())).scalars())
+
+
+# --- the webhook queue: each due message claimed by one sender, whatever the number of replicas -----------
+
+
+async def webhook_endpoint_enabled(session: AsyncSession, buyer_code: str) -> bool:
+    enabled = (
+        await session.execute(sa.select(buyer_webhooks.c.enabled).where(buyer_webhooks.c.buyer_code == buyer_code))
+    ).scalar()
+    return bool(enabled)
+
+
+async def queue_webhook(session: AsyncSession, values: dict[str, Any]) -> None:
+    await session.execute(sa.insert(webhook_deliveries).values(**values))
+
+
+def _unclaimed(now: Any) -> Any:
+    return sa.or_(webhook_deliveries.c.claimed_until.is_(None), webhook_deliveries.c.claimed_until < now)
+
+
+async def claim_due_webhooks(session: AsyncSession, *, owner: str, now: Any, until: Any, limit: int) -> list[Any]:
+    """Claims up to `limit` due messages for `owner` until `until`, oldest first, with their endpoints.
+
+    Messages another sender holds are skipped: rows locked by a concurrent claim (`FOR UPDATE SKIP LOCKED` on
+    PostgreSQL; SQLite's write lock serialises claims) and rows whose claim has not expired. A sender that died
+    mid-send leaves its claim to expire, and the message is sent again by another.
+    """
+    deliveries = webhook_deliveries
+    due = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, _unclaimed(now))
+        .order_by(deliveries.c.created_at, deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await session.execute(due)).scalars())
+    if not ids:
+        return []
+    claimed = (
+        await session.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(ids), _unclaimed(now))
+            .values(claimed_by=owner, claimed_until=until)
+            .returning(deliveries.c.id)
+        )
+    ).scalars()
+    claimed_ids = list(claimed)
+    if not claimed_ids:
+        return []
+    rows = await session.execute(
+        sa.select(deliveries, buyer_webhooks.c.url, buyer_webhooks.c.secret, buyer_webhooks.c.enabled)
+        .join(buyer_webhooks, buyer_webhooks.c.buyer_code == deliveries.c.buyer_code)
+        .where(deliveries.c.id.in_(claimed_ids))
+        .order_by(deliveries.c.created_at, deliveries.c.id)
+    )
+    return list(rows)
+
+
+async def record_webhook_attempt(session: AsyncSession, message_id: str, owner: str, values: dict[str, Any]) -> bool:
+    """Records an attempt's outcome and gives the claim back; False if `owner` no longer held the message."""
+    result = await session.execute(
+        sa.update(webhook_deliveries)
+        .where(webhook_deliveries.c.id == message_id, webhook_deliveries.c.claimed_by == owner)
+        .values(**values, claimed_by=None, claimed_until=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's result has a rowcount
+
+
+async def release_webhook_claims(session: AsyncSession, owner: str) -> None:
+    """Gives back what `owner` claimed and did not attempt (a sender stopping), so another sends it now."""
+    await session.execute(
+        sa.update(webhook_deliveries)
+        .where(webhook_deliveries.c.claimed_by == owner, webhook_deliveries.c.status == "pending")
+        .values(claimed_by=None, claimed_until=None)
+    )

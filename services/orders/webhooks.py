@@ -1,9 +1,10 @@
 """Buyer webhooks: signed (Standard Webhooks) notifications from a persistent queue, with retries.
 
 A message is queued in the same transaction as the change it reports, so it is neither lost nor sent for
-a change that rolled back. The dispatcher sends due messages, retries failures with growing delays, and
-keeps every attempt's outcome as the buyer's delivery log. Buyers verify `webhook-signature` with their
-secret, as any Standard Webhooks library does.
+a change that rolled back. The dispatcher of each orders replica claims due messages before sending them
+(one sender per message, however many replicas run), retries failures with growing delays, and keeps
+every attempt's outcome as the buyer's delivery log. Buyers verify `webhook-signature` with their secret,
+as any Standard Webhooks library does.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import secrets
+import socket
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from shared import clock
 from shared.logging import get_logger
+from shared.tasks import BackgroundTask
 
 from . import metrics, store
 
@@ -65,30 +68,35 @@ async def enqueue(session: AsyncSession, buyer_code: str, event_type: str, data:
     """Queues a message for the buyer if it has an enabled endpoint; returns the message id."""
     if event_type not in WEBHOOK_EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
-    endpoint = (
-        await session.execute(sa.select(store.buyer_webhooks.c.enabled).where(store.buyer_webhooks.c.buyer_code == buyer_code))
-    ).scalar()
-    if not endpoint:
+    if not await store.webhook_endpoint_enabled(session, buyer_code):
         return None
     now = clock.now()
     message_id = f"msg_{uuid.uuid4().hex}"
-    await session.execute(
-        sa.insert(store.webhook_deliveries).values(
-            id=message_id,
-            buyer_code=buyer_code,
-            event_type=event_type,
-            payload={"data": data, "timestamp": now.isoformat()},
-            status="pending",
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
-        )
+    await store.queue_webhook(
+        session,
+        {
+            "id": message_id,
+            "buyer_code": buyer_code,
+            "event_type": event_type,
+            "payload": {"data": data, "timestamp": now.isoformat()},
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        },
     )
     return message_id
 
 
 class Dispatcher:
-    """Sends due webhook messages; one per orders process."""
+    """Sends due webhook messages; one per orders process, any number of processes.
+
+    Each round claims the due messages for this dispatcher (`store.claim_due_webhooks`), sends them, and records
+    each outcome while giving the claim back. A claim lasts `CLAIM_S`: if the process dies mid-send, another
+    replica sends the message again after that, with the same `webhook-id` for the buyer to deduplicate.
+    """
+
+    CLAIM_S = 120.0
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], *, poll_interval_s: float = 0.5, timeout_s: float = 10.0
@@ -96,50 +104,48 @@ class Dispatcher:
         self.sessions = sessions
         self.poll_interval_s = poll_interval_s
         self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
-        self._task: asyncio.Task[None] | None = None
+        # Names this sender in its claims: unique per process and dispatcher.
+        self.owner = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._task = BackgroundTask("orders-webhook-dispatcher", self._run)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="orders-webhook-dispatcher")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._task.stop()
+        with contextlib.suppress(Exception):  # the database may be away: the claims then expire on their own
+            async with self.sessions.begin() as session:
+                await store.release_webhook_claims(session, self.owner)
         await self.client.aclose()
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 while await self.send_due() > 0:
                     pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: try again on the next tick
-                log.warning("webhook dispatcher failed a round", error=str(exc))
+                if failing:
+                    log.info("webhook dispatcher sends again")
+                    failing = False
+            except Exception as exc:  # the database is away: try again on the next tick, say so once
+                if not failing:
+                    log.warning("webhook dispatcher cannot read its queue, will retry", error=str(exc))
+                    failing = True
             await asyncio.sleep(self.poll_interval_s)
 
     async def send_due(self, limit: int = 20) -> int:
-        """Attempts every message that is due; returns how many were attempted."""
+        """Claims and attempts the messages that are due; returns how many were attempted."""
         now = clock.now()
-        deliveries = store.webhook_deliveries
-        endpoints = store.buyer_webhooks
-        async with self.sessions() as session:
-            due = (
-                await session.execute(
-                    sa.select(deliveries, endpoints.c.url, endpoints.c.secret, endpoints.c.enabled)
-                    .join(endpoints, endpoints.c.buyer_code == deliveries.c.buyer_code)
-                    .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
-                    .order_by(deliveries.c.created_at, deliveries.c.id)
-                    .limit(limit)
-                )
-            ).all()
+        async with self.sessions.begin() as session:
+            due = await store.claim_due_webhooks(
+                session, owner=self.owner, now=now, until=now + timedelta(seconds=self.CLAIM_S), limit=limit
+            )
         if not due:
             return 0
         outcomes = await asyncio.gather(*(self._attempt(row) for row in due))
         attempted: list[tuple[str, str]] = []
         async with self.sessions.begin() as session:
-            for row, (status_code, error) in zip(due, outcomes, strict=False):
+            for row, (status_code, error) in zip(due, outcomes, strict=True):
                 attempts = row.attempts + 1
                 values: dict[str, Any] = {
                     "attempts": attempts,
@@ -156,8 +162,8 @@ class Dispatcher:
                 else:
                     outcome = "retry"
                     values.update(next_attempt_at=now + timedelta(seconds=RETRY_DELAYS_S[attempts - 1]))
-                await session.execute(sa.update(deliveries).where(deliveries.c.id == row.id).values(**values))
-                attempted.append((row.event_type, outcome))
+                if await store.record_webhook_attempt(session, row.id, self.owner, values):
+                    attempted.append((row.event_type, outcome))
         for event_type, outcome in attempted:  # counted once the outcomes are committed
             metrics.webhook_attempted(event_type, outcome)
         return len(due)

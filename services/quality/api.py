@@ -451,7 +451,7 @@ class LotIn(BaseModel):
     item_code: str = Field(examples=["BB-COMP-K"])
     quantity: int = Field(strict=True, gt=0, le=1_000_000, description="Units in the lot")
     order_id: str | None = Field(default=None, max_length=64)
-    allocation_id: str | None = Field(default=None, max_length=100, description="The order allocation this production serves")
+    allocation_id: str | None = Field(default=None, max_length=64, description="The order allocation this production serves")
 
 
 class FindingOut(BaseModel):

@@ -6,52 +6,67 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
+from .fields import (
+    INT32_MAX,
+    AllocationId,
+    ChangeId,
+    Count,
+    FoundryCode,
+    LotCode,
+    OrderId,
+    PositiveCount,
+    ProductFamily,
+    ReservationId,
+    Week,
+)
 from .registry import EventData, event
-
-WEEK_PATTERN = r"^\d{4}-W\d{2}$"
 
 
 class FurnaceData(BaseModel):
-    kind: str = Field(examples=["cupola"], description="cupola, induction, tukik or besalen")
-    tonnes_per_day: float = Field(gt=0, examples=[4.0], description="Molten iron per working day")
+    kind: str = Field(max_length=20, examples=["cupola"], description="cupola, induction, tukik or besalen")
+    tonnes_per_day: float = Field(gt=0, le=100, examples=[4.0], description="Molten iron per working day")
 
 
 @event("capacity", "foundry_registered", key="foundry_code")
 class FoundryRegistered(EventData):
     """A member foundry (IKM) joined the cooperative's register."""
 
-    foundry_code: str = Field(examples=["IKM-001"])
-    name: str
-    village: str
-    product_families: list[str] = Field(description="Product families the foundry can make")
+    foundry_code: FoundryCode
+    name: str = Field(max_length=200)
+    village: str = Field(max_length=100)
+    product_families: list[ProductFamily] = Field(description="Product families the foundry can make")
     registered_at: datetime
-    owner: str | None = Field(default=None, examples=["Agus Purwanto"])
-    npwp: str | None = Field(default=None, description="Tax id: 16 digits, or the old form 99.999.999.9-999.999")
-    membership_status: str | None = Field(default=None, examples=["active"], description="active, suspended or resigned")
+    owner: str | None = Field(default=None, max_length=200, examples=["Agus Purwanto"])
+    npwp: str | None = Field(default=None, max_length=32, description="Tax id: 16 digits, or the old form 99.999.999.9-999.999")
+    membership_status: str | None = Field(
+        default=None, max_length=20, examples=["active"], description="active, suspended or resigned"
+    )
     furnaces: list[FurnaceData] | None = None
-    presses: int | None = Field(default=None, ge=0, description="Hot presses for composite brake blocks")
+    presses: int | None = Field(default=None, ge=0, le=INT32_MAX, description="Hot presses for composite brake blocks")
 
 
 @event("capacity", "foundry_updated", key="foundry_code")
 class FoundryUpdated(EventData):
     """A member foundry's register entry changed; carries the whole new entry."""
 
-    foundry_code: str = Field(examples=["IKM-001"])
-    name: str
-    village: str
-    product_families: list[str]
-    revision: int = Field(ge=1, description="Increases by one with every change of this foundry")
+    foundry_code: FoundryCode
+    name: str = Field(max_length=200)
+    village: str = Field(max_length=100)
+    product_families: list[ProductFamily]
+    revision: int = Field(ge=1, le=INT32_MAX, description="Increases by one with every change of this foundry")
     updated_at: datetime
-    owner: str | None = None
-    npwp: str | None = None
-    membership_status: str | None = Field(default=None, examples=["active"], description="active, suspended or resigned")
+    owner: str | None = Field(default=None, max_length=200)
+    npwp: str | None = Field(default=None, max_length=32)
+    membership_status: str | None = Field(
+        default=None, max_length=20, examples=["active"], description="active, suspended or resigned"
+    )
     furnaces: list[FurnaceData] | None = None
-    presses: int | None = Field(default=None, ge=0)
+    presses: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class WeekCapacity(BaseModel):
-    week: str = Field(pattern=WEEK_PATTERN, examples=["2027-W10"], description="ISO week")
-    capacity: int = Field(ge=0, description="Units the foundry can make of the family in that week")
+    week: Week
+    capacity: int = Field(ge=0, le=INT32_MAX, description="Units the foundry can make of the family in that week")
 
 
 @event("capacity", "capacity_changed", key="foundry_code")
@@ -62,12 +77,12 @@ class CapacityChanged(EventData):
     unless another change lists them.
     """
 
-    foundry_code: str = Field(examples=["IKM-001"])
-    product_family: str = Field(examples=["BRAKE_BLOCK_COMPOSITE"])
-    change_id: str
-    reason: str = Field(examples=["press_breakdown"])
+    foundry_code: FoundryCode
+    product_family: ProductFamily
+    change_id: ChangeId
+    reason: str = Field(max_length=40, examples=["press_breakdown"])
     standard_weekly_units: int | None = Field(
-        default=None, ge=0, description="The standard weekly figure in force after the change (latest one recorded)"
+        default=None, ge=0, le=INT32_MAX, description="The standard weekly figure in force after the change (latest one recorded)"
     )
     weeks: list[WeekCapacity]
     changed_at: datetime
@@ -77,14 +92,14 @@ class CapacityChanged(EventData):
 class ReservationConfirmed(EventData):
     """Capacity is reserved for production of `quantity` units in `week` at the foundry."""
 
-    reservation_id: str
-    foundry_code: str
-    product_family: str
-    week: str = Field(pattern=WEEK_PATTERN)
-    quantity: int = Field(gt=0)
-    order_id: str | None = Field(default=None, description="None for reservations made over the API without an order")
-    allocation_id: str | None = None
-    plan_version: int | None = None
+    reservation_id: ReservationId
+    foundry_code: FoundryCode
+    product_family: ProductFamily
+    week: Week
+    quantity: PositiveCount
+    order_id: OrderId | None = Field(default=None, description="None for reservations made over the API without an order")
+    allocation_id: AllocationId | None = None
+    plan_version: PositiveCount | None = None
     due_date: date | None = None
     confirmed_at: datetime
 
@@ -93,18 +108,19 @@ class ReservationConfirmed(EventData):
 class ReservationRejected(EventData):
     """An allocation of a plan could not be reserved, whole; `free_quantity` is what the week still had free."""
 
-    foundry_code: str
-    product_family: str
-    week: str = Field(pattern=WEEK_PATTERN)
-    requested_quantity: int = Field(gt=0)
-    free_quantity: int = Field(ge=0)
+    foundry_code: FoundryCode
+    product_family: ProductFamily
+    week: Week
+    requested_quantity: PositiveCount
+    free_quantity: Count
     reason: str = Field(
+        max_length=200,
         examples=["insufficient_capacity"],
         description="insufficient_capacity, unknown_foundry, foundry_not_active, family_not_made, week_past",
     )
-    order_id: str | None = None
-    allocation_id: str | None = None
-    plan_version: int | None = None
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    plan_version: PositiveCount | None = None
     rejected_at: datetime
 
 
@@ -115,16 +131,18 @@ class ReservationRevoked(EventData):
     Reservations with the latest due date go first (then the newest); `remaining_quantity` is what is still reserved.
     """
 
-    reservation_id: str
-    foundry_code: str
-    product_family: str
-    week: str = Field(pattern=WEEK_PATTERN)
-    revoked_quantity: int = Field(gt=0)
-    remaining_quantity: int = Field(ge=0)
-    reason: str = Field(examples=["press_breakdown"], description="The capacity change's reason, or why the foundry dropped out")
-    order_id: str | None = None
-    allocation_id: str | None = None
-    plan_version: int | None = None
+    reservation_id: ReservationId
+    foundry_code: FoundryCode
+    product_family: ProductFamily
+    week: Week
+    revoked_quantity: PositiveCount
+    remaining_quantity: Count
+    reason: str = Field(
+        max_length=200, examples=["press_breakdown"], description="The capacity change's reason, or why the foundry dropped out"
+    )
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    plan_version: PositiveCount | None = None
     revoked_at: datetime
 
 
@@ -132,14 +150,14 @@ class ReservationRevoked(EventData):
 class ReservationReleased(EventData):
     """A reservation was given back (the plan no longer needs it, the order was cancelled, or on request)."""
 
-    reservation_id: str
-    foundry_code: str
-    product_family: str
-    week: str = Field(pattern=WEEK_PATTERN)
-    quantity: int = Field(ge=0, description="Units freed")
-    order_id: str | None = None
-    allocation_id: str | None = None
-    reason: str = Field(examples=["plan_changed"])
+    reservation_id: ReservationId
+    foundry_code: FoundryCode
+    product_family: ProductFamily
+    week: Week
+    quantity: int = Field(ge=0, le=INT32_MAX, description="Units freed")
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    reason: str = Field(max_length=200, examples=["plan_changed"])
     at: datetime
 
 
@@ -147,14 +165,14 @@ class ReservationReleased(EventData):
 class ReservationExpired(EventData):
     """A hold was not confirmed in time; its units are free again."""
 
-    reservation_id: str
-    foundry_code: str
-    product_family: str
-    week: str = Field(pattern=WEEK_PATTERN)
-    quantity: int = Field(ge=0)
-    order_id: str | None = None
-    allocation_id: str | None = None
-    reason: str = Field(examples=["hold_not_confirmed"])
+    reservation_id: ReservationId
+    foundry_code: FoundryCode
+    product_family: ProductFamily
+    week: Week
+    quantity: Count
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    reason: str = Field(max_length=200, examples=["hold_not_confirmed"])
     at: datetime
 
 
@@ -162,12 +180,14 @@ class ReservationExpired(EventData):
 class ReservationConsumed(EventData):
     """Production was reported (a registered lot) against a reservation: `quantity` units of it are made."""
 
-    reservation_id: str
-    foundry_code: str
-    week: str = Field(pattern=WEEK_PATTERN)
-    quantity: int = Field(gt=0, description="Units of this lot counted against the reservation")
-    lot_code: str
-    order_id: str | None = None
-    allocation_id: str | None = None
-    product_family: str | None = None
-    remaining_quantity: int | None = Field(default=None, ge=0, description="Units of the reservation still to be made")
+    reservation_id: ReservationId
+    foundry_code: FoundryCode
+    week: Week
+    quantity: int = Field(gt=0, le=INT32_MAX, description="Units of this lot counted against the reservation")
+    lot_code: LotCode
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    product_family: ProductFamily | None = None
+    remaining_quantity: int | None = Field(
+        default=None, ge=0, le=INT32_MAX, description="Units of the reservation still to be made"
+    )

@@ -7,6 +7,17 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from .fields import (
+    INT32_MAX,
+    AllocationId,
+    CertificateId,
+    DocumentNumber,
+    FoundryCode,
+    ItemCode,
+    LotCode,
+    OrderId,
+    PositiveCount,
+)
 from .registry import EventData, event
 
 
@@ -27,16 +38,18 @@ class QualityStatus(StrEnum):
 class CertificateGranted(EventData):
     """A foundry's certificate was recorded: from `valid_from` to `valid_until` (both inclusive) it counts."""
 
-    certificate_id: str
-    foundry_code: str = Field(examples=["IKM-001"])
+    certificate_id: CertificateId
+    foundry_code: FoundryCode
     kind: CertificateKind
-    number: str = Field(examples=["SPPT-SNI/0123/2026"])
-    issuer: str = Field(examples=["LSPro B4T"])
+    number: DocumentNumber = Field(examples=["SPPT-SNI/0123/2026"])
+    issuer: str = Field(max_length=200, examples=["LSPro B4T"])
     valid_from: date
     valid_until: date
-    tkdn_percent: float | None = Field(default=None, description="Local-content score of a TKDN certificate")
-    certified_workers: int | None = Field(default=None, description="Certified workers of an SKKNI certificate")
-    items: list[str] = Field(
+    tkdn_percent: float | None = Field(default=None, ge=0, le=100, description="Local-content score of a TKDN certificate")
+    certified_workers: int | None = Field(
+        default=None, ge=0, le=INT32_MAX, description="Certified workers of an SKKNI certificate"
+    )
+    items: list[ItemCode] = Field(
         default_factory=list, description="Item codes an SNI product certificate covers; empty for other kinds"
     )
     granted_at: datetime
@@ -46,10 +59,10 @@ class CertificateGranted(EventData):
 class CertificateRevoked(EventData):
     """A certificate no longer counts from `revoked_at` on, whatever its validity dates say."""
 
-    certificate_id: str
-    foundry_code: str
+    certificate_id: CertificateId
+    foundry_code: FoundryCode
     kind: CertificateKind
-    reason: str
+    reason: str = Field(max_length=500)
     revoked_at: datetime
 
 
@@ -57,19 +70,19 @@ class CertificateRevoked(EventData):
 class CertificationExpiring(EventData):
     """A certificate lapses soon (published once per certificate, when it first comes within the warning period)."""
 
-    certificate_id: str
-    foundry_code: str
+    certificate_id: CertificateId
+    foundry_code: FoundryCode
     kind: CertificateKind
     valid_until: date
-    days_left: int = Field(ge=0)
+    days_left: int = Field(ge=0, le=INT32_MAX)
 
 
 @event("quality", "certification_expired", key="foundry_code")
 class CertificationExpired(EventData):
     """A certificate's validity ended: it no longer counts after `valid_until` (published once per certificate)."""
 
-    certificate_id: str
-    foundry_code: str
+    certificate_id: CertificateId
+    foundry_code: FoundryCode
     kind: CertificateKind
     valid_until: date
 
@@ -78,13 +91,13 @@ class CertificationExpired(EventData):
 class LotRegistered(EventData):
     """A produced lot was registered for testing against the specification version in force."""
 
-    lot_code: str = Field(examples=["IKM-001-K-0001"])
-    foundry_code: str
-    item_code: str = Field(examples=["BB-COMP-K"])
-    quantity: int = Field(gt=0, description="Units in the lot")
-    order_id: str | None = None
-    allocation_id: str | None = Field(default=None, description="The order allocation this production serves")
-    spec_version: int = Field(ge=1)
+    lot_code: LotCode
+    foundry_code: FoundryCode
+    item_code: ItemCode
+    quantity: int = Field(gt=0, le=INT32_MAX, description="Units in the lot")
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = Field(default=None, description="The order allocation this production serves")
+    spec_version: PositiveCount
     registered_at: datetime
 
 
@@ -92,14 +105,14 @@ class LotRegistered(EventData):
 class LotPassed(EventData):
     """A lot's test result met its sampling plan: the quantity may be shipped."""
 
-    lot_code: str
-    foundry_code: str
-    item_code: str
-    quantity: int = Field(gt=0)
-    order_id: str | None = None
-    allocation_id: str | None = None
-    report_number: str
-    laboratory: str = Field(examples=["B4T Bandung"])
+    lot_code: LotCode
+    foundry_code: FoundryCode
+    item_code: ItemCode
+    quantity: PositiveCount
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    report_number: DocumentNumber
+    laboratory: str = Field(max_length=200, examples=["B4T Bandung"])
     decided_at: datetime
 
 
@@ -114,14 +127,14 @@ class LotFailureReason(BaseModel):
 class LotFailed(EventData):
     """A lot's test result broke its sampling plan: the quantity may not be shipped and must be made again."""
 
-    lot_code: str
-    foundry_code: str
-    item_code: str
-    quantity: int = Field(gt=0)
-    order_id: str | None = None
-    allocation_id: str | None = None
-    report_number: str
-    laboratory: str
+    lot_code: LotCode
+    foundry_code: FoundryCode
+    item_code: ItemCode
+    quantity: PositiveCount
+    order_id: OrderId | None = None
+    allocation_id: AllocationId | None = None
+    report_number: DocumentNumber
+    laboratory: str = Field(max_length=200)
     decided_at: datetime
     reasons: list[LotFailureReason] = Field(description="One entry per parameter with nonconforming samples")
 
@@ -130,10 +143,10 @@ class LotFailed(EventData):
 class FoundryQualityStatusChanged(EventData):
     """A foundry's quality status moved, or a QA officer pinned or released it."""
 
-    foundry_code: str
+    foundry_code: FoundryCode
     status: QualityStatus
     previous_status: QualityStatus
     pass_rate: float = Field(ge=0, le=1, description="Rolling pass rate of recent lots, with a prior")
     overridden: bool = Field(description="True while a QA officer's override decides the status")
-    reason: str
+    reason: str = Field(max_length=1000)
     changed_at: datetime

@@ -60,6 +60,11 @@ def dlq_topic_of(service: str) -> str:
     return f"ceper.{service}.dlq"
 
 
+def retry_topic_of(service: str) -> str:
+    """Where redriven dead letters of `service` go: only that service's consumer group reads it."""
+    return f"ceper.{service}.retry"
+
+
 class EventRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, EventType] = {}

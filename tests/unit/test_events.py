@@ -14,6 +14,7 @@ from pydantic import Field
 
 from shared.events import REGISTRY, Envelope, EventData, MalformedEvent, from_kafka, to_kafka, topic_of
 from shared.events.capacity import FoundryRegistered, FoundryUpdated
+from shared.events.fields import INT32_MAX
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 from shared.events.registry import SERVICES, EventRegistry, EventType, dlq_topic_of
 
@@ -187,7 +188,8 @@ def test_unknown_data_fields_from_a_newer_producer_are_ignored():
     assert from_kafka(key, newer, headers).data == foundry_updated()
 
 
-# A valid FoundryUpdated: codes and names as any text, aware times anywhere in the world.
+# A valid FoundryUpdated: any code and family of the right shape, names as any text within their columns,
+# aware times anywhere in the world.
 aware_times = st.datetimes(
     min_value=datetime(1970, 1, 2),
     max_value=datetime(9999, 12, 30),
@@ -195,11 +197,11 @@ aware_times = st.datetimes(
 )
 foundry_updates = st.builds(
     FoundryUpdated,
-    foundry_code=st.text(min_size=1, max_size=40),
+    foundry_code=st.from_regex(r"IKM-[0-9]{3,4}", fullmatch=True),
     name=st.text(max_size=200),
     village=st.text(max_size=100),
-    product_families=st.lists(st.text(max_size=40), max_size=8),
-    revision=st.integers(min_value=1, max_value=2**63 - 1),
+    product_families=st.lists(st.from_regex(r"[A-Z][A-Z0-9_]{0,39}", fullmatch=True), max_size=8),
+    revision=st.integers(min_value=1, max_value=INT32_MAX),
     updated_at=aware_times,
 )
 
@@ -216,6 +218,24 @@ def test_any_valid_foundry_update_round_trips_unchanged(data: FoundryUpdated, tr
 
 
 # --- refusing malformed messages ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"name": "x" * 900_000}, "name: String should have at most 200 characters"),
+        ({"foundry_code": "IKM-0000000000000000000001"}, "foundry_code: String should match pattern"),
+        ({"product_families": ["brake blocks"]}, "product_families.0: String should match pattern"),
+        ({"revision": INT32_MAX + 1}, "revision: Input should be less than or equal to 2147483647"),
+        ({"npwp": "1" * 33}, "npwp: String should have at most 32 characters"),
+    ],
+)
+def test_refuses_data_beyond_what_the_tables_store(change: dict, reason: str):
+    """What PostgreSQL's columns refuse, every consumer refuses before any database sees it, SQLite included."""
+    _, key, value, headers = encoded(foundry_updated())
+    oversized = json.dumps({**json.loads(value), **change}).encode()
+    with pytest.raises(MalformedEvent, match=re.escape(reason)):
+        from_kafka(key, oversized, headers)
 
 
 def test_refuses_a_message_without_headers():
