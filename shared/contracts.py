@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .events import REGISTRY, dlq_topic_of, schema_of, topic_of
+from .events import REGISTRY, dlq_topic_of, retry_topic_of, schema_of, topic_of
 from .events.registry import SERVICES, EventType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +171,10 @@ def asyncapi_document() -> dict[str, Any]:
         channels[f"{service}DeadLetters"] = {
             "address": dlq_topic_of(service),
             "description": f"Events the {service} service could not apply, with `ceper_dlq_*` headers naming the error and origin.",
+        }
+        channels[f"{service}Retries"] = {
+            "address": retry_topic_of(service),
+            "description": f"Dead letters of the {service} service sent back by `ceper dlq redrive`; only {service} reads it.",
         }
         if channel_messages:
             operations[f"publish{service.capitalize()}Events"] = {

@@ -87,13 +87,15 @@ def is_sqlite(url: str | sa.URL) -> bool:
     return sa.make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, sqlite_busy_timeout_s: float = 30.0) -> AsyncEngine:
+    """An engine for a service's database; on SQLite a writer waits `sqlite_busy_timeout_s` for the write lock."""
     if is_sqlite(url):
         database = sa.make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout_s})
+        busy_timeout_ms = int(sqlite_busy_timeout_s * 1000)
+        event.listen(engine.sync_engine, "connect", lambda dbapi, record: _sqlite_pragmas(dbapi, record, busy_timeout_ms))
         # pysqlite's own transaction handling defers BEGIN; take it over so SAVEPOINTs and locking behave.
         # Writers take the lock up front (no failed lock upgrades); readers that say so do not take it.
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -108,13 +110,13 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("ceper_read_only") else "BEGIN IMMEDIATE")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_ms: int) -> None:
     # Readers never block the single writer under WAL; busy_timeout queues writers instead of failing.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

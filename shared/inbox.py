@@ -53,6 +53,7 @@ from .events import (
 )
 from .lag import LagMeter
 from .logging import get_logger
+from .membership import leave_group
 from .outbox import current_trace_id
 from .settings import Settings
 from .tasks import BackgroundTask, Backoff, every
@@ -338,6 +339,8 @@ class InboxConsumer:
             self._owned.clear()
             with contextlib.suppress(Exception):
                 await consumer.stop()  # leaves the group, so its partitions move to the other replicas at once
+            if self.settings.instance_id:  # a static member is not left by stop(): it leaves by name
+                await leave_group(self.settings.kafka_bootstrap_servers, self._group_id, self.settings.instance_id)
 
     def _dispatch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if tp not in self._owned:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,16 @@ class Probe:
     producer: AIOKafkaProducer
     # Codes whose events the handler refuses while they are in here: a switchable poison.
     failing: set[str] = field(default_factory=set)
+    # Codes whose events meet a bug: the handler reads a column that does not exist (a fault, not an outage).
+    faulty: set[str] = field(default_factory=set)
+    # Codes whose events take this long to apply, and codes whose events wait until `gate` opens.
+    slow: dict[str, float] = field(default_factory=dict)
+    gated: set[str] = field(default_factory=set)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def replica(self) -> InboxConsumer:
+        """Another replica of the probe's consumer: same service, group, handlers and database."""
+        return InboxConsumer(self.consumer.service, self.consumer.subscriptions, self.sessions, backbone.inbox, self.settings)
 
     async def publish(self, *events: Any) -> list[Envelope[Any]]:
         async with self.sessions.begin() as session:
@@ -86,9 +97,11 @@ class Probe:
 
 
 @asynccontextmanager
-async def running_probe(settings: Settings, *, consume: bool = True, service: str = "orders") -> AsyncIterator[Probe]:
+async def running_probe(
+    settings: Settings, *, consume: bool = True, service: str = "orders", sqlite_busy_timeout_s: float = 30.0
+) -> AsyncIterator[Probe]:
     """A consumer named like `service` (so it has that service's DLQ), on the capacity topic."""
-    engine = create_engine(settings.database_url(service))
+    engine = create_engine(settings.database_url(service), sqlite_busy_timeout_s=sqlite_busy_timeout_s)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     relay = Relay("capacity", engine, backbone.outbox, settings)
@@ -98,8 +111,15 @@ async def running_probe(settings: Settings, *, consume: bool = True, service: st
 
     async def apply(session: Any, envelope: Envelope[Any]) -> None:
         data = envelope.data
-        if data.foundry_code in probe_ref["probe"].failing:
+        probe = probe_ref["probe"]
+        if data.foundry_code in probe.failing:
             raise RuntimeError(f"cannot apply {data.foundry_code} now")
+        if data.foundry_code in probe.faulty:
+            await session.execute(sa.text("SELECT no_such_column FROM effects"))
+        if data.foundry_code in probe.slow:
+            await asyncio.sleep(probe.slow[data.foundry_code])
+        if data.foundry_code in probe.gated:
+            await probe.gate.wait()
         revision = getattr(data, "revision", 0)
         await session.execute(sa.insert(effects).values(event_id=envelope.id, foundry_code=data.foundry_code, revision=revision))
 
@@ -124,4 +144,4 @@ async def running_probe(settings: Settings, *, consume: bool = True, service: st
 
 
 def settings_with(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
-    return make_settings(inbox_retry_backoff_s=0.01, **overrides)
+    return make_settings(**{"inbox_retry_backoff_s": 0.01, **overrides})

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,5 +119,44 @@ async def test_identity_migrations_build_exactly_the_declared_schema(make_settin
             assert await current_revision(conn) == head_revision(spec.migrations_dir)
             assert await conn.run_sync(differences, spec.metadata) == []
         assert await tables(engine) == set(spec.metadata.tables) | {"alembic_version"}
+    finally:
+        await engine.dispose()
+
+
+# A replica's start: migrate its database, at an agreed instant so the replicas really start together.
+REPLICA_START = """
+import asyncio, sys, time
+from services.orders.app import SPEC
+from shared.db import create_engine, migrate
+
+async def main() -> None:
+    engine = create_engine(sys.argv[1])
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    await migrate(engine, SPEC.migrations_dir)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_replicas_starting_together_migrate_one_at_a_time(make_settings):
+    """Four processes migrate one fresh database at the same instant: one upgrades, the others wait and find
+    nothing to do. Without the lock they would create the same tables at once and fail."""
+    url = make_settings().database_url("orders")
+    spec = spec_of("orders")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEPER_")}
+    start_at = time.time() + 12  # after every interpreter has imported the service
+    command = [sys.executable, "-c", REPLICA_START, url, str(start_at)]
+    pipe = asyncio.subprocess.PIPE
+    replicas = [await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=pipe, stderr=pipe) for _ in range(4)]
+    outcomes = [await asyncio.wait_for(replica.communicate(), 180) for replica in replicas]
+    for replica, (_, stderr) in zip(replicas, outcomes, strict=True):
+        assert replica.returncode == 0, stderr.decode()
+    assert time.time() > start_at
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert await current_revision(conn) == head_revision(spec.migrations_dir)  # type: ignore[arg-type]
+            assert await conn.run_sync(differences, spec.metadata) == []
     finally:
         await engine.dispose()

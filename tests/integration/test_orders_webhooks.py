@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,6 +76,30 @@ async def test_failed_delivery_is_retried_with_backoff_and_survives_a_restart(ma
 
         await eventually(delivered)
     assert {m["headers"]["webhook-id"] for m in receiver.received} == {message_id}
+
+
+async def test_two_replicas_deliver_each_message_once(make_settings, receiver):
+    """Two orders processes share the database, and both dispatchers poll the same queue every 20 ms."""
+    settings = make_settings(orders_webhook_poll_interval_s=0.02)
+    async with run_service(orders_app, settings) as first, run_service(orders_app, settings) as second:
+        assert (await first.http.put("/v1/buyers/KAI/webhook", json={"url": receiver.url})).status_code == 200
+        ids = []
+        for n in range(80):
+            replica = first if n % 2 else second
+            ping = await replica.http.post("/v1/buyers/KAI/webhook/ping")
+            assert ping.status_code == 202, ping.text
+            ids.append(ping.json()["id"])
+
+        async def all_received():
+            return {m["headers"]["webhook-id"] for m in receiver.received} == set(ids)
+
+        await eventually(all_received, timeout=60)
+        await asyncio.sleep(1.0)  # a second sender of any message would have delivered its copy by now
+        deliveries = Counter(m["headers"]["webhook-id"] for m in receiver.received)
+        assert sorted(deliveries) == sorted(ids) and set(deliveries.values()) == {1}
+
+        log = (await second.http.get("/v1/buyers/KAI/webhook-deliveries", params={"limit": 200})).json()
+        assert len(log) == 80 and all(entry["status"] == "delivered" and entry["attempts"] == 1 for entry in log)
 
 
 async def test_webhook_endpoint_errors_are_problems(make_settings):
