@@ -41,14 +41,14 @@ from aiokafka.errors import KafkaError  # noqa: E402
 from ceper.broker import LocalKafka, free_port  # noqa: E402
 from shared import kafka  # noqa: E402
 from shared.db import backbone_tables, create_engine, session_factory  # noqa: E402
-from shared.events import Envelope, dlq_topic_of, to_kafka, topic_of  # noqa: E402
+from shared.events import Envelope, dlq_topic_of, retry_topic_of, to_kafka, topic_of  # noqa: E402
 from shared.events.capacity import FoundryUpdated  # noqa: E402
 from shared.inbox import InboxConsumer, Subscriptions  # noqa: E402
 from shared.kafka import BrokerError  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from shared.outbox import WAKE_KEY, Relay, stage  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from shared.topics import DLQ_TOPIC_CONFIG, EVENT_TOPIC_CONFIG, ensure_topics  # noqa: E402
+from shared.topics import DLQ_TOPIC_CONFIG, EVENT_TOPIC_CONFIG, RETRY_TOPIC_CONFIG, ensure_topics  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 PRODUCING_SERVICE = "capacity"
@@ -280,7 +280,8 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
     await producer.start()
     await consumer.start(producer)
     await _until_assigned(consumer.assignment)
-    reporter = _report_assignment(signals, consumer.assignment)
+    # The events' partitions: the consumer also owns partitions of its retry topic, which stays empty here.
+    reporter = _report_assignment(signals, lambda: {tp for tp in consumer.assignment() if tp.topic == job.topic})
     signals.ready.set()
     while not tally.done():  # noqa: ASYNC110 — the tally is filled by the consumer; there is no event to wait on
         await asyncio.sleep(0.005)
@@ -765,6 +766,7 @@ class Bench:
         topics = {
             settings.topic(topic_of(PRODUCING_SERVICE)): EVENT_TOPIC_CONFIG,
             settings.topic(dlq_topic_of(CONSUMING_SERVICE)): DLQ_TOPIC_CONFIG,
+            settings.topic(retry_topic_of(CONSUMING_SERVICE)): RETRY_TOPIC_CONFIG,
         }
         asyncio.run(ensure_topics(self.kafka.bootstrap, topics, partitions=settings.kafka_partitions))
         # Created here once: consumer processes of one group starting together would race on the DDL.

@@ -123,15 +123,19 @@ async def test_identity_migrations_build_exactly_the_declared_schema(make_settin
         await engine.dispose()
 
 
-# A replica's start: migrate its database, at an agreed instant so the replicas really start together.
+# A replica's start: migrate its database once every replica is ready to, so they really start together.
 REPLICA_START = """
 import asyncio, sys, time
+from pathlib import Path
 from services.orders.app import SPEC
 from shared.db import create_engine, migrate
 
 async def main() -> None:
     engine = create_engine(sys.argv[1])
-    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    barrier = Path(sys.argv[2])
+    (barrier / sys.argv[3]).touch()
+    while not (barrier / "go").exists():
+        time.sleep(0.005)
     await migrate(engine, SPEC.migrations_dir)
     await engine.dispose()
 
@@ -139,20 +143,28 @@ asyncio.run(main())
 """
 
 
-async def test_replicas_starting_together_migrate_one_at_a_time(make_settings):
+async def test_replicas_starting_together_migrate_one_at_a_time(make_settings, tmp_path: Path):
     """Four processes migrate one fresh database at the same instant: one upgrades, the others wait and find
-    nothing to do. Without the lock they would create the same tables at once and fail."""
+    nothing to do. Without the lock they create the same tables at once and fail."""
     url = make_settings().database_url("orders")
     spec = spec_of("orders")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CEPER_")}
-    start_at = time.time() + 12  # after every interpreter has imported the service
-    command = [sys.executable, "-c", REPLICA_START, url, str(start_at)]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     pipe = asyncio.subprocess.PIPE
-    replicas = [await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=pipe, stderr=pipe) for _ in range(4)]
+    replicas = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", REPLICA_START, url, str(barrier), f"ready-{n}", cwd=ROOT, env=env, stdout=pipe, stderr=pipe
+        )
+        for n in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(barrier.glob("ready-*"))) < len(replicas) and time.monotonic() < deadline:  # noqa: ASYNC110 — files other processes create
+        await asyncio.sleep(0.01)
+    (barrier / "go").touch()
     outcomes = [await asyncio.wait_for(replica.communicate(), 180) for replica in replicas]
     for replica, (_, stderr) in zip(replicas, outcomes, strict=True):
-        assert replica.returncode == 0, stderr.decode()
-    assert time.time() > start_at
+        assert replica.returncode == 0, stderr.decode()[-3000:]
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
