@@ -246,6 +246,7 @@ class InboxConsumer:
             f"{service}-consumer-lag", every(lambda: settings.inbox_lag_interval_s, self._measure_lag, name="consumer lag")
         )
         self._live = False
+        self._joined = False
         self._running_gauge = metrics.CONSUMER_RUNNING.labels(service)
         self._running_gauge.set(0)
         # Partitions this replica owns in the group's current generation, their workers and offsets.
@@ -296,7 +297,9 @@ class InboxConsumer:
         return await self._lag.measure()
 
     async def _measure_lag(self) -> None:
-        await self._lag.measure()
+        # From the first join on: a group the broker does not know yet has no coordinator to ask.
+        if self._joined:
+            await self._lag.measure()
 
     def _crashed(self, error: BaseException) -> None:
         self.stats.restarts += 1
@@ -304,6 +307,7 @@ class InboxConsumer:
 
     def _set_live(self, live: bool) -> None:
         self._live = live
+        self._joined = self._joined or live
         self._running_gauge.set(1 if live else 0)
 
     # --- the fetch loop -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ measures its whole group: the replicas report the same figures (alerts take the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,6 +18,8 @@ from .logging import get_logger
 from .settings import Settings
 
 log = get_logger(__name__)
+
+MEASURE_TIMEOUT_S = 10.0
 
 
 class LagMeter:
@@ -33,12 +36,13 @@ class LagMeter:
     async def measure(self) -> dict[TopicPartition, int]:
         """Measures and exports the lag of every partition of the topics; keeps the last figures on failure."""
         try:
-            lag = await self._measure()
+            # Bounded: aiokafka's clients retry for as long as the broker is away.
+            lag = await asyncio.wait_for(self._measure(), MEASURE_TIMEOUT_S)
         except Exception as exc:  # the broker is away: say so once, try again on the next round
             await self.close()
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
-                log.warning("consumer lag cannot be measured: broker unavailable", service=self.service, error=str(exc))
+                log.warning("consumer lag cannot be measured from the broker", service=self.service, error=repr(exc))
             return self.lag
         if self._failing_since is not None:
             log.info(

@@ -33,7 +33,9 @@ from tests.integration.probe import registered
 from tests.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
-RESTART_WITHIN_S = 10.0
+# From serving HTTP to consuming again: joining the group and taking the partitions back. The interpreter's start
+# before it (imports: about 1.5 s of CPU, far longer on a machine other work keeps busy) is reported, not asserted.
+RECOVERY_WITHIN_S = 5.0
 
 
 class ServiceProcess:
@@ -47,10 +49,12 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.serving_at: float | None = None  # when it first answered HTTP
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()
+        self.serving_at = None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", f"services.{self.service}.app:create_app",
              "--host", "127.0.0.1", "--port", str(self.port)],
@@ -77,6 +81,8 @@ class ServiceProcess:
                 text = (await http.get(f"{self.url}/metrics")).text
         except httpx.HTTPError:
             return None
+        if self.serving_at is None:
+            self.serving_at = time.monotonic()
         wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
         total = 0.0
         for line in text.splitlines():
@@ -136,10 +142,12 @@ async def foundries_flowing(settings: Settings, per_second: float = 5.0) -> Asyn
         await producer.stop()
 
 
-async def wait_consuming(replica: ServiceProcess, timeout: float = 90) -> float:
-    """Seconds from the replica's process start until it has consumed an event."""
+async def wait_consuming(replica: ServiceProcess, timeout: float = 90) -> tuple[float, float]:
+    """Seconds from the replica's process start, and from its first HTTP answer, until it has consumed an event."""
     await eventually(replica.consuming, timeout=timeout, interval=0.1)
-    return time.monotonic() - replica.started_at
+    now = time.monotonic()
+    assert replica.serving_at is not None
+    return now - replica.started_at, now - replica.serving_at
 
 
 async def test_a_killed_or_restarted_replica_consumes_again_within_seconds(make_settings, tmp_path):
@@ -154,7 +162,7 @@ async def test_a_killed_or_restarted_replica_consumes_again_within_seconds(make_
         name: ServiceProcess("quality", {**env, "CEPER_INSTANCE_ID": f"quality-{name}"}, tmp_path / f"quality-{name}.log")
         for name in ("a", "b")
     }
-    figures: dict[str, float] = {}
+    figures: dict[str, tuple[float, float]] = {}
     try:
         async with foundries_flowing(settings) as sent:
             for replica in replicas.values():
@@ -185,8 +193,9 @@ async def test_a_killed_or_restarted_replica_consumes_again_within_seconds(make_
     finally:
         for replica in replicas.values():
             replica.stop()
-    print(f"restart to consuming: after SIGKILL {figures['SIGKILL']:.1f} s, after SIGTERM {figures['SIGTERM']:.1f} s")
-    assert figures["SIGKILL"] <= RESTART_WITHIN_S and figures["SIGTERM"] <= RESTART_WITHIN_S, figures
+    for how, (total, recovery) in figures.items():
+        print(f"after {how}: consuming again {total:.1f} s after the process started, {recovery:.1f} s after it served HTTP")
+    assert all(recovery <= RECOVERY_WITHIN_S for _, recovery in figures.values()), figures
 
 
 @pytest.fixture
@@ -226,7 +235,11 @@ async def test_a_broker_outage_logs_when_it_starts_and_ends_not_its_retries(own_
 
         async with foundries_flowing(settings, per_second=2):
             await eventually(consuming_again, timeout=120, interval=0.5)
-        await asyncio.sleep(2)
+
+        async def end_logged() -> bool:
+            return b"measured again" in log_path.read_bytes()
+
+        await eventually(end_logged, timeout=60, interval=0.5)
         outage = log_path.read_bytes().splitlines()[before:]
     finally:
         replica.stop()
@@ -235,5 +248,5 @@ async def test_a_broker_outage_logs_when_it_starts_and_ends_not_its_retries(own_
     assert len(during) <= 30, b"\n".join(during).decode()[-5000:]
     assert len(lines) <= 60, "\n".join(str(line) for line in lines)[-5000:]
     events = [line.get("event", "") for line in lines]
-    assert any("unavailable" in event or "not reachable" in event for event in events), events
-    assert any("again" in event for event in events), events
+    assert any("cannot be measured" in event for event in events), events  # the outage starts
+    assert any("measured again" in event for event in events), events  # and ends
