@@ -247,6 +247,7 @@ class InboxConsumer:
         )
         self._live = False
         self._joined = False
+        self._live_once = asyncio.Event()
         self._running_gauge = metrics.CONSUMER_RUNNING.labels(service)
         self._running_gauge.set(0)
         # Partitions this replica owns in the group's current generation, their workers and offsets.
@@ -280,12 +281,17 @@ class InboxConsumer:
         """The partitions this consumer owns now; empty until it has joined its group."""
         return set(self._consumer.assignment()) if self._consumer is not None else set()
 
-    async def start(self, producer: AIOKafkaProducer) -> None:
+    async def start(self, producer: AIOKafkaProducer, *, join_timeout_s: float = 30.0) -> None:
+        """Starts the consumer loop and returns once it has joined its group (or after `join_timeout_s`: it keeps
+        trying in the background, and `/readyz` says it is not running meanwhile)."""
         if not len(self.subscriptions):
             return
         self._producer = producer
+        self._live_once.clear()
         self._loop.start()
         self._lag_task.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._live_once.wait(), join_timeout_s)
 
     async def stop(self) -> None:
         await self._lag_task.stop()
@@ -308,6 +314,8 @@ class InboxConsumer:
     def _set_live(self, live: bool) -> None:
         self._live = live
         self._joined = self._joined or live
+        if live:
+            self._live_once.set()
         self._running_gauge.set(1 if live else 0)
 
     # --- the fetch loop -----------------------------------------------------------------------------------

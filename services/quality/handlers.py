@@ -187,7 +187,8 @@ async def grant(
 
 async def revoke(sessions: Sessions, settings: Settings, certificate_id: str, reason: str) -> Certificate:
     async with sessions.begin() as session:
-        certificate = await store.get_certificate(session, certificate_id)
+        # Locked: two replicas revoking it at once would both find it valid and announce the revocation twice.
+        certificate = await store.get_certificate(session, certificate_id, for_update=True)
         if certificate is None:
             raise NotFound(f"no certificate {certificate_id}")
         try:

@@ -281,8 +281,11 @@ async def save_revocation(session: AsyncSession, c: Certificate) -> None:
     )
 
 
-async def get_certificate(session: AsyncSession, certificate_id: str) -> Certificate | None:
-    row = (await session.execute(sa.select(certificates).where(certificates.c.id == certificate_id))).first()
+async def get_certificate(session: AsyncSession, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
+    query = sa.select(certificates).where(certificates.c.id == certificate_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
     return _to_certificate(row) if row else None
 
 
