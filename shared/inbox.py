@@ -87,6 +87,11 @@ DLQ_ATTEMPTS = "ceper_dlq_attempts"
 DLQ_TIME = "ceper_dlq_time"
 DLQ_HEADER_PREFIX = "ceper_dlq_"
 
+# A partition is paused once this many batches wait for its worker, and resumed when fewer than the other figure
+# do: the worker always has its next batch at hand, and pausing (which drops what was prefetched) stays rare.
+PAUSE_AT_BATCHES = 4
+RESUME_BELOW_BATCHES = 2
+
 # Distinct unknown event types counted by name; beyond that they share one label, so a flood cannot grow /metrics.
 UNKNOWN_TYPES_COUNTED = 50
 
@@ -368,7 +373,7 @@ class InboxConsumer:
                 self._work(consumer, partition), name=f"{self.service}-inbox-{tp.topic}-{tp.partition}"
             )
         partition.feed(records)
-        if len(partition.records) >= self.settings.inbox_batch_size:
+        if len(partition.records) >= PAUSE_AT_BATCHES * self.settings.inbox_batch_size:
             consumer.pause(tp)  # its worker is behind: the broker keeps the rest until it catches up
 
     def _raise_if_a_worker_failed(self, committer: asyncio.Task[None]) -> None:
@@ -394,7 +399,7 @@ class InboxConsumer:
                 await self.apply({tp: batch})
                 self._applied[tp] = batch[-1].offset + 1
                 self._commit_wanted.set()
-                if len(partition.records) < batch_size and tp in self._owned and tp in consumer.paused():
+                if len(partition.records) < RESUME_BELOW_BATCHES * batch_size and tp in self._owned and tp in consumer.paused():
                     with contextlib.suppress(IllegalStateError):
                         consumer.resume(tp)
         except _Abandoned:

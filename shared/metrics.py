@@ -18,7 +18,7 @@ EVENTS_FAILED = Counter("ceper_events_failed", "Failed attempts to apply an even
 EVENTS_DEAD_LETTERED = Counter("ceper_events_dead_lettered", "Events sent to the dead-letter topic", ["service", "event_type"])
 EVENT_HANDLING = Histogram(
     "ceper_event_batch_seconds",
-    "Time to apply one poll batch of events in one transaction",
+    "Time to apply one batch of a partition's events in one transaction",
     ["service"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
