@@ -4,6 +4,7 @@ wait for one another, outages told apart from faulty events, unknown types, the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -251,6 +252,26 @@ async def test_unknown_event_types_are_skipped_logged_once_and_counted(make_sett
     line = "events of an unknown type are skipped"
     assert max(out.count(line), err.count(line), caplog.text.count(line)) == 1
     assert newer in out + err + caplog.text
+
+
+async def test_an_event_beyond_what_the_tables_store_is_dead_lettered_with_the_reason(make_settings):
+    """What PostgreSQL's columns would refuse, SQLite would store: both dead-letter it before it reaches a table."""
+    settings = settings_with(make_settings)
+    topic = settings.topic(topic_of("capacity"))
+    async with running_probe(settings) as probe:
+        oversized = {"name": "x" * 300_000}, {"foundry_code": "IKM-0000000000000000000025"}
+        for change in oversized:
+            envelope = Envelope.of(registered("IKM-550"))
+            message = to_kafka(envelope)
+            value = json.dumps({**json.loads(message.value), **change}).encode()
+            await probe.producer.send_and_wait(topic, value, key=b"IKM-550", headers=list(message.headers.items()))
+        (fitting,) = await probe.publish(registered("IKM-550"))
+        await eventually(lambda: _has(probe, fitting.id))
+        letters = await list_dead_letters(settings, "orders")
+        assert [letter.error_type for letter in letters] == ["MalformedEvent", "MalformedEvent"]
+        assert "name: String should have at most 200 characters" in letters[0].error
+        assert "foundry_code: String should match pattern" in letters[1].error
+        assert await effect_ids(probe) == [fitting.id]
 
 
 # --- a redrive reaches the consumer that dead-lettered, and no other --------------------------------------
