@@ -13,7 +13,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from . import metrics
+from . import kafka, metrics
 from .logging import get_logger
 from .settings import Settings
 
@@ -79,16 +79,9 @@ class LagMeter:
         if self._admin is None or self._offsets is None:
             bootstrap = self.settings.kafka_bootstrap_servers
             client_id = f"ceper-{self.service}-lag"
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=5000)
+            admin = kafka.admin(bootstrap, client_id, request_timeout_ms=5000)
             # Without a group: it only asks for offsets, it never joins or consumes.
-            offsets = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap,
-                client_id=client_id,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                request_timeout_ms=5000,
-            )
+            offsets = kafka.consumer(self.settings, group_id=None, client_id=client_id, request_timeout_ms=5000)
             try:
                 await admin.start()
                 await offsets.start()
