@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
+from ceper.broker import LocalKafka, free_port
 from services.quality import store as quality_store
 from shared import kafka
-from shared.broker import LocalKafka, free_port
 from shared.db import create_engine
 from shared.events import Envelope, to_kafka, topic_of
 from shared.settings import Settings
