@@ -28,6 +28,7 @@ from shared import kafka
 from shared.db import create_engine
 from shared.events import Envelope, to_kafka, topic_of
 from shared.settings import Settings
+from shared.topics import ensure_platform_topics
 from tests.fixtures.kafka import free_port_pair
 from tests.integration.probe import registered
 from tests.support import eventually
@@ -157,7 +158,7 @@ async def test_a_killed_or_restarted_replica_consumes_again_within_seconds(make_
     env = service_env(settings.kafka_bootstrap_servers, settings.kafka_topic_prefix, settings.var_dir)
     if settings.quality_database_url:
         env["CEPER_QUALITY_DATABASE_URL"] = settings.quality_database_url
-    await kafka.ensure_platform_topics(settings)
+    await ensure_platform_topics(settings)
     replicas = {
         name: ServiceProcess("quality", {**env, "CEPER_INSTANCE_ID": f"quality-{name}"}, tmp_path / f"quality-{name}.log")
         for name in ("a", "b")
@@ -214,7 +215,7 @@ async def test_a_broker_outage_logs_when_it_starts_and_ends_not_its_retries(own_
     """A quality replica on a broker of its own; the broker stops for 30 s and comes back."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     settings = Settings(kafka_bootstrap_servers=own_broker.bootstrap, kafka_topic_prefix=prefix, kafka_partitions=3)
-    await kafka.ensure_platform_topics(settings)
+    await ensure_platform_topics(settings)
     log_path = tmp_path / "quality.log"
     replica = ServiceProcess("quality", service_env(own_broker.bootstrap, prefix, tmp_path / "var"), log_path)
     replica.start()
