@@ -11,6 +11,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -195,6 +196,16 @@ def render_properties(properties: dict[str, str]) -> str:
 # --- the broker process -----------------------------------------------------------------------------
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """For `preexec_fn`: the kernel sends the child `signum` when the thread that started it ends, so a
+    tool killed outright (SIGKILL) leaves no broker, database or service behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (another process may still take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -276,13 +287,17 @@ class LocalKafka:
     The data dir keeps topics across restarts; it is tied to the controller port it was formatted with.
     """
 
-    def __init__(self, data_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512):
+    def __init__(
+        self, data_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512, *, die_with_parent: bool = False
+    ):
         if port == controller_port:
             raise BrokerError(f"Kafka's broker and controller ports must differ (both are {port})")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.port = port
         self.controller_port = controller_port
         self.heap_mb = heap_mb
+        # `ceper kafka start` leaves the broker running on purpose; a tool that owns its broker sets this.
+        self.die_with_parent = die_with_parent
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -386,7 +401,7 @@ class LocalKafka:
             # Own session: Ctrl-C in the terminal that ran `ceper kafka start` must not reach the broker.
             self._proc = subprocess.Popen(
                 command, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent if self.die_with_parent else None,
             )  # fmt: skip
         self.pid_path.write_text(f"{self._proc.pid}\n")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -17,7 +15,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from ceper.broker import kafka_jars
+from ceper.broker import die_with_parent, kafka_jars
 from shared.kafka import BrokerError
 from shared.settings import DEFAULT_PORTS, Settings, get_settings
 
@@ -28,13 +26,6 @@ if TYPE_CHECKING:
 
 console = Console()
 START_ORDER = ("identity", "orders", "capacity", "quality", "console")
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # If `ceper dev` itself is killed, the kernel stops its services too: no orphans on the ports.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _port_busy(port: int) -> bool:
@@ -155,7 +146,8 @@ def run_dev(seed: bool = True) -> int:
             processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "ceper", "serve", name, "--port", str(ports[name])],
                 env=env,
-                preexec_fn=_die_with_parent,
+                # If `ceper dev` itself is killed, the kernel stops its services too: no orphans on the ports.
+                preexec_fn=die_with_parent,
             )
         with console.status("Waiting for the services to be ready…"):
             _wait_ready(urls, processes)
