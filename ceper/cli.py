@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -118,6 +119,29 @@ def dev(
     from .dev import run_dev
 
     raise typer.Exit(run_dev(seed=seed))
+
+
+@app.command()
+def chaos(
+    seed: int = typer.Option(1, help="Random seed: the same seed gives the same scenario and the same faults"),
+    quick: bool = typer.Option(False, "--quick", help="A bounded run (about 3 minutes) for `make test`"),
+    duration: float | None = typer.Option(None, min=10, help="Seconds of traffic and faults (default: 75 quick, 600 full)"),
+    faults: bool = typer.Option(True, help="--no-faults plays the same scenario on two replicas with nothing broken"),
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Run directory (default: a fresh one under the temp dir)")
+    ] = None,
+    keep: bool = typer.Option(False, help="Keep the run directory (logs, data) even when every check holds"),
+) -> None:
+    """Run the platform with two replicas per service, break it on purpose, and check nothing was lost.
+
+    Its own Kafka broker, PostgreSQL server and service processes under a fresh directory; a seeded scenario of orders, capacity changes, certificates, lots and shipments while replicas are killed, the broker and the database restarted, the webhook endpoint taken away and poison messages sent.
+
+    Then: every event applied once by every consumer, no reservation over capacity, no order stuck, quantities adding up, each webhook received once, only the poison dead-lettered. Exit 1 when a check fails, 2 when the run could not be carried out.
+    """
+    from .chaos import ChaosOptions, run_chaos
+
+    options = ChaosOptions(seed=seed, quick=quick, window_s=duration, faults=faults, directory=directory, keep=keep)
+    raise typer.Exit(run_chaos(options))
 
 
 @app.command()

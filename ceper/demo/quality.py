@@ -243,11 +243,19 @@ def decide_lot(
         .raise_for_status()
         .json()
     )
+    result = lab_result(spec, sampling, lot_code, failing, seed, today, laboratory)
+    answered = _post(client, f"{quality_url}/v1/lots/{lot_code}/results", result, f"result of lot {lot_code}")
+    return answered.json()["status"] if answered else None
+
+
+def lab_result(
+    spec: dict[str, Any], sampling: dict[str, Any], lot_code: str, failing: bool, seed: int, today: date, laboratory: str
+) -> dict[str, Any]:
+    """The body of a laboratory report for a lot (its specification and sampling plan as quality shows them) that
+    passes, or fails by one bad sample more than the plan accepts. The same seed and lot give the same report."""
     rng = random.Random(f"{seed}:{lot_code}")
-    result = {
+    return {
         "report_number": f"LHU/{today.year}/{lot_code}",
         "laboratory": laboratory,
         "samples": _samples(spec, sampling["sample_size"], sampling["acceptance_number"], failing, rng),
     }
-    answered = _post(client, f"{quality_url}/v1/lots/{lot_code}/results", result, f"result of lot {lot_code}")
-    return answered.json()["status"] if answered else None
