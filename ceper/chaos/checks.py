@@ -49,12 +49,17 @@ class Quiet:
     unsent: dict[str, int]
     pending_webhooks: int
     end_offsets: int
+    unreadable: str | None = None  # why the state could not be read (the broker or a database still away)
 
     @property
     def settled(self) -> bool:
+        if self.unreadable is not None:
+            return False
         return not any(self.lag.values()) and not any(self.unsent.values()) and self.pending_webhooks == 0
 
     def describe(self) -> str:
+        if self.unreadable is not None:
+            return f"unreadable: {self.unreadable}"
         parts = [f"{s} lag {n}" for s, n in self.lag.items() if n]
         parts += [f"{s} outbox {n} unsent" for s, n in self.unsent.items() if n]
         if self.pending_webhooks:
@@ -66,11 +71,16 @@ class Probe:
     """Long-lived readers of one platform: engines on the three databases, an admin client, a group-less consumer."""
 
     def __init__(
-        self, settings: Settings, topics_of: Mapping[str, Sequence[str]], backbones: Mapping[str, BackboneTables]
+        self,
+        settings: Settings,
+        topics_of: Mapping[str, Sequence[str]],
+        backbones: Mapping[str, BackboneTables],
+        webhook_deliveries: sa.Table,
     ) -> None:
         self.settings = settings
         self.topics_of = {service: [settings.topic(t) for t in topics] for service, topics in topics_of.items()}
         self.backbones = backbones
+        self.webhook_deliveries = webhook_deliveries  # orders' queue of buyer webhooks
         self.engines: dict[str, AsyncEngine] = {}
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -128,9 +138,8 @@ class Probe:
             ends += end
             outbox = backbone.outbox
             unsent[service] = await self._scalar(service, sa.select(sa.func.count()).where(outbox.c.sent_at.is_(None)))
-        pending = await self._scalar(
-            "orders", sa.text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
-        )  # the orders service's delivery queue
+        deliveries = self.webhook_deliveries
+        pending = await self._scalar("orders", sa.select(sa.func.count()).where(deliveries.c.status == "pending"))
         return Quiet(lag, unsent, pending, ends)
 
     async def rows(self, service: str, statement: Any) -> list[Any]:
@@ -175,8 +184,7 @@ async def wait_quiet(probe: Probe, timeout: float, supervise: Callable[[], None]
         try:
             state = await probe.quiet()
         except Exception as exc:  # the broker or a database is still coming back: ask again
-            state = Quiet({"(probe)": 1}, {}, 0, -1)
-            state.lag = {f"probe failed ({type(exc).__name__})": 1}
+            state = Quiet({}, {}, 0, -1, unreadable=f"{type(exc).__name__}: {exc}"[:200])
         if state.settled and previous is not None and previous.settled and previous.end_offsets == state.end_offsets:
             return state, time.monotonic() - started
         if time.monotonic() - started > timeout:

@@ -188,9 +188,11 @@ def _settle(platform: Platform, specs: Mapping[str, ServiceSpec], log: Log) -> N
 
 
 def _probe(platform: Platform, specs: Mapping[str, ServiceSpec]) -> checks.Probe:
+    from services.orders.store import webhook_deliveries
+
     topics = {s: _subscriptions(spec).topics for s, spec in specs.items()}
     backbones = {s: spec.backbone for s, spec in specs.items() if spec.backbone is not None}
-    return checks.Probe(platform.settings, topics, backbones)
+    return checks.Probe(platform.settings, topics, backbones, webhook_deliveries)
 
 
 def _subscriptions(spec: ServiceSpec) -> Subscriptions:

@@ -12,7 +12,7 @@ import pytest
 from ceper.chaos import checks
 from ceper.chaos.plan import FULL, QUICK, dead_letters_expected, fault_plan, poison_messages
 from ceper.chaos.receiver import Receipt
-from ceper.chaos.scenario import draw_orders, draw_timeline
+from ceper.chaos.scenario import draw_orders, draw_timeline, lots_not_known_yet
 from services.capacity.subscriptions import SUBSCRIPTIONS as CAPACITY
 from services.orders.subscriptions import SUBSCRIPTIONS as ORDERS
 from services.quality.subscriptions import SUBSCRIPTIONS as QUALITY
@@ -297,3 +297,25 @@ def test_only_the_poison_may_sit_in_the_dead_letters_and_all_of_it_must():
 def test_dead_letter_records_have_the_fields_the_check_reads():
     fields = DeadLetter.__dataclass_fields__
     assert {"origin_topic", "origin_partition", "origin_offset", "event_type", "event_id", "error_type", "error"} <= set(fields)
+
+
+def test_a_shipment_refused_only_for_lots_orders_does_not_know_yet_is_sent_again_without_them():
+    not_yet = {
+        "errors": [
+            {"field": "body.items.2.lot_code", "message": "lot IKM-015-CH7-0062 was not made for purchase order po_1"},
+            {
+                "field": "body.items.0.lot_code",
+                "message": "lot IKM-001-CH7-0001 has not been tested yet; only passed lots are shipped",
+            },
+        ]
+    }
+    assert lots_not_known_yet(not_yet) == {0, 2}
+    failed = {
+        "errors": [
+            {"field": "body.items.0.lot_code", "message": "lot IKM-001-CH7-0001 failed testing; only passed lots are shipped"}
+        ]
+    }
+    too_many = {
+        "errors": [{"field": "body.items.1.quantity", "message": "lot IKM-001-CH7-0001 has 10 passed units not yet shipped"}]
+    }
+    assert lots_not_known_yet(failed) is None and lots_not_known_yet(too_many) is None and lots_not_known_yet({}) is None
