@@ -22,7 +22,7 @@ import httpx
 
 from ceper.demo import demo_foundries
 from ceper.demo.quality import lab_result
-from services.capacity.domain import iso_week, week_monday
+from shared.weeks import iso_week, week_start
 
 from .plan import Scale
 
@@ -430,7 +430,7 @@ class Scenario:
         if withdrawn is not None:
             body: dict[str, Any] = {"kind": "withdrawal", "withdraws": withdrawn, "reason": "repaired"}
         elif rng.random() < 0.85:
-            monday = week_monday(week)
+            monday = week_start(week)
             days = rng.choice([6, 6, 2])  # the whole week, or a two-day power cut
             body = {
                 "kind": "exception", "product_family": FAMILY, "reason": rng.choice(EXCEPTION_REASONS),
