@@ -332,21 +332,26 @@ def order_problems(order: Mapping[str, Any], reservations: Sequence[Mapping[str,
             off.append(f"{at}: delivered {q['delivered']} + refused {q['rejected']} > shipped {q['shipped']}")
         if q["delivered"] > line["quantity"]:
             off.append(f"{at}: delivered {q['delivered']} > ordered {line['quantity']}")
-    held = {r["allocation_id"]: r for r in reservations if r["state"] in ("confirmed", "consumed") and r["allocation_id"]}
+    # What capacity holds per allocation: made units (consumed) stay with it, so a reserved allocation is held
+    # exactly once, made and unmade units together.
+    held: dict[str, list[Mapping[str, Any]]] = {}
+    for r in reservations:
+        if r["allocation_id"] and r["state"] in HOLDING_STATES:
+            held.setdefault(r["allocation_id"], []).append(r)
     if open_order:
-        in_force = {a["allocation_id"]: a for a in allocations}
+        in_force = {a["allocation_id"] for a in allocations}
         for allocation in allocations:
-            reservation = held.get(allocation["allocation_id"])
-            if allocation["state"] == "reserved" and (reservation is None or reservation["quantity"] != allocation["quantity"]):
-                what = "none" if reservation is None else f"{reservation['quantity']} {reservation['state']}"
+            holding = held.get(allocation["allocation_id"], [])
+            units = sum(r["quantity"] for r in holding)
+            if allocation["state"] == "reserved" and units != allocation["quantity"]:
+                what = " + ".join(f"{r['quantity']} {r['state']}" for r in holding) or "nothing"
                 diverged.append(
-                    f"{name}: {allocation['allocation_id']} reserved for {allocation['quantity']} in orders, capacity: {what}"
+                    f"{name}: {allocation['allocation_id']} reserved for {allocation['quantity']} in orders, capacity holds {what}"
                 )
-        for allocation_id, reservation in held.items():
-            if reservation["state"] == "confirmed" and allocation_id not in in_force:
-                diverged.append(
-                    f"{name}: capacity still holds {reservation['quantity']} for {allocation_id}, not in the plan in force"
-                )
+        for allocation_id, holding in sorted(held.items()):
+            unmade = sum(r["quantity"] for r in holding if r["state"] in OPEN_STATES)
+            if unmade and allocation_id not in in_force:
+                diverged.append(f"{name}: capacity still holds {unmade} for {allocation_id}, not in the plan in force")
     elif status in ("cancelled", "rejected"):
         still = [r for r in reservations if r["state"] in OPEN_STATES]
         if still:

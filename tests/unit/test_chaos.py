@@ -230,11 +230,24 @@ def test_orders_and_capacity_disagreeing_on_what_is_reserved_have_diverged():
         [held("a"), held("b", 450), held("c", 200)],
     )
     assert diverged == [
-        "KAI/1 (po_1, accepted): b reserved for 500 in orders, capacity: 450 confirmed",
+        "KAI/1 (po_1, accepted): b reserved for 500 in orders, capacity holds 450 confirmed",
         "KAI/1 (po_1, accepted): capacity still holds 200 for c, not in the plan in force",
     ]
     _, _, released = checks.order_problems(order("cancelled", [allocation("a")]), [held("a")])
     assert released == ["KAI/1 (po_1, cancelled): capacity still holds 500 units in 1 reservations"]
+
+
+def test_made_units_count_once_towards_their_allocation():
+    # 103 of 207 were made; the member then lost its certificate and kept only what it made.
+    kept = order("accepted", [allocation("a", quantity=103)], planned=103, reserved=103)
+    assert checks.order_problems(kept, [held("a", 103, "consumed"), held("a", 0, "released")])[2] == []
+    assert checks.order_problems(kept, [held("a", 103, "consumed"), held("a", 103)])[2] == [
+        "KAI/1 (po_1, accepted): a reserved for 103 in orders, capacity holds 103 consumed + 103 confirmed"
+    ]
+    produced_in_part = order("accepted", [allocation("a", quantity=207)], planned=207, reserved=207)
+    assert checks.order_problems(produced_in_part, [held("a", 207)])[2] == []
+    dropped = order("accepted", [allocation("b", quantity=207)], planned=207, reserved=207)
+    assert checks.order_problems(dropped, [held("a", 103, "consumed"), held("b", 207)])[2] == []
 
 
 def test_an_order_delivered_in_full_is_fulfilled():
