@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,17 @@ def _processes_using(directory: Path) -> list[str]:
     return found
 
 
+@pytest.fixture
+def run_dir():
+    # Not pytest's tmp_path: as root the run's PostgreSQL server works as the `postgres` user, who may not enter it.
+    directory = Path(tempfile.mkdtemp(prefix="ceper-test-chaos-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.timeout(1800)
-def test_quick_chaos_run_loses_nothing_applies_nothing_twice_and_leaves_nothing_behind(tmp_path):
-    run_dir = tmp_path / "chaos"
+def test_quick_chaos_run_loses_nothing_applies_nothing_twice_and_leaves_nothing_behind(run_dir):
     env = {key: value for key, value in os.environ.items() if not key.startswith("CEPER_")}
     done = subprocess.run(
         [sys.executable, "-m", "ceper", "chaos", "--quick", "--seed", "1", "--dir", str(run_dir)],
