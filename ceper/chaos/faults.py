@@ -116,8 +116,10 @@ class Injector:
             self._push(now + step.down_s, "start", step)
         elif due.action == "start":
             replica = platform.replica(step.target)
-            if replica.alive:
-                return True
+            if not replica.held_down:
+                return True  # the supervisor brought it back already
+            if not platform.finish_stopping(replica):
+                return False  # still shutting down gracefully
             platform.spawn(replica)
             self.log(f"started {replica.name} (pid {replica.pid})")
         elif due.action == "broker":

@@ -53,6 +53,7 @@ class Replica:
     restart_at: float | None = None  # when the supervisor brings it back after it exited by itself
     backoff_s: float = 1.0
     starts: int = 0
+    stop_deadline: float | None = None  # a graceful stop under way is ended by SIGKILL after this
 
     @property
     def name(self) -> str:
@@ -205,6 +206,7 @@ class Platform:
         replica.starts += 1
         replica.held_down = False
         replica.restart_at = None
+        replica.stop_deadline = None
 
     def kill(self, replica: Replica) -> None:
         """SIGKILL: no shutdown hook runs, the group sees the member only when its session times out."""
@@ -214,20 +216,26 @@ class Platform:
                 os.killpg(replica.process.pid, signal.SIGKILL)
             replica.process.wait(10)
 
-    def stop(self, replica: Replica, timeout: float = 30) -> None:
-        """SIGTERM: uvicorn's graceful shutdown; the consumer leaves its group, which rebalances at once."""
+    def stop(self, replica: Replica, grace_s: float = 30) -> None:
+        """SIGTERM: uvicorn's graceful shutdown; the consumer leaves its group, which rebalances at once. Returns at
+        once: `finish_stopping` ends it, by SIGKILL once `grace_s` have passed."""
         replica.held_down = True
+        replica.stop_deadline = time.monotonic() + grace_s
+        if replica.process is not None and replica.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                replica.process.send_signal(signal.SIGTERM)
+
+    def finish_stopping(self, replica: Replica) -> bool:
+        """True once a stopped replica's process is gone; kills it if it outlived its grace."""
         process = replica.process
         if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
+            return True
+        if replica.stop_deadline is not None and time.monotonic() > replica.stop_deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+            return True
+        return False
 
     def replica(self, name: str) -> Replica:
         return next(r for r in self.replicas if r.name == name)
@@ -321,7 +329,7 @@ class Platform:
                 outage.until = self.elapsed()
 
     def _outage_at(self, at_s: float) -> str | None:
-        for outage in self.outages:
+        for outage in reversed(self.outages):  # the latest first: it is the likeliest cause
             if outage.since <= at_s and (outage.until is None or at_s <= outage.until + DEPENDENCY_GRACE_S):
                 return outage.what
         return None
@@ -355,6 +363,8 @@ class Platform:
         if self.postgres is not None and not self.postgres.running:
             self.launcher.submit(self._start_postgres_again).result(300)
         for replica in self.replicas:
+            while replica.held_down and not self.finish_stopping(replica):
+                time.sleep(0.5)
             if not replica.alive:
                 self.spawn(replica)
                 self.log(f"started {replica.name} (pid {replica.pid}) for the checks")
