@@ -295,6 +295,22 @@ def test_a_consumed_reservation_is_history_neither_reserved_again_nor_released()
     assert [a.allocation_id for a in diff.reserve] == ["a-replacement"]
 
 
+def test_an_allocation_cut_back_to_its_made_units_releases_the_rest_and_reserves_nothing_again():
+    # The member lost a certificate after making 103 of 207 units: the plan keeps the 103 it made.
+    current = reservation("r-1", 207, date(2027, 4, 30), allocation_id="a-1", order_id="po_1", consumed=103)
+    diff = reconcile_plan([current], [allocation("a-1", quantity=103)])
+    assert diff.release == [current] and diff.reserve == [] and diff.unchanged == []
+    released, event = release_reservation(current, "plan_changed", NOW)
+    assert (released.state, released.quantity, event is not None and event.quantity) == (CONSUMED, 103, 104)
+
+
+def test_a_partly_made_allocation_moved_elsewhere_is_reserved_there_again():
+    current = reservation("r-1", 207, date(2027, 4, 30), allocation_id="a-1", order_id="po_1", consumed=103)
+    moved = allocation("a-1", quantity=103, foundry="IKM-002")
+    diff = reconcile_plan([current], [moved])
+    assert diff.release == [current] and diff.reserve == [moved]
+
+
 # --- lots ---------------------------------------------------------------------------------------------------------------
 
 

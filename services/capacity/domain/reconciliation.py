@@ -43,12 +43,22 @@ def _matches(reservation: Reservation, allocation: PlannedAllocation) -> bool:
     )
 
 
+def _same_cell(reservation: Reservation, allocation: PlannedAllocation) -> bool:
+    return (
+        reservation.foundry_code == allocation.foundry_code
+        and reservation.product_family.value == allocation.product_family
+        and reservation.week == allocation.week
+    )
+
+
 def reconcile_plan(open_reservations: Sequence[Reservation], allocations: Sequence[PlannedAllocation]) -> PlanReconciliation:
     """Allocations no longer planned are released, new or changed ones reserved (a changed one is released and
     reserved again), unchanged ones left as they are.
 
     A consumed reservation is history: its units were made. An allocation it served that is still in the plan
-    is left alone, whatever the plan now says of it, and it is never released.
+    is left alone, whatever the plan now says of it, and it is never released. An allocation cut back to no
+    more than its made units (its member may no longer make the rest) only releases the rest: the made units
+    stay held once, by the reservation that was consumed for them.
     """
     made = {
         r.allocation_id
@@ -78,6 +88,8 @@ def reconcile_plan(open_reservations: Sequence[Reservation], allocations: Sequen
             continue
         if current is not None:
             release.append(current)
+            if current.consumed_quantity and allocation.quantity <= current.consumed_quantity and _same_cell(current, allocation):
+                continue
         reserve.append(allocation)
     release += [r for allocation_id, r in by_allocation.items() if allocation_id not in seen]
     return PlanReconciliation(release, reserve, unchanged, duplicates)
