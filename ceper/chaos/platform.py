@@ -23,10 +23,11 @@ from pathlib import Path
 
 import httpx
 
+from ceper.broker import LocalKafka, die_with_parent, free_port, kafka_jars
 from ceper.postgres import CRASH_SAFE_SETTINGS, LocalPostgres, PostgresError
-from shared import kafka
-from shared.broker import BrokerError, LocalKafka, die_with_parent, ensure_topics, free_port, kafka_jars
+from shared.kafka import BrokerError
 from shared.settings import DOMAIN_SERVICES, Settings
+from shared.topics import ensure_topics, platform_topics
 
 PARTITIONS = 6
 START_ATTEMPTS = 3
@@ -125,7 +126,7 @@ class Platform:
         for service in DOMAIN_SERVICES:
             self.database_urls[service] = self.postgres.create_database(service)
         self.log(f"Kafka on {self.broker.bootstrap}, PostgreSQL on 127.0.0.1:{self.postgres.port}")
-        asyncio.run(ensure_topics(self.broker.bootstrap, kafka.platform_topics(self.settings), partitions=PARTITIONS))
+        asyncio.run(ensure_topics(self.broker.bootstrap, platform_topics(self.settings), partitions=PARTITIONS))
         used: set[int] = {self.broker.port, self.broker.controller_port, self.postgres.port or 0}
         for service in DOMAIN_SERVICES:
             for index in range(1, self.replicas_per_service + 1):

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.broker import free_port
+from ceper.broker import free_port
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ceper.postgres import PostgresError
-from shared.broker import BrokerError
 from shared.events import topic_of
 from shared.events.registry import SERVICES
 from shared.inbox import Subscriptions
+from shared.kafka import BrokerError
 from shared.service import ServiceSpec
 from shared.settings import DOMAIN_SERVICES
 
