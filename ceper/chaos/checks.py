@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import kafka
 from shared.db import BackboneTables, create_engine
 from shared.dlq import DeadLetter, list_dead_letters
 from shared.settings import Settings
@@ -90,8 +91,8 @@ class Probe:
         for service in self.backbones:
             self.engines[service] = create_engine(self.settings.database_url(service))
         bootstrap = self.settings.kafka_bootstrap_servers
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ceper-chaos", request_timeout_ms=10000)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="ceper-chaos")
+        self._admin = kafka.admin(bootstrap, "ceper-chaos")
+        self._consumer = kafka.consumer(self.settings, group_id=None, client_id="ceper-chaos")
         await self._admin.start()
         await self._consumer.start()
         return self

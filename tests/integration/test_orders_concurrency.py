@@ -9,6 +9,7 @@ order: it stays `planned` for good with every allocation reserved.
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import pytest
 import sqlalchemy as sa
@@ -48,7 +49,7 @@ def fixed_clock() -> FixedClock:
 def confirmation(order_id: str, allocation) -> Envelope[ReservationConfirmed]:  # type: ignore[no-untyped-def]
     return Envelope.of(
         ReservationConfirmed(
-            reservation_id=f"res-{allocation.allocation_id}",
+            reservation_id=f"res-{zlib.crc32(allocation.allocation_id.encode()):08x}",  # as short as capacity's ids
             foundry_code=allocation.foundry_code,
             product_family=allocation.product_family,
             week=allocation.week,

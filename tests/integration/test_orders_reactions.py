@@ -3,6 +3,8 @@ quality's findings move the plan, and the buyer is told. Each reaction gets only
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from services.orders import handlers, projections, store
@@ -141,7 +143,7 @@ async def test_a_rejected_reservation_is_planned_elsewhere_and_that_foundry_week
 def confirmation(allocation, version: int) -> Envelope[ReservationConfirmed]:  # type: ignore[no-untyped-def]
     return Envelope.of(
         ReservationConfirmed(
-            reservation_id=f"res-{allocation.allocation_id}",
+            reservation_id=f"res-{zlib.crc32(allocation.allocation_id.encode()):08x}",  # as short as capacity's ids
             foundry_code=allocation.foundry_code,
             product_family=allocation.product_family,
             week=allocation.week,
