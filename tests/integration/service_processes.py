@@ -23,8 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 class ServiceProcess:
     """One service under uvicorn on a free port; `start()` waits until `/readyz` answers 200."""
 
-    def __init__(self, name: str, settings: Settings, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, settings: Settings, root: Path, env: dict[str, str] | None = None, *, factory: str | None = None
+    ) -> None:
         self.name = name
+        # The app factory uvicorn runs: the service's own unless a test wires it otherwise (e.g. its clock).
+        self.factory = factory or f"services.{name}.app:create_app"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / f"{name}.log"
@@ -48,7 +52,7 @@ class ServiceProcess:
         """`ready=False` waits only for `/healthz`: for a service meant to run without its broker."""
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", f"services.{self.name}.app:create_app",
+                [sys.executable, "-m", "uvicorn", "--factory", self.factory,
                  "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

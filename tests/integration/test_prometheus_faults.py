@@ -1,0 +1,336 @@
+"""Alerts of the event backbone, the APIs and the webhooks, each fired by a real Prometheus because its trouble was
+made for real under a service process: a database that refuses connections, a consumer held up by a lock while
+events keep arriving, a foreign member in a service's consumer group, a buyer's endpoint that refuses every retry.
+
+Each test starts the services it troubles, on PostgreSQL and a topic prefix of its own, and adds them to the one
+Prometheus of the module (prometheus_support.py: the project's rules, 1 s for `for:`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ceper.postgres import LocalPostgres
+from services.orders.webhooks import RETRY_DELAYS_S
+from shared import kafka
+from shared.events import Envelope, to_kafka
+from shared.events.orders import PurchaseOrderCancelled
+from shared.settings import Settings
+from shared.topics import ensure_platform_topics
+from tests.integration.clocked_orders import CLOCK_FILE, move_forward
+from tests.integration.prometheus_support import FAST_JOBS, HTTP, Prometheus, api_headers, post, wait_for
+from tests.integration.service_processes import ServiceProcess
+from tests.support import Receiver
+
+
+@dataclass
+class Platform:
+    bootstrap: str
+    postgres: LocalPostgres
+    prometheus: Prometheus
+    root: Path
+
+    def settings(self) -> Settings:
+        """A topic prefix (and so consumer groups) no other test shares."""
+        prefix = f"t{uuid.uuid4().hex[:10]}."
+        return Settings(
+            env="test",
+            var_dir=self.root / prefix / "var",
+            kafka_bootstrap_servers=self.bootstrap,
+            kafka_topic_prefix=prefix,
+            kafka_partitions=3,
+            outbox_poll_interval_s=0.5,
+        )
+
+    @contextmanager
+    def service(
+        self,
+        name: str,
+        settings: Settings | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        factory: str | None = None,
+        ready: bool = True,
+    ) -> Iterator[ServiceProcess]:
+        """One service process on a database of its own, scraped by the module's Prometheus while the block runs."""
+        settings = settings or self.settings()
+        settings = settings.model_copy(update={f"{name}_database_url": self.postgres.create_database()})
+        root = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
+        root.mkdir(parents=True)
+        process = ServiceProcess(name, settings, root, {**FAST_JOBS, **(env or {})}, factory=factory)
+        try:
+            process.start(ready=ready)
+            self.prometheus.scrape(name, address_of(process))
+            yield process
+        finally:
+            process.stop()
+
+
+def address_of(service: ServiceProcess) -> str:
+    return f"127.0.0.1:{service.port}"
+
+
+def database_of(service: ServiceProcess) -> str:
+    return service.env[f"CEPER_{service.name.upper()}_DATABASE_URL"].rsplit("/", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def platform(kafka_broker, postgres_server: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    root = tmp_path_factory.mktemp("faults")
+    prometheus = Prometheus(root, [])
+    prometheus.start()
+    try:
+        yield Platform(kafka_broker.bootstrap, postgres_server, prometheus, root)
+    finally:
+        prometheus.stop()
+
+
+def test_high_error_rate_fires_while_a_services_database_refuses_connections(platform: Platform) -> None:
+    prometheus, postgres = platform.prometheus, platform.postgres
+    with platform.service("quality") as quality:
+        assert HTTP.get(f"{quality.url}/v1/foundries", headers=api_headers()).status_code == 200
+        assert not prometheus.firing_for("HighErrorRate", service="quality")
+        database = database_of(quality)
+        # The database goes away under the service: no new connection, and the ones it holds are cut.
+        postgres.admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        postgres.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+        statuses: list[int] = []
+        try:
+
+            def fires() -> list[dict[str, str]]:
+                """HighErrorRate fires for quality while its clients keep calling"""
+                for _ in range(3):
+                    answer = HTTP.get(f"{quality.url}/v1/foundries", headers=api_headers())
+                    statuses.append(answer.status_code)
+                return prometheus.firing_for("HighErrorRate", service="quality")
+
+            wait_for(fires, timeout=90)
+        finally:
+            postgres.admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        # Every call failed on the server's side, none was answered from stale state or as the client's fault.
+        assert statuses and all(status >= 500 for status in statuses), statuses
+
+
+@contextmanager
+def table_locked(postgres: LocalPostgres, database: str, table: str) -> Iterator[None]:
+    """A long transaction holding a table's ACCESS EXCLUSIVE lock until the block ends, as a migration or a
+    `VACUUM FULL` would."""
+    locked, release = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    async def hold() -> None:
+        connection = await asyncpg.connect(host=postgres.host, port=postgres.port, user=postgres.user, database=database)
+        try:
+            async with connection.transaction():
+                await connection.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+                raise asyncio.CancelledError  # rolls the transaction back
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await connection.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:
+            failures.append(exc)
+            locked.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert locked.wait(30) and not failures, f"the lock was not taken: {failures}"
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+async def publish_cancellations(settings: Settings, count: int) -> None:
+    """Orders' cancellations of orders capacity never held anything for: events capacity must record, keyed over
+    every partition."""
+    producer = kafka.producer(settings, client_id="alerts-tests")
+    await producer.start()
+    try:
+        sent = []
+        for i in range(count):
+            envelope = Envelope.of(
+                PurchaseOrderCancelled(
+                    order_id=f"po_lag_{i}", buyer_code="KAI", reason="withdrawn by the buyer", cancelled_at=datetime.now(UTC)
+                )
+            )
+            message = to_kafka(envelope)
+            sent.append(
+                await producer.send(
+                    settings.topic(envelope.type.topic),
+                    value=message.value,
+                    key=envelope.key.encode(),
+                    headers=list(message.headers.items()),
+                )
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def test_consumer_lag_high_fires_while_a_consumer_is_held_up_and_events_keep_arriving(platform: Platform) -> None:
+    prometheus = platform.prometheus
+    settings = platform.settings()
+    topic = settings.topic("ceper.orders.v1")
+    with platform.service("capacity", settings) as capacity:
+        instance = address_of(capacity)
+
+        def lag_measured() -> bool:
+            """capacity's lag on orders' topic is scraped"""
+            return prometheus.value(f'sum(ceper_consumer_lag{{instance="{instance}", topic="{topic}"}})') == 0
+
+        wait_for(lag_measured)
+        with table_locked(platform.postgres, database_of(capacity), "inbox"):
+            asyncio.run(publish_cancellations(settings, 1200))
+
+            def fires() -> list[dict[str, str]]:
+                """ConsumerLagHigh fires for capacity on orders' topic"""
+                return prometheus.firing_for("ConsumerLagHigh", service="capacity", topic=topic)
+
+            wait_for(fires, timeout=90)
+            # Held up, not down: the loop runs, so this is the alert that tells.
+            assert prometheus.value(f'ceper_consumer_running{{instance="{instance}"}}') == 1
+            assert not prometheus.firing_for("ConsumerNotRunning", instance=instance)
+
+        def resolved() -> bool:
+            """capacity caught up once the lock was released, and the alert resolved"""
+            return not prometheus.firing_for("ConsumerLagHigh", service="capacity", topic=topic)
+
+        wait_for(resolved, timeout=120)
+
+
+async def consumer_group_members(settings: Settings, group: str) -> int:
+    admin = kafka.admin(settings.kafka_bootstrap_servers, "alerts-tests")
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+        return sum(len(g[5]) for g in described.groups if g[1] == group)
+    finally:
+        await admin.close()
+
+
+@contextmanager
+def foreign_member(settings: Settings, group: str, topic: str) -> Iterator[Callable[[], None]]:
+    """An operator reading a topic with kcat in a service's consumer group, with an assignment strategy the
+    service's consumers do not share, and committing nothing. Yields how to make it leave."""
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat not found on PATH: run `bash deploy/install-system-deps.sh` (as root)"
+    process = subprocess.Popen(
+        [kcat, "-q", "-b", settings.kafka_bootstrap_servers, "-G", group, topic,
+         "-X", "partition.assignment.strategy=cooperative-sticky", "-X", "enable.auto.commit=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    def leave() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    try:
+
+        def joined() -> bool:
+            """kcat joined the group"""
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            return asyncio.run(consumer_group_members(settings, group)) == 1
+
+        wait_for(joined, timeout=60)
+        yield leave
+    finally:
+        leave()
+
+
+def test_consumer_not_running_and_restarting_fire_while_a_foreign_member_holds_the_group(platform: Platform) -> None:
+    prometheus = platform.prometheus
+    settings = platform.settings()
+    asyncio.run(ensure_platform_topics(settings))
+    # quality starts while the group is held: its consumer is refused at every join and its loop restarts.
+    with (
+        foreign_member(settings, settings.consumer_group("quality"), settings.topic("ceper.orders.v1")) as leave,
+        platform.service("quality", settings, ready=False) as quality,
+    ):
+        instance = address_of(quality)
+
+        def both_fire() -> bool:
+            """ConsumerRestarting and ConsumerNotRunning fire for the quality replica"""
+            return bool(
+                prometheus.firing_for("ConsumerRestarting", instance=instance)
+                and prometheus.firing_for("ConsumerNotRunning", instance=instance)
+            )
+
+        wait_for(both_fire, timeout=90)
+        ready = HTTP.get(f"{quality.url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["consumer"].startswith("restarting after"), ready.json()
+        assert (prometheus.value(f'ceper_consumer_restarts_total{{instance="{instance}"}}') or 0) >= 3
+
+        # Once the foreign member leaves, a restart joins the group and ConsumerNotRunning resolves.
+        leave()
+
+        def recovered() -> bool:
+            """quality's consumer runs again"""
+            return not prometheus.firing_for("ConsumerNotRunning", instance=instance)
+
+        wait_for(recovered, timeout=120)
+        assert HTTP.get(f"{quality.url}/readyz").status_code == 200
+
+
+def wait_for_attempts(orders: ServiceProcess, message_id: str, attempts: int) -> dict[str, Any]:
+    def attempted() -> dict[str, Any] | None:
+        """orders attempted the message again"""
+        log = HTTP.get(f"{orders.url}/v1/buyers/KAI/webhook-deliveries", headers=api_headers()).json()
+        delivery = next(d for d in log if d["id"] == message_id)
+        return delivery if delivery["attempts"] >= attempts else None
+
+    return wait_for(attempted, timeout=60, interval=0.2)  # type: ignore[no-any-return]
+
+
+def test_webhook_deliveries_failing_fires_when_a_buyers_endpoint_refuses_every_retry(platform: Platform) -> None:
+    prometheus = platform.prometheus
+    clock_file = platform.root / f"clock-{uuid.uuid4().hex[:6]}"
+    clock_file.write_text("0")
+    with Receiver() as endpoint:
+        endpoint.statuses = [500] * (len(RETRY_DELAYS_S) + 1)
+        with platform.service(
+            "orders", env={CLOCK_FILE: str(clock_file)}, factory="tests.integration.clocked_orders:create_app"
+        ) as orders:
+            answer = HTTP.put(f"{orders.url}/v1/buyers/KAI/webhook", json={"url": endpoint.url}, headers=api_headers())
+            assert answer.status_code == 200, answer.text
+            message_id = post(f"{orders.url}/v1/buyers/KAI/webhook/ping", {}, expected=202)["id"]
+            # A day of retries: each time the next one is due, the service's clock is moved to it.
+            for attempt, delay in enumerate(RETRY_DELAYS_S, start=1):
+                delivery = wait_for_attempts(orders, message_id, attempt)
+                assert delivery["status"] == "pending" and delivery["last_status_code"] == 500, delivery
+                move_forward(clock_file, delay + 1)
+            delivery = wait_for_attempts(orders, message_id, len(RETRY_DELAYS_S) + 1)
+            assert delivery["status"] == "failed" and delivery["last_status_code"] == 500, delivery
+            assert len(endpoint.received) == len(RETRY_DELAYS_S) + 1
+
+            def fires() -> list[dict[str, str]]:
+                """WebhookDeliveriesFailing fires for the ping given up"""
+                return prometheus.firing_for("WebhookDeliveriesFailing", event_type="ping")
+
+            wait_for(fires, timeout=60)
