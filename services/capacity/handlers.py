@@ -52,6 +52,7 @@ from .domain import (
     families_withdrawn,
     hold_capacity,
     iso_week,
+    overbooked,
     parse_week,
     reconcile_plan,
     record_capacity_change,
@@ -703,11 +704,13 @@ async def refresh_metrics(sessions: async_sessionmaker[AsyncSession], weeks_ahea
         members, _ = await store.list_foundries(session, membership_status=MembershipStatus.ACTIVE.value)
         changes = await store.all_changes(session)
         reserved = await store.reserved_by_family_and_week(session, weeks[0], weeks[-1])
+        held_and_made = await store.held_and_made_by_cell(session, weeks[0], weeks[-1])
         by_state = await store.count_reservations_by_state(session)
     by_calendar: dict[tuple[str, str], list[CapacityChange]] = defaultdict(list)
     for change in changes:
         by_calendar[(change.foundry_code, change.product_family.value)].append(change)
     capacity: dict[tuple[str, str], int] = defaultdict(int)
+    capacity_by_cell: dict[tuple[str, str, str], int] = {}
     for foundry in members:
         for family in foundry.product_families:
             history = by_calendar.get((foundry.code, family.value))
@@ -716,5 +719,10 @@ async def refresh_metrics(sessions: async_sessionmaker[AsyncSession], weeks_ahea
             calendar = CapacityCalendar(foundry.code, family, tuple(history))
             for week, units in zip(weeks, calendar.capacities(weeks), strict=False):
                 capacity[(family.value, week)] += units
-    metrics.set_utilisation(capacity, reserved)
+                capacity_by_cell[(foundry.code, family.value, week)] = units
+    # Per foundry-week, as revocation works: a member's spare capacity does not cover another's overbooking.
+    overbooked_units: dict[tuple[str, str], int] = defaultdict(int)
+    for (code, family_name, week), (held, made) in held_and_made.items():
+        overbooked_units[(family_name, week)] += overbooked(capacity_by_cell.get((code, family_name, week), 0), held, made)
+    metrics.set_utilisation(capacity, reserved, overbooked_units)
     metrics.set_reservations(by_state)

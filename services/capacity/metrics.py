@@ -26,6 +26,12 @@ RESERVED_UNITS = Gauge(
     "Units reserved, per product family and ISO week (the next 12 weeks)",
     ["product_family", "week"],
 )
+OVERBOOKED_UNITS = Gauge(
+    "ceper_capacity_overbooked_units",
+    "Units reserved and not made yet beyond what their foundry can still make that week, per product family and ISO"
+    " week (the next 12 weeks); revocation keeps it at 0",
+    ["product_family", "week"],
+)
 FAMILY_UTILISATION = Gauge(
     "ceper_capacity_family_utilisation_ratio",
     "Units reserved over capacity of active members, per product family over the next 12 weeks together",
@@ -49,15 +55,18 @@ def reservation_revoked(product_family: str) -> None:
     REVOCATIONS.labels(product_family).inc()
 
 
-def set_utilisation(capacity: dict[tuple[str, str], int], reserved: dict[tuple[str, str], int]) -> None:
+def set_utilisation(
+    capacity: dict[tuple[str, str], int], reserved: dict[tuple[str, str], int], overbooked: dict[tuple[str, str], int]
+) -> None:
     """Replaces the per-week series: weeks that rolled out of the window disappear instead of going stale."""
-    for gauge in (UTILISATION, CAPACITY_UNITS, RESERVED_UNITS, FAMILY_UTILISATION):
+    for gauge in (UTILISATION, CAPACITY_UNITS, RESERVED_UNITS, OVERBOOKED_UNITS, FAMILY_UTILISATION):
         gauge.clear()
     by_family: dict[str, tuple[int, int]] = {}
     for key in sorted(set(capacity) | set(reserved)):
         units, held = capacity.get(key, 0), reserved.get(key, 0)
         CAPACITY_UNITS.labels(*key).set(units)
         RESERVED_UNITS.labels(*key).set(held)
+        OVERBOOKED_UNITS.labels(*key).set(overbooked.get(key, 0))
         UTILISATION.labels(*key).set(held / units if units else 0.0)
         family_units, family_held = by_family.get(key[0], (0, 0))
         by_family[key[0]] = (family_units + units, family_held + held)

@@ -25,6 +25,7 @@ from shared.idempotency import IdempotencyKeys
 from shared.outbox import stage
 
 from .domain import (
+    HOLDING_STATES,
     CapacityCalendar,
     CapacityChange,
     CapacityChangeKind,
@@ -708,6 +709,26 @@ async def reserved_by_family_and_week(session: AsyncSession, first_week: str, la
         )
     ).all()
     return {(family, week): int(total or 0) for family, week, total in rows}
+
+
+async def held_and_made_by_cell(
+    session: AsyncSession, first_week: str, last_week: str
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(foundry, family, week) → (units held, units of them already made), for the weeks given."""
+    held = sa.func.sum(reservations.c.quantity)
+    made = sa.func.sum(reservations.c.consumed_quantity)
+    rows = (
+        await session.execute(
+            sa.select(reservations.c.foundry_code, reservations.c.product_family, reservations.c.week, held, made)
+            .where(
+                reservations.c.week >= first_week,
+                reservations.c.week <= last_week,
+                reservations.c.state.in_([s.value for s in HOLDING_STATES]),
+            )
+            .group_by(reservations.c.foundry_code, reservations.c.product_family, reservations.c.week)
+        )
+    ).all()
+    return {(code, family, week): (int(h or 0), int(m or 0)) for code, family, week, h, m in rows}
 
 
 async def all_changes(session: AsyncSession) -> list[CapacityChange]:

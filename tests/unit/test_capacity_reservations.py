@@ -27,6 +27,7 @@ from services.capacity.domain import (
     consume_for_lot,
     expire_hold,
     hold_capacity,
+    overbooked,
     reconcile_plan,
     register_foundry,
     release_reservation,
@@ -204,6 +205,14 @@ def test_made_units_are_never_revoked_and_nothing_is_revoked_within_capacity():
     assert revoked[0][0].state is CONSUMED  # all that is left of it is made
 
 
+def test_overbooked_counts_units_not_made_beyond_what_the_week_can_still_make():
+    assert overbooked(capacity=100, held=120, made=0) == 20
+    assert overbooked(capacity=100, held=100, made=30) == 0
+    assert overbooked(capacity=50, held=80, made=80) == 0  # made before capacity fell: history, not a promise
+    assert overbooked(capacity=50, held=90, made=80) == 10  # no week left to make those 10 in
+    assert overbooked(capacity=0, held=30, made=0) == 30
+
+
 _reservations = st.lists(
     st.tuples(
         st.integers(min_value=1, max_value=500),
@@ -232,6 +241,7 @@ def test_revocation_never_leaves_more_than_capacity_unless_only_made_units_remai
     assert after_total == before_total - taken
     assert taken == max(0, min(before_total - capacity, before_total - made))  # exactly the excess, never made units
     assert after_total <= max(capacity, made)
+    assert overbooked(capacity, after_total, made) == 0  # what alert CapacityOverReserved watches
     for r, e in revoked:
         assert r.quantity == e.remaining_quantity >= r.consumed_quantity and e.revoked_quantity > 0
 

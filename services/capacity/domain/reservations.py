@@ -297,6 +297,14 @@ def expire_hold(reservation: Reservation, now: datetime) -> tuple[Reservation, R
     )
 
 
+def overbooked(capacity: int, held: int, made: int) -> int:
+    """Units a foundry-week holds for production it can no longer make: what revocation should have taken back.
+
+    Made units are history, not a promise: a capacity that fell below them after they were made leaves no unit
+    overbooked, while units not made yet count beyond what the week can still make."""
+    return max(0, held - max(capacity, made))
+
+
 def _revocation_order(reservation: Reservation) -> tuple[int, int, float, str]:
     # A missing due date counts as the latest: nothing known depends on it. Then the newest goes first.
     due = reservation.due_date
