@@ -1,6 +1,8 @@
 """Alerts of the event backbone, the APIs and the webhooks, each fired by a real Prometheus because its trouble was
 made for real under a service process: a database that refuses connections, a consumer held up by a lock while
-events keep arriving, a foreign member in a service's consumer group, a buyer's endpoint that refuses every retry.
+events keep arriving, a foreign member in a service's consumer group, a buyer's endpoint that refuses every retry,
+units reserved beyond capacity by a hand edit no revocation follows (and made units over a later closure, which
+must not fire).
 
 Each test starts the services it troubles, on PostgreSQL and a topic prefix of its own, and adds them to the one
 Prometheus of the module (prometheus_support.py: the project's rules, 1 s for `for:`).
@@ -12,11 +14,12 @@ import asyncio
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,10 @@ from services.orders.webhooks import RETRY_DELAYS_S
 from shared import kafka
 from shared.events import Envelope, to_kafka
 from shared.events.orders import PurchaseOrderCancelled
+from shared.events.quality import LotRegistered
 from shared.settings import Settings
 from shared.topics import ensure_platform_topics
+from tests.integration.capacity_support import publish
 from tests.integration.clocked_orders import CLOCK_FILE, move_forward
 from tests.integration.prometheus_support import FAST_JOBS, HTTP, Prometheus, api_headers, post, wait_for
 from tests.integration.service_processes import ServiceProcess
@@ -334,3 +339,79 @@ def test_webhook_deliveries_failing_fires_when_a_buyers_endpoint_refuses_every_r
                 return prometheus.firing_for("WebhookDeliveriesFailing", event_type="ping")
 
             wait_for(fires, timeout=60)
+
+
+def week_from_now(weeks: int) -> tuple[str, date]:
+    """An ISO week some weeks ahead, and its Monday."""
+    monday = date.today() + timedelta(weeks=weeks) - timedelta(days=date.today().weekday())
+    year, week, _ = monday.isocalendar()
+    return f"{year}-W{week:02d}", monday
+
+
+def test_capacity_over_reserved_fires_on_units_not_made_beyond_capacity_and_not_on_made_ones(platform: Platform) -> None:
+    prometheus, settings = platform.prometheus, platform.settings()
+    made_week, made_monday = week_from_now(3)
+    open_week, _ = week_from_now(4)
+    with platform.service("capacity", settings) as capacity:
+        post(f"{capacity.url}/v1/foundries",
+             {"code": "IKM-401", "name": "CV Pompa Batur", "village": "Batur", "product_families": ["PUMP_PARTS"]})  # fmt: skip
+        post(f"{capacity.url}/v1/foundries/IKM-401/capacity-changes",
+             {"kind": "standard", "reason": "declared", "product_family": "PUMP_PARTS", "weekly_units": 100})  # fmt: skip
+
+        # 80 units of one week reserved, confirmed and made; then Lebaran closes that week.
+        made = post(f"{capacity.url}/v1/reservations",
+                    {"foundry_code": "IKM-401", "product_family": "PUMP_PARTS", "week": made_week, "quantity": 80,
+                     "order_id": "po_made"})  # fmt: skip
+        post(f"{capacity.url}/v1/reservations/{made['id']}/confirm", {}, expected=200)
+        lot = LotRegistered(lot_code="IKM-401-P-0001", foundry_code="IKM-401", item_code="PP-IMP-6", quantity=80,
+                            order_id="po_made", spec_version=1, registered_at=datetime.now(UTC))  # fmt: skip
+        asyncio.run(publish(settings, lot))
+
+        def consumed() -> bool:
+            """capacity counted the lot against the reservation"""
+            return HTTP.get(f"{capacity.url}/v1/reservations/{made['id']}", headers=api_headers()).json()["state"] == "consumed"
+
+        wait_for(consumed)
+        post(f"{capacity.url}/v1/foundries/IKM-401/capacity-changes",
+             {"kind": "exception", "reason": "lebaran_closure", "product_family": "PUMP_PARTS", "weekly_units": 0,
+              "from_date": made_monday.isoformat(), "to_date": (made_monday + timedelta(days=6)).isoformat()})  # fmt: skip
+        labels = f'product_family="PUMP_PARTS", week="{made_week}", instance="{address_of(capacity)}"'
+
+        def closed_week_scraped() -> bool:
+            """Prometheus sees the closed week holding 80 made units against no capacity"""
+            return (
+                prometheus.value(f"ceper_capacity_units{{{labels}}}") == 0
+                and prometheus.value(f"ceper_capacity_reserved_units{{{labels}}}") == 80
+            )
+
+        wait_for(closed_week_scraped)
+        time.sleep(5)  # several evaluations with the week over capacity
+        assert prometheus.value(f"ceper_capacity_overbooked_units{{{labels}}}") == 0
+        assert prometheus.rule_state("CapacityOverReserved") == "inactive", "made units over a later closure fired it"
+
+        # The next week: 60 units confirmed within capacity, then raised to 150 by a hand edit of capacity's
+        # database, which no revocation follows.
+        held = post(f"{capacity.url}/v1/reservations",
+                    {"foundry_code": "IKM-401", "product_family": "PUMP_PARTS", "week": open_week, "quantity": 60})  # fmt: skip
+        post(f"{capacity.url}/v1/reservations/{held['id']}/confirm", {}, expected=200)
+        asyncio.run(
+            hand_edit(
+                platform.postgres, database_of(capacity), "UPDATE reservations SET quantity = 150 WHERE id = $1", held["id"]
+            )
+        )
+
+        def fires() -> list[dict[str, str]]:
+            """CapacityOverReserved fires for the edited week"""
+            return prometheus.firing_for("CapacityOverReserved", product_family="PUMP_PARTS", week=open_week)
+
+        wait_for(fires)
+        assert prometheus.value(f'max(ceper_capacity_overbooked_units{{product_family="PUMP_PARTS", week="{open_week}"}})') == 50
+        assert not prometheus.firing_for("CapacityOverReserved", week=made_week)
+
+
+async def hand_edit(postgres: LocalPostgres, database: str, statement: str, *args: object) -> None:
+    connection = await asyncpg.connect(host=postgres.host, port=postgres.port, user=postgres.user, database=database)
+    try:
+        assert await connection.execute(statement, *args) == "UPDATE 1"
+    finally:
+        await connection.close()
