@@ -198,7 +198,9 @@ class RequestContextMiddleware:
             # Answered here rather than by an outer handler, so the answer and the log line carry the request id.
             if status_holder.get("started"):
                 raise
-            unavailable = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+            unavailable = isinstance(
+                exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError)
+            ) or _database_unreachable(exc)
             if _value_refused(exc):
                 # The database refused a value the request carried (a NUL character, text longer than its
                 # column): the request is at fault, and its transaction rolled back.
@@ -232,6 +234,25 @@ class RequestContextMiddleware:
             method = scope.get("method", "GET")
             metrics.HTTP_REQUESTS.labels(self.service, method, template, str(status_holder["status"])).inc()
             metrics.HTTP_DURATION.labels(self.service, method, template).observe(time.perf_counter() - started)
+
+
+# SQLSTATEs of a database that is there but takes no connection: connection exceptions (class 08), too many
+# connections, shutting down or starting up, and "not currently accepting connections".
+_UNREACHABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "55000")
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """PostgreSQL refused the connection itself (the driver reports it as a plain database error)."""
+    return _sqlstate(exc).startswith(_UNREACHABLE_STATES)
+
+
+def _sqlstate(exc: Exception) -> str:
+    if isinstance(exc, sa.exc.DBAPIError):
+        for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+            state = str(getattr(error, "sqlstate", None) or getattr(error, "pgcode", None) or "")
+            if state:
+                return state
+    return ""
 
 
 def _value_refused(exc: Exception) -> bool:

@@ -22,6 +22,13 @@ def app_that_fails() -> FastAPI:
     async def database_down() -> None:
         raise sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
+    @app.get("/database-refuses")
+    async def database_refuses() -> None:
+        # What asyncpg raises when the database takes no connection: a plain database error with its SQLSTATE.
+        refusal = Exception('database "orders" is not currently accepting connections')
+        refusal.sqlstate = "55000"  # type: ignore[attr-defined]  # set as asyncpg sets it on its errors
+        raise sa.exc.DBAPIError("connect", {}, refusal)
+
     @app.get("/nul")
     async def nul() -> None:
         raise sa.exc.DataError("INSERT …", {}, ValueError("invalid byte sequence for encoding UTF8: 0x00"))
@@ -45,6 +52,8 @@ async def test_an_unexpected_error_is_a_500_problem_with_the_request_id():
 async def test_an_unavailable_database_is_a_503_to_retry_later():
     response = await call("/database-down")
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    refused = await call("/database-refuses")
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
     assert response.json()["request_id"] == "req-42" and response.json()["type"].endswith("/unavailable")
 
 
