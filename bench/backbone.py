@@ -22,11 +22,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,7 @@ import sqlalchemy as sa  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 
 from ceper.broker import LocalKafka, free_port  # noqa: E402
-from shared import kafka  # noqa: E402
+from shared import kafka, tracing  # noqa: E402
 from shared.db import backbone_tables, create_engine, session_factory  # noqa: E402
 from shared.events import Envelope, dlq_topic_of, retry_topic_of, to_kafka, topic_of  # noqa: E402
 from shared.events.capacity import FoundryUpdated  # noqa: E402
@@ -58,6 +61,8 @@ TARGET_RATIO = 0.7
 TARGET_RATIO_TO_PARTITIONED = 0.8
 TARGET_EVENTS_PER_S = 5000
 TARGET_P99_MS = 50.0
+# Tracing switched off may cost the consumer at most 5 % against hooks that are not called at all.
+TARGET_TRACING_OFF_RATIO = 0.95
 # Cores other processes may take during a run before the report says the figures are disturbed.
 OTHER_LOAD_WARNING = 0.25
 QUIET_PATIENCE_S = 30.0
@@ -109,10 +114,18 @@ class Job:
     rate: float = 0.0
     seconds: float = 0.0
     bulk: bool = False
+    # "off" as shipped; "on": spans exported over OTLP to `otlp_endpoint`; "absent": the hooks are never called.
+    tracing: str = "off"
+    otlp_endpoint: str | None = None
 
     def settings(self) -> Settings:
         # Other knobs come from CEPER_… variables, so `CEPER_OUTBOX_BATCH_SIZE=1000` changes the runs too.
-        return Settings(kafka_bootstrap_servers=self.bootstrap, kafka_topic_prefix=self.prefix, log_json=False)
+        return Settings(
+            kafka_bootstrap_servers=self.bootstrap,
+            kafka_topic_prefix=self.prefix,
+            log_json=False,
+            otel_exporter_otlp_endpoint=self.otlp_endpoint if self.tracing == "on" else None,
+        )
 
     @property
     def topic(self) -> str:
@@ -170,10 +183,47 @@ async def _engine_with_tables(url: str) -> Any:
     return engine
 
 
+def _trace(job: Job, service: str, engine: Any) -> None:
+    """Tracing as the job asks: on, as a service configured with an OTLP endpoint (its database statements
+    traced too); absent, the backbone's hooks replaced by bare answers, as if there were no tracing at all."""
+    if job.tracing == "on":
+        assert tracing.setup(service, job.settings(), engine=engine)
+    elif job.tracing == "absent":
+        # Module attributes replaced on purpose: the backbone calls them through the module.
+        tracing.consuming = lambda *_args: nullcontext()
+        tracing.event_headers = dict
+        tracing.trace_id = lambda: None
+
+
+class OtlpSink:
+    """An OTLP/HTTP receiver that accepts every export and keeps nothing: the far end of the traced runs."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 async def relay_role(job: Job, signals: Signals) -> dict[str, Any]:
     """Ours, producing side: the outbox holds every event before the relay starts."""
     settings = job.settings()
     engine = await _engine_with_tables(job.producer_db)
+    _trace(job, PRODUCING_SERVICE, engine)
     relay = Relay(PRODUCING_SERVICE, engine, backbone.outbox, settings)
     sessions = session_factory(engine, **{WAKE_KEY: relay.wake})
     for start in range(0, job.events, PREFILL_TRANSACTION):
@@ -253,6 +303,7 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
     """Ours, consuming side: the real InboxConsumer with a handler that writes one effect row per event."""
     settings = job.settings()
     engine = await _engine_with_tables(job.consumer_db)
+    _trace(job, CONSUMING_SERVICE, engine)
 
     async def apply_update(session: Any, envelope: Envelope[FoundryUpdated]) -> None:
         await write_effect(session, envelope.id, envelope.data.foundry_code, envelope.data.revision)
@@ -289,6 +340,7 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
     await consumer.stop()
     await producer.stop()
     await engine.dispose()
+    tracing.flush()
     stats = consumer.stats
     return {
         "done_at": tally.done_at,
@@ -695,11 +747,15 @@ class Pipeline:
     consumer: str
     consumers: int = 1
     bulk: bool = False
+    tracing: str = "off"
 
 
 def pipelines(consumers: int) -> dict[str, Pipeline]:
     modes = {
         "ours": Pipeline("relay", "inbox"),
+        # Ours with tracing's hooks not called at all, and with tracing on: what tracing costs off and on.
+        "untraced": Pipeline("relay", "inbox", tracing="absent"),
+        "traced": Pipeline("relay", "inbox", tracing="on"),
         "baseline": Pipeline("bare-producer", "bare-consumer"),
         "partitioned": Pipeline("bare-producer", "bare-partitioned"),
         "bulk": Pipeline("bare-producer", "bare-consumer", bulk=True),
@@ -724,6 +780,7 @@ class Bench:
         self.runs = 0
         self.meter = CpuMeter(lambda: [pid for pid in [self.postgres and self.postgres.pid] if pid])
         self.other_cores: list[float] = []  # one figure per measured run
+        self.otlp = OtlpSink()
 
     def __enter__(self) -> Bench:
         try:
@@ -739,6 +796,7 @@ class Bench:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.otlp.stop()
         if self.postgres is not None:
             self.postgres.stop()
         if self.kafka is not None:
@@ -876,7 +934,9 @@ class Bench:
 
     def throughput(self, backend: str, mode: str, events: int) -> Throughput:
         pipeline = pipelines(self.args.consumers)[mode]
-        job = self.new_job(backend, events=events, keys=self.args.keys, bulk=pipeline.bulk)
+        job = self.new_job(
+            backend, events=events, keys=self.args.keys, bulk=pipeline.bulk, tracing=pipeline.tracing, otlp_endpoint=self.otlp.url
+        )
         try:
             produced, consumed = self.run_pair(job, pipeline.producer, pipeline.consumer, pipeline.consumers)
         finally:
@@ -938,6 +998,7 @@ class Bench:
         median = {mode: statistics.median(r.events_per_s for r in runs[mode]) for mode in modes}
         ours, baseline, partitioned, bulk = median["ours"], median["baseline"], median["partitioned"], median["bulk"]
         group = median.get(f"ours-x{args.consumers}", ours)
+        untraced, traced = median["untraced"], median["traced"]
         return {
             "ours_events_per_s": round(ours),
             "baseline_events_per_s": round(baseline),
@@ -949,6 +1010,10 @@ class Bench:
             "group_ratio": round(group / ours, 3),
             "bulk_events_per_s": round(bulk),
             "ratio_to_bulk": round(ours / bulk, 3),
+            "untraced_events_per_s": round(untraced),
+            "tracing_off_ratio": round(ours / untraced, 3),
+            "traced_events_per_s": round(traced),
+            "tracing_on_ratio": round(traced / ours, 3),
             **{f"{mode}_runs_events_per_s": [round(r.events_per_s) for r in runs[mode]] for mode in modes},
             "latency_p50_ms": round(latency.p50_ms, 2),
             "latency_p99_ms": round(latency.p99_ms, 2),
@@ -977,6 +1042,7 @@ def targets_of(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "ratio_to_partitioned_ge_0_8": None,
             "events_per_s_ge_5000": None,
             "p99_le_50ms": None,
+            "tracing_off_within_5_percent": None,
             "all_met": None,
         }
     met = {
@@ -984,6 +1050,7 @@ def targets_of(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "ratio_to_partitioned_ge_0_8": pg["ratio_to_partitioned"] >= TARGET_RATIO_TO_PARTITIONED,
         "events_per_s_ge_5000": pg["ours_events_per_s"] >= TARGET_EVENTS_PER_S,
         "p99_le_50ms": pg["latency_p99_ms"] <= TARGET_P99_MS,
+        "tracing_off_within_5_percent": pg["tracing_off_ratio"] >= TARGET_TRACING_OFF_RATIO,
     }
     return {**met, "all_met": all(met.values())}
 
@@ -1021,6 +1088,12 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]], other_c
         )
     print()
     for backend, f in figures.items():
+        print(
+            f"{backend} tracing: off {f['ours_events_per_s']:,} ev/s, hooks not called {f['untraced_events_per_s']:,} ev/s, "
+            f"off/not called {f['tracing_off_ratio']:.3f}; on (OTLP) {f['traced_events_per_s']:,} ev/s, on/off {f['tracing_on_ratio']:.3f}"
+        )
+    print()
+    for backend, f in figures.items():
         runs = "; ".join(
             f"{mode} " + " ".join(f"{value:,}" for value in f[f"{mode}_runs_events_per_s"]) for mode in pipelines(args.consumers)
         )
@@ -1054,6 +1127,10 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]], other_c
         )
         print(f"  ours >= {TARGET_EVENTS_PER_S:,} events/s  {pg['ours_events_per_s']:,}   {yes[targets['events_per_s_ge_5000']]}")
         print(f"  p99 <= {TARGET_P99_MS:g} ms             {pg['latency_p99_ms']:.1f}   {yes[targets['p99_le_50ms']]}")
+        print(
+            f"  tracing off >= {TARGET_TRACING_OFF_RATIO} x not called   {pg['tracing_off_ratio']:.2f}   "
+            f"{yes[targets['tracing_off_within_5_percent']]}"
+        )
     print()
     summary = {
         "benchmark": "backbone",
