@@ -294,6 +294,16 @@ def test_every_alert_has_a_unit_test() -> None:
     assert alerts <= quiet, f"alerts never tested staying quiet: {sorted(alerts - quiet)}"
 
 
+def test_every_alert_is_made_to_fire_by_a_real_trouble_test() -> None:
+    """Each alert is named, as the alert a real Prometheus must report firing, by a test that makes its trouble."""
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    here = Path(__file__).parent
+    sources = "\n".join((here / name).read_text() for name in ("test_prometheus.py", "test_prometheus_faults.py"))
+    named = {alert for alert in alerts if f'"{alert}"' in sources}
+    assert alerts <= named, f"alerts no real-trouble test makes fire: {sorted(alerts - named)}"
+
+
 def test_alert_rules_read_only_metrics_the_services_export(known_metrics: dict[str, Exported]) -> None:
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     problems = []
