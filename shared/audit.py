@@ -3,10 +3,17 @@
 `audit_table(metadata)` adds the table to a service's metadata (its migrations create it); `record()` writes
 one row in the caller's transaction, so a change and its audit row commit or roll back together. Callers
 pass public views of the entity: secrets and their hashes never enter the trail.
+
+Who acted is known where the change came in, not where it is made: a route's rule (`shared.auth.require`)
+names the caller, and a subscription the event it applies (`acting`), so a use case records without being
+told. `trail_router` serves a service's trail at `GET /v1/audit` to admins.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,10 +27,30 @@ from .outbox import current_trace_id
 
 @dataclass(frozen=True)
 class Actor:
-    """Who made a change: a token's subject and role, or an operator at the command line."""
+    """Who made a change: a token's subject and role, an operator at the command line, or an event (its source,
+    with its id as the `cause`). Without a cause, the change's request id is recorded."""
 
     subject: str
     role: str | None = None
+    cause: str | None = None
+
+    @classmethod
+    def of_event(cls, event_id: str, source: str) -> Actor:
+        return cls(subject=source, role="event", cause=event_id)
+
+
+# The actor of the change in progress; unset, nobody was authenticated (a route without a rule) or a job acts.
+current_actor: ContextVar[Actor | None] = ContextVar("audit_actor", default=None)
+NOBODY = Actor("anonymous")
+
+
+@contextlib.contextmanager
+def acting(actor: Actor) -> Iterator[Actor]:
+    token = current_actor.set(actor)
+    try:
+        yield actor
+    finally:
+        current_actor.reset(token)
 
 
 def audit_table(metadata: sa.MetaData) -> sa.Table:
@@ -48,7 +75,7 @@ async def record(
     session: AsyncSession,
     table: sa.Table,
     *,
-    actor: Actor,
+    actor: Actor | None = None,
     action: str,
     entity_type: str,
     entity_id: str,
@@ -56,6 +83,8 @@ async def record(
     after: dict[str, Any] | None,
     at: datetime,
 ) -> None:
+    """Records one change in the caller's transaction; `actor` defaults to the one acting now."""
+    actor = actor or current_actor.get() or NOBODY
     await session.execute(
         sa.insert(table).values(
             at=at,
@@ -66,7 +95,7 @@ async def record(
             entity_id=entity_id,
             before=before,
             after=after,
-            request_id=current_trace_id.get(),
+            request_id=actor.cause or current_trace_id.get(),
         )
     )
 
@@ -81,3 +110,17 @@ async def entries(
     if entity_id is not None:
         query = query.where(table.c.entity_id == entity_id)
     return [dict(row._mapping) for row in await session.execute(query)]
+
+
+async def page(
+    session: AsyncSession, table: sa.Table, *, entity_type: str | None, entity_id: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the trail, newest first, and how many entries match in all."""
+    where = []
+    if entity_type is not None:
+        where.append(table.c.entity_type == entity_type)
+    if entity_id is not None:
+        where.append(table.c.entity_id == entity_id)
+    total = (await session.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one()
+    rows = await session.execute(sa.select(table).where(*where).order_by(table.c.id.desc()).limit(limit).offset(offset))
+    return [dict(row._mapping) for row in rows], int(total)

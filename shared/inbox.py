@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import kafka, metrics, tracing
+from .audit import Actor, acting
 from .events import Envelope, EventData, EventType, MalformedEvent, dlq_topic_of, event_type_of, from_kafka
 from .logging import get_logger
 from .outbox import current_trace_id
@@ -72,9 +73,11 @@ class Subscription:
     reactions: tuple[Handler, ...] = ()
 
     async def apply(self, session: AsyncSession, envelope: Envelope[Any]) -> None:
-        await self.handler(session, envelope)
-        for reaction in self.reactions:
-            await reaction(session, envelope)
+        # Changes made for the event are audited as the event's: its source acted, its id caused them.
+        with acting(Actor.of_event(envelope.id, envelope.type.source)):
+            await self.handler(session, envelope)
+            for reaction in self.reactions:
+                await reaction(session, envelope)
 
     @property
     def is_projection(self) -> bool:

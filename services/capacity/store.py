@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
 from shared.db import UtcDateTime, backbone_tables
 from shared.events import EventData
 from shared.idempotency import IdempotencyKeys
@@ -41,6 +42,8 @@ from .domain import (
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
+# Who changed what, when, from what to what: written in the transaction of each change.
+audit_log = audit.audit_table(metadata)
 
 foundries = sa.Table(
     "foundries",

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
 from shared.db import UtcDateTime, backbone_tables, upsert
 from shared.events import EventData
 from shared.events.orders import PlannedAllocation
@@ -28,6 +29,7 @@ from .domain import (
     PurchaseOrder,
     Requirements,
     ShipmentStatus,
+    WebhookEndpoint,
     lot_counts_for,
 )
 from .replanning import MadeAgain, NewPlan
@@ -210,6 +212,9 @@ refused_cells = sa.Table(
 idempotency_keys = IdempotencyKeys(metadata)
 
 
+# Who changed what, when, from what to what: written in the transaction of each change.
+audit_log = audit.audit_table(metadata)
+
 # Where each buyer's procurement system wants to hear about its orders (Standard Webhooks).
 buyer_webhooks = sa.Table(
     "buyer_webhooks",
@@ -219,6 +224,9 @@ buyer_webhooks = sa.Table(
     sa.Column("secret", sa.String(200), nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # The secret before the last rotation: it signs too until it expires, so the buyer can switch verifiers.
+    sa.Column("previous_secret", sa.String(200), nullable=True),
+    sa.Column("previous_secret_expires_at", UtcDateTime, nullable=True),
 )
 
 # The persistent queue and delivery log of webhook messages: written in the transaction that caused them.
@@ -236,6 +244,7 @@ webhook_deliveries = sa.Table(
     sa.Column("last_attempt_at", UtcDateTime, nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("last_duration_ms", sa.Integer, nullable=True),  # how long the last attempt took; its answer is not kept
     sa.Column("delivered_at", UtcDateTime, nullable=True),
     sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     sa.Index("ix_webhook_deliveries_buyer", "buyer_code", "created_at"),
@@ -836,12 +845,14 @@ async def mark_delivered(
 # --- buyers' webhook endpoints and delivery log (the dispatcher keeps its own queries) ---------------------
 
 
-async def webhook_endpoint(session: AsyncSession, buyer_code: str) -> Any:
-    return (await session.execute(sa.select(buyer_webhooks).where(buyer_webhooks.c.buyer_code == buyer_code))).first()
+async def webhook_endpoint(session: AsyncSession, buyer_code: str, *, for_update: bool = False) -> WebhookEndpoint | None:
+    query = sa.select(buyer_webhooks).where(buyer_webhooks.c.buyer_code == buyer_code)
+    row = (await session.execute(query.with_for_update() if for_update else query)).first()
+    return WebhookEndpoint(**row._mapping) if row is not None else None
 
 
-async def set_webhook_endpoint(session: AsyncSession, buyer_code: str, values: dict[str, Any]) -> None:
-    await upsert(session, buyer_webhooks, {"buyer_code": buyer_code, **values})
+async def save_webhook_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    await upsert(session, buyer_webhooks, asdict(endpoint))
 
 
 async def webhook_delivery(session: AsyncSession, message_id: str) -> Any:

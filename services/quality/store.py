@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
 from shared.db import BigId, UtcDateTime, backbone_tables
 from shared.events import EventData
 from shared.events.quality import CertificateKind, QualityStatus
@@ -31,6 +32,8 @@ from .sampling import SamplingPlan
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
+# Who changed what, when, from what to what: written in the transaction of each change.
+audit_log = audit.audit_table(metadata)
 foundry_projection = foundry_projection_table(metadata)
 
 # Every version of every item's specification; a lot points at the version it was registered under.
