@@ -12,7 +12,7 @@ told. `trail_router` serves a service's trail at `GET /v1/audit` to admins.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +21,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pydantic_core import to_jsonable_python
+
+from . import clock
 from .db import BigId, UtcDateTime
 from .outbox import current_trace_id
 
@@ -124,3 +127,43 @@ async def page(
     total = (await session.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one()
     rows = await session.execute(sa.select(table).where(*where).order_by(table.c.id.desc()).limit(limit).offset(offset))
     return [dict(row._mapping) for row in rows], int(total)
+
+
+def jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A stored row or a domain view as JSON values (dates as ISO text, enums as their values)."""
+    return None if values is None else dict(to_jsonable_python(dict(values)))
+
+
+async def rows_by_key(
+    session: AsyncSession, table: sa.Table, key: sa.Column[Any], ids: Iterable[Any]
+) -> dict[Any, dict[str, Any]]:
+    """The rows of `table` whose `key` is in `ids`, as they are before a change: the `before` of an update."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[Any, dict[str, Any]] = {}
+    for i in range(0, len(wanted), 500):
+        for row in await session.execute(sa.select(table).where(key.in_(wanted[i : i + 500]))):
+            found[row._mapping[key.name]] = dict(row._mapping)
+    return found
+
+
+async def record_change(
+    session: AsyncSession,
+    table: sa.Table,
+    *,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    action: str | None = None,
+) -> None:
+    """Records a row's change (`before` None: added; `after` None: removed) unless nothing changed. `after` may
+    hold only the columns written: it is read over `before`."""
+    old = jsonable(before)
+    new = jsonable({**(before or {}), **after}) if after is not None else None
+    if old == new:
+        return
+    verb = "added" if old is None else "removed" if new is None else "changed"
+    await record(
+        session, table, action=action or f"{entity_type}.{verb}", entity_type=entity_type, entity_id=entity_id,
+        before=old, after=new, at=clock.now(),
+    )  # fmt: skip

@@ -698,4 +698,4 @@ async def run_hold_expiry(sessions: Sessions) -> HoldExpiryOut:
 
 
 # The audit trail of this service's changes, for admins: `GET /v1/audit`.
-audit_trail = trail_router(store.audit_log, entities=("foundry", "capacity", "calendar_exception", "reservation"))
+audit_trail = trail_router(store.audit_log, entities=("foundry", "capacity_change", "reservation"))

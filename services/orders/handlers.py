@@ -137,7 +137,7 @@ async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, stat
 
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
-    await project_foundry(session, store.foundry_projection, envelope)
+    await project_foundry(session, store.foundry_projection, envelope, store.audit_log)
 
 
 # --- planning ---------------------------------------------------------------------------------------------

@@ -441,6 +441,8 @@ async def add_order(session: AsyncSession, order: PurchaseOrder) -> None:
             received_at=order.received_at,
         )
     )
+    added = (await audit.rows_by_key(session, purchase_orders, purchase_orders.c.id, [order.id]))[order.id]
+    await audit.record_change(session, audit_log, entity_type="purchase_order", entity_id=order.id, before=None, after=added)
 
 
 async def get_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
@@ -507,7 +509,9 @@ async def set_status(session: AsyncSession, order_id: str, status: OrderStatus, 
     values: dict[str, Any] = {"status": status.value}
     if reason is not None:
         values["status_reason"] = reason
+    before = (await audit.rows_by_key(session, purchase_orders, purchase_orders.c.id, [order_id])).get(order_id)
     await session.execute(sa.update(purchase_orders).where(purchase_orders.c.id == order_id).values(**values))
+    await audit.record_change(session, audit_log, entity_type="purchase_order", entity_id=order_id, before=before, after=values)
 
 
 async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[Any]]:
@@ -542,25 +546,30 @@ async def plan_in_force(session: AsyncSession, order_id: str) -> PlanInForce | N
 
 
 async def add_plan(session: AsyncSession, order_id: str, plan: NewPlan) -> None:
-    await session.execute(
-        sa.insert(plans).values(
-            order_id=order_id,
-            version=plan.version,
-            created_at=plan.created_at,
-            solver=plan.solver,
-            shortfall=plan.shortfall,
-            reason=plan.reason,
-            risk=plan.risk,
-        )
+    values = {
+        "order_id": order_id,
+        "version": plan.version,
+        "created_at": plan.created_at,
+        "solver": plan.solver,
+        "shortfall": plan.shortfall,
+        "reason": plan.reason,
+        "risk": plan.risk,
+    }
+    rows = [
+        {**a.allocation.model_dump(), "order_id": order_id, "plan_version": plan.version, "state": a.state}
+        for a in plan.allocations
+    ]
+    await session.execute(sa.insert(plans).values(**values))
+    if rows:
+        await session.execute(sa.insert(allocations), rows)
+    await audit.record_change(
+        session,
+        audit_log,
+        entity_type="plan",
+        entity_id=f"{order_id}/v{plan.version}",
+        before=None,
+        after={**values, "allocations": rows},
     )
-    if plan.allocations:
-        await session.execute(
-            sa.insert(allocations),
-            [
-                {**a.allocation.model_dump(), "order_id": order_id, "plan_version": plan.version, "state": a.state}
-                for a in plan.allocations
-            ],
-        )
 
 
 async def reserve_allocation(session: AsyncSession, allocation_id: str, plan_version: int) -> None:
@@ -795,6 +804,9 @@ async def shipment_with_surat_jalan(session: AsyncSession, surat_jalan_number: s
 async def add_shipment(session: AsyncSession, shipment: dict[str, Any], items: list[dict[str, Any]]) -> None:
     await session.execute(sa.insert(shipments).values(**shipment))
     await session.execute(sa.insert(shipment_items), [{"shipment_id": shipment["id"], **item} for item in items])
+    await audit.record_change(
+        session, audit_log, entity_type="shipment", entity_id=shipment["id"], before=None, after={**shipment, "items": items}
+    )
 
 
 async def order_id_of_shipment(session: AsyncSession, shipment_id: str) -> str:
@@ -806,9 +818,13 @@ async def order_id_of_shipment(session: AsyncSession, shipment_id: str) -> str:
 
 
 async def mark_dispatched(session: AsyncSession, shipment_id: str, at: datetime) -> None:
-    await session.execute(
-        sa.update(shipments).where(shipments.c.id == shipment_id).values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=at)
-    )
+    await _change_shipment(session, shipment_id, {"status": ShipmentStatus.DISPATCHED.value, "dispatched_at": at})
+
+
+async def _change_shipment(session: AsyncSession, shipment_id: str, values: dict[str, Any]) -> None:
+    before = (await audit.rows_by_key(session, shipments, shipments.c.id, [shipment_id])).get(shipment_id)
+    await session.execute(sa.update(shipments).where(shipments.c.id == shipment_id).values(**values))
+    await audit.record_change(session, audit_log, entity_type="shipment", entity_id=shipment_id, before=before, after=values)
 
 
 async def record_received(
@@ -829,16 +845,16 @@ async def record_received(
 async def mark_delivered(
     session: AsyncSession, shipment_id: str, *, bast_number: str, signed_by: str, signed_on: date, at: datetime
 ) -> None:
-    await session.execute(
-        sa.update(shipments)
-        .where(shipments.c.id == shipment_id)
-        .values(
-            status=ShipmentStatus.DELIVERED.value,
-            bast_number=bast_number,
-            signed_by=signed_by,
-            signed_on=signed_on,
-            delivered_at=at,
-        )
+    await _change_shipment(
+        session,
+        shipment_id,
+        {
+            "status": ShipmentStatus.DELIVERED.value,
+            "bast_number": bast_number,
+            "signed_by": signed_by,
+            "signed_on": signed_on,
+            "delivered_at": at,
+        },
     )
 
 
