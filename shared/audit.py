@@ -19,9 +19,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from pydantic_core import to_jsonable_python
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import clock
 from .db import BigId, UtcDateTime

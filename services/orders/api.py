@@ -746,4 +746,6 @@ async def record_handover(shipment_id: str, body: HandoverIn, sessions: Sessions
 
 
 # The audit trail of this service's changes, for admins: `GET /v1/audit`.
-audit_trail = trail_router(store.audit_log, entities=("purchase_order", "plan", "shipment", "webhook_endpoint", "foundry_projection"))
+audit_trail = trail_router(
+    store.audit_log, entities=("purchase_order", "plan", "shipment", "webhook_endpoint", "foundry_projection")
+)

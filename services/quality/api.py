@@ -889,4 +889,6 @@ async def run_certificate_expiry(runtime: Runtime, sessions: Sessions) -> Expiry
 
 
 # The audit trail of this service's changes, for admins: `GET /v1/audit`.
-audit_trail = trail_router(store.audit_log, entities=("specification", "certificate", "lot", "lot_result", "foundry_quality", "foundry_projection"))
+audit_trail = trail_router(
+    store.audit_log, entities=("specification", "certificate", "lot", "lot_result", "foundry_quality", "foundry_projection")
+)
