@@ -59,7 +59,7 @@ async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Enve
         }
     else:  # pragma: no cover - wiring error
         raise TypeError(f"not a foundry event: {type(data).__name__}")
-    code = values["code"]
+    code = str(data.foundry_code)
     current = (await audit.rows_by_key(session, table, table.c.code, [code])).get(code)
     if current is None:
         await session.execute(sa.insert(table).values(**values))
