@@ -6,15 +6,18 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.orders.domain import (
     Delivery,
     OrderLine,
     OrderRejected,
     OrderStatus,
+    WebhookEndpoint,
     check_purchase_order,
     receive_purchase_order,
 )
+from services.orders.webhooks import body_of, sign
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 
 TODAY = date(2026, 11, 24)
@@ -164,10 +167,6 @@ def test_receive_refuses_with_every_violation():
 
 
 def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends():
-    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-
-    from services.orders.domain import WebhookEndpoint
-    from services.orders.webhooks import body_of, sign
 
     at = datetime(2027, 1, 4, 2, 0, tzinfo=UTC)
     endpoint = WebhookEndpoint("KAI", "https://eproc.kai.id/hooks", "whsec_" + "A" * 40, True, at)
