@@ -254,12 +254,28 @@ webhook_deliveries = sa.Table(
 # --- writing the projections (the rules are in projections.py) ----------------------------------------------
 
 
+async def _project(session: AsyncSession, table: sa.Table, values: dict[str, Any], *, existing_only: bool = False) -> None:
+    """Writes a projection row (inserted or updated; with `existing_only`, only an update of a row there) and
+    audits it as the change the event being applied made."""
+    key = [column == values[column.name] for column in table.primary_key.columns]
+    found = (await session.execute(sa.select(table).where(*key))).first()
+    if found is None and existing_only:
+        return
+    before = dict(found._mapping) if found is not None else None
+    if found is None:
+        await session.execute(sa.insert(table).values(**values))
+    else:
+        await session.execute(sa.update(table).where(*key).values(**values))
+    entity_id = "/".join(str(values[column.name]) for column in table.primary_key.columns)
+    await audit.record_change(session, audit_log, entity_type=table.name, entity_id=entity_id, before=before, after=values)
+
+
 async def set_standard_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, standard_capacity_projection, values)
+    await _project(session, standard_capacity_projection, values)
 
 
 async def set_week_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, capacity_projection, values)
+    await _project(session, capacity_projection, values)
 
 
 async def reservation(session: AsyncSession, reservation_id: str) -> Any:
@@ -268,28 +284,27 @@ async def reservation(session: AsyncSession, reservation_id: str) -> Any:
 
 
 async def add_reservation(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(reservation_projection).values(**values))
+    await _project(session, reservation_projection, values)
 
 
 async def update_reservation(session: AsyncSession, reservation_id: str, values: dict[str, Any]) -> None:
-    table = reservation_projection
-    await session.execute(sa.update(table).where(table.c.reservation_id == reservation_id).values(**values))
+    await _project(session, reservation_projection, {"reservation_id": reservation_id, **values}, existing_only=True)
 
 
 async def set_certificate(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, certificate_projection, values)
+    await _project(session, certificate_projection, values)
 
 
 async def end_certificate(session: AsyncSession, certificate_id: str, state: str) -> None:
     """A certificate revoked or expired; a revoked one stays revoked."""
     table = certificate_projection
-    await session.execute(
-        sa.update(table).where(table.c.certificate_id == certificate_id, table.c.state != "revoked").values(state=state)
-    )
+    found = (await session.execute(sa.select(table.c.state).where(table.c.certificate_id == certificate_id))).scalar()
+    if found != "revoked":
+        await _project(session, table, {"certificate_id": certificate_id, "state": state}, existing_only=True)
 
 
 async def set_quality_status(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, quality_status_projection, values)
+    await _project(session, quality_status_projection, values)
 
 
 async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
@@ -297,7 +312,7 @@ async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
 
 
 async def set_lot(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, lot_projection, values)
+    await _project(session, lot_projection, values)
 
 
 # --- reading the projections: free capacity and the members' standing ----------------------------------------

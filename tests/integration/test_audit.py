@@ -105,6 +105,15 @@ async def test_http_and_event_changes_leave_one_row_each_with_before_and_after(s
             return rows or None
 
         [reservation] = await eventually(reserved, timeout=60)
+
+        # orders, by event: its projection of the foundry's standard capacity, as capacity's event told it.
+        async def capacity_projected():
+            rows = await trail(orders, "orders", entity_type="standard_capacity_projection")
+            return rows or None
+
+        [standard] = await eventually(capacity_projected, timeout=60)
+        assert standard["actor_role"] == "event" and standard["before"] is None
+        assert standard["entity_id"].startswith("IKM-041/") and standard["after"]["foundry_code"] == "IKM-041"
         assert reservation["action"] == "reservation.added" and reservation["before"] is None
         assert reservation["after"]["quantity"] == 300 and reservation["after"]["order_id"] == "po_audit_1"
         assert (reservation["actor_subject"], reservation["actor_role"], reservation["request_id"]) == (
