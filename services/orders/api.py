@@ -747,5 +747,20 @@ async def record_handover(shipment_id: str, body: HandoverIn, sessions: Sessions
 
 # The audit trail of this service's changes, for admins: `GET /v1/audit`.
 audit_trail = trail_router(
-    store.audit_log, entities=("purchase_order", "plan", "shipment", "webhook_endpoint", "foundry_projection")
+    store.audit_log,
+    entities=(
+        "purchase_order",
+        "plan",
+        "allocations",
+        "shipment",
+        "shipment_items",
+        "webhook_endpoint",
+        "foundry_projection",
+        "capacity_projection",
+        "standard_capacity_projection",
+        "reservation_projection",
+        "certificate_projection",
+        "quality_status_projection",
+        "lot_projection",
+    ),
 )

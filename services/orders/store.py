@@ -254,9 +254,9 @@ webhook_deliveries = sa.Table(
 # --- writing the projections (the rules are in projections.py) ----------------------------------------------
 
 
-async def _project(session: AsyncSession, table: sa.Table, values: dict[str, Any], *, existing_only: bool = False) -> None:
-    """Writes a projection row (inserted or updated; with `existing_only`, only an update of a row there) and
-    audits it as the change the event being applied made."""
+async def _save_audited(session: AsyncSession, table: sa.Table, values: dict[str, Any], *, existing_only: bool = False) -> None:
+    """Writes a row (inserted or updated; with `existing_only`, only an update of a row there) and audits the
+    change under the table's name, as whoever acts now (for a projection: the event being applied)."""
     key = [column == values[column.name] for column in table.primary_key.columns]
     found = (await session.execute(sa.select(table).where(*key))).first()
     if found is None and existing_only:
@@ -271,11 +271,11 @@ async def _project(session: AsyncSession, table: sa.Table, values: dict[str, Any
 
 
 async def set_standard_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
-    await _project(session, standard_capacity_projection, values)
+    await _save_audited(session, standard_capacity_projection, values)
 
 
 async def set_week_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
-    await _project(session, capacity_projection, values)
+    await _save_audited(session, capacity_projection, values)
 
 
 async def reservation(session: AsyncSession, reservation_id: str) -> Any:
@@ -284,15 +284,15 @@ async def reservation(session: AsyncSession, reservation_id: str) -> Any:
 
 
 async def add_reservation(session: AsyncSession, values: dict[str, Any]) -> None:
-    await _project(session, reservation_projection, values)
+    await _save_audited(session, reservation_projection, values)
 
 
 async def update_reservation(session: AsyncSession, reservation_id: str, values: dict[str, Any]) -> None:
-    await _project(session, reservation_projection, {"reservation_id": reservation_id, **values}, existing_only=True)
+    await _save_audited(session, reservation_projection, {"reservation_id": reservation_id, **values}, existing_only=True)
 
 
 async def set_certificate(session: AsyncSession, values: dict[str, Any]) -> None:
-    await _project(session, certificate_projection, values)
+    await _save_audited(session, certificate_projection, values)
 
 
 async def end_certificate(session: AsyncSession, certificate_id: str, state: str) -> None:
@@ -300,11 +300,11 @@ async def end_certificate(session: AsyncSession, certificate_id: str, state: str
     table = certificate_projection
     found = (await session.execute(sa.select(table.c.state).where(table.c.certificate_id == certificate_id))).scalar()
     if found != "revoked":
-        await _project(session, table, {"certificate_id": certificate_id, "state": state}, existing_only=True)
+        await _save_audited(session, table, {"certificate_id": certificate_id, "state": state}, existing_only=True)
 
 
 async def set_quality_status(session: AsyncSession, values: dict[str, Any]) -> None:
-    await _project(session, quality_status_projection, values)
+    await _save_audited(session, quality_status_projection, values)
 
 
 async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
@@ -312,7 +312,7 @@ async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
 
 
 async def set_lot(session: AsyncSession, values: dict[str, Any]) -> None:
-    await _project(session, lot_projection, values)
+    await _save_audited(session, lot_projection, values)
 
 
 # --- reading the projections: free capacity and the members' standing ----------------------------------------
@@ -588,11 +588,8 @@ async def add_plan(session: AsyncSession, order_id: str, plan: NewPlan) -> None:
 
 
 async def reserve_allocation(session: AsyncSession, allocation_id: str, plan_version: int) -> None:
-    await session.execute(
-        sa.update(allocations)
-        .where(allocations.c.allocation_id == allocation_id, allocations.c.plan_version == plan_version)
-        .values(state="reserved")
-    )
+    values = {"allocation_id": allocation_id, "plan_version": plan_version, "state": "reserved"}
+    await _save_audited(session, allocations, values, existing_only=True)
 
 
 async def plan_versions(session: AsyncSession, order_id: str) -> list[tuple[Any, dict[str, int]]]:
@@ -846,15 +843,8 @@ async def record_received(
     session: AsyncSession, shipment_id: str, lot_code: str, due_date: date, received: int, rejected: int
 ) -> None:
     """The BAST's figures for the units of a lot on a shipment that count towards one delivery."""
-    await session.execute(
-        sa.update(shipment_items)
-        .where(
-            shipment_items.c.shipment_id == shipment_id,
-            shipment_items.c.lot_code == lot_code,
-            shipment_items.c.due_date == due_date,
-        )
-        .values(received=received, rejected=rejected)
-    )
+    values = {"shipment_id": shipment_id, "lot_code": lot_code, "due_date": due_date, "received": received, "rejected": rejected}
+    await _save_audited(session, shipment_items, values, existing_only=True)
 
 
 async def mark_delivered(
