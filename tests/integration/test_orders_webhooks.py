@@ -95,7 +95,7 @@ async def test_webhook_endpoint_errors_are_problems(make_settings):
         assert (await orders.http.get("/v1/buyers/TMMIN/webhook")).status_code == 404
 
 
-async def test_the_secret_is_shown_once_and_never_read_back(make_settings, receiver):
+async def test_the_secret_is_shown_once_and_never_read_back(make_settings, receiver, capfd):
     settings = make_settings(orders_webhook_poll_interval_s=0.05, **RECEIVER_ON_LOOPBACK)
     async with run_service(orders_app, settings) as orders:
         created = (await orders.http.put("/v1/buyers/KAI/webhook", json={"url": receiver.url})).json()
@@ -117,6 +117,9 @@ async def test_the_secret_is_shown_once_and_never_read_back(make_settings, recei
         for seen in (log, json.dumps(trail, default=str), read.text, changed.text, own.text):
             assert secret not in seen and chosen not in seen
         assert [row["action"] for row in trail] == ["webhook_endpoint.set"] * 3
+    logged = capfd.readouterr()
+    assert "webhook endpoint set" in logged.err + logged.out  # the service's log lines were captured
+    assert secret not in logged.err + logged.out and chosen not in logged.err + logged.out
 
 
 async def test_urls_to_internal_addresses_are_refused_when_set(make_settings):
