@@ -3,27 +3,56 @@
 `audit_table(metadata)` adds the table to a service's metadata (its migrations create it); `record()` writes
 one row in the caller's transaction, so a change and its audit row commit or roll back together. Callers
 pass public views of the entity: secrets and their hashes never enter the trail.
+
+Who acted is known where the change came in, not where it is made: a route's rule (`shared.auth.require`)
+names the caller, and a subscription the event it applies (`acting`), so a use case records without being
+told. `trail_router` serves a service's trail at `GET /v1/audit` to admins.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import clock
 from .db import BigId, UtcDateTime
 from .outbox import current_trace_id
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who made a change: a token's subject and role, or an operator at the command line."""
+    """Who made a change: a token's subject and role, an operator at the command line, or an event (its source,
+    with its id as the `cause`). Without a cause, the change's request id is recorded."""
 
     subject: str
     role: str | None = None
+    cause: str | None = None
+
+    @classmethod
+    def of_event(cls, event_id: str, source: str) -> Actor:
+        return cls(subject=source, role="event", cause=event_id)
+
+
+# The actor of the change in progress; unset, nobody was authenticated (a route without a rule) or a job acts.
+current_actor: ContextVar[Actor | None] = ContextVar("audit_actor", default=None)
+NOBODY = Actor("anonymous")
+
+
+@contextlib.contextmanager
+def acting(actor: Actor) -> Iterator[Actor]:
+    token = current_actor.set(actor)
+    try:
+        yield actor
+    finally:
+        current_actor.reset(token)
 
 
 def audit_table(metadata: sa.MetaData) -> sa.Table:
@@ -48,7 +77,7 @@ async def record(
     session: AsyncSession,
     table: sa.Table,
     *,
-    actor: Actor,
+    actor: Actor | None = None,
     action: str,
     entity_type: str,
     entity_id: str,
@@ -56,6 +85,8 @@ async def record(
     after: dict[str, Any] | None,
     at: datetime,
 ) -> None:
+    """Records one change in the caller's transaction; `actor` defaults to the one acting now."""
+    actor = actor or current_actor.get() or NOBODY
     await session.execute(
         sa.insert(table).values(
             at=at,
@@ -66,7 +97,7 @@ async def record(
             entity_id=entity_id,
             before=before,
             after=after,
-            request_id=current_trace_id.get(),
+            request_id=actor.cause or current_trace_id.get(),
         )
     )
 
@@ -81,3 +112,57 @@ async def entries(
     if entity_id is not None:
         query = query.where(table.c.entity_id == entity_id)
     return [dict(row._mapping) for row in await session.execute(query)]
+
+
+async def page(
+    session: AsyncSession, table: sa.Table, *, entity_type: str | None, entity_id: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the trail, newest first, and how many entries match in all."""
+    where = []
+    if entity_type is not None:
+        where.append(table.c.entity_type == entity_type)
+    if entity_id is not None:
+        where.append(table.c.entity_id == entity_id)
+    total = (await session.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one()
+    rows = await session.execute(sa.select(table).where(*where).order_by(table.c.id.desc()).limit(limit).offset(offset))
+    return [dict(row._mapping) for row in rows], int(total)
+
+
+def jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A stored row or a domain view as JSON values (dates as ISO text, enums as their values)."""
+    return None if values is None else dict(to_jsonable_python(dict(values)))
+
+
+async def rows_by_key(
+    session: AsyncSession, table: sa.Table, key: sa.Column[Any], ids: Iterable[Any]
+) -> dict[Any, dict[str, Any]]:
+    """The rows of `table` whose `key` is in `ids`, as they are before a change: the `before` of an update."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[Any, dict[str, Any]] = {}
+    for i in range(0, len(wanted), 500):
+        for row in await session.execute(sa.select(table).where(key.in_(wanted[i : i + 500]))):
+            found[row._mapping[key.name]] = dict(row._mapping)
+    return found
+
+
+async def record_change(
+    session: AsyncSession,
+    table: sa.Table,
+    *,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    action: str | None = None,
+) -> None:
+    """Records a row's change (`before` None: added; `after` None: removed) unless nothing changed. `after` may
+    hold only the columns written: it is read over `before`."""
+    old = jsonable(before)
+    new = jsonable({**(before or {}), **after}) if after is not None else None
+    if old == new:
+        return
+    verb = "added" if old is None else "removed" if new is None else "changed"
+    await record(
+        session, table, action=action or f"{entity_type}.{verb}", entity_type=entity_type, entity_id=entity_id,
+        before=old, after=new, at=clock.now(),
+    )  # fmt: skip

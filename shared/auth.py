@@ -35,6 +35,7 @@ from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, MissingClai
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from starlette.exceptions import HTTPException
 
+from .audit import Actor, current_actor
 from .logging import get_logger
 from .roles import TENANT_OF, Role, Tenant
 from .settings import REFUSED_ALGORITHMS, Settings, get_settings
@@ -441,10 +442,16 @@ def require(*roles: Role | str) -> Callable[..., Awaitable[Principal]]:
         if not rule.allows(principal):
             raise Forbidden(f"this needs the role {' or '.join(sorted(r.value for r in rule.roles))}").http()
         request.state.principal = principal
+        current_actor.set(Actor(principal.subject, _acting_role(principal, rule)))  # the request's own context
         return principal
 
     caller.rule = rule  # type: ignore[attr-defined]  # read by rule_of() and the route × role test
     return caller
+
+
+def _acting_role(principal: Principal, rule: RouteRule) -> str:
+    """The role the caller acts in: the first, in the order roles are declared, that the rule admits."""
+    return next(role.value for role in Role if role in principal.roles and role in rule.roles)
 
 
 def public() -> Callable[[], Awaitable[None]]:

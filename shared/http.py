@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
+from .audit import current_actor
 from .clock import use as use_clock
 from .logging import get_logger
 from .outbox import current_trace_id
@@ -191,6 +192,7 @@ class RequestContextMiddleware:
         if runtime is not None:
             use_clock(runtime.clock)  # each request runs in its own context: give it the service's clock
         token = current_trace_id.set(request_id)
+        actor_token = current_actor.set(None)  # a route's rule names the caller; nobody until then
         structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id, trace_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
@@ -228,6 +230,7 @@ class RequestContextMiddleware:
             await answer(scope, receive, send_with_id)
         finally:
             current_trace_id.reset(token)
+            current_actor.reset(actor_token)
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

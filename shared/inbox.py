@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from . import kafka, metrics, tracing
+from .audit import Actor, acting
 from .db import database_answers
 from .events import (
     REGISTRY,
@@ -109,9 +110,11 @@ class Subscription:
     reactions: tuple[Handler, ...] = ()
 
     async def apply(self, session: AsyncSession, envelope: Envelope[Any]) -> None:
-        await self.handler(session, envelope)
-        for reaction in self.reactions:
-            await reaction(session, envelope)
+        # Changes made for the event are audited as the event's: its source acted, its id caused them.
+        with acting(Actor.of_event(envelope.id, envelope.type.source)):
+            await self.handler(session, envelope)
+            for reaction in self.reactions:
+                await reaction(session, envelope)
 
     @property
     def is_projection(self) -> bool:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import audit
 from .db import UtcDateTime
 from .events import Envelope
 from .events.capacity import FoundryRegistered, FoundryUpdated
@@ -33,7 +34,8 @@ def foundry_projection_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Envelope[Any]) -> None:
+async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Envelope[Any], audit_log: sa.Table) -> None:
+    """Applies a foundry event to the projection, recording the change in the service's audit trail."""
     data = envelope.data
     if isinstance(data, FoundryRegistered):
         values = {
@@ -57,12 +59,16 @@ async def project_foundry(session: AsyncSession, table: sa.Table, envelope: Enve
         }
     else:  # pragma: no cover - wiring error
         raise TypeError(f"not a foundry event: {type(data).__name__}")
-    current = (await session.execute(sa.select(table.c.revision).where(table.c.code == values["code"]))).scalar()
+    code = str(data.foundry_code)
+    current = (await audit.rows_by_key(session, table, table.c.code, [code])).get(code)
     if current is None:
         await session.execute(sa.insert(table).values(**values))
-    elif values["revision"] >= current:
+    elif values["revision"] >= current["revision"]:
         # Revisions make the projection correct even if an older update arrives after a newer one.
-        await session.execute(sa.update(table).where(table.c.code == values["code"]).values(**values))
+        await session.execute(sa.update(table).where(table.c.code == code).values(**values))
+    else:
+        return
+    await audit.record_change(session, audit_log, entity_type="foundry_projection", entity_id=code, before=current, after=values)
 
 
 # A member foundry as a consuming service knows it (one row of its `foundry_projection`), as its API shows it.

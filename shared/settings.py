@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     capacity_jobs_interval_s: float = Field(default=30.0, gt=0)
 
     orders_webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Webhook URLs must be https (None: in production only); after a secret is rotated the old one still signs
+    # for this long, so buyers can switch without losing a message; networks the operator trusts despite the
+    # address rules (a receiver beside the service), as CIDRs. Loopback, private and metadata are refused otherwise.
+    orders_webhook_require_https: bool | None = None
+    orders_webhook_secret_grace_s: float = Field(default=24 * 3600.0, ge=0, le=30 * 24 * 3600.0)
+    orders_webhook_allowed_networks: list[str] = []
     orders_jobs_interval_s: float = Field(default=30.0, gt=0)  # how often orders refreshes its business gauges
     # Lines are planned to finish this much earlier where capacity allows, so a failed lot can be made again in
     # time; a purchase-order line may state its own.
@@ -128,6 +135,16 @@ class Settings(BaseSettings):
         if refused or not algorithms:
             raise ValueError(f"auth_algorithms must be asymmetric signature algorithms, refused: {refused or 'empty list'}")
         return algorithms
+
+    @field_validator("orders_webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the network that is not one
+        return networks
+
+    def webhooks_require_https(self) -> bool:
+        return self.orders_webhook_require_https if self.orders_webhook_require_https is not None else self.env == "production"
 
     def identity_issuer_url(self) -> str:
         return (self.identity_issuer or self.identity_url).rstrip("/")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.audit_api import trail_router
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.idempotency import OptionalIdempotencyKey, fingerprint, mark_replayed
 from shared.paging import Page, Paging, paging_query
@@ -694,3 +695,7 @@ async def run_hold_expiry(sessions: Sessions) -> HoldExpiryOut:
     expired = await handlers.expire_holds(sessions)
     await handlers.refresh_metrics(sessions)
     return HoldExpiryOut(expired=[r.id for r in expired])
+
+
+# The audit trail of this service's changes, for admins: `GET /v1/audit`.
+audit_trail = trail_router(store.audit_log, entities=("foundry", "capacity_change", "reservation"))

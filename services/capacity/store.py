@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
 from shared.db import UtcDateTime, backbone_tables
 from shared.events import EventData
 from shared.idempotency import IdempotencyKeys
@@ -42,6 +43,8 @@ from .domain import (
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
+# Who changed what, when, from what to what: written in the transaction of each change.
+audit_log = audit.audit_table(metadata)
 
 foundries = sa.Table(
     "foundries",
@@ -219,10 +222,17 @@ async def get_foundries(session: AsyncSession, codes: Iterable[str]) -> dict[str
 
 async def add_foundry(session: AsyncSession, foundry: Foundry) -> None:
     await session.execute(sa.insert(foundries).values(**_values(foundry)))
+    await audit.record_change(
+        session, audit_log, entity_type="foundry", entity_id=foundry.code, before=None, after=_values(foundry)
+    )
 
 
 async def save_foundry(session: AsyncSession, foundry: Foundry) -> None:
+    before = (await audit.rows_by_key(session, foundries, foundries.c.code, [foundry.code])).get(foundry.code)
     await session.execute(sa.update(foundries).where(foundries.c.code == foundry.code).values(**_values(foundry)))
+    await audit.record_change(
+        session, audit_log, entity_type="foundry", entity_id=foundry.code, before=before, after=_values(foundry)
+    )
 
 
 async def list_foundries(
@@ -343,23 +353,25 @@ async def find_change(session: AsyncSession, change_id: str) -> CapacityChange |
 
 
 async def add_change(session: AsyncSession, change: CapacityChange) -> None:
-    await session.execute(
-        sa.insert(capacity_changes).values(
-            change_id=change.change_id,
-            foundry_code=change.foundry_code,
-            product_family=change.product_family.value,
-            seq=change.seq,
-            kind=change.kind.value,
-            reason=change.reason.value,
-            weekly_units=change.weekly_units,
-            from_week=change.from_week,
-            from_date=change.from_date,
-            to_date=change.to_date,
-            withdraws=change.withdraws,
-            note=change.note,
-            reported_by=change.reported_by,
-            recorded_at=change.recorded_at,
-        )
+    values = {
+        "change_id": change.change_id,
+        "foundry_code": change.foundry_code,
+        "product_family": change.product_family.value,
+        "seq": change.seq,
+        "kind": change.kind.value,
+        "reason": change.reason.value,
+        "weekly_units": change.weekly_units,
+        "from_week": change.from_week,
+        "from_date": change.from_date,
+        "to_date": change.to_date,
+        "withdraws": change.withdraws,
+        "note": change.note,
+        "reported_by": change.reported_by,
+        "recorded_at": change.recorded_at,
+    }
+    await session.execute(sa.insert(capacity_changes).values(**values))
+    await audit.record_change(
+        session, audit_log, entity_type="capacity_change", entity_id=change.change_id, before=None, after=values
     )
 
 
@@ -555,13 +567,21 @@ def _reservation_values(r: Reservation) -> dict[str, Any]:
 async def add_reservations(session: AsyncSession, added: Sequence[Reservation]) -> None:
     if added:
         await session.execute(sa.insert(reservations), [_reservation_values(r) for r in added])
+    for r in added:
+        await audit.record_change(
+            session, audit_log, entity_type="reservation", entity_id=r.id, before=None, after=_reservation_values(r)
+        )
 
 
 async def save_reservations(session: AsyncSession, changed: Sequence[Reservation]) -> None:
+    befores = await audit.rows_by_key(session, reservations, reservations.c.id, [r.id for r in changed])
     for r in changed:
         values = _reservation_values(r)
         del values["id"]
         await session.execute(sa.update(reservations).where(reservations.c.id == r.id).values(**values))
+        await audit.record_change(
+            session, audit_log, entity_type="reservation", entity_id=r.id, before=befores.get(r.id), after=values
+        )
 
 
 async def get_reservation(session: AsyncSession, reservation_id: str) -> Reservation | None:

@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
-from shared import clock
+from shared.audit_api import trail_router
+from shared.auth import Principal, require
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.idempotency import IdempotencyKey, mark_replayed
 from shared.paging import Page, Paging, paging_query
 from shared.projections import FoundryView, list_foundries
+from shared.roles import Role
 from shared.service import Runtime, Sessions
 
 from . import handlers, store, webhooks
-from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements
+from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements, WebhookEndpoint
 
 router = APIRouter(prefix="/v1")
 
@@ -432,12 +434,21 @@ async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
 class WebhookEndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000), Field(examples=["https://eproc.kai.id/hooks/ceper"])]
+    url: Annotated[
+        AnyHttpUrl,
+        UrlConstraints(max_length=2000),
+        Field(
+            examples=["https://eproc.kai.id/hooks/ceper"],
+            description="https (plain http only outside production) to a public address: never loopback, private,"
+            " link-local or a cloud's metadata service",
+        ),
+    ]
     secret: str | None = Field(
         default=None,
         max_length=200,
         pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$",
-        description="Standard Webhooks secret (`whsec_` + base64, at least 24 bytes); when omitted the current one stays, or one is generated",
+        description="Standard Webhooks secret (`whsec_` + base64, at least 24 bytes) of your choosing; it replaces the current"
+        " one, which keeps signing for the grace period. When omitted the current one stays, or one is generated",
     )
     enabled: bool = True
 
@@ -445,9 +456,27 @@ class WebhookEndpointIn(BaseModel):
 class WebhookEndpointOut(BaseModel):
     buyer_code: str
     url: str
-    secret: str = Field(description="Verify `webhook-signature` with it; keep it private")
+    secret: str | None = Field(
+        default=None,
+        description="Only in the answer that generated it (the first PUT without a secret, or a rotation): verify"
+        " `webhook-signature` with it and keep it private. It is never shown again",
+    )
     enabled: bool
     updated_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        default=None, description="Until then messages are signed with the previous secret too (after a rotation)"
+    )
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint, new_secret: str | None = None) -> WebhookEndpointOut:
+        return cls(
+            buyer_code=endpoint.buyer_code,
+            url=endpoint.url,
+            secret=new_secret,
+            enabled=endpoint.enabled,
+            updated_at=endpoint.updated_at,
+            previous_secret_expires_at=endpoint.previous_secret_expires_at,
+        )
 
 
 class WebhookDeliveryOut(BaseModel):
@@ -459,7 +488,8 @@ class WebhookDeliveryOut(BaseModel):
     next_attempt_at: datetime | None
     last_attempt_at: datetime | None
     last_status_code: int | None
-    last_error: str | None
+    last_error: str | None = Field(description="Why the last attempt failed: the status received, or why it could not be sent")
+    last_duration_ms: int | None = Field(default=None, description="How long the last attempt took")
     delivered_at: datetime | None
     payload: dict[str, Any]
 
@@ -473,34 +503,46 @@ def _known_buyer(buyer_code: str) -> None:
     "/buyers/{buyer_code}/webhook",
     response_model=WebhookEndpointOut,
     tags=["webhooks"],
-    summary="Set where a buyer receives signed notifications",
+    summary="Set where a buyer receives signed notifications (the secret is in the answer only when generated)",
     responses=problem_responses(404, 422),
 )
-async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessions) -> WebhookEndpointOut:
+async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessions, runtime: Runtime) -> WebhookEndpointOut:
     _known_buyer(buyer_code)
-    async with sessions.begin() as session:
-        current = await store.webhook_endpoint(session, buyer_code)
-        # Without a secret the current one stays (changing the URL or pausing must not break verification).
-        secret = body.secret or (current.secret if current is not None else None) or webhooks.new_secret()
-        values = {"url": str(body.url), "secret": secret, "enabled": body.enabled, "updated_at": clock.now()}
-        await store.set_webhook_endpoint(session, buyer_code, values)
-    return WebhookEndpointOut(buyer_code=buyer_code, **values)
+    done = await handlers.set_webhook_endpoint(sessions, runtime.settings, buyer_code, str(body.url), body.secret, body.enabled)
+    return WebhookEndpointOut.of(done.endpoint, done.new_secret)
 
 
 @router.get(
     "/buyers/{buyer_code}/webhook",
     response_model=WebhookEndpointOut,
     tags=["webhooks"],
-    summary="A buyer's webhook endpoint",
+    summary="A buyer's webhook endpoint (without its secret, which is shown only once)",
     responses=problem_responses(404),
 )
 async def get_webhook(buyer_code: str, sessions: Sessions) -> WebhookEndpointOut:
     _known_buyer(buyer_code)
     async with sessions() as session:
-        row = await store.webhook_endpoint(session, buyer_code)
-    if row is None:
+        endpoint = await store.webhook_endpoint(session, buyer_code)
+    if endpoint is None:
         raise NotFound(f"{buyer_code} has no webhook endpoint yet")
-    return WebhookEndpointOut(**row._mapping)
+    return WebhookEndpointOut.of(endpoint)
+
+
+@router.post(
+    "/buyers/{buyer_code}/webhook/rotate-secret",
+    response_model=WebhookEndpointOut,
+    tags=["webhooks"],
+    summary="A new signing secret, shown once in this answer; the old one keeps signing until the grace period ends",
+    responses=problem_responses(401, 403, 404),
+)
+async def rotate_webhook_secret(
+    buyer_code: str, sessions: Sessions, runtime: Runtime, caller: Annotated[Principal, Depends(require(Role.ADMIN, Role.BUYER))]
+) -> WebhookEndpointOut:
+    _known_buyer(buyer_code)
+    if not caller.acts_for_buyer(buyer_code):
+        raise NotFound(f"{buyer_code} has no webhook endpoint yet")  # another buyer's endpoint: as if it did not exist
+    done = await handlers.rotate_webhook_secret(sessions, runtime.settings, buyer_code)
+    return WebhookEndpointOut.of(done.endpoint, done.new_secret)
 
 
 @router.post(
@@ -701,3 +743,24 @@ async def record_handover(shipment_id: str, body: HandoverIn, sessions: Sessions
         items=[(i.lot_code, i.received, i.rejected) for i in body.items],
     )
     return await _shipment(sessions, shipment_id)
+
+
+# The audit trail of this service's changes, for admins: `GET /v1/audit`.
+audit_trail = trail_router(
+    store.audit_log,
+    entities=(
+        "purchase_order",
+        "plan",
+        "allocations",
+        "shipment",
+        "shipment_items",
+        "webhook_endpoint",
+        "foundry_projection",
+        "capacity_projection",
+        "standard_capacity_projection",
+        "reservation_projection",
+        "certificate_projection",
+        "quality_status_projection",
+        "lot_projection",
+    ),
+)

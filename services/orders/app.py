@@ -17,7 +17,10 @@ from .webhooks import Dispatcher
 
 async def start_webhooks(runtime: ServiceRuntime) -> None:
     assert runtime.sessions is not None
-    runtime.state["webhooks"] = Dispatcher(runtime.sessions, poll_interval_s=runtime.settings.orders_webhook_poll_interval_s)
+    settings = runtime.settings
+    runtime.state["webhooks"] = Dispatcher(
+        runtime.sessions, rules=handlers.destination_rules(settings), poll_interval_s=settings.orders_webhook_poll_interval_s
+    )
     await runtime.state["webhooks"].start()
 
 
@@ -36,7 +39,7 @@ SPEC = ServiceSpec(
     name="orders",
     title="Ceper Supply — orders",
     description="Buyers' purchase orders (KAI, INKA), the allocation plan across member foundries, fulfilment.",
-    routers=[api.router],
+    routers=[api.router, api.audit_trail],
     metadata=store.metadata,
     backbone=store.backbone,
     subscriptions=SUBSCRIPTIONS,

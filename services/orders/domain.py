@@ -289,6 +289,53 @@ class WebhookMessage:
 
 
 @dataclass(frozen=True)
+class WebhookEndpoint:
+    """Where a buyer receives webhooks and the secrets that sign them. After a rotation the previous secret
+    keeps signing until `previous_secret_expires_at`, so the buyer's verifier can switch without a gap."""
+
+    buyer_code: str
+    url: str
+    secret: str
+    enabled: bool
+    updated_at: datetime
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+
+    def signing_secrets(self, at: datetime) -> tuple[str, ...]:
+        """The secrets a message sent at `at` is signed with: the current one, and the previous one in its grace."""
+        expires = self.previous_secret_expires_at
+        if self.previous_secret is not None and expires is not None and at < expires:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+    def rotated(self, secret: str, at: datetime, grace: timedelta) -> WebhookEndpoint:
+        """The endpoint signing with `secret` from `at` on; the old secret signs too until `at + grace`."""
+        if secret == self.secret:
+            return self
+        in_grace = grace > timedelta(0)
+        return WebhookEndpoint(
+            self.buyer_code,
+            self.url,
+            secret,
+            self.enabled,
+            at,
+            previous_secret=self.secret if in_grace else None,
+            previous_secret_expires_at=at + grace if in_grace else None,
+        )
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown, logged or audited: never a secret."""
+        expires = self.previous_secret_expires_at
+        return {
+            "buyer_code": self.buyer_code,
+            "url": self.url,
+            "enabled": self.enabled,
+            "updated_at": self.updated_at.isoformat(),
+            "previous_secret_expires_at": expires.isoformat() if expires is not None else None,
+        }
+
+
+@dataclass(frozen=True)
 class Allocated:
     """An allocation of a plan version and how far capacity took it: planned, reserved or rejected."""
 

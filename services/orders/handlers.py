@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import clock
+from shared import audit, clock
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, ReservationConfirmed, ReservationRejected, ReservationRevoked
 from shared.events.orders import (
@@ -24,12 +24,15 @@ from shared.events.orders import (
     ShippedItem,
 )
 from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
-from shared.http import Conflict, FieldError, Unprocessable
+from shared.http import Conflict, FieldError, NotFound, Unprocessable
 from shared.idempotency import fingerprint
+from shared.logging import get_logger
 from shared.projections import project_foundry
+from shared.settings import Settings
 from shared.weeks import iso_week
 
 from . import metrics, projections, replanning, store, webhooks
+from .destinations import DestinationRules, RefusedDestination
 from .domain import (
     CertificateHeld,
     FoundryStanding,
@@ -41,6 +44,7 @@ from .domain import (
     PurchaseOrder,
     ShipmentStatus,
     Violation,
+    WebhookEndpoint,
     WebhookMessage,
     local_content,
     receive_purchase_order,
@@ -51,6 +55,8 @@ from .domain import (
 )
 from .planner import PlanRules
 from .replanning import may_cure_shortfall, units_lost_at
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, stat
 
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
-    await project_foundry(session, store.foundry_projection, envelope)
+    await project_foundry(session, store.foundry_projection, envelope, store.audit_log)
 
 
 # --- planning ---------------------------------------------------------------------------------------------
@@ -693,3 +699,75 @@ async def refresh_metrics(sessions: async_sessionmaker[AsyncSession]) -> None:
         risks = await store.open_order_risks(session)
         await metrics.refresh_business(session, clock.today())
     metrics.set_orders(by_status, len(risks), sum(r["shortfall"] for r in risks))
+
+
+# --- buyers' webhook endpoints: the secret is shown once, to whoever set or rotated it ----------------------
+
+
+def destination_rules(settings: Settings) -> DestinationRules:
+    return DestinationRules.of(settings.webhooks_require_https(), settings.orders_webhook_allowed_networks)
+
+
+@dataclass(frozen=True)
+class EndpointSet:
+    endpoint: WebhookEndpoint
+    new_secret: str | None  # a secret made for the caller, shown in this answer only
+
+
+async def set_webhook_endpoint(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, buyer_code: str, url: str, secret: str | None, enabled: bool
+) -> EndpointSet:
+    """Creates or changes the endpoint. A secret the buyer sends replaces the current one, which keeps signing
+    for the grace period; without one the current secret stays, or a new one is made and shown once."""
+    try:
+        await webhooks.checked_destination(destination_rules(settings), url)
+    except RefusedDestination as exc:
+        raise Unprocessable(str(exc), errors=[FieldError(field="body.url", message=str(exc), type="value_error")]) from exc
+    now = clock.now()
+    async with sessions.begin() as session:
+        current = await store.webhook_endpoint(session, buyer_code, for_update=True)
+        made = webhooks.new_secret() if current is None and secret is None else None
+        if current is None:
+            endpoint = WebhookEndpoint(buyer_code, url, secret or made or "", enabled, now)
+        else:
+            keyed = current.rotated(secret, now, _grace(settings)) if secret else current
+            endpoint = replace(keyed, url=url, enabled=enabled, updated_at=now)
+        await store.save_webhook_endpoint(session, endpoint)
+        await _audit(session, "webhook_endpoint.set", "webhook_endpoint", buyer_code, current, endpoint, now)
+    log.info("webhook endpoint set", buyer_code=buyer_code, enabled=enabled, secret_changed=bool(secret or made))
+    return EndpointSet(endpoint, made)
+
+
+async def rotate_webhook_secret(sessions: async_sessionmaker[AsyncSession], settings: Settings, buyer_code: str) -> EndpointSet:
+    """A new secret signs from now on, shown once; the old one signs too until the grace period ends."""
+    secret = webhooks.new_secret()
+    now = clock.now()
+    async with sessions.begin() as session:
+        current = await store.webhook_endpoint(session, buyer_code, for_update=True)
+        if current is None:
+            raise NotFound(f"{buyer_code} has no webhook endpoint yet")
+        rotated = current.rotated(secret, now, _grace(settings))
+        await store.save_webhook_endpoint(session, rotated)
+        await _audit(session, "webhook_endpoint.secret_rotated", "webhook_endpoint", buyer_code, current, rotated, now)
+    log.info("webhook secret rotated", buyer_code=buyer_code, grace_s=settings.orders_webhook_secret_grace_s)
+    return EndpointSet(rotated, secret)
+
+
+def _grace(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.orders_webhook_secret_grace_s)
+
+
+async def _audit(
+    session: AsyncSession, action: str, entity_type: str, entity_id: str, before: Any, after: Any, at: datetime
+) -> None:
+    """One audit row in the change's transaction; `before` and `after` are domain objects with a `public()` view."""
+    await audit.record(
+        session,
+        store.audit_log,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before.public() if before is not None else None,
+        after=after.public() if after is not None else None,
+        at=at,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
 from shared.db import UtcDateTime, backbone_tables, upsert
 from shared.events import EventData
 from shared.events.orders import PlannedAllocation
@@ -28,6 +29,7 @@ from .domain import (
     PurchaseOrder,
     Requirements,
     ShipmentStatus,
+    WebhookEndpoint,
     lot_counts_for,
 )
 from .replanning import MadeAgain, NewPlan
@@ -210,6 +212,9 @@ refused_cells = sa.Table(
 idempotency_keys = IdempotencyKeys(metadata)
 
 
+# Who changed what, when, from what to what: written in the transaction of each change.
+audit_log = audit.audit_table(metadata)
+
 # Where each buyer's procurement system wants to hear about its orders (Standard Webhooks).
 buyer_webhooks = sa.Table(
     "buyer_webhooks",
@@ -219,6 +224,9 @@ buyer_webhooks = sa.Table(
     sa.Column("secret", sa.String(200), nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # The secret before the last rotation: it signs too until it expires, so the buyer can switch verifiers.
+    sa.Column("previous_secret", sa.String(200), nullable=True),
+    sa.Column("previous_secret_expires_at", UtcDateTime, nullable=True),
 )
 
 # The persistent queue and delivery log of webhook messages: written in the transaction that caused them.
@@ -236,6 +244,7 @@ webhook_deliveries = sa.Table(
     sa.Column("last_attempt_at", UtcDateTime, nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("last_duration_ms", sa.Integer, nullable=True),  # how long the last attempt took; its answer is not kept
     sa.Column("delivered_at", UtcDateTime, nullable=True),
     # The sender working on the message and until when: each message has one sender at a time across replicas.
     sa.Column("claimed_by", sa.String(100), nullable=True),
@@ -248,12 +257,28 @@ webhook_deliveries = sa.Table(
 # --- writing the projections (the rules are in projections.py) ----------------------------------------------
 
 
+async def _save_audited(session: AsyncSession, table: sa.Table, values: dict[str, Any], *, existing_only: bool = False) -> None:
+    """Writes a row (inserted or updated; with `existing_only`, only an update of a row there) and audits the
+    change under the table's name, as whoever acts now (for a projection: the event being applied)."""
+    key = [column == values[column.name] for column in table.primary_key.columns]
+    found = (await session.execute(sa.select(table).where(*key))).first()
+    if found is None and existing_only:
+        return
+    before = dict(found._mapping) if found is not None else None
+    if found is None:
+        await session.execute(sa.insert(table).values(**values))
+    else:
+        await session.execute(sa.update(table).where(*key).values(**values))
+    entity_id = "/".join(str(values[column.name]) for column in table.primary_key.columns)
+    await audit.record_change(session, audit_log, entity_type=table.name, entity_id=entity_id, before=before, after=values)
+
+
 async def set_standard_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, standard_capacity_projection, values)
+    await _save_audited(session, standard_capacity_projection, values)
 
 
 async def set_week_capacity(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, capacity_projection, values)
+    await _save_audited(session, capacity_projection, values)
 
 
 async def reservation(session: AsyncSession, reservation_id: str) -> Any:
@@ -262,28 +287,27 @@ async def reservation(session: AsyncSession, reservation_id: str) -> Any:
 
 
 async def add_reservation(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(reservation_projection).values(**values))
+    await _save_audited(session, reservation_projection, values)
 
 
 async def update_reservation(session: AsyncSession, reservation_id: str, values: dict[str, Any]) -> None:
-    table = reservation_projection
-    await session.execute(sa.update(table).where(table.c.reservation_id == reservation_id).values(**values))
+    await _save_audited(session, reservation_projection, {"reservation_id": reservation_id, **values}, existing_only=True)
 
 
 async def set_certificate(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, certificate_projection, values)
+    await _save_audited(session, certificate_projection, values)
 
 
 async def end_certificate(session: AsyncSession, certificate_id: str, state: str) -> None:
     """A certificate revoked or expired; a revoked one stays revoked."""
     table = certificate_projection
-    await session.execute(
-        sa.update(table).where(table.c.certificate_id == certificate_id, table.c.state != "revoked").values(state=state)
-    )
+    found = (await session.execute(sa.select(table.c.state).where(table.c.certificate_id == certificate_id))).scalar()
+    if found != "revoked":
+        await _save_audited(session, table, {"certificate_id": certificate_id, "state": state}, existing_only=True)
 
 
 async def set_quality_status(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, quality_status_projection, values)
+    await _save_audited(session, quality_status_projection, values)
 
 
 async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
@@ -291,7 +315,7 @@ async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
 
 
 async def set_lot(session: AsyncSession, values: dict[str, Any]) -> None:
-    await upsert(session, lot_projection, values)
+    await _save_audited(session, lot_projection, values)
 
 
 # --- reading the projections: free capacity and the members' standing ----------------------------------------
@@ -435,6 +459,8 @@ async def add_order(session: AsyncSession, order: PurchaseOrder) -> None:
             received_at=order.received_at,
         )
     )
+    added = (await audit.rows_by_key(session, purchase_orders, purchase_orders.c.id, [order.id]))[order.id]
+    await audit.record_change(session, audit_log, entity_type="purchase_order", entity_id=order.id, before=None, after=added)
 
 
 async def get_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
@@ -501,7 +527,9 @@ async def set_status(session: AsyncSession, order_id: str, status: OrderStatus, 
     values: dict[str, Any] = {"status": status.value}
     if reason is not None:
         values["status_reason"] = reason
+    before = (await audit.rows_by_key(session, purchase_orders, purchase_orders.c.id, [order_id])).get(order_id)
     await session.execute(sa.update(purchase_orders).where(purchase_orders.c.id == order_id).values(**values))
+    await audit.record_change(session, audit_log, entity_type="purchase_order", entity_id=order_id, before=before, after=values)
 
 
 async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[Any]]:
@@ -536,33 +564,35 @@ async def plan_in_force(session: AsyncSession, order_id: str) -> PlanInForce | N
 
 
 async def add_plan(session: AsyncSession, order_id: str, plan: NewPlan) -> None:
-    await session.execute(
-        sa.insert(plans).values(
-            order_id=order_id,
-            version=plan.version,
-            created_at=plan.created_at,
-            solver=plan.solver,
-            shortfall=plan.shortfall,
-            reason=plan.reason,
-            risk=plan.risk,
-        )
+    values = {
+        "order_id": order_id,
+        "version": plan.version,
+        "created_at": plan.created_at,
+        "solver": plan.solver,
+        "shortfall": plan.shortfall,
+        "reason": plan.reason,
+        "risk": plan.risk,
+    }
+    rows = [
+        {**a.allocation.model_dump(), "order_id": order_id, "plan_version": plan.version, "state": a.state}
+        for a in plan.allocations
+    ]
+    await session.execute(sa.insert(plans).values(**values))
+    if rows:
+        await session.execute(sa.insert(allocations), rows)
+    await audit.record_change(
+        session,
+        audit_log,
+        entity_type="plan",
+        entity_id=f"{order_id}/v{plan.version}",
+        before=None,
+        after={**values, "allocations": rows},
     )
-    if plan.allocations:
-        await session.execute(
-            sa.insert(allocations),
-            [
-                {**a.allocation.model_dump(), "order_id": order_id, "plan_version": plan.version, "state": a.state}
-                for a in plan.allocations
-            ],
-        )
 
 
 async def reserve_allocation(session: AsyncSession, allocation_id: str, plan_version: int) -> None:
-    await session.execute(
-        sa.update(allocations)
-        .where(allocations.c.allocation_id == allocation_id, allocations.c.plan_version == plan_version)
-        .values(state="reserved")
-    )
+    values = {"allocation_id": allocation_id, "plan_version": plan_version, "state": "reserved"}
+    await _save_audited(session, allocations, values, existing_only=True)
 
 
 async def plan_versions(session: AsyncSession, order_id: str) -> list[tuple[Any, dict[str, int]]]:
@@ -789,6 +819,9 @@ async def shipment_with_surat_jalan(session: AsyncSession, surat_jalan_number: s
 async def add_shipment(session: AsyncSession, shipment: dict[str, Any], items: list[dict[str, Any]]) -> None:
     await session.execute(sa.insert(shipments).values(**shipment))
     await session.execute(sa.insert(shipment_items), [{"shipment_id": shipment["id"], **item} for item in items])
+    await audit.record_change(
+        session, audit_log, entity_type="shipment", entity_id=shipment["id"], before=None, after={**shipment, "items": items}
+    )
 
 
 async def order_id_of_shipment(session: AsyncSession, shipment_id: str) -> str:
@@ -800,51 +833,50 @@ async def order_id_of_shipment(session: AsyncSession, shipment_id: str) -> str:
 
 
 async def mark_dispatched(session: AsyncSession, shipment_id: str, at: datetime) -> None:
-    await session.execute(
-        sa.update(shipments).where(shipments.c.id == shipment_id).values(status=ShipmentStatus.DISPATCHED.value, dispatched_at=at)
-    )
+    await _change_shipment(session, shipment_id, {"status": ShipmentStatus.DISPATCHED.value, "dispatched_at": at})
+
+
+async def _change_shipment(session: AsyncSession, shipment_id: str, values: dict[str, Any]) -> None:
+    before = (await audit.rows_by_key(session, shipments, shipments.c.id, [shipment_id])).get(shipment_id)
+    await session.execute(sa.update(shipments).where(shipments.c.id == shipment_id).values(**values))
+    await audit.record_change(session, audit_log, entity_type="shipment", entity_id=shipment_id, before=before, after=values)
 
 
 async def record_received(
     session: AsyncSession, shipment_id: str, lot_code: str, due_date: date, received: int, rejected: int
 ) -> None:
     """The BAST's figures for the units of a lot on a shipment that count towards one delivery."""
-    await session.execute(
-        sa.update(shipment_items)
-        .where(
-            shipment_items.c.shipment_id == shipment_id,
-            shipment_items.c.lot_code == lot_code,
-            shipment_items.c.due_date == due_date,
-        )
-        .values(received=received, rejected=rejected)
-    )
+    values = {"shipment_id": shipment_id, "lot_code": lot_code, "due_date": due_date, "received": received, "rejected": rejected}
+    await _save_audited(session, shipment_items, values, existing_only=True)
 
 
 async def mark_delivered(
     session: AsyncSession, shipment_id: str, *, bast_number: str, signed_by: str, signed_on: date, at: datetime
 ) -> None:
-    await session.execute(
-        sa.update(shipments)
-        .where(shipments.c.id == shipment_id)
-        .values(
-            status=ShipmentStatus.DELIVERED.value,
-            bast_number=bast_number,
-            signed_by=signed_by,
-            signed_on=signed_on,
-            delivered_at=at,
-        )
+    await _change_shipment(
+        session,
+        shipment_id,
+        {
+            "status": ShipmentStatus.DELIVERED.value,
+            "bast_number": bast_number,
+            "signed_by": signed_by,
+            "signed_on": signed_on,
+            "delivered_at": at,
+        },
     )
 
 
 # --- buyers' webhook endpoints and delivery log (the dispatcher's queue is further down) --------------------
 
 
-async def webhook_endpoint(session: AsyncSession, buyer_code: str) -> Any:
-    return (await session.execute(sa.select(buyer_webhooks).where(buyer_webhooks.c.buyer_code == buyer_code))).first()
+async def webhook_endpoint(session: AsyncSession, buyer_code: str, *, for_update: bool = False) -> WebhookEndpoint | None:
+    query = sa.select(buyer_webhooks).where(buyer_webhooks.c.buyer_code == buyer_code)
+    row = (await session.execute(query.with_for_update() if for_update else query)).first()
+    return WebhookEndpoint(**row._mapping) if row is not None else None
 
 
-async def set_webhook_endpoint(session: AsyncSession, buyer_code: str, values: dict[str, Any]) -> None:
-    await upsert(session, buyer_webhooks, {"buyer_code": buyer_code, **values})
+async def save_webhook_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    await upsert(session, buyer_webhooks, asdict(endpoint))
 
 
 async def webhook_delivery(session: AsyncSession, message_id: str) -> Any:
@@ -990,7 +1022,14 @@ async def claim_due_webhooks(session: AsyncSession, *, owner: str, now: Any, unt
     if not claimed_ids:
         return []
     rows = await session.execute(
-        sa.select(deliveries, buyer_webhooks.c.url, buyer_webhooks.c.secret, buyer_webhooks.c.enabled)
+        sa.select(
+            deliveries,
+            buyer_webhooks.c.url,
+            buyer_webhooks.c.secret,
+            buyer_webhooks.c.enabled,
+            buyer_webhooks.c.previous_secret,
+            buyer_webhooks.c.previous_secret_expires_at,
+        )
         .join(buyer_webhooks, buyer_webhooks.c.buyer_code == deliveries.c.buyer_code)
         .where(deliveries.c.id.in_(claimed_ids))
         .order_by(deliveries.c.created_at, deliveries.c.id)

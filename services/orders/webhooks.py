@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
 import socket
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +31,8 @@ from shared.logging import get_logger
 from shared.tasks import BackgroundTask
 
 from . import metrics, store
+from .destinations import Address, DestinationRules, RefusedDestination, Target
+from .domain import WebhookEndpoint
 
 log = get_logger(__name__)
 
@@ -51,13 +55,35 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def sign(secret: str, message_id: str, at: datetime, body: str) -> dict[str, str]:
-    """The three Standard Webhooks headers for one attempt."""
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, at, body),
-    }
+def sign(secret: str, message_id: str, at: datetime, body: str, *older: str) -> dict[str, str]:
+    """The three Standard Webhooks headers for one attempt. Secrets still in their grace after a rotation sign
+    too: `webhook-signature` then lists one `v1,<signature>` per secret, and a verifier holding any accepts."""
+    signatures = " ".join(Webhook(s).sign(message_id, at, body) for s in (secret, *older))
+    return {"webhook-id": message_id, "webhook-timestamp": str(int(at.timestamp())), "webhook-signature": signatures}
+
+
+async def resolve(host: str, port: int) -> list[Address]:
+    """The addresses `host` resolves to now, each once, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[Address] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+async def checked_destination(rules: DestinationRules, url: str) -> tuple[Target, Address]:
+    """The URL's target and the address to connect to, once every address its host resolves to passes the rules."""
+    target = rules.check_url(url)
+    if target.address is not None:
+        return target, target.address
+    try:
+        addresses = await resolve(target.host, target.port)
+    except OSError:
+        raise RefusedDestination(f"{target.host} does not resolve") from None
+    rules.check_addresses(target.host, addresses)
+    return target, addresses[0]
 
 
 def body_of(message_id: str, event_type: str, at: datetime, data: dict[str, Any]) -> str:
@@ -99,11 +125,18 @@ class Dispatcher:
     CLAIM_S = 120.0
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, poll_interval_s: float = 0.5, timeout_s: float = 10.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        rules: DestinationRules | None = None,
+        poll_interval_s: float = 0.5,
+        timeout_s: float = 10.0,
     ) -> None:
         self.sessions = sessions
+        self.rules = rules or DestinationRules()
         self.poll_interval_s = poll_interval_s
-        self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        # No proxies from the environment and no redirects: requests go to the address checked, and only there.
+        self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False)
         # Names this sender in its claims: unique per process and dispatcher.
         self.owner = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._task = BackgroundTask("orders-webhook-dispatcher", self._run)
@@ -145,13 +178,14 @@ class Dispatcher:
         outcomes = await asyncio.gather(*(self._attempt(row) for row in due))
         attempted: list[tuple[str, str]] = []
         async with self.sessions.begin() as session:
-            for row, (status_code, error) in zip(due, outcomes, strict=True):
+            for row, (status_code, error, duration_ms) in zip(due, outcomes, strict=True):
                 attempts = row.attempts + 1
                 values: dict[str, Any] = {
                     "attempts": attempts,
                     "last_attempt_at": now,
                     "last_status_code": status_code,
                     "last_error": error,
+                    "last_duration_ms": duration_ms,
                 }
                 if error is None:
                     outcome = "delivered"
@@ -168,20 +202,49 @@ class Dispatcher:
             metrics.webhook_attempted(event_type, outcome)
         return len(due)
 
-    async def _attempt(self, row: Any) -> tuple[int | None, str | None]:
+    async def _attempt(self, row: Any) -> tuple[int | None, str | None, int | None]:
+        """Sends one message: (status code, error, milliseconds). The receiver's answer is not kept, only its status."""
         if not row.enabled:
-            return None, "endpoint disabled"
-        at = clock.now()
-        body = body_of(row.id, row.event_type, datetime.fromisoformat(row.payload["timestamp"]), row.payload["data"])
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "CeperSupply-Webhooks/1",
-            **sign(row.secret, row.id, at, body),
-        }
+            return None, "endpoint disabled", None
+        started = time.monotonic()
         try:
-            response = await self.client.post(row.url, content=body, headers=headers)
+            target, address = await checked_destination(self.rules, row.url)
+        except RefusedDestination as refused:
+            log.warning("webhook refused before sending", buyer_code=row.buyer_code, message_id=row.id, reason=str(refused))
+            return None, f"refused: {refused}"[:500], None
+        at = clock.now()
+        endpoint = WebhookEndpoint(
+            row.buyer_code, row.url, row.secret, row.enabled, at, row.previous_secret, row.previous_secret_expires_at
+        )
+        body = body_of(row.id, row.event_type, datetime.fromisoformat(row.payload["timestamp"]), row.payload["data"])
+        request = self.client.build_request(
+            "POST",
+            # To the address just checked, not to a second lookup that could answer otherwise; the host name still
+            # goes in Host and in TLS (SNI and the certificate check).
+            httpx.URL(row.url).copy_with(host=str(address)),
+            content=body,
+            headers={
+                "host": httpx.URL(row.url).netloc.decode("ascii"),
+                "content-type": "application/json",
+                "user-agent": "CeperSupply-Webhooks/1",
+                **_signed(endpoint, row.id, at, body),
+            },
+            extensions={"sni_hostname": target.host},
+        )
+        try:
+            response = await self.client.send(request, stream=True)  # the body is never read: only the status counts
+            await response.aclose()
         except httpx.HTTPError as exc:
-            return None, f"{exc.__class__.__name__}: {exc}"[:500]
+            return None, f"{exc.__class__.__name__}: {exc}"[:500], _ms_since(started)
         if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+            return response.status_code, None, _ms_since(started)
+        return response.status_code, f"HTTP {response.status_code}", _ms_since(started)
+
+
+def _signed(endpoint: WebhookEndpoint, message_id: str, at: datetime, body: str) -> dict[str, str]:
+    current, *older = endpoint.signing_secrets(at)
+    return sign(current, message_id, at, body, *older)
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

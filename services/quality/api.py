@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import clock
+from shared.audit_api import trail_router
 from shared.events.quality import CertificateKind, QualityStatus
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.paging import Page, Paging, paging_query
@@ -885,3 +886,9 @@ async def run_certificate_expiry(runtime: Runtime, sessions: Sessions) -> Expiry
     report = await handlers.check_certificate_expiry(sessions, runtime.settings)
     await handlers.refresh_metrics(sessions, runtime.settings)
     return ExpiryRunOut(on=report.on, expiring=report.expiring, expired=report.expired)
+
+
+# The audit trail of this service's changes, for admins: `GET /v1/audit`.
+audit_trail = trail_router(
+    store.audit_log, entities=("specification", "certificate", "lot", "lot_result", "foundry_quality", "foundry_projection")
+)

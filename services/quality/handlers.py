@@ -84,7 +84,7 @@ def _unknown_foundry(code: str) -> Unprocessable:
 
 
 async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> None:
-    await project_foundry(session, store.foundry_projection, envelope)
+    await project_foundry(session, store.foundry_projection, envelope, store.audit_log)
 
 
 # --- specifications ---------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
 from shared.db import BigId, UtcDateTime, backbone_tables
 from shared.events import EventData
 from shared.events.quality import CertificateKind, QualityStatus
@@ -31,6 +33,8 @@ from .sampling import SamplingPlan
 
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
+# Who changed what, when, from what to what: written in the transaction of each change.
+audit_log = audit.audit_table(metadata)
 foundry_projection = foundry_projection_table(metadata)
 
 # Every version of every item's specification; a lot points at the version it was registered under.
@@ -202,6 +206,14 @@ async def add_specification(session: AsyncSession, spec: Specification) -> None:
             effective_from=spec.effective_from,
         )
     )
+    await audit.record_change(
+        session,
+        audit_log,
+        entity_type="specification",
+        entity_id=f"{spec.item_code}/v{spec.version}",
+        before=None,
+        after=asdict(spec),
+    )
 
 
 async def get_specification(session: AsyncSession, item_code: str, version: int | None = None) -> Specification | None:
@@ -273,12 +285,14 @@ async def add_certificate(session: AsyncSession, c: Certificate) -> None:
             granted_at=c.granted_at,
         )
     )
+    await audit.record_change(session, audit_log, entity_type="certificate", entity_id=c.id, before=None, after=asdict(c))
 
 
 async def save_revocation(session: AsyncSession, c: Certificate) -> None:
-    await session.execute(
-        sa.update(certificates).where(certificates.c.id == c.id).values(revoked_at=c.revoked_at, revoke_reason=c.revoke_reason)
-    )
+    before = (await audit.rows_by_key(session, certificates, certificates.c.id, [c.id])).get(c.id)
+    values = {"revoked_at": c.revoked_at, "revoke_reason": c.revoke_reason}
+    await session.execute(sa.update(certificates).where(certificates.c.id == c.id).values(**values))
+    await audit.record_change(session, audit_log, entity_type="certificate", entity_id=c.id, before=before, after=values)
 
 
 async def get_certificate(session: AsyncSession, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
@@ -405,12 +419,14 @@ async def add_lot(session: AsyncSession, lot: Lot) -> None:
             registered_at=lot.registered_at,
         )
     )
+    await audit.record_change(session, audit_log, entity_type="lot", entity_id=lot.lot_code, before=None, after=asdict(lot))
 
 
 async def save_decision(session: AsyncSession, lot: Lot) -> None:
-    await session.execute(
-        sa.update(lots).where(lots.c.lot_code == lot.lot_code).values(status=lot.status.value, decided_at=lot.decided_at)
-    )
+    before = (await audit.rows_by_key(session, lots, lots.c.lot_code, [lot.lot_code])).get(lot.lot_code)
+    values = {"status": lot.status.value, "decided_at": lot.decided_at}
+    await session.execute(sa.update(lots).where(lots.c.lot_code == lot.lot_code).values(**values))
+    await audit.record_change(session, audit_log, entity_type="lot", entity_id=lot.lot_code, before=before, after=values)
 
 
 async def get_lot(session: AsyncSession, lot_code: str, *, for_update: bool = False) -> Lot | None:
@@ -449,6 +465,9 @@ async def list_lots(
 
 async def add_result(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.execute(sa.insert(lot_results).values(**values))
+    await audit.record_change(
+        session, audit_log, entity_type="lot_result", entity_id=values["lot_code"], before=None, after=values
+    )
 
 
 async def get_result(session: AsyncSession, lot_code: str) -> Any:
@@ -535,8 +554,11 @@ async def lock_quality(session: AsyncSession, initial: FoundryQuality) -> Foundr
 
 
 async def save_quality(session: AsyncSession, q: FoundryQuality) -> None:
-    await session.execute(
-        sa.update(foundry_quality).where(foundry_quality.c.foundry_code == q.foundry_code).values(**_quality_values(q))
+    code = q.foundry_code
+    before = (await audit.rows_by_key(session, foundry_quality, foundry_quality.c.foundry_code, [code])).get(code)
+    await session.execute(sa.update(foundry_quality).where(foundry_quality.c.foundry_code == code).values(**_quality_values(q)))
+    await audit.record_change(
+        session, audit_log, entity_type="foundry_quality", entity_id=code, before=before, after=_quality_values(q)
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders import handlers, projections, store
 from services.orders.app import SPEC
-from services.orders.domain import Delivery, OrderLine, OrderStatus, PlanInForce, PurchaseOrder
+from services.orders.domain import Delivery, OrderLine, OrderStatus, PlanInForce, PurchaseOrder, WebhookEndpoint
 from shared.db import create_engine, migrate, session_factory
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, FoundryRegistered
@@ -88,8 +88,8 @@ async def receive(sessions: Sessions, order: PurchaseOrder, *, webhook: bool = T
     """Stores the order (and the buyer's webhook endpoint) and applies orders' reaction to its receipt: the first plan."""
     async with sessions.begin() as session:
         if webhook and await store.webhook_endpoint(session, order.buyer_code) is None:
-            values = {"url": "https://eproc.kai.example/hooks", "secret": "whsec_" + "A" * 32, "enabled": True, "updated_at": NOW}
-            await store.set_webhook_endpoint(session, order.buyer_code, values)
+            endpoint = WebhookEndpoint(order.buyer_code, "https://eproc.kai.example/hooks", "whsec_" + "A" * 32, True, NOW)
+            await store.save_webhook_endpoint(session, endpoint)
         await store.add_order(session, order)
         received = PurchaseOrderReceived(
             order_id=order.id,

@@ -48,6 +48,7 @@ BUYER_FACING = {
     ("PUT", "/v1/buyers/{buyer_code}/webhook"),
     ("GET", "/v1/buyers/{buyer_code}/webhook"),
     ("POST", "/v1/buyers/{buyer_code}/webhook/ping"),
+    ("POST", "/v1/buyers/{buyer_code}/webhook/rotate-secret"),
     ("GET", "/v1/buyers/{buyer_code}/webhook-deliveries"),
 }
 # Made by the cooperative's staff; the guide names them as what causes webhooks.
@@ -62,6 +63,7 @@ STAFF_ONLY = {
 INTERNAL = {
     ("GET", "/v1/foundries"),
     ("GET", "/v1/purchase-orders/{order_id}/plans"),  # the plan history, read by the console
+    ("GET", "/v1/audit"),  # the trail of changes, for the cooperative's admins
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -11,7 +11,7 @@ from typing import Any
 from shared.events.orders import PurchaseOrderFulfilled, ShipmentDelivered, ShipmentDispatched
 from tests.integration.quality_helpers import good_composite_sample
 from tests.integration.test_orders_planning import kai_order, members_known, register_member
-from tests.support import Receiver, eventually, published, run_services
+from tests.support import RECEIVER_ON_LOOPBACK, Receiver, eventually, published, run_services
 
 
 async def order_when(svc: Any, order_id: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def webhook_types(receiver: Receiver) -> list[str]:
 
 
 async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_the_order(make_settings):
-    settings = make_settings(orders_webhook_poll_interval_s=0.05)
+    settings = make_settings(orders_webhook_poll_interval_s=0.05, **RECEIVER_ON_LOOPBACK)
     with Receiver() as receiver:
         async with run_services(settings, "capacity", "quality", "orders") as svc:
             orders = svc["orders"].http
@@ -241,7 +241,7 @@ async def test_a_failed_lot_is_made_again_passed_lots_ship_and_the_bast_fulfils_
 
 
 async def test_a_revoked_certificate_puts_a_line_at_risk_and_a_new_one_brings_it_back_on_track(make_settings):
-    settings = make_settings(orders_webhook_poll_interval_s=0.05)
+    settings = make_settings(orders_webhook_poll_interval_s=0.05, **RECEIVER_ON_LOOPBACK)
     with Receiver() as receiver:
         async with run_services(settings, "capacity", "quality", "orders") as svc:
             orders, quality = svc["orders"].http, svc["quality"].http

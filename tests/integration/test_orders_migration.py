@@ -34,9 +34,15 @@ async def test_a_buyers_key_from_before_the_upgrade_replays_its_order_and_refuse
         await migrate(engine, SPEC.migrations_dir, "0008")
         sessions = session_factory(engine)
         async with sessions.begin() as session:
-            await store.add_order(
-                session, PurchaseOrder("po_1", "KAI", "KAI/PO/1", NOW.date(), "IDR", (LINE,), OrderStatus.PLANNED, NOW)
-            )
+            # As orders stored it then (before the audit trail existed).
+            order = PurchaseOrder("po_1", "KAI", "KAI/PO/1", NOW.date(), "IDR", (LINE,), OrderStatus.PLANNED, NOW)
+            await session.execute(
+                sa.insert(store.purchase_orders).values(
+                    id=order.id, buyer_code=order.buyer_code, po_number=order.po_number, issued_on=order.issued_on,
+                    currency=order.currency, status=order.status.value, lines=store._lines_json(order.lines),
+                    total_amount=order.total_amount, received_at=order.received_at,
+                )
+            )  # fmt: skip
             await session.execute(
                 sa.text(
                     "INSERT INTO idempotency_keys (buyer_code, key, request_hash, order_id, created_at) "

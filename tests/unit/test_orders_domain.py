@@ -6,15 +6,18 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.orders.domain import (
     Delivery,
     OrderLine,
     OrderRejected,
     OrderStatus,
+    WebhookEndpoint,
     check_purchase_order,
     receive_purchase_order,
 )
+from services.orders.webhooks import body_of, sign
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 
 TODAY = date(2026, 11, 24)
@@ -158,3 +161,36 @@ def test_receive_refuses_with_every_violation():
         receive_purchase_order("po_1", "KAI", "KAI/PO/1", TODAY, "USD", [line(0)], TODAY, NOW)
     assert [v.field for v in refused.value.violations] == ["currency", "lines.0.line_no"]
     assert "currency: only IDR" in str(refused.value)
+
+
+# --- webhook endpoints: secrets and their rotation ------------------------------------------------------------
+
+
+def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends():
+
+    at = datetime(2027, 1, 4, 2, 0, tzinfo=UTC)
+    endpoint = WebhookEndpoint("KAI", "https://eproc.kai.id/hooks", "whsec_" + "A" * 40, True, at)
+    assert endpoint.signing_secrets(at) == ("whsec_" + "A" * 40,)
+
+    rotated = endpoint.rotated("whsec_" + "B" * 40, at, timedelta(hours=24))
+    assert rotated.previous_secret_expires_at == at + timedelta(hours=24)
+    assert rotated.signing_secrets(at + timedelta(hours=23)) == ("whsec_" + "B" * 40, "whsec_" + "A" * 40)
+    assert rotated.signing_secrets(at + timedelta(hours=24)) == ("whsec_" + "B" * 40,)
+    assert endpoint.rotated(endpoint.secret, at, timedelta(hours=24)) is endpoint  # the same secret is no rotation
+    assert endpoint.rotated("whsec_" + "B" * 40, at, timedelta(0)).previous_secret is None  # no grace: the old one stops
+
+    twice = rotated.rotated("whsec_" + "C" * 40, at + timedelta(hours=1), timedelta(hours=24))
+    assert twice.signing_secrets(at + timedelta(hours=2)) == ("whsec_" + "C" * 40, "whsec_" + "B" * 40)
+
+    public = rotated.public()
+    assert "whsec_" not in repr(public) and public["previous_secret_expires_at"] == "2027-01-05T02:00:00+00:00"
+
+    # Signed with both, a message verifies with either secret, as a Standard Webhooks receiver checks it.
+    now = datetime.now(UTC)
+    body = body_of("msg_1", "ping", now, {"buyer_code": "KAI"})
+    headers = sign("whsec_" + "B" * 40, "msg_1", now, body, "whsec_" + "A" * 40)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in ("whsec_" + "A" * 40, "whsec_" + "B" * 40):
+        assert Webhook(secret).verify(body, headers)["id"] == "msg_1"
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "C" * 40).verify(body, headers)
