@@ -184,6 +184,8 @@ class Platform:
                 "CEPER_LOG_JSON": "true",
                 "CEPER_OUTBOX_POLL_INTERVAL_S": "0.5",
                 "CEPER_ORDERS_WEBHOOK_POLL_INTERVAL_S": "0.5",
+                # The run's webhook receiver listens on loopback, which orders trusts only when told to.
+                "CEPER_ORDERS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
                 "PYTHONUNBUFFERED": "1",
                 **{f"CEPER_{service.upper()}_DATABASE_URL": url for service, url in self.database_urls.items()},
             }

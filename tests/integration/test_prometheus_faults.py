@@ -320,7 +320,10 @@ def test_webhook_deliveries_failing_fires_when_a_buyers_endpoint_refuses_every_r
     with Receiver() as endpoint:
         endpoint.statuses = [500] * (len(RETRY_DELAYS_S) + 1)
         with platform.service(
-            "orders", env={CLOCK_FILE: str(clock_file)}, factory="tests.integration.clocked_orders:create_app"
+            "orders",
+            # The buyer's endpoint of this test listens on loopback, which orders trusts only when told to.
+            env={CLOCK_FILE: str(clock_file), "CEPER_ORDERS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1/32"]'},
+            factory="tests.integration.clocked_orders:create_app",
         ) as orders:
             answer = HTTP.put(f"{orders.url}/v1/buyers/KAI/webhook", json={"url": endpoint.url}, headers=api_headers())
             assert answer.status_code == 200, answer.text
