@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import kafka, tracing
+from .auth import public
 from .clock import SYSTEM_CLOCK, Clock
 from .clock import use as use_clock
 from .db import BackboneTables, create_engine, migrate, session_factory
@@ -220,7 +221,8 @@ class Health(BaseModel):
 
 
 def _operations_router(service: str) -> APIRouter:
-    router = APIRouter(tags=["operations"])
+    # Probes and scrapers carry no token; these answers hold nothing a caller could misuse.
+    router = APIRouter(tags=["operations"], dependencies=[Depends(public())])
 
     @router.get("/healthz", response_model=Health, summary="Liveness: the process serves requests", responses=problem_responses())
     async def healthz() -> Health:

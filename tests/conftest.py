@@ -22,6 +22,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_settings(request: pytest.FixtureRequest, tmp_path, backend: str) -> Callable[..., Settings]:
     """Settings for one test: its own topic prefix on the shared broker, fresh databases of the backend."""
+    from tests.fixtures.tokens import SUITE_MINT  # imported once pytest has loaded it as a plugin
+
     broker = request.getfixturevalue("kafka_broker")
     prefix = f"t{uuid.uuid4().hex[:10]}."
 
@@ -34,6 +36,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path, backend: str) -> Cal
             "kafka_partitions": 3,
             "log_json": False,
             "outbox_poll_interval_s": 0.5,
+            **SUITE_MINT.settings(request.getfixturevalue("suite_jwks_url")),
         }
         if backend == "postgresql":
             server = request.getfixturevalue("postgres_server")

@@ -22,6 +22,7 @@ from shared.events import Envelope, from_kafka, topic_of
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 from shared.topics import read_to_end
+from tests.fixtures.tokens import ADMIN
 
 
 @dataclass
@@ -32,13 +33,16 @@ class RunningService:
 
 
 @asynccontextmanager
-async def run_service(create_app: Callable[[Settings], FastAPI], settings: Settings) -> AsyncIterator[RunningService]:
+async def run_service(
+    create_app: Callable[[Settings], FastAPI], settings: Settings, auth: httpx.Auth = ADMIN
+) -> AsyncIterator[RunningService]:
+    """The service in-process; its client calls as `auth` (an admin unless told), `auth=as_(...)` per request otherwise."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         runtime: ServiceRuntime = app.state.runtime
         await runtime.wait_connected(60)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=f"http://{runtime.name}") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{runtime.name}", auth=auth) as client:
             yield RunningService(app, runtime, client)
 
 
@@ -84,6 +88,15 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def auth_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a service process trust the same issuer as `settings`."""
+    return {
+        "CEPER_AUTH_ISSUER": settings.auth_issuer_url(),
+        "CEPER_AUTH_AUDIENCE": settings.auth_audience,
+        "CEPER_AUTH_JWKS_URL": settings.auth_jwks(),
+    }
 
 
 def run_ceper(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -1,18 +1,24 @@
-"""Capacity's HTTP API: member foundries, their capacity calendars, availability and reservations."""
+"""Capacity's HTTP API: member foundries, their capacity calendars, availability and reservations.
+
+Each route names who may call it. A member foundry sees and reports only its own capacity: another member's
+entry answers 404. NPWP and owners' names are answered to admins and planners only.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.audit_api import trail_router
+from shared.auth import Principal, require
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.idempotency import OptionalIdempotencyKey, fingerprint, mark_replayed
 from shared.paging import Page, Paging, paging_query
+from shared.roles import Role
 from shared.service import Runtime, Sessions
 
 from . import handlers, store
@@ -38,7 +44,29 @@ from .domain import (
 )
 
 router = APIRouter(prefix="/v1")
-internal = APIRouter(prefix="/internal", tags=["operations"])
+internal = APIRouter(prefix="/internal", tags=["operations"], dependencies=[Depends(require(Role.ADMIN))])
+
+# Who may call: staff for every member, a foundry for itself.
+MemberReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER, Role.FOUNDRY))]
+CapacityReporter = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.FOUNDRY))]
+Planner = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER))]
+AUTH_ERRORS = (401, 403)
+SEES_IDENTITIES = (Role.ADMIN, Role.PLANNER)  # NPWP and owners' names are personal data
+SEES_ALL = (Role.ADMIN, Role.PLANNER, Role.QA_OFFICER)
+
+
+def _for_foundry(caller: Principal, code: str, missing: str) -> None:
+    """404 when the caller may not act for the member, worded as for one that does not exist."""
+    if not caller.acts_for_foundry(code):
+        raise NotFound(missing)
+
+
+def _scoped(caller: Principal, requested: str | None) -> tuple[bool, str | None]:
+    """The member a list is narrowed to: a foundry sees only itself. False when it asked for another member."""
+    if requested is not None and not caller.acts_for_foundry(requested):
+        return False, None
+    return True, requested if caller.acts_for_foundry(requested or "") else caller.foundry_code
+
 
 FoundryCode = Annotated[str, Field(pattern=r"^IKM-\d{3,4}$", examples=["IKM-001"])]
 Week = Annotated[str, Field(pattern=r"^\d{4}-W\d{2}$", examples=["2027-W10"], description="ISO week")]
@@ -121,14 +149,15 @@ class FoundryOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, foundry: Foundry) -> FoundryOut:
+    def of(cls, foundry: Foundry, caller: Principal) -> FoundryOut:
+        identities = caller.has_any(SEES_IDENTITIES)
         return cls(
             code=foundry.code,
             name=foundry.name,
             village=foundry.village,
             product_families=list(foundry.product_families),
-            owner=foundry.owner,
-            npwp=foundry.npwp,
+            owner=foundry.owner if identities else None,
+            npwp=foundry.npwp if identities else None,
             membership_status=foundry.membership_status,
             furnaces=[FurnaceOut(kind=f.kind, tonnes_per_day=f.tonnes_per_day) for f in foundry.furnaces]
             if foundry.furnaces is not None
@@ -154,13 +183,13 @@ def _furnaces(furnaces: list[FurnaceIn] | None) -> list[Furnace] | None:
     response_model=FoundryOut,
     tags=["foundries"],
     summary="Register a member foundry",
-    responses=problem_responses(409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
 )
-async def register_foundry(body: FoundryIn, sessions: Sessions, response: Response) -> FoundryOut:
+async def register_foundry(body: FoundryIn, caller: Planner, sessions: Sessions, response: Response) -> FoundryOut:
     entry = body.model_dump(exclude={"furnaces"})
     foundry = await handlers.register(sessions, **entry, furnaces=_furnaces(body.furnaces))
     response.headers["Location"] = f"/v1/foundries/{foundry.code}"
-    return FoundryOut.of(foundry)
+    return FoundryOut.of(foundry, caller)
 
 
 @router.get(
@@ -168,9 +197,11 @@ async def register_foundry(body: FoundryIn, sessions: Sessions, response: Respon
     response_model=FoundryPage,
     tags=["foundries"],
     summary="List member foundries",
-    responses=problem_responses(422),
+    description="A member foundry sees its own entry only; NPWP and owner are given to admins and planners only.",
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def list_foundries(
+    caller: MemberReader,
     sessions: Sessions,
     paging: Annotated[Paging, paging_query(default_limit=50)],
     village: str | None = None,
@@ -183,10 +214,11 @@ async def list_foundries(
             village=village,
             product_family=product_family,
             membership_status=membership_status.value if membership_status else None,
+            code=None if caller.has_any(SEES_ALL) else caller.foundry_code,
             limit=paging.limit,
             offset=paging.offset,
         )
-    return FoundryPage.of((FoundryOut.of(f) for f in items), total, paging)
+    return FoundryPage.of((FoundryOut.of(f, caller) for f in items), total, paging)
 
 
 @router.get(
@@ -194,14 +226,15 @@ async def list_foundries(
     response_model=FoundryOut,
     tags=["foundries"],
     summary="One member foundry",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_foundry(code: str, sessions: Sessions) -> FoundryOut:
+async def get_foundry(code: str, caller: MemberReader, sessions: Sessions) -> FoundryOut:
+    _for_foundry(caller, code, f"no foundry {code}")
     async with sessions() as session:
         foundry = await store.get_foundry(session, code)
     if foundry is None:
         raise NotFound(f"no foundry {code}")
-    return FoundryOut.of(foundry)
+    return FoundryOut.of(foundry, caller)
 
 
 @router.patch(
@@ -211,14 +244,14 @@ async def get_foundry(code: str, sessions: Sessions) -> FoundryOut:
     summary="Change a member foundry's register entry",
     description="A foundry that stops being active, or drops a product family, offers that capacity no more: "
     "its open reservations from this week on are revoked (`reservation_revoked`).",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
-async def patch_foundry(code: str, body: FoundryPatch, sessions: Sessions) -> FoundryOut:
+async def patch_foundry(code: str, body: FoundryPatch, caller: Planner, sessions: Sessions) -> FoundryOut:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"furnaces"})
     if body.furnaces is not None:
         changes["furnaces"] = _furnaces(body.furnaces)
     foundry = await handlers.change(sessions, code, **changes)
-    return FoundryOut.of(foundry)
+    return FoundryOut.of(foundry, caller)
 
 
 # --- capacity calendar ------------------------------------------------------------------------------------------
@@ -331,11 +364,20 @@ class CapacityChangePage(Page[CapacityChangeOut]):
         "another with a different figure is refused (409): withdraw that one first. When capacity falls below what is "
         "reserved, the excess is revoked — latest due date first, then the newest — and listed in `revoked`."
     ),
-    responses={**problem_responses(404, 409, 422), 200: {"model": CapacityChangeResult, "description": "Already recorded"}},
+    responses={
+        **problem_responses(*AUTH_ERRORS, 404, 409, 422),
+        200: {"model": CapacityChangeResult, "description": "Already recorded"},
+    },
 )
 async def report_capacity_change(
-    code: str, body: CapacityChangeIn, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
+    code: str,
+    body: CapacityChangeIn,
+    caller: CapacityReporter,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> CapacityChangeResult:
+    _for_foundry(caller, code, f"no foundry {code}")
     from_week = body.from_week
     if body.kind is CapacityChangeKind.STANDARD and from_week is None:
         from_week = handlers.current_week()
@@ -380,14 +422,16 @@ async def report_capacity_change(
     response_model=CapacityChangePage,
     tags=["capacity"],
     summary="A foundry's capacity change history, oldest first",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
 async def list_capacity_changes(
     code: str,
+    caller: MemberReader,
     sessions: Sessions,
     paging: Annotated[Paging, paging_query(default_limit=100)],
     product_family: ProductFamily | None = None,
 ) -> CapacityChangePage:
+    _for_foundry(caller, code, f"no foundry {code}")
     changes, total = await handlers.list_changes(
         sessions, code, product_family=product_family.value if product_family else None, limit=paging.limit, offset=paging.offset
     )
@@ -436,10 +480,11 @@ def _week_of(text: str, name: str) -> str:
     tags=["capacity"],
     summary="Capacity, reserved and free units per foundry and ISO week",
     description=f"`from` and `to` are ISO weeks or dates (the week containing them), both included; at most {MAX_AVAILABILITY_WEEKS} weeks. "
-    "Defaults: this week and the 11 after it.",
-    responses=problem_responses(422),
+    "Defaults: this week and the 11 after it. A member foundry sees its own figures only.",
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
 async def get_availability(
+    caller: MemberReader,
     sessions: Sessions,
     runtime: Runtime,
     product_family: ProductFamily,
@@ -448,6 +493,9 @@ async def get_availability(
     foundry_code: FoundryCode | None = None,
     village: str | None = None,
 ) -> Response:
+    allowed, foundry_code = _scoped(caller, foundry_code)
+    if not allowed:
+        raise NotFound("no such foundry")
     first = _week_of(from_, "from") if from_ else handlers.current_week()
     last = _week_of(to, "to") if to else add_weeks(first, 11)
     if last < first:
@@ -585,10 +633,15 @@ class ReservationPage(Page[ReservationOut]):
     summary="Hold capacity; confirm the hold before it expires",
     description="The hold counts against the week's capacity until confirmed, released or expired "
     "(`CEPER_CAPACITY_HOLD_MINUTES`, default 60). A request that does not fit whole is refused (409) with the free quantity.",
-    responses=problem_responses(409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
 )
 async def hold_capacity(
-    body: ReservationIn, sessions: Sessions, runtime: Runtime, response: Response, idempotency_key: OptionalIdempotencyKey = None
+    body: ReservationIn,
+    caller: Planner,
+    sessions: Sessions,
+    runtime: Runtime,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> ReservationOut:
     request = ReservationRequest(
         foundry_code=body.foundry_code,
@@ -619,9 +672,11 @@ async def hold_capacity(
     response_model=ReservationPage,
     tags=["reservations"],
     summary="List reservations",
-    responses=problem_responses(422),
+    description="A member foundry sees its own reservations only.",
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def list_reservations(
+    caller: MemberReader,
     sessions: Sessions,
     paging: Annotated[Paging, paging_query(default_limit=100)],
     foundry_code: str | None = None,
@@ -630,6 +685,9 @@ async def list_reservations(
     order_id: str | None = None,
     state: ReservationState | None = None,
 ) -> ReservationPage:
+    allowed, foundry_code = _scoped(caller, foundry_code)
+    if not allowed:
+        return ReservationPage.of([], 0, paging)
     async with sessions() as session:
         items, total = await store.list_reservations(
             session,
@@ -649,10 +707,12 @@ async def list_reservations(
     response_model=ReservationOut,
     tags=["reservations"],
     summary="One reservation",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_reservation(reservation_id: str, sessions: Sessions) -> ReservationOut:
-    return ReservationOut.of(await handlers.get_reservation(sessions, reservation_id))
+async def get_reservation(reservation_id: str, caller: MemberReader, sessions: Sessions) -> ReservationOut:
+    reservation = await handlers.get_reservation(sessions, reservation_id)
+    _for_foundry(caller, reservation.foundry_code, f"no reservation {reservation_id}")
+    return ReservationOut.of(reservation)
 
 
 @router.post(
@@ -660,9 +720,9 @@ async def get_reservation(reservation_id: str, sessions: Sessions) -> Reservatio
     response_model=ReservationOut,
     tags=["reservations"],
     summary="Confirm a hold (publishes reservation_confirmed); confirming again changes nothing",
-    responses=problem_responses(404, 409),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409),
 )
-async def confirm_reservation(reservation_id: str, sessions: Sessions) -> ReservationOut:
+async def confirm_reservation(reservation_id: str, caller: Planner, sessions: Sessions) -> ReservationOut:
     return ReservationOut.of(await handlers.confirm(sessions, reservation_id))
 
 
@@ -671,9 +731,11 @@ async def confirm_reservation(reservation_id: str, sessions: Sessions) -> Reserv
     response_model=ReservationOut,
     tags=["reservations"],
     summary="Give a hold or a confirmed reservation back (publishes reservation_released); made units stay",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def release_reservation(reservation_id: str, sessions: Sessions, body: ReleaseIn | None = None) -> ReservationOut:
+async def release_reservation(
+    reservation_id: str, caller: Planner, sessions: Sessions, body: ReleaseIn | None = None
+) -> ReservationOut:
     reason = body.reason if body is not None else ReleaseIn().reason
     return ReservationOut.of(await handlers.release(sessions, reservation_id, reason))
 
@@ -689,7 +751,7 @@ class HoldExpiryOut(BaseModel):
     "/jobs/hold-expiry",
     response_model=HoldExpiryOut,
     summary="Expire unconfirmed holds and refresh the business metrics now (this also runs periodically)",
-    responses=problem_responses(),
+    responses=problem_responses(*AUTH_ERRORS),
 )
 async def run_hold_expiry(sessions: Sessions) -> HoldExpiryOut:
     expired = await handlers.expire_holds(sessions)

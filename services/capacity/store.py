@@ -241,10 +241,13 @@ async def list_foundries(
     village: str | None = None,
     product_family: str | None = None,
     membership_status: str | None = None,
+    code: str | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> tuple[list[Foundry], int]:
     query = sa.select(foundries)
+    if code:
+        query = query.where(foundries.c.code == code)
     if village:
         query = query.where(foundries.c.village == village)
     if membership_status:

@@ -1,4 +1,8 @@
-"""Orders' HTTP API: the purchase-order contract buyers' procurement systems integrate against."""
+"""Orders' HTTP API: the purchase-order contract buyers' procurement systems integrate against.
+
+Each route names who may call it. A buyer acts only for its own buyer code: another buyer's order, shipment or
+webhook answers 404, as if it did not exist. Only the cooperative's staff reject, replan or ship.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from shared.audit_api import trail_router
-from shared.auth import Principal, require
+from shared.auth import Forbidden, Principal, require
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.idempotency import IdempotencyKey, mark_replayed
 from shared.paging import Page, Paging, paging_query
@@ -21,6 +25,27 @@ from . import handlers, store, webhooks
 from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements, WebhookEndpoint
 
 router = APIRouter(prefix="/v1")
+
+# Who may call: the buyer for itself, the cooperative's staff for everyone.
+OrderReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER, Role.BUYER))]
+OrderWriter = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.BUYER))]
+Staff = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER))]
+StaffReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER))]
+WebhookOwner = Annotated[Principal, Depends(require(Role.ADMIN, Role.BUYER))]
+AUTH_ERRORS = (401, 403)
+
+
+def _for_buyer(caller: Principal, buyer_code: str, missing: str) -> None:
+    """404 when the caller may not act for the buyer, worded as for a thing that does not exist."""
+    if not caller.acts_for_buyer(buyer_code):
+        raise NotFound(missing)
+
+
+async def _own_order(session: Any, caller: Principal, order_id: str) -> PurchaseOrder:
+    order = await store.order_or_404(session, order_id)
+    _for_buyer(caller, order.buyer_code, f"no purchase order {order_id}")
+    return order
+
 
 Units = Annotated[int, Field(strict=True, gt=0, le=10_000_000, description="Whole units")]
 Rupiah = Annotated[int, Field(strict=True, gt=0, le=1_000_000_000, description="Whole rupiah; never a float")]
@@ -225,15 +250,18 @@ class PurchaseOrderPage(Page[PurchaseOrderOut]):
     tags=["purchase orders"],
     summary="Submit a purchase order",
     description="Retry with the same `Idempotency-Key` and body to get the same answer; the PO number is unique per buyer.",
-    responses=problem_responses(409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
 )
 async def submit_purchase_order(
     body: PurchaseOrderIn,
+    caller: OrderWriter,
     sessions: Sessions,
     runtime: Runtime,
     response: Response,
     idempotency_key: IdempotencyKey,
 ) -> PurchaseOrderOut:
+    if not caller.acts_for_buyer(body.buyer_code):
+        raise Forbidden(f"this client submits orders for {caller.buyer_code} only, not {body.buyer_code}").http()
     intake = await handlers.receive(
         sessions,
         idempotency_key=idempotency_key,
@@ -271,11 +299,11 @@ async def submit_purchase_order(
     response_model=PurchaseOrderDetail,
     tags=["purchase orders"],
     summary="One purchase order with the plan in force",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_purchase_order(order_id: str, sessions: Sessions) -> PurchaseOrderDetail:
+async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessions) -> PurchaseOrderDetail:
     async with sessions() as session:
-        order = await store.order_or_404(session, order_id)
+        order = await _own_order(session, caller, order_id)
         plan, rows = await store.current_plan(session, order_id)
         lines_progress, content = await handlers.progress(session, order, rows)
     stages = {p.line_no: p for p in lines_progress}
@@ -335,9 +363,9 @@ class PlanVersionOut(BaseModel):
     response_model=list[PlanVersionOut],
     tags=["purchase orders"],
     summary="The order's plan history: every version, why it was made, and each member's units in it",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def list_plan_versions(order_id: str, sessions: Sessions) -> list[PlanVersionOut]:
+async def list_plan_versions(order_id: str, caller: StaffReader, sessions: Sessions) -> list[PlanVersionOut]:
     async with sessions() as session:
         await store.order_or_404(session, order_id)
         versions = await store.plan_versions(session, order_id)
@@ -365,9 +393,11 @@ class CancelIn(BaseModel):
     response_model=PurchaseOrderOut,
     tags=["purchase orders"],
     summary="Cancel a purchase order; the capacity reserved for it is released",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def cancel_purchase_order(order_id: str, body: CancelIn, sessions: Sessions) -> PurchaseOrderOut:
+async def cancel_purchase_order(order_id: str, body: CancelIn, caller: OrderWriter, sessions: Sessions) -> PurchaseOrderOut:
+    async with sessions() as session:
+        await _own_order(session, caller, order_id)
     return PurchaseOrderOut.of(await handlers.cancel(sessions, order_id, body.reason))
 
 
@@ -376,9 +406,9 @@ async def cancel_purchase_order(order_id: str, body: CancelIn, sessions: Session
     response_model=PurchaseOrderOut,
     tags=["purchase orders"],
     summary="Decline a purchase order (the cooperative's decision, usually after review); capacity held is released",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def reject_purchase_order(order_id: str, body: CancelIn, sessions: Sessions) -> PurchaseOrderOut:
+async def reject_purchase_order(order_id: str, body: CancelIn, caller: Staff, sessions: Sessions) -> PurchaseOrderOut:
     return PurchaseOrderOut.of(await handlers.reject(sessions, order_id, body.reason))
 
 
@@ -392,9 +422,9 @@ class ReplanOut(BaseModel):
     response_model=ReplanOut,
     tags=["purchase orders"],
     summary="Plan the order's outstanding units again now (e.g. after members added capacity)",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def replan_purchase_order(order_id: str, body: CancelIn, sessions: Sessions) -> ReplanOut:
+async def replan_purchase_order(order_id: str, body: CancelIn, caller: Staff, sessions: Sessions) -> ReplanOut:
     return ReplanOut(order_id=order_id, plan_version=await handlers.replan(sessions, order_id, body.reason))
 
 
@@ -403,15 +433,21 @@ async def replan_purchase_order(order_id: str, body: CancelIn, sessions: Session
     response_model=PurchaseOrderPage,
     tags=["purchase orders"],
     summary="List purchase orders",
-    responses=problem_responses(422),
+    description="A buyer sees its own orders only.",
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def list_purchase_orders(
+    caller: OrderReader,
     sessions: Sessions,
     paging: Annotated[Paging, paging_query(default_limit=50, max_limit=200)],
     buyer_code: str | None = None,
     status: OrderStatus | None = None,
     po_number: Annotated[str | None, Query(max_length=100, description="The buyer's own PO number, exactly")] = None,
 ) -> PurchaseOrderPage:
+    if buyer_code is not None and not caller.acts_for_buyer(buyer_code):
+        return PurchaseOrderPage.of([], 0, paging)
+    if not caller.acts_for_buyer(buyer_code or ""):
+        buyer_code = caller.buyer_code
     async with sessions() as session:
         orders, total = await store.list_orders(
             session, buyer_code=buyer_code, status=status, po_number=po_number, limit=paging.limit, offset=paging.offset
@@ -424,9 +460,9 @@ async def list_purchase_orders(
     response_model=list[FoundryView],
     tags=["projections"],
     summary="Member foundries as orders knows them (from capacity's events)",
-    responses=problem_responses(),
+    responses=problem_responses(*AUTH_ERRORS),
 )
-async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
+async def list_known_foundries(caller: StaffReader, sessions: Sessions) -> list[FoundryView]:
     async with sessions() as session:
         return await list_foundries(session, store.foundry_projection)
 
@@ -494,7 +530,8 @@ class WebhookDeliveryOut(BaseModel):
     payload: dict[str, Any]
 
 
-def _known_buyer(buyer_code: str) -> None:
+def _known_buyer(caller: Principal, buyer_code: str) -> None:
+    _for_buyer(caller, buyer_code, f"no buyer {buyer_code}")
     if buyer_code not in BUYERS:
         raise NotFound(f"no buyer {buyer_code}; known: {', '.join(BUYERS)}")
 
@@ -504,10 +541,12 @@ def _known_buyer(buyer_code: str) -> None:
     response_model=WebhookEndpointOut,
     tags=["webhooks"],
     summary="Set where a buyer receives signed notifications (the secret is in the answer only when generated)",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
-async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessions, runtime: Runtime) -> WebhookEndpointOut:
-    _known_buyer(buyer_code)
+async def put_webhook(
+    buyer_code: str, body: WebhookEndpointIn, caller: WebhookOwner, sessions: Sessions, runtime: Runtime
+) -> WebhookEndpointOut:
+    _known_buyer(caller, buyer_code)
     done = await handlers.set_webhook_endpoint(sessions, runtime.settings, buyer_code, str(body.url), body.secret, body.enabled)
     return WebhookEndpointOut.of(done.endpoint, done.new_secret)
 
@@ -517,10 +556,10 @@ async def put_webhook(buyer_code: str, body: WebhookEndpointIn, sessions: Sessio
     response_model=WebhookEndpointOut,
     tags=["webhooks"],
     summary="A buyer's webhook endpoint (without its secret, which is shown only once)",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_webhook(buyer_code: str, sessions: Sessions) -> WebhookEndpointOut:
-    _known_buyer(buyer_code)
+async def get_webhook(buyer_code: str, caller: WebhookOwner, sessions: Sessions) -> WebhookEndpointOut:
+    _known_buyer(caller, buyer_code)
     async with sessions() as session:
         endpoint = await store.webhook_endpoint(session, buyer_code)
     if endpoint is None:
@@ -533,14 +572,10 @@ async def get_webhook(buyer_code: str, sessions: Sessions) -> WebhookEndpointOut
     response_model=WebhookEndpointOut,
     tags=["webhooks"],
     summary="A new signing secret, shown once in this answer; the old one keeps signing until the grace period ends",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def rotate_webhook_secret(
-    buyer_code: str, sessions: Sessions, runtime: Runtime, caller: Annotated[Principal, Depends(require(Role.ADMIN, Role.BUYER))]
-) -> WebhookEndpointOut:
-    _known_buyer(buyer_code)
-    if not caller.acts_for_buyer(buyer_code):
-        raise NotFound(f"{buyer_code} has no webhook endpoint yet")  # another buyer's endpoint: as if it did not exist
+async def rotate_webhook_secret(buyer_code: str, caller: WebhookOwner, sessions: Sessions, runtime: Runtime) -> WebhookEndpointOut:
+    _known_buyer(caller, buyer_code)
     done = await handlers.rotate_webhook_secret(sessions, runtime.settings, buyer_code)
     return WebhookEndpointOut.of(done.endpoint, done.new_secret)
 
@@ -551,10 +586,10 @@ async def rotate_webhook_secret(
     response_model=WebhookDeliveryOut,
     tags=["webhooks"],
     summary="Queue a `ping` message to check the endpoint and the signature",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def ping_webhook(buyer_code: str, sessions: Sessions) -> WebhookDeliveryOut:
-    _known_buyer(buyer_code)
+async def ping_webhook(buyer_code: str, caller: WebhookOwner, sessions: Sessions) -> WebhookDeliveryOut:
+    _known_buyer(caller, buyer_code)
     async with sessions.begin() as session:
         message_id = await webhooks.enqueue(session, buyer_code, "ping", {"buyer_code": buyer_code})
         if message_id is None:
@@ -568,15 +603,16 @@ async def ping_webhook(buyer_code: str, sessions: Sessions) -> WebhookDeliveryOu
     response_model=list[WebhookDeliveryOut],
     tags=["webhooks"],
     summary="The buyer's delivery log, newest first",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
 async def list_webhook_deliveries(
     buyer_code: str,
+    caller: WebhookOwner,
     sessions: Sessions,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[WebhookDeliveryOut]:
-    _known_buyer(buyer_code)
+    _known_buyer(caller, buyer_code)
     async with sessions() as session:
         rows = await store.webhook_deliveries_of(session, buyer_code, status=status, limit=limit)
     return [WebhookDeliveryOut(**r._mapping) for r in rows]
@@ -655,9 +691,10 @@ class ShipmentOut(BaseModel):
         )
 
 
-async def _shipment(sessions: Any, shipment_id: str) -> ShipmentOut:
+async def _shipment(sessions: Any, shipment_id: str, caller: Principal) -> ShipmentOut:
     async with sessions() as session:
         shipment, items = await store.get_shipment(session, shipment_id)
+    _for_buyer(caller, shipment.buyer_code, f"no shipment {shipment_id}")
     return ShipmentOut.of(shipment, items)
 
 
@@ -668,9 +705,9 @@ async def _shipment(sessions: Any, shipment_id: str) -> ShipmentOut:
     tags=["shipments"],
     summary="Write a surat jalan: passed units of the order's lots, to one of its sites",
     description="Units count towards the line's deliveries to that site, earliest due date first.",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def create_shipment(order_id: str, body: ShipmentIn, sessions: Sessions, response: Response) -> ShipmentOut:
+async def create_shipment(order_id: str, body: ShipmentIn, caller: Staff, sessions: Sessions, response: Response) -> ShipmentOut:
     if body.site_code not in SITES:
         raise Unprocessable(
             f"unknown site {body.site_code!r}",
@@ -686,7 +723,7 @@ async def create_shipment(order_id: str, body: ShipmentIn, sessions: Sessions, r
         items=[(i.lot_code, i.quantity) for i in body.items],
     )
     response.headers["Location"] = f"/v1/shipments/{shipment_id}"
-    return await _shipment(sessions, shipment_id)
+    return await _shipment(sessions, shipment_id, caller)
 
 
 @router.get(
@@ -694,11 +731,11 @@ async def create_shipment(order_id: str, body: ShipmentIn, sessions: Sessions, r
     response_model=list[ShipmentOut],
     tags=["shipments"],
     summary="The order's shipments, oldest first",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def list_shipments(order_id: str, sessions: Sessions) -> list[ShipmentOut]:
+async def list_shipments(order_id: str, caller: OrderReader, sessions: Sessions) -> list[ShipmentOut]:
     async with sessions() as session:
-        await store.order_or_404(session, order_id)
+        await _own_order(session, caller, order_id)
         return [ShipmentOut.of(s, items) for s, items in await store.shipments_of_order(session, order_id)]
 
 
@@ -707,10 +744,10 @@ async def list_shipments(order_id: str, sessions: Sessions) -> list[ShipmentOut]
     response_model=ShipmentOut,
     tags=["shipments"],
     summary="One shipment",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_shipment(shipment_id: str, sessions: Sessions) -> ShipmentOut:
-    return await _shipment(sessions, shipment_id)
+async def get_shipment(shipment_id: str, caller: OrderReader, sessions: Sessions) -> ShipmentOut:
+    return await _shipment(sessions, shipment_id, caller)
 
 
 @router.post(
@@ -718,11 +755,11 @@ async def get_shipment(shipment_id: str, sessions: Sessions) -> ShipmentOut:
     response_model=ShipmentOut,
     tags=["shipments"],
     summary="The vehicle left: the buyer is told (`shipment.dispatched`)",
-    responses=problem_responses(404, 409),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409),
 )
-async def dispatch_shipment(shipment_id: str, sessions: Sessions) -> ShipmentOut:
+async def dispatch_shipment(shipment_id: str, caller: Staff, sessions: Sessions) -> ShipmentOut:
     await handlers.dispatch_shipment(sessions, shipment_id)
-    return await _shipment(sessions, shipment_id)
+    return await _shipment(sessions, shipment_id, caller)
 
 
 @router.post(
@@ -731,9 +768,9 @@ async def dispatch_shipment(shipment_id: str, sessions: Sessions) -> ShipmentOut
     tags=["shipments"],
     summary="Record the buyer's BAST: received units are delivered, refused ones are planned again",
     description="Every lot on the shipment appears once, with received + rejected equal to what was shipped.",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def record_handover(shipment_id: str, body: HandoverIn, sessions: Sessions) -> ShipmentOut:
+async def record_handover(shipment_id: str, body: HandoverIn, caller: Staff, sessions: Sessions) -> ShipmentOut:
     await handlers.record_handover(
         sessions,
         shipment_id,
@@ -742,7 +779,7 @@ async def record_handover(shipment_id: str, body: HandoverIn, sessions: Sessions
         signed_on=body.signed_on,
         items=[(i.lot_code, i.received, i.rejected) for i in body.items],
     )
-    return await _shipment(sessions, shipment_id)
+    return await _shipment(sessions, shipment_id, caller)
 
 
 # The audit trail of this service's changes, for admins: `GET /v1/audit`.

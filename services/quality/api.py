@@ -1,19 +1,26 @@
-"""Quality's HTTP API: specifications, certificates, lots and results, quality status, eligibility, traceability."""
+"""Quality's HTTP API: specifications, certificates, lots and results, quality status, eligibility, traceability.
+
+Each route names who may call it. A laboratory records results and reads what it needs to test; a member foundry
+registers and sees only its own lots, certificates and status (another member's answers 404); only QA officers
+pin a quality status.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import clock
 from shared.audit_api import trail_router
+from shared.auth import Forbidden, Principal, require
 from shared.events.quality import CertificateKind, QualityStatus
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.paging import Page, Paging, paging_query
 from shared.projections import FoundryView, list_foundries
+from shared.roles import Role
 from shared.service import Runtime, Sessions
 
 from . import handlers, store
@@ -35,7 +42,33 @@ from .domain import (
 from .sampling import AQLS, INSPECTION_LEVELS, SamplingError, SamplingPlan, single_sampling_plan
 
 router = APIRouter(prefix="/v1")
-internal = APIRouter(prefix="/internal", tags=["operations"])
+internal = APIRouter(prefix="/internal", tags=["operations"], dependencies=[Depends(require(Role.ADMIN))])
+
+# Who may call: staff see every member; a foundry itself; a laboratory what it tests.
+StaffReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER))]
+MemberReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER, Role.FOUNDRY))]
+TestReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER, Role.LAB, Role.FOUNDRY))]
+QualityOfficer = Annotated[Principal, Depends(require(Role.ADMIN, Role.QA_OFFICER))]
+LotRegistrar = Annotated[Principal, Depends(require(Role.ADMIN, Role.QA_OFFICER, Role.FOUNDRY))]
+ResultRecorder = Annotated[Principal, Depends(require(Role.ADMIN, Role.QA_OFFICER, Role.LAB))]
+StatusOverrider = Annotated[Principal, Depends(require(Role.QA_OFFICER))]
+AUTH_ERRORS = (401, 403)
+
+
+def _for_foundry(caller: Principal, code: str, missing: str) -> None:
+    """404 when a foundry asks about another member, worded as for a thing that does not exist."""
+    if Role.FOUNDRY in caller.roles and not caller.acts_for_foundry(code):
+        raise NotFound(missing)
+
+
+def _scoped(caller: Principal, requested: str | None) -> tuple[bool, str | None]:
+    """The member a list is narrowed to: a foundry sees only itself. False when it asked for another member."""
+    if Role.FOUNDRY not in caller.roles or caller.has_any((Role.ADMIN, Role.PLANNER, Role.QA_OFFICER, Role.LAB)):
+        return True, requested
+    if requested is not None and requested != caller.foundry_code:
+        return False, None
+    return True, caller.foundry_code
+
 
 FoundryCode = Annotated[str, Field(pattern=r"^IKM-\d{3,4}$", examples=["IKM-001"])]
 InspectionLevel = Literal["S-1", "S-2", "S-3", "S-4", "I", "II", "III"]
@@ -50,9 +83,9 @@ assert set(INSPECTION_LEVELS) == set(InspectionLevel.__args__)  # type: ignore[a
     response_model=list[FoundryView],
     tags=["projections"],
     summary="Member foundries as quality knows them (from capacity's events)",
-    responses=problem_responses(),
+    responses=problem_responses(*AUTH_ERRORS),
 )
-async def list_known_foundries(sessions: Sessions) -> list[FoundryView]:
+async def list_known_foundries(caller: StaffReader, sessions: Sessions) -> list[FoundryView]:
     async with sessions() as session:
         return await list_foundries(session, store.foundry_projection)
 
@@ -208,9 +241,9 @@ class SamplingPlanOut(BaseModel):
     response_model=list[SpecificationOut],
     tags=["specifications"],
     summary="The specification in force for every item",
-    responses=problem_responses(),
+    responses=problem_responses(*AUTH_ERRORS),
 )
-async def list_specifications(sessions: Sessions) -> list[SpecificationOut]:
+async def list_specifications(caller: TestReader, sessions: Sessions) -> list[SpecificationOut]:
     async with sessions() as session:
         specs = [await store.get_specification(session, item) for item in ITEMS]
     return [SpecificationOut.of(s) for s in specs if s is not None]
@@ -221,10 +254,11 @@ async def list_specifications(sessions: Sessions) -> list[SpecificationOut]:
     response_model=SpecificationOut,
     tags=["specifications"],
     summary="An item's specification: the version in force, or the one asked for",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
 async def get_specification(
     item_code: str,
+    caller: TestReader,
     sessions: Sessions,
     version: Annotated[int | None, Query(ge=1, le=1_000_000, description="A past version")] = None,
 ) -> SpecificationOut:
@@ -240,9 +274,9 @@ async def get_specification(
     response_model=list[SpecificationOut],
     tags=["specifications"],
     summary="Every version of an item's specification, oldest first",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def list_specification_versions(item_code: str, sessions: Sessions) -> list[SpecificationOut]:
+async def list_specification_versions(item_code: str, caller: TestReader, sessions: Sessions) -> list[SpecificationOut]:
     async with sessions() as session:
         versions = await store.specification_versions(session, item_code)
     if not versions:
@@ -257,9 +291,11 @@ async def list_specification_versions(item_code: str, sessions: Sessions) -> lis
     tags=["specifications"],
     summary="Put a new version of an item's specification in force (QA officer)",
     description="Lots registered from now on are judged against the new version; lots registered earlier keep theirs.",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def revise_specification(item_code: str, body: SpecificationIn, sessions: Sessions, response: Response) -> SpecificationOut:
+async def revise_specification(
+    item_code: str, body: SpecificationIn, caller: QualityOfficer, sessions: Sessions, response: Response
+) -> SpecificationOut:
     spec = await handlers.revise(
         sessions,
         item_code,
@@ -276,9 +312,10 @@ async def revise_specification(item_code: str, body: SpecificationIn, sessions: 
     response_model=SamplingPlanOut,
     tags=["specifications"],
     summary="The ISO 2859-1 single sampling plan (normal inspection) for a lot size",
-    responses=problem_responses(422),
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def sampling_plan(
+    caller: TestReader,
     lot_size: Annotated[int, Query(ge=1, le=10_000_000)],
     aql: Annotated[float, Query(gt=0, examples=[2.5])] = 2.5,
     inspection_level: Annotated[InspectionLevel, Query()] = "II",
@@ -371,9 +408,11 @@ class RevocationIn(BaseModel):
     response_model=CertificateOut,
     tags=["certificates"],
     summary="Record a certificate a foundry was granted",
-    responses=problem_responses(409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
 )
-async def grant_certificate(body: CertificateIn, runtime: Runtime, sessions: Sessions, response: Response) -> CertificateOut:
+async def grant_certificate(
+    body: CertificateIn, caller: QualityOfficer, runtime: Runtime, sessions: Sessions, response: Response
+) -> CertificateOut:
     certificate = await handlers.grant(sessions, runtime.settings, **body.model_dump())
     response.headers["Location"] = f"/v1/certificates/{certificate.id}"
     return CertificateOut.of(certificate, clock.today(), runtime.settings.quality_expiry_warning_days)
@@ -384,15 +423,20 @@ async def grant_certificate(body: CertificateIn, runtime: Runtime, sessions: Ses
     response_model=list[CertificateOut],
     tags=["certificates"],
     summary="Certificates, by foundry, kind or state today",
-    responses=problem_responses(422),
+    description="A member foundry sees its own certificates only.",
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def list_certificates(
+    caller: MemberReader,
     runtime: Runtime,
     sessions: Sessions,
     foundry_code: str | None = None,
     kind: CertificateKind | None = None,
     state: CertificateState | None = None,
 ) -> list[CertificateOut]:
+    allowed, foundry_code = _scoped(caller, foundry_code)
+    if not allowed:
+        return []
     async with sessions() as session:
         found = await store.list_certificates(session, foundry_code=foundry_code, kind=kind)
     today = clock.today()
@@ -405,13 +449,14 @@ async def list_certificates(
     response_model=CertificateOut,
     tags=["certificates"],
     summary="One certificate",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_certificate(certificate_id: str, runtime: Runtime, sessions: Sessions) -> CertificateOut:
+async def get_certificate(certificate_id: str, caller: MemberReader, runtime: Runtime, sessions: Sessions) -> CertificateOut:
     async with sessions() as session:
         certificate = await store.get_certificate(session, certificate_id)
     if certificate is None:
         raise NotFound(f"no certificate {certificate_id}")
+    _for_foundry(caller, certificate.foundry_code, f"no certificate {certificate_id}")
     return CertificateOut.of(certificate, clock.today(), runtime.settings.quality_expiry_warning_days)
 
 
@@ -420,9 +465,11 @@ async def get_certificate(certificate_id: str, runtime: Runtime, sessions: Sessi
     response_model=CertificateOut,
     tags=["certificates"],
     summary="Revoke a certificate, with the reason",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def revoke_certificate(certificate_id: str, body: RevocationIn, runtime: Runtime, sessions: Sessions) -> CertificateOut:
+async def revoke_certificate(
+    certificate_id: str, body: RevocationIn, caller: QualityOfficer, runtime: Runtime, sessions: Sessions
+) -> CertificateOut:
     certificate = await handlers.revoke(sessions, runtime.settings, certificate_id, body.reason)
     return CertificateOut.of(certificate, clock.today(), runtime.settings.quality_expiry_warning_days)
 
@@ -583,16 +630,26 @@ class ResultIn(BaseModel):
     tags=["lots"],
     summary="Register a produced lot for testing",
     description="The lot is judged later against the item's specification version in force now; the answer says how many samples the laboratory must test.",
-    responses=problem_responses(409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
 )
-async def register_lot(body: LotIn, sessions: Sessions, response: Response) -> LotOut:
+async def register_lot(body: LotIn, caller: LotRegistrar, sessions: Sessions, response: Response) -> LotOut:
+    if not caller.acts_for_foundry(body.foundry_code):
+        raise Forbidden(f"this caller registers lots of {caller.foundry_code} only, not {body.foundry_code}").http()
     lot = await handlers.register(sessions, **body.model_dump())
     response.headers["Location"] = f"/v1/lots/{lot.lot_code}"
     return LotOut.of(lot)
 
 
-@router.get("/lots", response_model=LotPage, tags=["lots"], summary="Lots, newest first", responses=problem_responses(422))
+@router.get(
+    "/lots",
+    response_model=LotPage,
+    tags=["lots"],
+    summary="Lots, newest first",
+    description="A member foundry sees its own lots only.",
+    responses=problem_responses(*AUTH_ERRORS, 422),
+)
 async def list_lots(
+    caller: TestReader,
     sessions: Sessions,
     paging: Annotated[Paging, paging_query(default_limit=50)],
     foundry_code: str | None = None,
@@ -600,6 +657,9 @@ async def list_lots(
     status: LotStatus | None = None,
     order_id: str | None = None,
 ) -> LotPage:
+    allowed, foundry_code = _scoped(caller, foundry_code)
+    if not allowed:
+        return LotPage.of([], 0, paging)
     async with sessions() as session:
         found, total = await store.list_lots(
             session,
@@ -615,14 +675,19 @@ async def list_lots(
 
 
 @router.get(
-    "/lots/{lot_code}", response_model=LotOut, tags=["lots"], summary="One lot, with its result", responses=problem_responses(404)
+    "/lots/{lot_code}",
+    response_model=LotOut,
+    tags=["lots"],
+    summary="One lot, with its result",
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_lot(lot_code: str, sessions: Sessions) -> LotOut:
+async def get_lot(lot_code: str, caller: TestReader, sessions: Sessions) -> LotOut:
     async with sessions() as session:
         lot = await store.get_lot(session, lot_code)
         result = await store.get_result(session, lot_code) if lot else None
     if lot is None:
         raise NotFound(f"no lot {lot_code}")
+    _for_foundry(caller, lot.foundry_code, f"no lot {lot_code}")
     return LotOut.of(lot, result)
 
 
@@ -634,9 +699,11 @@ async def get_lot(lot_code: str, sessions: Sessions) -> LotOut:
     summary="Record a lot's laboratory result and decide the lot",
     description="Publishes lot_passed or lot_failed (with the reason per parameter). Refused, changing nothing: a report "
     "with the wrong number of samples, unknown or missing parameters, or impossible values; a second result for a lot.",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def record_result(lot_code: str, body: ResultIn, runtime: Runtime, sessions: Sessions, response: Response) -> LotOut:
+async def record_result(
+    lot_code: str, body: ResultIn, caller: ResultRecorder, runtime: Runtime, sessions: Sessions, response: Response
+) -> LotOut:
     decision = await handlers.record_result(
         sessions,
         runtime.settings,
@@ -686,10 +753,11 @@ class TraceOut(BaseModel):
     response_model=TraceOut,
     tags=["lots"],
     summary="Traceability of a lot: foundry, specification version, sampling plan, test report, certificates",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def trace_lot(lot_code: str, sessions: Sessions) -> TraceOut:
+async def trace_lot(lot_code: str, caller: MemberReader, sessions: Sessions) -> TraceOut:
     found = await handlers.trace(sessions, lot_code)
+    _for_foundry(caller, found.lot.foundry_code, f"no lot {lot_code}")
     foundry = found.foundry
     return TraceOut(
         lot=LotOut.of(found.lot, found.result),
@@ -748,13 +816,19 @@ class OverrideIn(BaseModel):
     response_model=list[QualityStatusOut],
     tags=["quality status"],
     summary="Every member foundry's quality status",
-    responses=problem_responses(422),
+    description="A member foundry sees its own status only.",
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def list_quality_status(
-    runtime: Runtime, sessions: Sessions, status: QualityStatus | None = None
+    caller: MemberReader, runtime: Runtime, sessions: Sessions, status: QualityStatus | None = None
 ) -> list[QualityStatusOut]:
+    _, foundry_code = _scoped(caller, None)
     found = await handlers.all_quality(sessions, runtime.settings)
-    return [QualityStatusOut.of(q) for q in found if status is None or q.status is status]
+    return [
+        QualityStatusOut.of(q)
+        for q in found
+        if (status is None or q.status is status) and (foundry_code is None or q.foundry_code == foundry_code)
+    ]
 
 
 @router.get(
@@ -762,9 +836,10 @@ async def list_quality_status(
     response_model=QualityStatusOut,
     tags=["quality status"],
     summary="One foundry's quality status",
-    responses=problem_responses(404),
+    responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def get_quality_status(foundry_code: str, runtime: Runtime, sessions: Sessions) -> QualityStatusOut:
+async def get_quality_status(foundry_code: str, caller: MemberReader, runtime: Runtime, sessions: Sessions) -> QualityStatusOut:
+    _for_foundry(caller, foundry_code, f"no foundry {foundry_code}")
     return QualityStatusOut.of(await handlers.quality_of(sessions, runtime.settings, foundry_code))
 
 
@@ -774,9 +849,11 @@ async def get_quality_status(foundry_code: str, runtime: Runtime, sessions: Sess
     tags=["quality status"],
     summary="Pin a foundry's quality status, with the reason (QA officer)",
     description="Lot results keep updating the computed status meanwhile; the pinned status counts until the override is released.",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
-async def override_quality_status(foundry_code: str, body: OverrideIn, runtime: Runtime, sessions: Sessions) -> QualityStatusOut:
+async def override_quality_status(
+    foundry_code: str, body: OverrideIn, caller: StatusOverrider, runtime: Runtime, sessions: Sessions
+) -> QualityStatusOut:
     return QualityStatusOut.of(await handlers.override(sessions, runtime.settings, foundry_code, body.status, body.reason))
 
 
@@ -785,10 +862,14 @@ async def override_quality_status(foundry_code: str, body: OverrideIn, runtime: 
     response_model=QualityStatusOut,
     tags=["quality status"],
     summary="Release the override: the computed status counts again",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
 async def release_quality_status(
-    foundry_code: str, runtime: Runtime, sessions: Sessions, reason: Annotated[str, Query(max_length=500)] = ""
+    foundry_code: str,
+    caller: StatusOverrider,
+    runtime: Runtime,
+    sessions: Sessions,
+    reason: Annotated[str, Query(max_length=500)] = "",
 ) -> QualityStatusOut:
     return QualityStatusOut.of(await handlers.release(sessions, runtime.settings, foundry_code, reason))
 
@@ -839,9 +920,10 @@ class EligibilityOut(BaseModel):
     summary="Which foundries may make an item on a date, and why not for the others",
     description="Eligible: makes the item's product family, holds the required certificates valid on the date (an SNI "
     "certificate must cover the item), a TKDN certificate at or above the minimum, and is not suspended.",
-    responses=problem_responses(422),
+    responses=problem_responses(*AUTH_ERRORS, 422),
 )
 async def eligibility(
+    caller: StaffReader,
     runtime: Runtime,
     sessions: Sessions,
     item: Annotated[str, Query(examples=["BB-COMP-K"])],
@@ -880,7 +962,7 @@ class ExpiryRunOut(BaseModel):
     "/jobs/certificate-expiry",
     response_model=ExpiryRunOut,
     summary="Run the certificate-expiry job now (it also runs periodically); safe to call any time",
-    responses=problem_responses(),
+    responses=problem_responses(*AUTH_ERRORS),
 )
 async def run_certificate_expiry(runtime: Runtime, sessions: Sessions) -> ExpiryRunOut:
     report = await handlers.check_certificate_expiry(sessions, runtime.settings)

@@ -16,6 +16,7 @@ import httpx
 
 from ceper.broker import free_port
 from shared.settings import Settings
+from tests.support import auth_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,7 @@ class ServiceProcess:
             "CEPER_KAFKA_PARTITIONS": str(settings.kafka_partitions),
             "CEPER_OUTBOX_POLL_INTERVAL_S": str(settings.outbox_poll_interval_s),
             "CEPER_LOG_JSON": "true",
+            **auth_env(settings),
             **(env or {}),
         }
         url = getattr(settings, f"{name}_database_url", None)

@@ -1,0 +1,119 @@
+"""Every route of every service declares who may call it (`require(...)` or `public()`), so a route added
+without a rule fails here; the route × role × tenant matrix (tests/integration/test_access_matrix.py) then
+checks each rule against real callers."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+
+from shared.auth import RouteRule, rule_of
+from shared.settings import Settings
+
+SERVICES = ("orders", "capacity", "quality", "identity", "console")
+
+# Console pages still being given their rules: the coordinator empties this list once sign-in lands.
+# Each entry is (method, path); an entry that is no longer a route, or that has a rule, fails the test below.
+CONSOLE_WITHOUT_RULES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/"),
+        ("GET", "/dashboard/figures"),
+        ("POST", "/language"),
+        ("GET", "/orders"),
+        ("GET", "/orders/{order_id}"),
+        ("GET", "/orders/{order_id}/live"),
+        ("POST", "/orders/{order_id}/replan"),
+        ("POST", "/orders/{order_id}/reject"),
+        ("POST", "/orders/{order_id}/shipments"),
+        ("POST", "/shipments/{shipment_id}/dispatch"),
+        ("POST", "/shipments/{shipment_id}/handover"),
+        ("GET", "/members"),
+        ("GET", "/members/{code}"),
+        ("GET", "/members/{code}/live"),
+        ("POST", "/members/{code}/capacity-changes"),
+        ("GET", "/quality"),
+        ("GET", "/quality/lots/{lot_code}"),
+        ("POST", "/quality/lots/{lot_code}/results"),
+        ("POST", "/quality/override"),
+        ("GET", "/shipments"),
+        ("GET", "/shipments/{shipment_id}"),
+        ("GET", "/shipments/{shipment_id}/{document}"),
+        ("GET", "/exports/{what}.csv"),
+        ("GET", "/operations"),
+        ("POST", "/operations/dead-letters/redrive"),
+        ("GET", "/feed"),
+        ("GET", "/live"),
+        ("GET", "/v1/events/recent"),
+        ("GET", "/v1/services"),
+    }
+)
+
+
+def app_of(service: str) -> FastAPI:
+    return importlib.import_module(f"services.{service}.app").create_app(Settings(env="test"))  # type: ignore[no-any-return]
+
+
+def documentation_paths(app: FastAPI) -> set[str]:
+    """The OpenAPI document, Swagger UI and ReDoc with their offline assets: FastAPI serves them to anyone."""
+    paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    return {path for path in paths if path} | {"/docs", "/redoc", "/static-offline-docs"}  # fastapi-offline's own
+
+
+def routes_of(app: FastAPI) -> list[tuple[str, str, RouteRule | None]]:
+    """(method, path, rule) of every API route the app serves; documentation routes and mounts excluded."""
+    found = []
+    docs = documentation_paths(app)
+    for route in iter_route_contexts(app.routes):
+        if route.path in docs or not hasattr(route, "dependant"):
+            continue
+        for method in sorted(route.methods or ()):
+            found.append((method, route.path, rule_of(route)))
+    return found
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if s != "console"])
+def test_every_route_of_the_services_declares_its_rule(service):
+    routes = routes_of(app_of(service))
+    assert routes, "no routes found: the route enumeration broke"
+    missing = [f"{method} {path}" for method, path, rule in routes if rule is None]
+    assert not missing, f"{service}: routes without require(...) or public(): {missing}"
+
+
+def test_every_console_route_declares_its_rule_or_is_still_listed():
+    routes = routes_of(app_of("console"))
+    missing = {(method, path) for method, path, rule in routes if rule is None}
+    assert missing <= CONSOLE_WITHOUT_RULES, (
+        f"console routes without a rule, not listed: {sorted(missing - CONSOLE_WITHOUT_RULES)}"
+    )
+    stale = CONSOLE_WITHOUT_RULES - missing
+    assert not stale, f"listed console routes that now have a rule or are gone: remove them from the list: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("service", ["orders", "capacity", "quality", "identity"])
+def test_health_metrics_and_documentation_are_public_and_everything_else_is_not(service):
+    app = app_of(service)
+    public = {path for _, path, rule in routes_of(app) if rule is not None and rule.public}
+    assert {"/healthz", "/readyz", "/metrics"} <= public
+    internal = [(m, p, r) for m, p, r in routes_of(app) if p.startswith("/internal/")]
+    assert all(r is not None and r.roles == {"admin"} and not r.public for _, _, r in internal), internal
+    if service != "identity":  # identity's token endpoint, sign-in, JWKS and discovery are public by nature
+        assert public == {"/healthz", "/readyz", "/metrics"}
+
+
+@pytest.mark.parametrize("service", ["orders", "capacity", "quality"])
+def test_openapi_documents_bearer_and_client_credentials_so_docs_can_authorize(service):
+    schema = app_of(service).openapi()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A JWT access token"}
+    assert schemes["oauth2"]["flows"]["clientCredentials"]["tokenUrl"].endswith("/oauth/token")
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            secured = {name for requirement in operation.get("security", []) for name in requirement}
+            if path in ("/healthz", "/readyz", "/metrics"):
+                assert not secured, f"{method} {path}"
+            else:
+                assert secured == {"bearer", "oauth2"}, f"{method} {path} documents no security"
+                assert {"401", "403"} <= set(operation["responses"]), f"{method} {path} documents no 401/403"
