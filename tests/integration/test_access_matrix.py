@@ -83,7 +83,9 @@ async def identity_callers(identity: RunningService) -> dict[str, httpx.Auth]:
         if role is None:
             continue
         assert identity.runtime.sessions is not None
-        issued = await identity_handlers.add_client(identity.runtime.sessions, Actor("matrix"), "matrix-" + caller.lower().replace(" ", "-"), role, tenant)
+        issued = await identity_handlers.add_client(
+            identity.runtime.sessions, Actor("matrix"), "matrix-" + caller.lower().replace(" ", "-"), role, tenant
+        )
         answer = await identity.http.post(
             "/oauth/token", data={"grant_type": "client_credentials"}, auth=(issued.client.client_id, issued.secret)
         )

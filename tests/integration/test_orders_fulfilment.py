@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from shared.events.orders import PurchaseOrderFulfilled, ShipmentDelivered, ShipmentDispatched
+from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import good_composite_sample
 from tests.integration.test_orders_planning import kai_order, members_known, register_member
 from tests.support import RECEIVER_ON_LOOPBACK, Receiver, eventually, published, run_services
@@ -316,6 +317,7 @@ async def test_suspended_and_resigned_members_lose_their_work_and_the_cooperativ
         suspended = await quality.put(
             f"/v1/foundries/{victim}/quality-status/override",
             json={"status": "suspended", "reason": "three failed lots in a row"},
+            auth=as_("qa_officer"),
         )
         assert suspended.status_code in (200, 201), suspended.text
         order = await order_when(

@@ -20,6 +20,7 @@ import pytest
 
 from ceper.broker import free_port
 from shared.settings import Settings
+from tests.fixtures.tokens import as_
 from tests.integration.prometheus_support import FAST_JOBS, HTTP, Prometheus, api_headers, post, wait_for
 from tests.integration.service_processes import ServiceProcess, service_processes
 
@@ -162,7 +163,8 @@ def test_alerts_fire_on_trouble_made_for_real(monitored: Monitored) -> None:
                    {"report_number": "B4T/LHU/302", "laboratory": "B4T Bandung", "samples": samples})  # fmt: skip
     assert decided["status"] == "failed"
     answer = HTTP.put(f"{quality.url}/v1/foundries/IKM-302/quality-status/override",
-                      json={"status": "suspended", "reason": "back plates separating in the field"}, headers=api_headers())  # fmt: skip
+                      json={"status": "suspended", "reason": "back plates separating in the field"},
+                      headers=api_headers(), auth=as_("qa_officer"))  # fmt: skip
     assert answer.status_code == 200, answer.text
 
     # OrderLinesAtRisk: an order no member has capacity for.

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 
 from shared.clock import FixedClock
+from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import (
     COMPOSITE_FOUNDRY,
     events_named,
@@ -193,7 +194,9 @@ async def test_eligibility_on_a_date_with_certificates_tkdn_and_status(make_sett
 
         # The QA officer suspends IKM-002: it drops out from today; the day before it was not suspended.
         pinned = await http.put(
-            "/v1/foundries/IKM-002/quality-status/override", json={"status": "suspended", "reason": "Pressing without post-cure"}
+            "/v1/foundries/IKM-002/quality-status/override",
+            json={"status": "suspended", "reason": "Pressing without post-cure"},
+            auth=as_("qa_officer"),
         )
         assert pinned.status_code == 200, pinned.text
         assert (pinned.json()["status"], pinned.json()["computed_status"], pinned.json()["overridden"]) == (
@@ -211,7 +214,7 @@ async def test_eligibility_on_a_date_with_certificates_tkdn_and_status(make_sett
             "IKM-002"
         ]
         released = await http.delete(
-            "/v1/foundries/IKM-002/quality-status/override", params={"reason": "Post-cure oven installed"}
+            "/v1/foundries/IKM-002/quality-status/override", params={"reason": "Post-cure oven installed"}, auth=as_("qa_officer")
         )
         assert released.status_code == 200 and (released.json()["status"], released.json()["overridden"]) == ("good", False)
 

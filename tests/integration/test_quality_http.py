@@ -7,9 +7,12 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
+from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import foundry, good_composite_sample, register_foundries, run_quality
 from tests.integration.test_http import assert_problem
 from tests.support import RunningService, run_services
+
+QA = as_("qa_officer")
 
 LOT = {"lot_code": "IKM-001-K-0001", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
 SNI = {
@@ -168,18 +171,19 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
 
         # Quality status and eligibility.
         assert_problem(
-            await http.put("/v1/foundries/IKM-999/quality-status/override", json={"status": "watch", "reason": "x"}), 404
+            await http.put("/v1/foundries/IKM-999/quality-status/override", json={"status": "watch", "reason": "x"}, auth=QA), 404
         )
         assert_problem(
-            await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "banned", "reason": "x"}),
+            await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "banned", "reason": "x"}, auth=QA),
             422,
             "body.status",
         )
         assert_problem(
-            await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "watch"}), 422, "body.reason"
+            await http.put("/v1/foundries/IKM-001/quality-status/override", json={"status": "watch"}, auth=QA), 422, "body.reason"
         )
         assert (
-            "not overridden" in assert_problem(await http.delete("/v1/foundries/IKM-001/quality-status/override"), 409)["detail"]
+            "not overridden"
+            in assert_problem(await http.delete("/v1/foundries/IKM-001/quality-status/override", auth=QA), 409)["detail"]
         )
         assert_problem(await http.get("/v1/foundries/IKM-999/quality-status"), 404)
         assert_problem(await http.get("/v1/eligibility", params={"item": "BB-RUBBER"}), 422, "query.item")

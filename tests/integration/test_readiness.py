@@ -11,6 +11,7 @@ from ceper.broker import free_port
 from services.capacity import store
 from services.capacity.app import create_app
 from shared.service import ServiceRuntime
+from tests.fixtures.tokens import as_
 
 
 async def test_service_without_broker_serves_and_keeps_events_in_the_outbox(make_settings):
@@ -20,7 +21,7 @@ async def test_service_without_broker_serves_and_keeps_events_in_the_outbox(make
     runtime: ServiceRuntime = app.state.runtime
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://capacity") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://capacity", auth=as_("planner")) as http:
             health = await http.get("/healthz")
             assert health.status_code == 200 and health.json()["status"] == "ok"
 

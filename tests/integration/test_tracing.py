@@ -23,11 +23,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from shared.events import topic_of
 from shared.settings import Settings
+from tests.fixtures.tokens import ADMIN
 from tests.integration.service_processes import ServiceProcess, service_processes
 
 SERVER, CONSUMER = 2, 5  # OTLP span kinds
 FAMILY = "BRAKE_BLOCK_COMPOSITE"
-HTTP = httpx.Client(timeout=30)  # a loaded test machine may take seconds to answer
+HTTP = httpx.Client(timeout=30, auth=ADMIN)  # a loaded test machine may take seconds to answer
 
 
 @dataclass(frozen=True)
