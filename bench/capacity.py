@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from backbone import BenchError, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
+from backbone import STAFF, BenchError, LocalPostgres, exit_on_sigterm, issuer_env, log, percentile, start_kafka  # noqa: E402
 
 from ceper.broker import LocalKafka, free_port  # noqa: E402
 from ceper.demo import demo_foundries  # noqa: E402
@@ -95,6 +95,7 @@ class Service:
             "CEPER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "CEPER_KAFKA_TOPIC_PREFIX": f"b{uuid.uuid4().hex[:8]}.",
             "CEPER_LOG_LEVEL": "WARNING",
+            **issuer_env(),
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -142,7 +143,7 @@ async def hold_capacity(url: str, weeks: list[str], count: int, foundries: int, 
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for ask in asks:
         queue.put_nowait(ask)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(auth=STAFF, base_url=url, timeout=30) as client:
 
         async def worker() -> None:
             nonlocal granted
@@ -236,13 +237,13 @@ def measure(
     with Service(root, database_url, kafka) as service:
         log(f"{backend}: loading {args.foundries} members, their calendars and {args.holds} holds …")
         started = time.perf_counter()
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(auth=STAFF, timeout=60) as client:
             seeded = seed_capacity(client, service.url, members(args.foundries, args.seed), args.seed)
         granted = asyncio.run(hold_capacity(service.url, weeks, args.holds, args.foundries, args.seed))
         log(f"{backend}: {seeded} {granted} holds granted ({time.perf_counter() - started:.0f} s)")
 
         params = {"product_family": FAMILY, "from": first, "to": last}
-        with httpx.Client(base_url=service.url, timeout=30) as client:
+        with httpx.Client(auth=STAFF, base_url=service.url, timeout=30) as client:
             probe = client.get("/v1/availability", params=params).json()
             if len(probe["foundries"]) != args.foundries or len(probe["weeks"]) != args.weeks:
                 raise BenchError(

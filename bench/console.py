@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/console.py` puts bench/ on the path, not the repository
 
 import httpx  # noqa: E402
-from backbone import BenchError, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
+from backbone import STAFF, BenchError, exit_on_sigterm, issuer_env, log, percentile, start_kafka  # noqa: E402
 
 from ceper.broker import free_port  # noqa: E402
 from ceper.demo import seed_demo  # noqa: E402
@@ -59,6 +59,7 @@ def start_services(var: Path, bootstrap: str) -> tuple[dict[str, str], list[subp
         "CEPER_KAFKA_TOPIC_PREFIX": f"b{uuid.uuid4().hex[:8]}.",
         "CEPER_LOG_LEVEL": "WARNING",
         **{f"CEPER_{name.upper()}_URL": url for name, url in urls.items()},
+        **issuer_env(),
     }
     processes = [
         subprocess.Popen(
@@ -71,7 +72,7 @@ def start_services(var: Path, bootstrap: str) -> tuple[dict[str, str], list[subp
         for name, port in ports.items()
     ]
     deadline = time.monotonic() + 180
-    with httpx.Client(timeout=3) as client:
+    with httpx.Client(auth=STAFF, timeout=3) as client:
         for name, url in urls.items():
             while True:
                 try:
@@ -86,7 +87,7 @@ def start_services(var: Path, bootstrap: str) -> tuple[dict[str, str], list[subp
 
 
 def wait_for_the_kai_order(urls: dict[str, str]) -> dict[str, Any]:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(auth=STAFF, timeout=30) as client:
         orders = client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"]
         kai = next(o for o in orders if o["buyer_code"] == "KAI")
         deadline = time.monotonic() + 300
@@ -189,7 +190,7 @@ async def measure(console: str, page: tuple[str, Calls], requests: int, warmup: 
     path, calls = page
     page_ms: list[float] = []
     api_ms: list[float] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=30) as client:
         for n in range(warmup + requests):
             started = time.perf_counter()
             response = await client.get(f"{console}{path}")
@@ -227,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         (root / "var").mkdir()
         urls, processes = start_services(root / "var", broker.bootstrap)
         log("loading the demo cooperative (minutes)…")
-        seed_demo({k: v for k, v in urls.items() if k != "console"})
+        seed_demo({k: v for k, v in urls.items() if k != "console"}, STAFF)
         kai = wait_for_the_kai_order(urls)
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(auth=STAFF, timeout=30) as client:
             inka = next(
                 o for o in client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"] if o["buyer_code"] == "INKA"
             )

@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from backbone import BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
+from backbone import STAFF, BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, issuer_env, log, percentile, start_kafka  # noqa: E402
 
 from ceper.broker import LocalKafka, free_port  # noqa: E402
 from ceper.demo import demo_foundries  # noqa: E402
@@ -186,7 +186,7 @@ async def _until(check: Callable[[], Awaitable[Any]], timeout: float, what: str,
 async def seed_members(urls: dict[str, str], members: list[Member]) -> None:
     """Registers the members at capacity with their weekly composite capacity, then their certificates at quality."""
     today = date.today()
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=60) as client:
 
         def register(m: Member) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
@@ -247,7 +247,7 @@ async def place_orders(urls: dict[str, str], count: int, units: int) -> dict[str
     depend on how their reservations race), and returns each order as orders shows it."""
     today = date.today()
     accepted: dict[str, dict[str, Any]] = {}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=60) as client:
         for n in range(count):
             answer = await _post(
                 client, f"{urls['orders']}/v1/purchase-orders", purchase_order(n, units, today), f"purchase order {n + 1}",
@@ -338,6 +338,7 @@ class Platform:
                 "CEPER_KAFKA_TOPIC_PREFIX": self.prefix,
                 "CEPER_LOG_LEVEL": "WARNING",
                 **{f"CEPER_{s.upper()}_DATABASE_URL": self.database_urls[s] for s in SERVICES},
+                **issuer_env(),
             }
             for service in SERVICES:
                 command = [sys.executable, "-m", "uvicorn", "--factory", f"services.{service}.app:create_app", "--host", "127.0.0.1",
@@ -356,7 +357,7 @@ class Platform:
     def _wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         pending = set(SERVICES)
-        with httpx.Client(timeout=3) as client:
+        with httpx.Client(auth=STAFF, timeout=3) as client:
             while pending:
                 for service in sorted(pending):
                     if self.processes[service].poll() is not None:
@@ -693,7 +694,7 @@ async def load_role(job: LoadJob, ready: Any, stop: Any) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=30, limits=limits) as client:
         ready.set()
         started = time.monotonic()
         await asyncio.gather(
@@ -878,7 +879,7 @@ class Driver:
         self.samples.append(sample)
 
     async def run(self, warmup: int, count: int, interval: float, check: Callable[[], None]) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(auth=STAFF, timeout=30) as client:
             upcoming = await self.register(client, 0)
             started = time.monotonic()
             for n in range(warmup + count):
@@ -1034,7 +1035,7 @@ async def _sample(
 async def accepted_orders(orders_url: str, ids: list[str], timeout: float = 15) -> int:
     """How many of the orders are accepted again (every allocation of the plan in force reserved), waiting a while."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=30) as client:
         while True:
             statuses = [(await client.get(f"{orders_url}/v1/purchase-orders/{order_id}")).json()["status"] for order_id in ids]
             accepted = statuses.count("accepted")

@@ -146,15 +146,16 @@ def chaos(
 
 @app.command()
 def seed(seed: int = typer.Option(1995, help="Random seed: the same seed gives the same demo")) -> None:
-    """Load the demo cooperative into running services (safe to run again)."""
+    """Load the demo cooperative into running services (safe to run again), as the demo admin `make dev` made."""
     import httpx
 
+    from .access import demo_admin
     from .demo import seed_demo
 
     settings = get_settings()
     urls = {"orders": settings.orders_url, "capacity": settings.capacity_url, "quality": settings.quality_url}
     try:
-        console.print(seed_demo(urls, seed))
+        console.print(seed_demo(urls, demo_admin(settings.identity_url), seed))
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         raise _fail(f"seeding failed: {exc}. Are the services running (`make dev`)?") from None
 

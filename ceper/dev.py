@@ -152,11 +152,12 @@ def run_dev(seed: bool = True) -> int:
         with console.status("Waiting for the services to be ready…"):
             _wait_ready(urls, processes)
         if seed:
+            from .access import demo_admin
             from .demo import seed_demo
 
             with console.status("Loading the demo…"):
-                summary = seed_demo(urls)
-                logins = _demo_logins(settings)
+                logins = _demo_logins(settings)  # first: the demo admin loads the demo
+                summary = seed_demo(urls, demo_admin(urls["identity"]))
             console.print(summary)
 
         table = Table(title="Ceper Supply is running", show_header=True)

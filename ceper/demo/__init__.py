@@ -109,15 +109,16 @@ def demo_purchase_orders(today: date) -> list[dict[str, object]]:
     return [kai, inka]
 
 
-def seed_demo(urls: dict[str, str], seed: int = 1995) -> str:
-    """Loads the demo through the services' own APIs, so every fact also reaches the others as events."""
+def seed_demo(urls: dict[str, str], auth: httpx.Auth, seed: int = 1995) -> str:
+    """Loads the demo through the services' own APIs, so every fact also reaches the others as events; `auth` is
+    someone allowed to (the demo admin)."""
     from .capacity import seed_capacity
     from .orders import seed_fulfilment
     from .quality import seed_quality
 
     members = demo_foundries(seed)
     today = date.today()
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, auth=auth) as client:
         capacity = seed_capacity(client, urls["capacity"], members, seed, today=today)
         quality = seed_quality(client, urls["quality"], members, seed, today)
         orders = 0

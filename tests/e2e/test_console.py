@@ -26,11 +26,14 @@ import pytest
 from babel.messages.pofile import read_po
 
 from ceper.broker import LocalKafka, free_port
+from tests.fixtures.tokens import SUITE_MINT
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 LOCALE = ROOT / "services" / "console" / "locale"
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium-headless-shell")
+# The person at the console until sign-in lands: an admin's token the console passes on to the services.
+STAFF = SUITE_MINT.auth(roles=["admin"], subject="e2e-admin", ttl_s=3 * 3600)
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 LIVE_TIMEOUT_MS = 240_000  # a capacity drop goes capacity → orders (replan) → capacity → console, on a shared machine
 
@@ -76,7 +79,7 @@ def _wait_ready(urls: dict[str, str], processes: list[subprocess.Popen[bytes]], 
 
 
 @pytest.fixture(scope="module")
-def platform(kafka_broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(kafka_broker: LocalKafka, suite_jwks_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """The four services as real processes on SQLite and the shared test broker, with the demo loaded."""
     from ceper.demo import seed_demo
 
@@ -93,6 +96,9 @@ def platform(kafka_broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory)
         "CEPER_LOG_JSON": "false",
         "CEPER_LOG_LEVEL": "WARNING",
         **{f"CEPER_{name.upper()}_URL": url for name, url in urls.items()},
+        "CEPER_AUTH_ISSUER": SUITE_MINT.issuer,
+        "CEPER_AUTH_AUDIENCE": SUITE_MINT.audience,
+        "CEPER_AUTH_JWKS_URL": suite_jwks_url,
     }
     processes = [
         subprocess.Popen(
@@ -106,8 +112,8 @@ def platform(kafka_broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory)
     ]
     try:
         _wait_ready(urls, processes)
-        seed_demo({k: v for k, v in urls.items() if k != "console"})
-        with httpx.Client(timeout=10) as client:
+        seed_demo({k: v for k, v in urls.items() if k != "console"}, STAFF)
+        with httpx.Client(timeout=10, auth=STAFF) as client:
             orders = client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"]
             kai_id = next(o["id"] for o in orders if o["buyer_code"] == "KAI")
             inka_id = next(o["id"] for o in orders if o["buyer_code"] == "INKA")
@@ -149,7 +155,7 @@ def context(browser: Any, outside: list[str]) -> Iterator[Any]:
     made = []
 
     def new(size: str = "desktop", locale: str | None = None) -> Any:
-        ctx = browser.new_context(viewport=SIZES[size])
+        ctx = browser.new_context(viewport=SIZES[size], extra_http_headers=STAFF.headers())
         if locale:
             ctx.add_cookies([{"name": "ceper_lang", "value": locale, "url": "http://127.0.0.1"}])
 
@@ -179,7 +185,7 @@ def shoot(page: Any, name: str, size: str) -> Path:
 
 
 def api(platform: Platform, service: str, method: str, path: str, **kwargs: Any) -> Any:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, auth=STAFF) as client:
         response = client.request(method, f"{platform.urls[service]}{path}", **kwargs)
     assert response.status_code < 400, response.text
     return response.json() if response.content else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from ceper.access import SignedIn
 from ceper.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,7 +104,10 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
         assert "0 lots" not in banner and "certificates" in banner
         words = " ".join(banner.split())  # the console wraps long lines
         assert "(1 failed, made again)" in words and "units dispatched to INKA Madiun" in words
-        with httpx.Client(timeout=5) as client:
+        password = next(line for line in lines if "Demo people" in line).split("password ")[1].split(":")[0]
+        # The services answer people who sign in: here the demo admin, whose token the console passes on.
+        with httpx.Client(timeout=5, auth=SignedIn(f"http://127.0.0.1:{identity}", "admin", password)) as client:
+            assert httpx.get(f"http://127.0.0.1:{orders}/v1/purchase-orders").status_code == 401
             services = client.get(f"http://127.0.0.1:{console}/v1/services").json()
             assert {name: s["status"] for name, s in services.items()} == {"orders": "ok", "capacity": "ok", "quality": "ok"}
             page = client.get(f"http://127.0.0.1:{console}/")
@@ -130,7 +134,6 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
             f"http://127.0.0.1:{identity}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
         )
         assert token.status_code == 200 and token.json()["token_type"] == "Bearer"
-        password = next(line for line in lines if "Demo people" in line).split("password ")[1].split(":")[0]
         signed_in = httpx.post(f"http://127.0.0.1:{identity}/v1/sessions", json={"username": "planner", "password": password})
         assert signed_in.status_code == 200 and signed_in.json()["roles"] == ["planner"]
         assert len(_session_pids(process.pid)) == 6  # ceper dev and the five services

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from tests.fixtures.tokens import as_
 from tests.support import eventually, run_services
 
 FOUNDRY = {"code": "IKM-001", "name": "CV Logam Batur", "village": "Batur", "product_families": ["BRAKE_BLOCK_COMPOSITE"]}
@@ -53,6 +54,9 @@ async def test_foundry_and_order_flow_through_kafka(make_settings):
 
         await eventually(renamed_in_orders)
 
-        order = await svc["orders"].http.post("/v1/purchase-orders", json=purchase_order(), headers={"Idempotency-Key": "k-1"})
+        kai = as_("buyer", "KAI")  # KAI's procurement system, with a token for its buyer code
+        order = await svc["orders"].http.post(
+            "/v1/purchase-orders", json=purchase_order(), headers={"Idempotency-Key": "k-1"}, auth=kai
+        )
         assert order.status_code == 201, order.text
         assert order.json()["total_amount"] == 1200 * 203700
