@@ -284,7 +284,11 @@ def test_curl_examples_call_real_operations_with_valid_bodies() -> None:
             elif not arg.startswith("-"):
                 url = arg
             i += 1
+        if url == "$CEPER_TOKEN_URL":  # getting a token: the client credentials grant, authenticated by Basic
+            assert body == "grant_type=client_credentials" and "-u" in argv, f"line {block.line}: {argv}"
+            continue
         assert url is not None and url.startswith("$CEPER_URL/"), f"line {block.line}: {argv}"
+        assert headers.get("authorization") == "Bearer $CEPER_TOKEN", f"line {block.line}: the example sends no token"
         path = urlsplit(url.removeprefix("$CEPER_URL")).path
         route = route_for(method, path)
         assert route is not None, f"line {block.line}: curl calls {method} {path}, which the API does not have"
@@ -309,12 +313,18 @@ class FakeApi:
 
     def __init__(self) -> None:
         self.called: set[Operation] = set()
+        self.tokens = 0
         self.examples: dict[str, Any] = {}
         for name, block in marked("validate"):
             self.examples.setdefault(name, json.loads(block.text))
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         method, path = request.method, request.url.path
+        if request.url.host == "identity.invalid":  # the token endpoint: the grant as identity's tests check it
+            assert request.headers["authorization"].startswith("Basic ") and request.content == b"grant_type=client_credentials"
+            self.tokens += 1
+            return httpx.Response(200, json={"access_token": f"token-{self.tokens}", "token_type": "Bearer", "expires_in": 600})
+        assert request.headers.get("authorization", "").startswith("Bearer token-"), f"{method} {path} sends no token"
         route = route_for(method, path)
         assert route is not None, f"a Python example calls {method} {path}, which the API does not have"
         operation = (method, route.path)
@@ -350,13 +360,49 @@ def test_python_examples_run_against_the_api_contract(monkeypatch: pytest.Monkey
     monkeypatch.setattr(httpx, "Client", client)
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     monkeypatch.setenv("CEPER_URL", "http://orders.invalid")
+    monkeypatch.setenv("CEPER_TOKEN_URL", "http://identity.invalid/oauth/token")
+    monkeypatch.setenv("CEPER_CLIENT_ID", "kai-procurement")
+    monkeypatch.setenv("CEPER_CLIENT_SECRET", "s3cret")
     namespace: dict[str, Any] = {}
     examples = marked("check")
     assert any(kind == "client" for kind, _ in examples)
     for kind, block in examples:
-        if kind == "client":
+        if kind in ("token", "client"):
             exec(compile(block.text, f"{DOC_PATH}:{block.line}", "exec"), namespace)
     assert fake.called >= BUYER_FACING, f"buyer-facing calls without a Python example: {sorted(BUYER_FACING - fake.called)}"
+    assert fake.tokens == 1, "the client should reuse its token until it expires"
+
+
+def test_getting_a_token_as_the_guide_shows_works_against_the_identity_service() -> None:
+    """The guide's token examples (httpx and Authlib), run against a real identity process with a buyer client."""
+    from tests.integration.identity_support import identity_process
+
+    with identity_process() as identity:
+        client = identity.add_client("kai-procurement", "buyer", "KAI")
+        env = {"CEPER_TOKEN_URL": f"{identity.url}/oauth/token", "CEPER_CLIENT_ID": client["client_id"],
+               "CEPER_CLIENT_SECRET": client["client_secret"], "CEPER_URL": "http://orders.invalid"}  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            namespace: dict[str, Any] = {}
+            for kind, block in marked("check"):
+                if kind in ("token", "token-authlib"):
+                    exec(compile(block.text, f"{DOC_PATH}:{block.line}", "exec"), namespace)
+            issued = namespace["fetch_token"]()
+            assert issued["token_type"] == "Bearer" and issued["expires_in"] > 60
+            assert namespace["token"]["access_token"].count(".") == 2  # Authlib got a signed JWT too
+            claims = json.loads(base64url(issued["access_token"].split(".")[1]))
+            assert (claims["roles"], claims["buyer_code"]) == (["buyer"], "KAI")
+            with pytest.raises(httpx.HTTPStatusError) as refused:
+                namespace["CREDENTIALS"] = (client["client_id"], "not-the-secret")
+                namespace["fetch_token"]()
+            assert refused.value.response.json()["error"] == "invalid_client"
+
+
+def base64url(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------
