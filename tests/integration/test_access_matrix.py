@@ -231,6 +231,10 @@ async def test_every_route_answers_every_role_and_tenant_as_its_rule_declares(ma
                         want = expected(service, method, path, rule, caller)
                         if problem := check(answer, want, f"{service} {method} {path} as {caller}"):
                             problems.append(problem)
+        for service, svc in services.items():  # the documentation, for anyone (its "Authorize" button gets the token)
+            for path in ("/openapi.json", "/docs", "/redoc"):
+                if (answer := await svc.http.get(path, auth=ANONYMOUS)).status_code != 200:
+                    problems.append(f"{service} GET {path} as anonymous: {answer.status_code}")
         assert not problems, "\n".join(problems)
         assert calls > 400  # the matrix really ran over the routes
 
