@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import contextvars
 import json
 import math
@@ -42,23 +41,9 @@ import asyncpg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 
+from ceper.access import LocalIssuer  # noqa: E402
 from ceper.broker import LocalKafka, free_port  # noqa: E402
 from shared import kafka, tracing  # noqa: E402
-from tests.fixtures.tokens import TokenMint  # noqa: E402
-
-# The benchmarks' own throw-away issuer: the services they start trust it, their clients call as its admin.
-ISSUER = TokenMint()
-STAFF = ISSUER.auth(roles=["admin"], subject="bench", ttl_s=12 * 3600)
-_issuer_jwks = contextlib.ExitStack()  # held open for the whole run: the JWKS server lives in a daemon thread
-
-
-def issuer_env() -> dict[str, str]:
-    """The environment that makes a service trust `ISSUER`; its JWKS is served for the rest of the run."""
-    if not hasattr(issuer_env, "url"):
-        issuer_env.url = _issuer_jwks.enter_context(ISSUER.serve())  # type: ignore[attr-defined]
-    return {"CEPER_AUTH_ISSUER": ISSUER.issuer, "CEPER_AUTH_AUDIENCE": ISSUER.audience, "CEPER_AUTH_JWKS_URL": issuer_env.url}  # type: ignore[attr-defined]
-
-
 from shared.db import backbone_tables, create_engine, session_factory  # noqa: E402
 from shared.events import Envelope, dlq_topic_of, retry_topic_of, to_kafka, topic_of  # noqa: E402
 from shared.events.capacity import FoundryUpdated  # noqa: E402
@@ -68,6 +53,19 @@ from shared.logging import configure_logging  # noqa: E402
 from shared.outbox import WAKE_KEY, Relay, stage  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topics import DLQ_TOPIC_CONFIG, EVENT_TOPIC_CONFIG, RETRY_TOPIC_CONFIG, ensure_topics  # noqa: E402
+
+# The benchmarks' own throw-away issuer: the services they start trust it, their clients call as its admin.
+ISSUER = LocalIssuer()
+STAFF = ISSUER.auth(roles=["admin"], subject="bench", ttl_s=12 * 3600)
+_jwks_url: list[str] = []
+
+
+def issuer_env() -> dict[str, str]:
+    """The environment that makes a service trust `ISSUER`; its JWKS is served for the rest of the run."""
+    if not _jwks_url:
+        _jwks_url.append(ISSUER.serve_in_background())
+    return ISSUER.env(_jwks_url[0])
+
 
 BACKENDS = ("sqlite", "postgresql")
 PRODUCING_SERVICE = "capacity"
