@@ -20,7 +20,7 @@ import pytest
 
 from ceper.broker import free_port
 from shared.settings import Settings
-from tests.fixtures.tokens import as_
+from tests.fixtures.tokens import SUITE_MINT, as_
 from tests.integration.prometheus_support import FAST_JOBS, HTTP, Prometheus, api_headers, post, wait_for
 from tests.integration.service_processes import ServiceProcess, service_processes
 
@@ -34,9 +34,10 @@ class Monitored:
 
 
 @pytest.fixture(scope="module")
-def monitored(kafka_broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
+def monitored(kafka_broker, suite_jwks_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     root = tmp_path_factory.mktemp("monitored")
     settings = Settings(
+        **SUITE_MINT.settings(suite_jwks_url),  # the services trust the suite's issuer, as with make_settings
         env="test",
         var_dir=root / "var",
         kafka_bootstrap_servers=kafka_broker.bootstrap,
