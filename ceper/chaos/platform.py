@@ -1,5 +1,6 @@
 """The platform `ceper chaos` runs: its own Kafka broker and PostgreSQL server, and every domain service as
-separate OS processes, several replicas each, all under one run directory.
+separate OS processes, several replicas each, all under one run directory. The services trust a throw-away
+issuer of the run's own, whose admin the run's clients call as.
 
 Processes are started from the main thread only: each gets its own session (a terminal's Ctrl-C reaches
 the chaos process, which stops them in order) and a parent-death signal (if the chaos process is killed
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from ceper.access import IssuerAuth, LocalIssuer
 from ceper.broker import LocalKafka, die_with_parent, free_port, kafka_jars
 from ceper.postgres import CRASH_SAFE_SETTINGS, LocalPostgres, PostgresError
 from shared.kafka import BrokerError
@@ -107,6 +109,10 @@ class Platform:
     launcher: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-launcher")
     )
+    # The issuer every replica trusts; its JWKS is served on loopback from start() until close().
+    issuer: LocalIssuer = field(default_factory=LocalIssuer)
+    jwks_url: str | None = None
+    _jwks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _restarting: concurrent.futures.Future[None] | None = None
     _closing: threading.Event = field(default_factory=threading.Event)
 
@@ -115,6 +121,7 @@ class Platform:
     def start(self) -> None:
         """Broker, PostgreSQL, one database per service, the topics, then every replica; waits until all are ready."""
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        self.jwks_url = self._jwks.enter_context(self.issuer.serve())
         try:
             kafka_jars()
         except BrokerError as exc:
@@ -170,8 +177,12 @@ class Platform:
             **{f"{service}_database_url": url for service, url in self.database_urls.items()},  # type: ignore[arg-type]
         )
 
+    def admin(self) -> IssuerAuth:
+        """Calls as the admin of the run's issuer: a fresh token on every request, so a long run never sees one expire."""
+        return self.issuer.auth(roles=["admin"], subject="ceper-chaos")
+
     def _environment(self) -> dict[str, str]:
-        assert self.broker is not None
+        assert self.broker is not None and self.jwks_url is not None
         # The caller's CEPER_… variables must not leak into the services: this platform is configured here alone.
         env = {key: value for key, value in os.environ.items() if not key.startswith("CEPER_")}
         env.update(
@@ -187,6 +198,7 @@ class Platform:
                 # The run's webhook receiver listens on loopback, which orders trusts only when told to.
                 "CEPER_ORDERS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
                 "PYTHONUNBUFFERED": "1",
+                **self.issuer.env(self.jwks_url),
                 **{f"CEPER_{service.upper()}_DATABASE_URL": url for service, url in self.database_urls.items()},
             }
         )
@@ -441,3 +453,4 @@ class Platform:
         if self.postgres is not None:
             with contextlib.suppress(Exception):
                 self.postgres.stop("fast", timeout=20)
+        self._jwks.close()

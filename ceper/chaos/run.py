@@ -117,7 +117,7 @@ def run_chaos(options: ChaosOptions) -> int:
         receiver.start()
         specs = _specs()
         urls = {service: platform.urls(service) for service in DOMAIN_SERVICES}
-        scenario = Scenario(options.seed, scale, urls, receiver.url, log)
+        scenario = Scenario(options.seed, scale, urls, receiver.url, log, platform.admin())
         scenario.setup(settle=lambda: _settle(platform, specs, log))
         receiver.secrets = list(scenario.secrets.values())
         log(

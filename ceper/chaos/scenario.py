@@ -267,6 +267,7 @@ class Scenario:
         urls: dict[str, list[str]],
         webhook_url: str,
         log: Callable[[str], None],
+        auth: httpx.Auth,
     ) -> None:
         self.seed = seed
         self.scale = scale
@@ -275,7 +276,7 @@ class Scenario:
         self.today = date.today()
         self.stop = threading.Event()
         self.calls = Calls()
-        self.client = httpx.Client(timeout=30)
+        self.client = httpx.Client(timeout=30, auth=auth)  # every service's API needs a token: `auth` signs them
         self.api = {service: Api(service, list(found), self.client, self.calls, self.stop) for service, found in urls.items()}
         # For the checks after the run: not stopped with the scenario.
         self.reader = {
