@@ -574,7 +574,9 @@ async def get_webhook(buyer_code: str, caller: WebhookOwner, sessions: Sessions)
     summary="A new signing secret, shown once in this answer; the old one keeps signing until the grace period ends",
     responses=problem_responses(*AUTH_ERRORS, 404),
 )
-async def rotate_webhook_secret(buyer_code: str, caller: WebhookOwner, sessions: Sessions, runtime: Runtime) -> WebhookEndpointOut:
+async def rotate_webhook_secret(
+    buyer_code: str, caller: WebhookOwner, sessions: Sessions, runtime: Runtime
+) -> WebhookEndpointOut:
     _known_buyer(caller, buyer_code)
     done = await handlers.rotate_webhook_secret(sessions, runtime.settings, buyer_code)
     return WebhookEndpointOut.of(done.endpoint, done.new_secret)

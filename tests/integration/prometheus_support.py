@@ -20,7 +20,9 @@ import httpx
 import pytest
 import yaml
 
+from ceper.access import IssuerAuth
 from ceper.broker import free_port
+from tests.fixtures.tokens import ADMIN
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -36,9 +38,10 @@ FAST_JOBS = {
 }
 
 
-def api_headers(**extra: str) -> dict[str, str]:
-    """The headers of a call to a service's API, as a client sends them: every test call goes through here."""
-    return {"Idempotency-Key": str(uuid.uuid4()), **extra}
+def api_headers(caller: IssuerAuth = ADMIN, **extra: str) -> dict[str, str]:
+    """The headers of a call to a service's API, as a client sends them: every test call goes through here. The
+    token is the suite issuer's (the services here trust it), of an admin unless `caller` is someone else."""
+    return {**caller.headers(), "Idempotency-Key": str(uuid.uuid4()), **extra}
 
 
 def post(url: str, body: dict[str, Any], expected: int = 201) -> dict[str, Any]:

@@ -211,12 +211,14 @@ async def test_every_route_answers_every_role_and_tenant_as_its_rule_declares(ma
         of_identity = await identity_callers(identity)
         problems: list[str] = []
         calls = 0
+        covered: set[tuple[str, str, str]] = set()
         for reads in (True, False):  # every read first: the changes may move what the reads look at
             for service, svc in services.items():
                 for method, path, rule in routes_of(svc.app):
                     if (method == "GET") != reads:
                         continue
                     assert rule is not None, f"{service} {method} {path} declares no rule"
+                    covered.add((service, method, path))
                     url = fill(path, ids)
                     body = {} if method in ("POST", "PUT", "PATCH") else None
                     for caller in CALLERS:
@@ -237,6 +239,8 @@ async def test_every_route_answers_every_role_and_tenant_as_its_rule_declares(ma
                     problems.append(f"{service} GET {path} as anonymous: {answer.status_code}")
         assert not problems, "\n".join(problems)
         assert calls > 400  # the matrix really ran over the routes
+        assert ("orders", "POST", "/v1/buyers/{buyer_code}/webhook/rotate-secret") in covered
+        assert {(service, "GET", "/v1/audit") for service in SEEDED} <= covered
 
 
 async def test_lists_hold_only_the_tenants_own_and_identities_only_for_admin_and_planner(make_settings):
@@ -304,6 +308,7 @@ async def test_changes_to_another_tenants_resources_are_refused_and_change_nothi
         hijack = {"url": "http://127.0.0.1:9/elsewhere"}
         assert (await orders.put("/v1/buyers/KAI/webhook", json=hijack, auth=inka)).status_code == 404
         assert (await orders.post("/v1/buyers/KAI/webhook/ping", auth=inka)).status_code == 404
+        assert (await orders.post("/v1/buyers/KAI/webhook/rotate-secret", auth=inka)).status_code == 404
         for staff_only in ("reject", "replan"):
             refused = await orders.post(
                 f"/v1/purchase-orders/{order_id}/{staff_only}", json={"reason": "x"}, auth=as_("buyer", "KAI")
@@ -311,7 +316,8 @@ async def test_changes_to_another_tenants_resources_are_refused_and_change_nothi
             assert refused.status_code == 403
         after = (await orders.get(f"/v1/purchase-orders/{order_id}")).json()  # planning moves on meanwhile, nothing else
         assert after["status"] not in ("cancelled", "rejected") and after["status_reason"] is None
-        assert (await orders.get("/v1/buyers/KAI/webhook")).json()["url"] == "http://127.0.0.1:9/hooks"
+        webhook = (await orders.get("/v1/buyers/KAI/webhook")).json()
+        assert webhook["url"] == "http://127.0.0.1:9/hooks" and webhook["previous_secret_expires_at"] is None  # not rotated
 
         change = {
             "kind": "standard",

@@ -16,6 +16,7 @@ from services.orders.app import create_app as orders_app
 from services.orders.domain import WebhookEndpoint
 from shared import clock
 from shared.clock import FixedClock
+from tests.fixtures.tokens import ANONYMOUS, as_
 from tests.support import RECEIVER_ON_LOOPBACK, Receiver, eventually, run_service
 
 
@@ -223,55 +224,47 @@ async def test_the_delivery_log_keeps_status_and_timing_not_the_receivers_answer
         assert entry["last_attempt_at"] is not None
 
 
-async def test_a_rotated_secret_keeps_verifying_during_its_grace_and_not_after(make_settings, receiver, token_mint):
+async def test_a_rotated_secret_keeps_verifying_during_its_grace_and_not_after(make_settings, receiver):
     clock = FixedClock(datetime.now(UTC))  # real time, so receivers' timestamp tolerance holds; moved by hand
     factory = lambda s: orders_app(s, clock)  # noqa: E731
-    with token_mint.serve() as jwks_url:
-        settings = make_settings(
-            orders_webhook_poll_interval_s=0.05,
-            orders_webhook_secret_grace_s=60,
-            **RECEIVER_ON_LOOPBACK,
-            **token_mint.settings(jwks_url),
+    settings = make_settings(orders_webhook_poll_interval_s=0.05, orders_webhook_secret_grace_s=60, **RECEIVER_ON_LOOPBACK)
+    async with run_service(factory, settings) as orders:
+        old = (await orders.http.put("/v1/buyers/KAI/webhook", json={"url": receiver.url})).json()["secret"]
+
+        rotate = "/v1/buyers/KAI/webhook/rotate-secret"
+        assert (await orders.http.post(rotate, auth=ANONYMOUS)).status_code == 401
+        assert (await orders.http.post(rotate, auth=as_("buyer", "INKA"))).status_code == 404  # another buyer's
+        assert (await orders.http.post(rotate, auth=as_("planner"))).status_code == 403
+        rotated = await orders.http.post(rotate, auth=as_("buyer", "KAI", subject="kai-eproc"))
+        assert rotated.status_code == 200, rotated.text
+        new = rotated.json()["secret"]
+        assert new.startswith("whsec_") and new != old
+        assert rotated.json()["previous_secret_expires_at"] == (clock.now() + timedelta(seconds=60)).isoformat().replace(
+            "+00:00", "Z"
         )
-        kai = token_mint.headers(roles=["buyer"], buyer_code="KAI", subject="kai-eproc")
-        async with run_service(factory, settings) as orders:
-            old = (await orders.http.put("/v1/buyers/KAI/webhook", json={"url": receiver.url})).json()["secret"]
+        assert (await orders.http.get("/v1/buyers/KAI/webhook")).json()["secret"] is None
 
-            assert (await orders.http.post("/v1/buyers/KAI/webhook/rotate-secret")).status_code == 401
-            inka = token_mint.headers(roles=["buyer"], buyer_code="INKA")
-            assert (await orders.http.post("/v1/buyers/KAI/webhook/rotate-secret", headers=inka)).status_code == 404
-            planner = token_mint.headers(roles=["planner"])
-            assert (await orders.http.post("/v1/buyers/KAI/webhook/rotate-secret", headers=planner)).status_code == 403
-            rotated = await orders.http.post("/v1/buyers/KAI/webhook/rotate-secret", headers=kai)
-            assert rotated.status_code == 200, rotated.text
-            new = rotated.json()["secret"]
-            assert new.startswith("whsec_") and new != old
-            assert rotated.json()["previous_secret_expires_at"] == (clock.now() + timedelta(seconds=60)).isoformat().replace(
-                "+00:00", "Z"
-            )
-            assert (await orders.http.get("/v1/buyers/KAI/webhook")).json()["secret"] is None
+        await orders.http.post("/v1/buyers/KAI/webhook/ping")
+        await eventually(lambda: _async(len(receiver.received) == 1))
+        during = receiver.received[0]
+        assert len(during["headers"]["webhook-signature"].split(" ")) == 2
+        assert Webhook(old).verify(during["body"], during["headers"])["type"] == "ping"  # a receiver not switched yet
+        assert Webhook(new).verify(during["body"], during["headers"])["type"] == "ping"
 
-            await orders.http.post("/v1/buyers/KAI/webhook/ping")
-            await eventually(lambda: _async(len(receiver.received) == 1))
-            during = receiver.received[0]
-            assert len(during["headers"]["webhook-signature"].split(" ")) == 2
-            assert Webhook(old).verify(during["body"], during["headers"])["type"] == "ping"  # a receiver not switched yet
-            assert Webhook(new).verify(during["body"], during["headers"])["type"] == "ping"
+        clock.advance(timedelta(seconds=61))
+        await orders.http.post("/v1/buyers/KAI/webhook/ping")
+        await eventually(lambda: _async(len(receiver.received) == 2))
+        after = receiver.received[1]
+        with pytest.raises(WebhookVerificationError):
+            Webhook(old).verify(after["body"], after["headers"])
+        assert Webhook(new).verify(after["body"], after["headers"])["type"] == "ping"
 
-            clock.advance(timedelta(seconds=61))
-            await orders.http.post("/v1/buyers/KAI/webhook/ping")
-            await eventually(lambda: _async(len(receiver.received) == 2))
-            after = receiver.received[1]
-            with pytest.raises(WebhookVerificationError):
-                Webhook(old).verify(after["body"], after["headers"])
-            assert Webhook(new).verify(after["body"], after["headers"])["type"] == "ping"
-
-            trail = await _audit_rows(orders)
-            rotation = next(row for row in trail if row["action"] == "webhook_endpoint.secret_rotated")
-            assert (rotation["actor_subject"], rotation["actor_role"]) == ("kai-eproc", "buyer")
-            assert rotation["before"]["previous_secret_expires_at"] is None
-            assert rotation["after"]["previous_secret_expires_at"] is not None
-            assert old not in json.dumps(trail, default=str) and new not in json.dumps(trail, default=str)
+        trail = await _audit_rows(orders)
+        rotation = next(row for row in trail if row["action"] == "webhook_endpoint.secret_rotated")
+        assert (rotation["actor_subject"], rotation["actor_role"]) == ("kai-eproc", "buyer")
+        assert rotation["before"]["previous_secret_expires_at"] is None
+        assert rotation["after"]["previous_secret_expires_at"] is not None
+        assert old not in json.dumps(trail, default=str) and new not in json.dumps(trail, default=str)
 
 
 async def _audit_rows(orders):

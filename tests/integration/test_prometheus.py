@@ -165,7 +165,7 @@ def test_alerts_fire_on_trouble_made_for_real(monitored: Monitored) -> None:
     assert decided["status"] == "failed"
     answer = HTTP.put(f"{quality.url}/v1/foundries/IKM-302/quality-status/override",
                       json={"status": "suspended", "reason": "back plates separating in the field"},
-                      headers=api_headers(), auth=as_("qa_officer"))  # fmt: skip
+                      headers=api_headers(as_("qa_officer")))  # fmt: skip
     assert answer.status_code == 200, answer.text
 
     # OrderLinesAtRisk: an order no member has capacity for.

@@ -34,6 +34,7 @@ from shared.events.orders import PurchaseOrderCancelled
 from shared.events.quality import LotRegistered
 from shared.settings import Settings
 from shared.topics import ensure_platform_topics
+from tests.fixtures.tokens import SUITE_MINT
 from tests.integration.capacity_support import publish
 from tests.integration.clocked_orders import CLOCK_FILE, move_forward
 from tests.integration.prometheus_support import FAST_JOBS, HTTP, Prometheus, api_headers, post, wait_for
@@ -47,6 +48,7 @@ class Platform:
     postgres: LocalPostgres
     prometheus: Prometheus
     root: Path
+    jwks_url: str  # the suite issuer's, which every service here trusts
 
     def settings(self) -> Settings:
         """A topic prefix (and so consumer groups) no other test shares."""
@@ -58,6 +60,7 @@ class Platform:
             kafka_topic_prefix=prefix,
             kafka_partitions=3,
             outbox_poll_interval_s=0.5,
+            **SUITE_MINT.settings(self.jwks_url),
         )
 
     @contextmanager
@@ -93,12 +96,14 @@ def database_of(service: ServiceProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def platform(kafka_broker, postgres_server: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(
+    kafka_broker, postgres_server: LocalPostgres, suite_jwks_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("faults")
     prometheus = Prometheus(root, [])
     prometheus.start()
     try:
-        yield Platform(kafka_broker.bootstrap, postgres_server, prometheus, root)
+        yield Platform(kafka_broker.bootstrap, postgres_server, prometheus, root, suite_jwks_url)
     finally:
         prometheus.stop()
 
