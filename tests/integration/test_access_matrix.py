@@ -29,7 +29,7 @@ from shared.http import PROBLEM_JSON
 from tests.fixtures.tokens import ANONYMOUS, as_
 from tests.integration.capacity_support import COMPOSITE
 from tests.integration.quality_helpers import register_foundries
-from tests.support import RunningService, run_service, run_services
+from tests.support import RECEIVER_ON_LOOPBACK, RunningService, run_service, run_services
 from tests.unit.test_route_rules import routes_of
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the rules do not depend on the database
@@ -201,7 +201,7 @@ def check(answer: httpx.Response, want: str, where: str) -> str | None:
 
 
 async def test_every_route_answers_every_role_and_tenant_as_its_rule_declares(make_settings):
-    settings = make_settings()
+    settings = make_settings(**RECEIVER_ON_LOOPBACK)  # the seeded webhook points at loopback
     async with (
         run_services(settings, "capacity", "quality", "orders") as running,
         run_service(create_identity, settings) as identity,
@@ -244,7 +244,7 @@ async def test_every_route_answers_every_role_and_tenant_as_its_rule_declares(ma
 
 
 async def test_lists_hold_only_the_tenants_own_and_identities_only_for_admin_and_planner(make_settings):
-    settings = make_settings()
+    settings = make_settings(**RECEIVER_ON_LOOPBACK)  # the seeded webhook points at loopback
     async with run_services(settings, "capacity", "quality", "orders") as running:
         await seed(running)
         orders, capacity, quality = running["orders"].http, running["capacity"].http, running["quality"].http
@@ -291,7 +291,7 @@ async def test_lists_hold_only_the_tenants_own_and_identities_only_for_admin_and
 
 
 async def test_changes_to_another_tenants_resources_are_refused_and_change_nothing(make_settings):
-    settings = make_settings()
+    settings = make_settings(**RECEIVER_ON_LOOPBACK)  # the seeded webhook points at loopback
     async with run_services(settings, "capacity", "quality", "orders") as running:
         ids = await seed(running)
         orders, capacity, quality = running["orders"].http, running["capacity"].http, running["quality"].http

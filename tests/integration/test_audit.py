@@ -130,7 +130,13 @@ async def test_a_change_that_rolls_back_leaves_no_audit_row(settings):
                 raise RuntimeError("the change fails after its audit row was written")
 
         quality = svc["quality"]
+
+        async def quality_knows_the_member():  # from capacity's event: a certificate needs a member quality knows
+            return any(f["code"] == "IKM-041" for f in (await quality.http.get("/v1/foundries")).json())
+
+        await eventually(quality_knows_the_member, timeout=60)
         granted = await quality.http.post("/v1/certificates", json=_iso9001("IKM-041"))
+        assert granted.status_code == 201, granted.text
         certificate_id = granted.json()["id"]
         before["quality"] = await trail(quality, "quality")
         with pytest.raises(RuntimeError):
