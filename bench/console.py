@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,13 +35,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/console.py` puts bench/ on the path, not the repository
 
 import httpx  # noqa: E402
-from backbone import STAFF, BenchError, exit_on_sigterm, issuer_env, log, percentile, start_kafka  # noqa: E402
+from backbone import BenchError, exit_on_sigterm, log, percentile, start_kafka  # noqa: E402
 
+from ceper.access import SignedIn  # noqa: E402
 from ceper.broker import free_port  # noqa: E402
 from ceper.demo import seed_demo  # noqa: E402
 
 TARGET_P99_MS = 300.0
-SERVICES = ("orders", "capacity", "quality", "console")
+SERVICES = ("identity", "orders", "capacity", "quality", "console")
+PLANNER, PASSWORD = "bench.planner", "bench-console-sign-in"  # the person the pages are rendered for
+ADMIN = "bench.admin"  # loads the demo and reads what the pages need
 
 
 def iso_week(day: date) -> str:
@@ -59,7 +63,6 @@ def start_services(var: Path, bootstrap: str) -> tuple[dict[str, str], list[subp
         "CEPER_KAFKA_TOPIC_PREFIX": f"b{uuid.uuid4().hex[:8]}.",
         "CEPER_LOG_LEVEL": "WARNING",
         **{f"CEPER_{name.upper()}_URL": url for name, url in urls.items()},
-        **issuer_env(),
     }
     processes = [
         subprocess.Popen(
@@ -72,7 +75,7 @@ def start_services(var: Path, bootstrap: str) -> tuple[dict[str, str], list[subp
         for name, port in ports.items()
     ]
     deadline = time.monotonic() + 180
-    with httpx.Client(auth=STAFF, timeout=3) as client:
+    with httpx.Client(timeout=3) as client:
         for name, url in urls.items():
             while True:
                 try:
@@ -83,11 +86,36 @@ def start_services(var: Path, bootstrap: str) -> tuple[dict[str, str], list[subp
                 if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
                     raise BenchError(f"{name} did not become ready; see {var}/{name}.log")
                 time.sleep(0.3)
+    for username, role in ((PLANNER, "planner"), (ADMIN, "admin")):
+        person = subprocess.run(
+            [sys.executable, "-m", "ceper", "users", "add", username, "--role", role],
+            input=f"{PASSWORD}\n", cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if person.returncode != 0:
+            raise BenchError(f"the bench's {role} could not be made: {person.stderr.strip()}")
     return urls, processes
 
 
+async def sign_in(client: httpx.AsyncClient, urls: dict[str, str]) -> None:
+    """Signs the client in to the console as the bench's planner (the session cookie stays in the client), and
+    gives it the same person's token for the direct API calls, so both sides are read as one person."""
+    console = urls["console"]
+    login = await client.get(f"{console}/login")
+    csrf = re.search(r'name="csrftoken" value="([^"]+)"', login.text)
+    form = {"csrftoken": csrf.group(1) if csrf else "", "username": PLANNER, "password": PASSWORD, "next": "/"}
+    if (await client.post(f"{console}/login", data=form)).status_code != 303:
+        raise BenchError("the bench's planner could not sign in to the console")
+    answer = await client.post(f"{urls['identity']}/v1/sessions", json={"username": PLANNER, "password": PASSWORD})
+    client.headers["authorization"] = f"Bearer {answer.json()['access_token']}"
+
+
+def staff(urls: dict[str, str]) -> SignedIn:
+    """The bench's admin, signed in at identity: the services trust identity's tokens."""
+    return SignedIn(urls["identity"], ADMIN, PASSWORD)
+
+
 def wait_for_the_kai_order(urls: dict[str, str]) -> dict[str, Any]:
-    with httpx.Client(auth=STAFF, timeout=30) as client:
+    with httpx.Client(auth=staff(urls), timeout=30) as client:
         orders = client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"]
         kai = next(o for o in orders if o["buyer_code"] == "KAI")
         deadline = time.monotonic() + 300
@@ -186,11 +214,13 @@ def pages(urls: dict[str, str], kai: dict[str, Any], member: str, lot: str, ship
     }
 
 
-async def measure(console: str, page: tuple[str, Calls], requests: int, warmup: int) -> dict[str, float]:
+async def measure(urls: dict[str, str], page: tuple[str, Calls], requests: int, warmup: int) -> dict[str, float]:
     path, calls = page
+    console = urls["console"]
     page_ms: list[float] = []
     api_ms: list[float] = []
-    async with httpx.AsyncClient(auth=STAFF, timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30) as client:
+        await sign_in(client, urls)
         for n in range(warmup + requests):
             started = time.perf_counter()
             response = await client.get(f"{console}{path}")
@@ -228,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         (root / "var").mkdir()
         urls, processes = start_services(root / "var", broker.bootstrap)
         log("loading the demo cooperative (minutes)…")
-        seed_demo({k: v for k, v in urls.items() if k != "console"}, STAFF)
+        seed_demo({k: v for k, v in urls.items() if k not in ("console", "identity")}, staff(urls))
         kai = wait_for_the_kai_order(urls)
-        with httpx.Client(auth=STAFF, timeout=30) as client:
+        with httpx.Client(auth=staff(urls), timeout=30) as client:
             inka = next(
                 o for o in client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"] if o["buyer_code"] == "INKA"
             )
@@ -240,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = {}
         for name, page in pages(urls, kai, member, lot, shipment).items():
             log(f"timing {name}…")
-            figures[name] = asyncio.run(measure(urls["console"], page, args.requests, args.warmup))
+            figures[name] = asyncio.run(measure(urls, page, args.requests, args.warmup))
         print(f"{'page':<14} {'page p50':>9} {'page p99':>9} {'API p50':>9} {'API p99':>9}")
         for name, f in figures.items():
             print(f"{name:<14} {f['page_p50_ms']:>9} {f['page_p99_ms']:>9} {f['api_p50_ms']:>9} {f['api_p99_ms']:>9}")

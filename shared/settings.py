@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     identity_login_ip_limit: str = "50/15 minutes"  # failed sign-ins per client address
     identity_login_limit_storage: str = "async+memory://"  # shared by replicas: e.g. async+redis://host:6379
 
+    # Console sign-in: the key that seals session cookies and signs CSRF tokens (every replica the same one; in
+    # production it must be set, elsewhere one is made once under var_dir), and the longest a sign-in lasts.
+    console_session_secret: SecretStr | None = None
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 7)
+
     # Token verification in every service: an external identity provider takes over by these settings alone.
     auth_issuer: str | None = None  # default: the identity service's issuer
     auth_audience: str = "ceper-supply"

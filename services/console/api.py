@@ -9,21 +9,45 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from asgi_csrf import SCOPE_KEY as CSRF_SCOPE_KEY
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
 from shared import clock
+from shared.auth import public
 from shared.http import problem_responses
 from shared.service import Runtime, ServiceRuntime
 
 from . import charts, handlers
-from .domain import STAGES, ActionLedger, EventFeed, FeedItem, Person, heat_rows, overall_rate, view_of
+from .domain import CONSOLE_ROLES, STAGES, ActionLedger, EventFeed, FeedItem, Person, heat_rows, overall_rate, view_of
 from .domain import channels as channels_of
 from .i18n import LOCALES, N_, Translator, pick_locale, template_globals
-from .people import LANGUAGE_COOKIE, CurrentPerson, Language, authorization_of
+from .people import (
+    CSRF_FIELD,
+    LANGUAGE_COOKIE,
+    AnyRole,
+    CapacityReporter,
+    DashboardViewer,
+    Language,
+    MembersViewer,
+    Operator,
+    OrdersDecider,
+    OrdersViewer,
+    QualityOverrider,
+    QualityRecorder,
+    QualityViewer,
+    ShipmentsManager,
+    ShipmentsViewer,
+    SignedIn,
+    authorization_of,
+    clear_session_cookie,
+    seconds_left,
+    session_keys,
+    set_session_cookie,
+)
 from .sentences import describe, link_of, plan_reason, quality_reason
 from .store import Upstream, UpstreamProblem, metrics_text, readiness
 
@@ -63,14 +87,22 @@ NAV = (
 )
 
 
+def csrf_token(request: Request) -> str:
+    """The CSRF token forms carry back (double submit: it must match the signed cookie the middleware sets)."""
+    make = request.scope.get(CSRF_SCOPE_KEY)
+    return str(make()) if callable(make) else ""
+
+
 def render(
-    request: Request, template: str, tr: Translator, person: Person, status_code: int = 200, **context: Any
+    request: Request, template: str, tr: Translator, person: Person | None, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     page = templates.get_template(template).render(
         **template_globals(tr),
         request=request,
         person=person,
-        nav=[(href, title) for href, action, title in NAV if person.may(action)],
+        csrf_token=csrf_token(request),
+        csrf_field=CSRF_FIELD,
+        nav=[(href, title) for href, action, title in NAV if person is not None and person.may(action)],
         path=request.url.path,
         locales=LOCALES,
         new_key=lambda: uuid.uuid4().hex,
@@ -103,19 +135,86 @@ def done(request: Request, to: str) -> Response:
     return RedirectResponse(to, status_code=303)
 
 
-def require(person: Person, action: str) -> None:
-    if not person.may(action):
-        raise UpstreamProblem("console", 403, "Forbidden")
-
-
 # --- language -------------------------------------------------------------------------------------------------
 
 
-@router.post("/language", include_in_schema=False)
+@router.post("/language", include_in_schema=False, dependencies=[Depends(public())])
 async def switch_language(request: Request, locale: Annotated[str, Form()], back: Annotated[str, Form()] = "/") -> Response:
     target = back if back.startswith("/") and not back.startswith("//") else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(LANGUAGE_COOKIE, pick_locale(locale), max_age=365 * 24 * 3600, httponly=True, samesite="lax")
+    return response
+
+
+# --- signing in ------------------------------------------------------------------------------------------------
+
+
+def safe_next(target: str) -> str:
+    """Where to go after signing in: a path of this console only, never another site."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def login_form(
+    request: Request, tr: Translator, target: str, status_code: int = 200, notice: str = "", error: str = "", username: str = ""
+) -> HTMLResponse:
+    return render(
+        request,
+        "login.html",
+        tr,
+        None,
+        status_code=status_code,
+        next=safe_next(target),
+        notice=notice,
+        error=error,
+        username=username,
+    )
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False, dependencies=[Depends(public())])
+async def login_page(
+    request: Request,
+    tr: Language,
+    target: Annotated[str, Query(alias="next", max_length=2000)] = "/",
+    ended: bool = False,
+    out: bool = False,
+) -> Response:
+    notice = tr.text("Your session has ended. Sign in again.") if ended else tr.text("You have signed out.") if out else ""
+    return login_form(request, tr, target, notice=notice)
+
+
+@router.post("/login", include_in_schema=False, dependencies=[Depends(public())])
+async def login(
+    request: Request,
+    runtime: Runtime,
+    tr: Language,
+    username: Annotated[str, Form(max_length=200)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    target: Annotated[str, Form(alias="next", max_length=2000)] = "/",
+) -> Response:
+    username = username.strip()
+    if not username or not password:
+        return login_form(request, tr, target, 422, error=tr.text("Enter your name and password."), username=username)
+    address = request.client.host if request.client else "unknown"
+    try:
+        answer = await handlers.sign_in(runtime.state["http"], runtime.settings, username, password, address)
+    except UpstreamProblem as problem:
+        status, error = handlers.sign_in_refusal(problem, tr)
+        form = login_form(request, tr, target, status, error=error, username=username)
+        if problem.status == 429 and problem.retry_after:
+            form.headers["Retry-After"] = str(problem.retry_after)
+        return form
+    if not CONSOLE_ROLES & set(answer.get("roles") or []):
+        return login_form(request, tr, target, 403, error=tr.text("This account cannot use the console."), username=username)
+    response = RedirectResponse(safe_next(target), status_code=303)
+    session = SignedIn(answer["access_token"], str(answer.get("username") or username), clock.now().timestamp())
+    set_session_cookie(response, session_keys(request), session, runtime.settings)
+    return response
+
+
+@router.post("/logout", include_in_schema=False, dependencies=[Depends(public())])
+async def logout(runtime: Runtime) -> Response:
+    response = RedirectResponse("/login?out=1", status_code=303)
+    clear_session_cookie(response, runtime.settings)
     return response
 
 
@@ -141,10 +240,11 @@ async def _dashboard_context(
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard_page(
-    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, family: str = handlers.DEFAULT_FAMILY
+    request: Request, runtime: Runtime, person: AnyRole, tr: Language, family: str = handlers.DEFAULT_FAMILY
 ) -> Response:
     if not person.may("dashboard.view"):
-        return RedirectResponse("/orders" if person.may("orders.view") else "/members", status_code=303)
+        home = next(href for href, action, _ in NAV if person.may(action))  # a foundry's members page, a lab's quality
+        return RedirectResponse(home, status_code=303)
     try:
         context = await _dashboard_context(request, runtime, person, tr, family)
     except UpstreamProblem as problem:
@@ -154,7 +254,7 @@ async def dashboard_page(
 
 @router.get("/dashboard/figures", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard_figures(
-    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, family: str = handlers.DEFAULT_FAMILY
+    request: Request, runtime: Runtime, person: DashboardViewer, tr: Language, family: str = handlers.DEFAULT_FAMILY
 ) -> Response:
     try:
         context = await _dashboard_context(request, runtime, person, tr, family)
@@ -170,7 +270,7 @@ async def dashboard_figures(
 async def orders_page(
     request: Request,
     runtime: Runtime,
-    person: CurrentPerson,
+    person: OrdersViewer,
     tr: Language,
     buyer: str = "",
     status: str = "",
@@ -190,7 +290,7 @@ async def orders_page(
 
 
 @router.get("/orders/{order_id}", response_class=HTMLResponse, include_in_schema=False)
-async def order_page(request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def order_page(request: Request, order_id: str, runtime: Runtime, person: OrdersViewer, tr: Language) -> Response:
     try:
         detail = await handlers.order_detail(upstream(request, runtime), person, order_id, tr)
     except UpstreamProblem as problem:
@@ -201,7 +301,7 @@ async def order_page(request: Request, order_id: str, runtime: Runtime, person: 
 
 
 @router.get("/orders/{order_id}/live", response_class=HTMLResponse, include_in_schema=False)
-async def order_live(request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def order_live(request: Request, order_id: str, runtime: Runtime, person: OrdersViewer, tr: Language) -> Response:
     try:
         detail = await handlers.order_detail(upstream(request, runtime), person, order_id, tr)
     except UpstreamProblem as problem:
@@ -237,10 +337,9 @@ async def _order_action(
 
 @router.post("/orders/{order_id}/replan", include_in_schema=False)
 async def order_replan(
-    request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language,
+    request: Request, order_id: str, runtime: Runtime, person: OrdersDecider, tr: Language,
     reason: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
-    require(person, "orders.decide")
     up = upstream(request, runtime)
     return await _order_action(
         request, runtime, person, tr, order_id, "replan", lambda: handlers.replan(up, order_id, reason.strip(), key or None),
@@ -250,10 +349,9 @@ async def order_replan(
 
 @router.post("/orders/{order_id}/reject", include_in_schema=False)
 async def order_reject(
-    request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language,
+    request: Request, order_id: str, runtime: Runtime, person: OrdersDecider, tr: Language,
     reason: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
-    require(person, "orders.decide")
     up = upstream(request, runtime)
     return await _order_action(
         request, runtime, person, tr, order_id, "reject", lambda: handlers.reject(up, order_id, reason.strip(), key or None),
@@ -262,8 +360,7 @@ async def order_reject(
 
 
 @router.post("/orders/{order_id}/shipments", include_in_schema=False)
-async def order_ship(request: Request, order_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
-    require(person, "shipments.manage")
+async def order_ship(request: Request, order_id: str, runtime: Runtime, person: ShipmentsManager, tr: Language) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     items = []
     for name, value in form.items():
@@ -294,9 +391,8 @@ async def order_ship(request: Request, order_id: str, runtime: Runtime, person: 
 
 @router.post("/shipments/{shipment_id}/dispatch", include_in_schema=False)
 async def shipment_dispatch(
-    request: Request, shipment_id: str, runtime: Runtime, person: CurrentPerson, tr: Language, key: Annotated[str, Form()] = ""
+    request: Request, shipment_id: str, runtime: Runtime, person: ShipmentsManager, tr: Language, key: Annotated[str, Form()] = ""
 ) -> Response:
-    require(person, "shipments.manage")
     up = upstream(request, runtime)
     try:
         await handlers.perform(_ledger(runtime), key or None, lambda: handlers.dispatch(up, shipment_id, key or None))
@@ -307,9 +403,8 @@ async def shipment_dispatch(
 
 @router.post("/shipments/{shipment_id}/handover", include_in_schema=False)
 async def shipment_handover(
-    request: Request, shipment_id: str, runtime: Runtime, person: CurrentPerson, tr: Language
+    request: Request, shipment_id: str, runtime: Runtime, person: ShipmentsManager, tr: Language
 ) -> Response:
-    require(person, "shipments.manage")
     form = {k: str(v) for k, v in (await request.form()).items()}
     items: dict[str, dict[str, Any]] = {}
     for name, value in form.items():
@@ -355,7 +450,7 @@ async def _shipment_with_errors(
 
 @router.get("/members", response_class=HTMLResponse, include_in_schema=False)
 async def members_page(
-    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language,
+    request: Request, runtime: Runtime, person: MembersViewer, tr: Language,
     village: str = "", family: str = "", membership: str = "", quality: str = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:  # fmt: skip
@@ -397,7 +492,7 @@ async def _member_context(
 
 
 @router.get("/members/{code}", response_class=HTMLResponse, include_in_schema=False)
-async def member_page(request: Request, code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def member_page(request: Request, code: str, runtime: Runtime, person: MembersViewer, tr: Language) -> Response:
     try:
         detail = await _member_context(request, runtime, person, tr, code)
     except UpstreamProblem as problem:
@@ -408,7 +503,7 @@ async def member_page(request: Request, code: str, runtime: Runtime, person: Cur
 
 
 @router.get("/members/{code}/live", response_class=HTMLResponse, include_in_schema=False)
-async def member_live(request: Request, code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def member_live(request: Request, code: str, runtime: Runtime, person: MembersViewer, tr: Language) -> Response:
     try:
         detail = await _member_context(request, runtime, person, tr, code)
     except UpstreamProblem as problem:
@@ -419,8 +514,9 @@ async def member_live(request: Request, code: str, runtime: Runtime, person: Cur
 
 
 @router.post("/members/{code}/capacity-changes", include_in_schema=False)
-async def member_report_capacity(request: Request, code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
-    require(person, "capacity.report")
+async def member_report_capacity(
+    request: Request, code: str, runtime: Runtime, person: CapacityReporter, tr: Language
+) -> Response:
     if not person.owns_foundry(code):
         return not_found(request, tr, person)
     form = {k: str(v) for k, v in (await request.form()).items()}
@@ -465,7 +561,7 @@ async def member_report_capacity(request: Request, code: str, runtime: Runtime, 
 
 @router.get("/quality", response_class=HTMLResponse, include_in_schema=False)
 async def quality_page(
-    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, certificates: str = "expiring"
+    request: Request, runtime: Runtime, person: QualityViewer, tr: Language, certificates: str = "expiring"
 ) -> Response:
     try:
         overview = await handlers.quality_overview(upstream(request, runtime), person, certificates)
@@ -475,7 +571,7 @@ async def quality_page(
 
 
 @router.get("/quality/lots/{lot_code}", response_class=HTMLResponse, include_in_schema=False)
-async def lot_page(request: Request, lot_code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def lot_page(request: Request, lot_code: str, runtime: Runtime, person: QualityViewer, tr: Language) -> Response:
     try:
         detail = await handlers.lot_detail(upstream(request, runtime), person, lot_code)
     except UpstreamProblem as problem:
@@ -486,8 +582,7 @@ async def lot_page(request: Request, lot_code: str, runtime: Runtime, person: Cu
 
 
 @router.post("/quality/lots/{lot_code}/results", include_in_schema=False)
-async def lot_results(request: Request, lot_code: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
-    require(person, "quality.record")
+async def lot_results(request: Request, lot_code: str, runtime: Runtime, person: QualityRecorder, tr: Language) -> Response:
     up = upstream(request, runtime)
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
@@ -515,11 +610,10 @@ async def lot_results(request: Request, lot_code: str, runtime: Runtime, person:
 
 @router.post("/quality/override", include_in_schema=False)
 async def quality_override(
-    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language, foundry_code: Annotated[str, Form()],
+    request: Request, runtime: Runtime, person: QualityOverrider, tr: Language, foundry_code: Annotated[str, Form()],
     status: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
     code = foundry_code
-    require(person, "quality.override")
     up = upstream(request, runtime)
     try:
         await handlers.perform(
@@ -547,7 +641,7 @@ async def quality_override(
 
 
 @router.get("/shipments", response_class=HTMLResponse, include_in_schema=False)
-async def shipments_page(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def shipments_page(request: Request, runtime: Runtime, person: ShipmentsViewer, tr: Language) -> Response:
     try:
         shipments = await handlers.shipments_of(upstream(request, runtime), person)
     except UpstreamProblem as problem:
@@ -556,7 +650,7 @@ async def shipments_page(request: Request, runtime: Runtime, person: CurrentPers
 
 
 @router.get("/shipments/{shipment_id}", response_class=HTMLResponse, include_in_schema=False)
-async def shipment_page(request: Request, shipment_id: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def shipment_page(request: Request, shipment_id: str, runtime: Runtime, person: ShipmentsViewer, tr: Language) -> Response:
     try:
         detail = await handlers.shipment_detail(upstream(request, runtime), person, shipment_id)
     except UpstreamProblem as problem:
@@ -568,7 +662,7 @@ async def shipment_page(request: Request, shipment_id: str, runtime: Runtime, pe
 
 @router.get("/shipments/{shipment_id}/{document}", response_class=HTMLResponse, include_in_schema=False)
 async def shipment_document(
-    request: Request, shipment_id: str, document: str, runtime: Runtime, person: CurrentPerson, tr: Language
+    request: Request, shipment_id: str, document: str, runtime: Runtime, person: ShipmentsViewer, tr: Language
 ) -> Response:
     if document not in ("surat-jalan", "bast"):
         return not_found(request, tr, person)
@@ -582,7 +676,7 @@ async def shipment_document(
 
 
 @router.get("/exports/{what}.csv", include_in_schema=False)
-async def export_csv(request: Request, what: str, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def export_csv(request: Request, what: str, runtime: Runtime, person: OrdersViewer, tr: Language) -> Response:
     if what not in ("orders", "plans", "shipments"):
         return not_found(request, tr, person)
     try:
@@ -617,20 +711,20 @@ async def _operations_context(runtime: ServiceRuntime) -> dict[str, Any]:
 
 
 @router.get("/operations", response_class=HTMLResponse, include_in_schema=False)
-async def operations_page(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
-    if not person.may("operations.view"):
-        return not_found(request, tr, person)
+async def operations_page(request: Request, runtime: Runtime, person: Operator, tr: Language) -> Response:
     return render(request, "operations.html", tr, person, **await _operations_context(runtime))
 
 
 @router.post("/operations/dead-letters/redrive", include_in_schema=False)
 async def operations_redrive(
-    request: Request, runtime: Runtime, person: CurrentPerson, tr: Language,
+    request: Request, runtime: Runtime, person: Operator, tr: Language,
     service: Annotated[str, Form()], partition: Annotated[int, Form()], offset: Annotated[int, Form()],
+    key: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
-    if not person.may("operations.view") or service not in ("orders", "capacity", "quality"):
+    if service not in ("orders", "capacity", "quality"):
         return not_found(request, tr, person)
-    await handlers.redrive(runtime.settings, service, partition, offset)
+    # The message is republished once per form, however often it is sent (its consumers skip repeats anyway).
+    await handlers.perform(_ledger(runtime), key or None, lambda: handlers.redrive(runtime.settings, service, partition, offset))
     return done(request, "/operations")
 
 
@@ -647,7 +741,7 @@ def feed_entries(items: list[Any], person: Person, tr: Translator) -> list[dict[
 
 
 @router.get("/feed", response_class=HTMLResponse, include_in_schema=False)
-async def feed_fragment(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> Response:
+async def feed_fragment(request: Request, runtime: Runtime, person: AnyRole, tr: Language) -> Response:
     return render(request, "_feed.html", tr, person, entries=feed_entries(_feed(runtime).recent(30), person, tr))
 
 
@@ -664,9 +758,10 @@ def live_messages(item: FeedItem, person: Person, tr: Translator) -> list[dict[s
 
 
 @router.get("/live", include_in_schema=False)
-async def live(request: Request, runtime: Runtime, person: CurrentPerson, tr: Language) -> EventSourceResponse:
+async def live(request: Request, runtime: Runtime, person: AnyRole, tr: Language) -> EventSourceResponse:
     """Server-sent events for one person: for each event they may see, the channels it moves (pages refetch
-    what changed, with the person's own token) and its sentence for the feed. Never the event's data."""
+    what changed, with the person's own token) and its sentence for the feed. Never the event's data. The stream
+    ends when the person's sign-in does; the browser's reconnection then needs a new one."""
     feed = _feed(runtime)
     queue = feed.listen()
 
@@ -674,7 +769,14 @@ async def live(request: Request, runtime: Runtime, person: CurrentPerson, tr: La
         try:
             yield {"event": "hello", "data": ""}
             while True:
-                for message in live_messages(await queue.get(), person, tr):
+                left = seconds_left(person)
+                if left is not None and left <= 0:
+                    return
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=left)
+                except TimeoutError:
+                    return
+                for message in live_messages(item, person, tr):
                     yield message
         finally:
             feed.forget(queue)
@@ -697,10 +799,10 @@ class FeedItemOut(BaseModel):
     response_model=list[FeedItemOut],
     tags=["live"],
     summary="The most recent platform events the caller may see, newest first, as sentences (never the event data)",
-    responses=problem_responses(422),
+    responses=problem_responses(401, 403, 422),
 )
 async def recent_events(
-    runtime: Runtime, person: CurrentPerson, tr: Language, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    runtime: Runtime, person: AnyRole, tr: Language, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[dict[str, Any]]:
     out = []
     for item in _feed(runtime).recent(200):
@@ -715,10 +817,10 @@ async def recent_events(
 @router.get(
     "/v1/services",
     tags=["operations"],
-    summary="Readiness of the orders, capacity and quality services",
-    responses=problem_responses(),
+    summary="Readiness of the orders, capacity and quality services (admins)",
+    responses=problem_responses(401, 403),
 )
-async def services(runtime: Runtime) -> dict[str, dict[str, object]]:
+async def services(runtime: Runtime, _person: Operator) -> dict[str, dict[str, object]]:
     client = runtime.state["http"]
     bases = {
         "orders": runtime.settings.orders_url,

@@ -22,11 +22,12 @@ STAFF = frozenset({ADMIN, PLANNER, QA_OFFICER})
 SEES_IDENTITIES = frozenset({ADMIN, PLANNER})
 IDENTITY_FIELDS = ("owner", "npwp")
 
-# What each role may do in the console; the services check again with the person's token.
+# What each role may do in the console; the services check again with the person's token. Buyers use the
+# API from their own systems, not the console: no page is theirs.
 ACTIONS: dict[str, frozenset[str]] = {
-    "orders.view": frozenset({ADMIN, PLANNER, QA_OFFICER, BUYER}),
+    "orders.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
     "orders.decide": frozenset({ADMIN, PLANNER}),  # replan, reject
-    "shipments.view": frozenset({ADMIN, PLANNER, QA_OFFICER, BUYER}),
+    "shipments.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
     "shipments.manage": frozenset({ADMIN, PLANNER}),  # surat jalan, dispatch, BAST
     "members.view": frozenset({ADMIN, PLANNER, QA_OFFICER, FOUNDRY}),
     "capacity.report": frozenset({ADMIN, PLANNER, FOUNDRY}),
@@ -36,6 +37,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "operations.view": frozenset({ADMIN}),
     "dashboard.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
 }
+CONSOLE_ROLES: frozenset[str] = frozenset().union(*ACTIONS.values())
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Person:
     name: str
     role: str
     tenant: str | None = None
+    until: float | None = None  # when the sign-in's token expires (epoch seconds)
 
     def may(self, action: str) -> bool:
         return self.role in ACTIONS.get(action, frozenset())
@@ -110,7 +113,8 @@ def view_of(item: FeedItem, person: Person) -> FeedItem | None:
     """The event as the person may see it, or None when it is none of their business.
 
     Staff see every event; a foundry sees its own capacity, lots, certificates and the allocations made to it;
-    a buyer its own orders; a laboratory the lots it tests. NPWP and owners' names go only to admin and planner.
+    a laboratory the lots it tests; buyers, who do not use the console, nothing. NPWP and owners' names go only
+    to admin and planner.
     """
     data = item.data
     if person.role in STAFF:
@@ -126,9 +130,6 @@ def view_of(item: FeedItem, person: Person) -> FeedItem | None:
             key = "allocations" if "allocations" in data else "items"
             data = {k: v for k, v in data.items() if k not in ("allocations", "items")} | {key: own}
         else:
-            return None
-    elif person.role == BUYER:
-        if item.service != "orders" or data.get("buyer_code") != person.tenant:
             return None
     elif person.role == LAB:
         if not item.type.startswith("ceper.quality.lot_"):

@@ -34,9 +34,34 @@ from .domain import (
 from .i18n import Translator
 from .sentences import plan_reason
 from .store import SERVICES, Upstream, UpstreamProblem
+from .store import sign_in as identity_sign_in
 
 PAGE_SIZE = 25
 DEFAULT_FAMILY = "BRAKE_BLOCK_COMPOSITE"
+
+
+# --- signing in ------------------------------------------------------------------------------------------------
+
+
+async def sign_in(client: Any, settings: Settings, username: str, password: str, address: str) -> dict[str, Any]:
+    return await identity_sign_in(client, settings, username, password, address)
+
+
+def sign_in_refusal(problem: UpstreamProblem, tr: Translator) -> tuple[int, str]:
+    """The login page's answer to a refused sign-in. A wrong name, a wrong password and a disabled account read
+    the same, and so does the lock-out whether the account exists or not: the page tells nothing about accounts."""
+    if problem.status == 401:
+        return 401, tr.text("The name or the password is not right, or the account is disabled.")
+    if problem.status == 429:
+        minutes = max(1, round((problem.retry_after or 60) / 60))
+        return 429, tr.text(
+            "Too many failed sign-ins for this name or from this address. Wait %(minutes)s minutes and try again, "
+            "or ask an administrator.",
+            minutes=tr.number(minutes),
+        )
+    if problem.status == 422:
+        return 422, tr.text("Enter your name and password.")
+    return 503, tr.text("Signing in is not possible right now; try again shortly.")
 
 
 # --- shared pieces --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class UpstreamProblem(Exception):
     title: str
     detail: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    retry_after: int | None = None  # seconds, when the service said when to try again
 
     def __str__(self) -> str:
         return f"{self.service} {self.status}: {self.detail or self.title}"
@@ -130,13 +131,37 @@ def _problem(service: str, response: httpx.Response) -> UpstreamProblem:
         body = {}
     if not isinstance(body, dict):
         body = {}
+    retry_after = response.headers.get("retry-after", "")
     return UpstreamProblem(
         service=service,
         status=response.status_code,
         title=str(body.get("title") or response.reason_phrase),
         detail=body.get("detail"),
         errors=[e for e in body.get("errors") or [] if isinstance(e, dict)],
+        retry_after=int(retry_after) if retry_after.isdigit() else None,
     )
+
+
+async def sign_in(client: httpx.AsyncClient, settings: Settings, username: str, password: str, address: str) -> dict[str, Any]:
+    """The identity service's answer to a person's sign-in: their access token, roles and tenant.
+
+    The person's own address is forwarded, so identity's per-address limit counts each person, not the console."""
+    try:
+        response = await client.post(
+            f"{settings.identity_url.rstrip('/')}/v1/sessions",
+            json={"username": username, "password": password},
+            headers={"x-forwarded-for": address},
+        )
+    except httpx.TimeoutException as exc:
+        raise UpstreamProblem("identity", 504, "Timeout", f"identity did not answer in time ({exc.__class__.__name__})") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamProblem("identity", 503, "Unavailable", f"identity cannot be reached ({exc.__class__.__name__})") from exc
+    if response.status_code >= 400:
+        raise _problem("identity", response)
+    answer = response.json()
+    if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
+        raise UpstreamProblem("identity", 502, "Bad gateway", "identity answered without a token")
+    return answer
 
 
 async def metrics_text(client: httpx.AsyncClient, base: str) -> str | None:

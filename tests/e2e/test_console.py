@@ -1,5 +1,6 @@
 """The console in a real browser (Debian's headless Chromium driven by Playwright) against the real services,
-Kafka and database, loaded with the demo cooperative: what a planner at Koperasi Batur Jaya sees and does.
+Kafka and database, loaded with the demo cooperative: what the people of Koperasi Batur Jaya see and do, each
+signed in with their own account (made with `ceper users add`, as an administrator would).
 
 Every page is opened on a desktop and a phone, screenshotted under `var/screenshots/`, checked with axe-core
 and for strings of the other language; live updates are checked on pages that stay open while something
@@ -16,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,13 @@ import httpx
 import pytest
 from babel.messages.pofile import read_po
 
+from ceper.access import SignedIn
 from ceper.broker import LocalKafka, free_port
-from tests.fixtures.tokens import SUITE_MINT
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 LOCALE = ROOT / "services" / "console" / "locale"
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium-headless-shell")
-# The person at the console until sign-in lands: an admin's token the console passes on to the services.
-STAFF = SUITE_MINT.auth(roles=["admin"], subject="e2e-admin", ttl_s=3 * 3600)
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 LIVE_TIMEOUT_MS = 240_000  # a capacity drop goes capacity → orders (replan) → capacity → console, on a shared machine
 
@@ -51,15 +50,39 @@ def chromium() -> str:
     pytest.fail("Debian's chromium-headless-shell is missing: run `bash deploy/install-system-deps.sh` as root", pytrace=False)
 
 
+PASSWORD = "e2e-console-sign-in"  # people made for these tests only
+STAFF = {"admin": "admin", "planner": "planner", "qa.officer": "qa_officer", "b4t.lab": "lab"}
+
+
 @dataclass
 class Platform:
     urls: dict[str, str]
     kai: dict[str, Any]
     inka: dict[str, Any]
+    env: dict[str, str]
+    member: str  # a member holding part of the KAI plan, with its own account `member.user`
 
     @property
     def console(self) -> str:
         return self.urls["console"]
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, username: str = "admin") -> str:
+        """A person's access token, for reading and arranging what the browser then checks."""
+        if username not in self.tokens:
+            url = f"{self.urls['identity']}/v1/sessions"
+            answer = httpx.post(url, json={"username": username, "password": PASSWORD}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            self.tokens[username] = str(answer.json()["access_token"])  # valid for the hour the tests are given
+        return self.tokens[username]
+
+
+def add_person(env: dict[str, str], username: str, role: str, tenant: str | None = None) -> None:
+    """An account made as an administrator makes one: `ceper users add`, the password on standard input."""
+    command = [sys.executable, "-m", "ceper", "users", "add", username, "--role", role, *(["--tenant", tenant] if tenant else [])]
+    done = subprocess.run(command, input=f"{PASSWORD}\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _wait_ready(urls: dict[str, str], processes: list[subprocess.Popen[bytes]], timeout: float = 180) -> None:
@@ -79,12 +102,12 @@ def _wait_ready(urls: dict[str, str], processes: list[subprocess.Popen[bytes]], 
 
 
 @pytest.fixture(scope="module")
-def platform(kafka_broker: LocalKafka, suite_jwks_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(kafka_broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """The four services as real processes on SQLite and the shared test broker, with the demo loaded."""
     from ceper.demo import seed_demo
 
     var = tmp_path_factory.mktemp("console-e2e")
-    ports = {name: free_port() for name in ("orders", "capacity", "quality", "console")}
+    ports = {name: free_port() for name in ("identity", "orders", "capacity", "quality", "console")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {
         **os.environ,
@@ -95,10 +118,8 @@ def platform(kafka_broker: LocalKafka, suite_jwks_url: str, tmp_path_factory: py
         "CEPER_KAFKA_PARTITIONS": "3",
         "CEPER_LOG_JSON": "false",
         "CEPER_LOG_LEVEL": "WARNING",
+        "CEPER_IDENTITY_TOKEN_TTL_S": "3600",  # one sign-in per browser context lasts the longest test
         **{f"CEPER_{name.upper()}_URL": url for name, url in urls.items()},
-        "CEPER_AUTH_ISSUER": SUITE_MINT.issuer,
-        "CEPER_AUTH_AUDIENCE": SUITE_MINT.audience,
-        "CEPER_AUTH_JWKS_URL": suite_jwks_url,
     }
     processes = [
         subprocess.Popen(
@@ -112,8 +133,11 @@ def platform(kafka_broker: LocalKafka, suite_jwks_url: str, tmp_path_factory: py
     ]
     try:
         _wait_ready(urls, processes)
-        seed_demo({k: v for k, v in urls.items() if k != "console"}, STAFF)
-        with httpx.Client(timeout=10, auth=STAFF) as client:
+        for username, role in STAFF.items():
+            add_person(env, username, role)
+        admin = SignedIn(urls["identity"], "admin", PASSWORD)  # the services trust this identity service's tokens
+        seed_demo({k: v for k, v in urls.items() if k not in ("console", "identity")}, admin)
+        with httpx.Client(timeout=10, auth=admin) as client:
             orders = client.get(f"{urls['orders']}/v1/purchase-orders").json()["items"]
             kai_id = next(o["id"] for o in orders if o["buyer_code"] == "KAI")
             inka_id = next(o["id"] for o in orders if o["buyer_code"] == "INKA")
@@ -122,7 +146,9 @@ def platform(kafka_broker: LocalKafka, suite_jwks_url: str, tmp_path_factory: py
                 assert time.monotonic() < deadline, f"the KAI order was not accepted: {kai['status']}"
                 time.sleep(1)
             inka = client.get(f"{urls['orders']}/v1/purchase-orders/{inka_id}").json()
-        yield Platform(urls, kai, inka)
+        member = kai["plan"]["allocations"][0]["foundry_code"]
+        add_person(env, member.lower(), "foundry", member)
+        yield Platform(urls, kai, inka, env, member)
     finally:
         for process in processes:
             process.terminate()
@@ -150,12 +176,21 @@ def outside() -> list[str]:
     return []
 
 
+def sign_in(page: Any, console: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{console}/login")
+    page.fill("#login-name", username)
+    page.fill("#login-password", password)
+    with page.expect_navigation():
+        page.locator("#login-form button[type=submit]").click()
+
+
 @pytest.fixture
-def context(browser: Any, outside: list[str]) -> Iterator[Any]:
+def context(browser: Any, outside: list[str], platform: Platform) -> Iterator[Any]:
+    """A browser context (its own cookies) signed in as `who`, or nobody when `who` is None."""
     made = []
 
-    def new(size: str = "desktop", locale: str | None = None) -> Any:
-        ctx = browser.new_context(viewport=SIZES[size], extra_http_headers=STAFF.headers())
+    def new(size: str = "desktop", locale: str | None = None, who: str | None = "planner") -> Any:
+        ctx = browser.new_context(viewport=SIZES[size])
         if locale:
             ctx.add_cookies([{"name": "ceper_lang", "value": locale, "url": "http://127.0.0.1"}])
 
@@ -170,6 +205,11 @@ def context(browser: Any, outside: list[str]) -> Iterator[Any]:
         ctx.route("**/*", guard)
         ctx.set_default_timeout(60_000)
         made.append(ctx)
+        if who is not None:
+            page = ctx.new_page()
+            sign_in(page, platform.console, who)
+            assert "/login" not in page.url, f"{who} could not sign in: {page.url}"
+            page.close()
         return ctx
 
     yield new
@@ -184,9 +224,11 @@ def shoot(page: Any, name: str, size: str) -> Path:
     return path
 
 
-def api(platform: Platform, service: str, method: str, path: str, **kwargs: Any) -> Any:
-    with httpx.Client(timeout=30, auth=STAFF) as client:
-        response = client.request(method, f"{platform.urls[service]}{path}", **kwargs)
+def api(platform: Platform, service: str, method: str, path: str, *, who: str = "admin", **kwargs: Any) -> Any:
+    """A service's API, called as the person `who` (the services apply their own rules to that token)."""
+    headers = {"authorization": f"Bearer {platform.token(who)}", **kwargs.pop("headers", {})}
+    with httpx.Client(timeout=30) as client:
+        response = client.request(method, f"{platform.urls[service]}{path}", headers=headers, **kwargs)
     assert response.status_code < 400, response.text
     return response.json() if response.content else None
 
@@ -311,7 +353,7 @@ def test_a_failing_lot_result_brings_replacement_production_onto_the_open_order(
     lot = _register_lot(platform, order, 40, "KF")
     spec = api(platform, "quality", "GET", f"/v1/specifications/{lot['item_code']}", params={"version": lot["spec_version"]})
 
-    lot_page = ctx.new_page()
+    lot_page = context(who="b4t.lab").new_page()  # the laboratory records results; planners may not
     lot_page.goto(f"{platform.console}/quality/lots/{lot['lot_code']}")
     _fill_results(lot_page, lot, spec, failing=True)
     shoot(lot_page, "lot-results-form", "desktop")
@@ -332,11 +374,12 @@ def test_a_surat_jalan_is_made_from_passed_lots_and_printed(platform: Platform, 
     order = order_now(platform, platform.kai["id"])
     lot = _register_lot(platform, order, 30, "KP")
     spec = api(platform, "quality", "GET", f"/v1/specifications/{lot['item_code']}", params={"version": lot["spec_version"]})
+    lab = context(who="b4t.lab").new_page()
+    lab.goto(f"{platform.console}/quality/lots/{lot['lot_code']}")
+    _fill_results(lab, lot, spec, failing=False)
+    lab.locator("#results-form button[type=submit]").click()
+    lab.wait_for_selector(".badge.lot_status-passed")
     page = ctx.new_page()
-    page.goto(f"{platform.console}/quality/lots/{lot['lot_code']}")
-    _fill_results(page, lot, spec, failing=False)
-    page.locator("#results-form button[type=submit]").click()
-    page.wait_for_selector(".badge.lot_status-passed")
     deadline = time.monotonic() + 90
     while order_now(platform, order["id"])["lines"][0]["quantities"]["shippable"] < 30:
         assert time.monotonic() < deadline, "orders never learnt the lot passed"
@@ -395,6 +438,54 @@ def test_a_surat_jalan_is_made_from_passed_lots_and_printed(platform: Platform, 
     shoot(page, "bast", "desktop")
     delivered = api(platform, "orders", "GET", f"/v1/shipments/{shipments[0]['id']}")
     assert delivered["status"] == "delivered" and delivered["items"][0]["received"] == 30
+
+
+# --- signing in ------------------------------------------------------------------------------------------------------
+
+
+def test_people_sign_in_in_indonesian_or_english_and_a_refusal_names_no_account(platform: Platform, context: Any) -> None:
+    for size in SIZES:
+        page = context(size, who=None).new_page()
+        page.goto(f"{platform.console}/orders")
+        page.wait_for_url("**/login?next=/orders")
+        assert page.locator("html").get_attribute("lang") == "id" and page.locator("h1").inner_text() == "Masuk"
+        shoot(page, "login-id", size)
+        for username in ("planner", "nobody.here"):  # a wrong password and an unknown name read the same
+            page.fill("#login-name", username)
+            page.fill("#login-password", "not-the-password")
+            with page.expect_navigation():
+                page.locator("#login-form button[type=submit]").click()
+            assert page.locator("#login-error").inner_text() == "Nama pengguna atau kata sandi salah, atau akun dinonaktifkan."
+        shoot(page, "login-refused-id", size)
+        page.get_by_role("button", name="English").click()
+        page.wait_for_selector("html[lang=en]")
+        assert page.locator("h1").inner_text() == "Sign in" and page.get_by_label("Password").is_visible()
+        shoot(page, "login-en", size)
+        page.fill("#login-name", "planner")
+        page.fill("#login-password", PASSWORD)
+        with page.expect_navigation(url="**/orders"):
+            page.locator("#login-form button[type=submit]").click()
+        assert "planner" in page.locator(".person").inner_text()
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url("**/login?out=1")
+        assert "You have signed out." in page.inner_text("body")
+        page.goto(f"{platform.console}/orders")
+        page.wait_for_url("**/login?next=/orders")
+
+
+def test_a_member_foundry_sees_only_its_own_member_page_and_quality(platform: Platform, context: Any) -> None:
+    page = context(who=platform.member.lower()).new_page()
+    page.goto(f"{platform.console}/")
+    page.wait_for_url(f"**/members/{platform.member}")
+    assert page.locator("header nav").inner_text().split() == ["Anggota", "Mutu"]
+    record = api(platform, "capacity", "GET", f"/v1/foundries/{platform.member}")
+    text = page.inner_text("body")
+    assert not [v for v in (record.get("owner"), record.get("npwp")) if v and v in text]  # personal data: admin and planner only
+    other = next(a["foundry_code"] for a in platform.kai["plan"]["allocations"] if a["foundry_code"] != platform.member)
+    assert page.goto(f"{platform.console}/members/{other}").status == 404
+    assert page.goto(f"{platform.console}/orders").status == 403
+    assert page.goto(f"{platform.console}/operations").status == 403
+    shoot(page, "member-as-foundry-id", "phone")
 
 
 # --- every page: both languages, both sizes, accessibility ------------------------------------------------------------
@@ -473,7 +564,7 @@ def test_every_page_in_both_languages_on_desktop_and_phone_with_no_serious_acces
     found: dict[str, list[str]] = {}
     violations: dict[str, list[str]] = {}
     for size in SIZES:
-        page = context(size).new_page()
+        page = context(size, who="admin").new_page()  # the administrator's view: every page, operations included
         for name, path in pages(platform).items():
             page.goto(platform.console + path)
             settle(page)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,9 +106,19 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
         words = " ".join(banner.split())  # the console wraps long lines
         assert "(1 failed, made again)" in words and "units dispatched to INKA Madiun" in words
         password = next(line for line in lines if "Demo people" in line).split("password ")[1].split(":")[0]
-        # The services answer people who sign in: here the demo admin, whose token the console passes on.
+        # The services answer people who sign in; the console passes on the token of the person signed in to it.
+        assert httpx.get(f"http://127.0.0.1:{orders}/v1/purchase-orders").status_code == 401
+        # The printed demo admin signs in to the console (its login form, CSRF token and all) and, for the
+        # services' own APIs, at identity.
         with httpx.Client(timeout=5, auth=SignedIn(f"http://127.0.0.1:{identity}", "admin", password)) as client:
-            assert httpx.get(f"http://127.0.0.1:{orders}/v1/purchase-orders").status_code == 401
+            login = client.get(f"http://127.0.0.1:{console}/login")
+            csrf = re.search(r'name="csrftoken" value="([^"]+)"', login.text)
+            assert csrf is not None
+            signed = client.post(
+                f"http://127.0.0.1:{console}/login",
+                data={"csrftoken": csrf.group(1), "username": "admin", "password": password, "next": "/"},
+            )
+            assert signed.status_code == 303, signed.text
             services = client.get(f"http://127.0.0.1:{console}/v1/services").json()
             assert {name: s["status"] for name, s in services.items()} == {"orders": "ok", "capacity": "ok", "quality": "ok"}
             page = client.get(f"http://127.0.0.1:{console}/")

@@ -67,18 +67,21 @@ def test_the_stream_never_carries_personal_data_to_roles_that_may_not_see_it():
     assert sent(REGISTERED, person(BUYER, "KAI")) == "" and sent(LOT_FAILED, person(BUYER, "KAI")) == ""
 
 
-async def test_recent_events_are_filtered_by_the_person_and_carry_no_data():
-    app = create_app(Settings(env="test"))
+async def test_recent_events_are_filtered_by_the_person_and_carry_no_data(tmp_path):
+    app = create_app(Settings(env="test", var_dir=tmp_path))
     feed = app.state.runtime.state.setdefault("feed", EventFeed())
     feed.add(REGISTERED)
     feed.add(LOT_FAILED)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as client:
+        anonymous = await client.get("/v1/events/recent")
+        app.dependency_overrides[current_person] = lambda: person(ADMIN)
         as_admin = (await client.get("/v1/events/recent")).json()
         app.dependency_overrides[current_person] = lambda: person(FOUNDRY, "IKM-002")
         as_other_foundry = (await client.get("/v1/events/recent")).json()
         app.dependency_overrides[current_person] = lambda: person(QA_OFFICER)
         client.cookies.set("ceper_lang", "en")
         as_qa = await client.get("/v1/events/recent")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
     assert [e["id"] for e in as_admin] == ["e-2", "e-1"]
     assert all("data" not in e for e in as_admin) and NPWP not in str(as_admin)
     assert as_other_foundry == []
