@@ -42,6 +42,7 @@ from .people import (
     ShipmentsManager,
     ShipmentsViewer,
     SignedIn,
+    SignInNeeded,
     authorization_of,
     clear_session_cookie,
     seconds_left,
@@ -118,7 +119,13 @@ def not_found(request: Request, tr: Translator, person: Person) -> HTMLResponse:
     return render(request, "not_found.html", tr, person, status_code=404)
 
 
-def unavailable(request: Request, tr: Translator, person: Person, problem: UpstreamProblem) -> HTMLResponse:
+def unavailable(request: Request, tr: Translator, person: Person | None, problem: UpstreamProblem) -> HTMLResponse:
+    """A page a service would not or could not give: back to sign-in when it refused the person's token, "not
+    allowed" when its own rules refused their role, else which service is unavailable."""
+    if problem.status == 401:
+        raise SignInNeeded(ended=True)
+    if problem.status == 403 and person is not None:
+        return render(request, "forbidden.html", tr, person, status_code=403)
     return render(
         request, "unavailable.html", tr, person, status_code=503, problem=problem, summary=handlers.problem_summary(problem, tr)
     )
@@ -690,7 +697,8 @@ async def export_csv(request: Request, what: str, runtime: Runtime, person: Orde
 # --- operations ---------------------------------------------------------------------------------------------------
 
 
-async def _operations_context(runtime: ServiceRuntime) -> dict[str, Any]:
+async def _operations_context(request: Request, runtime: ServiceRuntime) -> dict[str, Any]:
+    authorization = authorization_of(request)
     client = runtime.state["http"]
     bases = {
         "orders": runtime.settings.orders_url,
@@ -698,8 +706,8 @@ async def _operations_context(runtime: ServiceRuntime) -> dict[str, Any]:
         "quality": runtime.settings.quality_url,
     }
     health, metrics, letters = await asyncio.gather(
-        asyncio.gather(*(readiness(client, name, base) for name, base in bases.items())),
-        asyncio.gather(*(metrics_text(client, base) for base in bases.values())),
+        asyncio.gather(*(readiness(client, name, base, authorization) for name, base in bases.items())),
+        asyncio.gather(*(metrics_text(client, base, authorization) for base in bases.values())),
         handlers.dead_letters(runtime.settings),
     )
     runtime.state["dead_letter_count"] = sum(len(v) for v in letters.values())
@@ -712,7 +720,7 @@ async def _operations_context(runtime: ServiceRuntime) -> dict[str, Any]:
 
 @router.get("/operations", response_class=HTMLResponse, include_in_schema=False)
 async def operations_page(request: Request, runtime: Runtime, person: Operator, tr: Language) -> Response:
-    return render(request, "operations.html", tr, person, **await _operations_context(runtime))
+    return render(request, "operations.html", tr, person, **await _operations_context(request, runtime))
 
 
 @router.post("/operations/dead-letters/redrive", include_in_schema=False)
@@ -820,12 +828,12 @@ async def recent_events(
     summary="Readiness of the orders, capacity and quality services (admins)",
     responses=problem_responses(401, 403),
 )
-async def services(runtime: Runtime, _person: Operator) -> dict[str, dict[str, object]]:
+async def services(request: Request, runtime: Runtime, _person: Operator) -> dict[str, dict[str, object]]:
     client = runtime.state["http"]
     bases = {
         "orders": runtime.settings.orders_url,
         "capacity": runtime.settings.capacity_url,
         "quality": runtime.settings.quality_url,
     }
-    found = await asyncio.gather(*(readiness(client, name, base) for name, base in bases.items()))
+    found = await asyncio.gather(*(readiness(client, name, base, authorization_of(request)) for name, base in bases.items()))
     return dict(zip(bases, found, strict=True))

@@ -136,9 +136,18 @@ def view_of(item: FeedItem, person: Person) -> FeedItem | None:
             return None
     else:
         return None
-    if not person.sees_identities and any(f in data for f in IDENTITY_FIELDS):
-        data = {k: v for k, v in data.items() if k not in IDENTITY_FIELDS}
-    return item if data is item.data else replace(item, data=data)
+    if not person.sees_identities:
+        data = without_identities(data)
+    return item if data == item.data else replace(item, data=data)
+
+
+def without_identities(value: Any) -> Any:
+    """The value with NPWP and owners' names removed at any depth (a register entry may sit inside another)."""
+    if isinstance(value, Mapping):
+        return {k: without_identities(v) for k, v in value.items() if k not in IDENTITY_FIELDS}
+    if isinstance(value, list):
+        return [without_identities(v) for v in value]
+    return value
 
 
 def channels(item: FeedItem) -> set[str]:

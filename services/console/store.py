@@ -164,18 +164,22 @@ async def sign_in(client: httpx.AsyncClient, settings: Settings, username: str, 
     return answer
 
 
-async def metrics_text(client: httpx.AsyncClient, base: str) -> str | None:
-    """A service's Prometheus exposition, or None when it cannot be read."""
+def _as(authorization: str | None) -> dict[str, str]:
+    return {"authorization": authorization} if authorization else {}
+
+
+async def metrics_text(client: httpx.AsyncClient, base: str, authorization: str | None = None) -> str | None:
+    """A service's Prometheus exposition, or None when it cannot be read (read as the person, should it need a role)."""
     try:
-        response = await client.get(f"{base.rstrip('/')}/metrics", timeout=3.0)
+        response = await client.get(f"{base.rstrip('/')}/metrics", timeout=3.0, headers=_as(authorization))
         return response.text if response.status_code == 200 else None
     except httpx.HTTPError:
         return None
 
 
-async def readiness(client: httpx.AsyncClient, name: str, base: str) -> dict[str, Any]:
+async def readiness(client: httpx.AsyncClient, name: str, base: str, authorization: str | None = None) -> dict[str, Any]:
     try:
-        response = await client.get(f"{base.rstrip('/')}/readyz", timeout=2.0)
+        response = await client.get(f"{base.rstrip('/')}/readyz", timeout=2.0, headers=_as(authorization))
         return {"url": base, **response.json()}
     except (httpx.HTTPError, ValueError) as exc:
         return {"url": base, "status": "unreachable", "checks": {"http": exc.__class__.__name__}}

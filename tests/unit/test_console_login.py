@@ -39,6 +39,7 @@ class Services:
             "kai-person": {"roles": ["buyer"], "buyer_code": "KAI"},
         }
         self.locked = False
+        self.refuse: int | None = None  # what the orders service answers every call with, when set
         self.ttl_s = 600
         self.sign_ins: list[httpx.Request] = []
         self.issued: list[str] = []
@@ -61,6 +62,8 @@ class Services:
             return httpx.Response(200, json={"access_token": token, "token_type": "Bearer", "expires_in": 600,
                                              "username": body["username"], **person})  # fmt: skip
         self.calls.append(request)
+        if self.refuse:
+            return httpx.Response(self.refuse, json={"title": "Refused", "status": self.refuse})
         if request.url.path == "/v1/purchase-orders":
             return httpx.Response(200, json={"items": [], "total": 0, "limit": 25, "offset": 0})
         return httpx.Response(404, json={"title": "Not found", "status": 404})
@@ -174,6 +177,16 @@ async def test_the_services_are_called_with_the_signed_in_persons_own_token(cons
     sent = {request.headers.get("authorization") for request in services.calls}
     assert len(sent) == 1 and (value := sent.pop()) is not None and value.startswith("Bearer ")
     assert value == f"Bearer {services.issued[0]}"
+
+
+async def test_the_services_own_rules_apply_to_what_the_console_shows(console: httpx.AsyncClient, services: Services):
+    await sign_in(console)
+    services.refuse = 403  # the service's rule does not let this role read it
+    forbidden = await console.get("/orders")
+    assert forbidden.status_code == 403 and "Tidak diizinkan" in forbidden.text
+    services.refuse = 401  # the service no longer accepts the token: the person signs in again
+    ended = await console.get("/orders")
+    assert ended.status_code == 303 and ended.headers["location"] == "/login?next=/orders&ended=1"
 
 
 @pytest.mark.parametrize(("username", "password"), [("planner", "wrong-password"), ("nobody-here", PASSWORD)])

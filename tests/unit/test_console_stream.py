@@ -9,7 +9,7 @@ import httpx
 
 from services.console.api import live_messages
 from services.console.app import create_app
-from services.console.domain import ADMIN, BUYER, FOUNDRY, PLANNER, QA_OFFICER, EventFeed, FeedItem, Person
+from services.console.domain import ADMIN, BUYER, FOUNDRY, LAB, PLANNER, QA_OFFICER, EventFeed, FeedItem, Person, view_of
 from services.console.i18n import Translator
 from services.console.people import current_person
 from shared.settings import Settings
@@ -87,3 +87,20 @@ async def test_recent_events_are_filtered_by_the_person_and_carry_no_data(tmp_pa
     assert as_other_foundry == []
     assert NPWP not in as_qa.text and OWNER not in as_qa.text
     assert as_qa.json()[1]["sentence"] == "IKM-071 (CV Logam Jaya, Batur) joined the cooperative's register"
+
+
+def test_personal_data_is_removed_at_any_depth_for_roles_that_may_not_see_it():
+    nested = FeedItem(
+        "e-3", "ceper.capacity.foundry_updated.v1", "/ceper/capacity", "IKM-071", REGISTERED.time, "ceper.capacity.v1",
+        {"foundry_code": "IKM-071", "name": "CV Logam Jaya", "previous": {"owner": OWNER, "npwp": NPWP}, "owners": [{"owner": OWNER}]},
+    )  # fmt: skip
+    seen = view_of(nested, person(QA_OFFICER))
+    assert seen is not None and OWNER not in str(seen.data) and NPWP not in str(seen.data)
+    assert seen.data["name"] == "CV Logam Jaya"
+    assert view_of(nested, person(PLANNER)) is nested  # admin and planner get the event as it is
+
+
+def test_a_foundry_hears_only_of_itself_and_a_laboratory_only_of_lots():
+    for item in (REGISTERED, LOT_FAILED):
+        assert sent(item, person(FOUNDRY, "IKM-071")) != "" and sent(item, person(FOUNDRY, "IKM-002")) == ""
+    assert sent(LOT_FAILED, person(LAB)) != "" and sent(REGISTERED, person(LAB)) == ""
