@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -85,3 +86,27 @@ class IdempotencyKeys:
         await session.execute(
             sa.insert(self.table).values(scope=scope, key=key, request_hash=request_hash, resource_id=resource_id, created_at=at)
         )
+
+
+@dataclass
+class Command:
+    """A command on something that exists already (replan order X, dispatch shipment Y) sent with a key: the
+    scope names the target, so the same key for another target is a new command. `replayed` is set when an
+    earlier request with this key already acted; the handler then answers from `resource_id` and does nothing."""
+
+    scope: str
+    key: str
+    request_hash: str
+    replayed: bool = False
+
+    @classmethod
+    def of(cls, scope: str, key: str | None, body: Mapping[str, Any]) -> Command | None:
+        return None if key is None else cls(scope, key, fingerprint(body))
+
+    async def recall(self, keys: IdempotencyKeys, session: AsyncSession) -> str | None:
+        earlier = await keys.recall(session, self.scope, self.key, self.request_hash)
+        self.replayed = earlier is not None
+        return earlier
+
+    async def remember(self, keys: IdempotencyKeys, session: AsyncSession, resource_id: str, at: datetime) -> None:
+        await keys.remember(session, self.scope, self.key, self.request_hash, resource_id, at)

@@ -744,7 +744,7 @@ def feed_entries(items: list[Any], person: Person, tr: Translator) -> list[dict[
     for item in items:
         view = view_of(item, person)
         if view is not None:
-            out.append({"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view)})
+            out.append({"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view, person)})
     return out
 
 
@@ -760,7 +760,7 @@ def live_messages(item: FeedItem, person: Person, tr: Translator) -> list[dict[s
     if view is None:
         return []
     messages = [{"event": channel, "data": view.id} for channel in sorted(channels_of(view) - {"feed"})]
-    line = {"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view)}
+    line = {"id": view.id, "time": tr.time(view.time), "sentence": describe(view, tr), "link": link_of(view, person)}
     entry = templates.get_template("_feed_entry.html").render(**template_globals(tr), entry=line)
     return [*messages, {"event": "feed", "id": view.id, "data": entry}]
 

@@ -90,6 +90,12 @@ class Translator:
         message = LABELS.get(kind, {}).get(value)
         return self.text(message) if message else value
 
+    def parameter(self, code: str, name: str | None = None) -> str:
+        """A test parameter of a sampling specification in words: the catalogue's name for the defaults, else the
+        name the QA officer gave it (a parameter added later has no translation yet), else its code."""
+        message = LABELS["test_parameter"].get(code)
+        return self.text(message) if message else name or code
+
     def labels(self, kind: str) -> list[tuple[str, str]]:
         return [(code, self.text(message)) for code, message in LABELS.get(kind, {}).items()]
 
@@ -160,6 +166,7 @@ def template_globals(tr: Translator) -> dict[str, Any]:
         "ngettext": tr.ngettext,
         "label": tr.label,
         "labels": tr.labels,
+        "parameter_name": tr.parameter,
         "rupiah": tr.rupiah,
         "rupiah_short": tr.rupiah_short,
         "number": tr.number,
@@ -209,6 +216,24 @@ LABELS: dict[str, dict[str, str]] = {
     "membership_status": {"active": N_("Active"), "suspended": N_("Suspended"), "resigned": N_("Resigned")},
     "quality_status": {"good": N_("Good"), "watch": N_("Under watch"), "suspended": N_("Suspended")},
     "lot_status": {"registered": N_("Awaiting results"), "passed": N_("Passed"), "failed": N_("Failed")},
+    # The parameters of quality's default sampling specifications, by code.
+    "test_parameter": {
+        "friction_coefficient": N_("Friction coefficient μ (mean)"),
+        "density": N_("Density (ASTM D792)"),
+        "hardness": N_("Hardness"),
+        "compressive_strength": N_("Compressive strength (ASTM D695)"),
+        "impact_strength": N_("Impact strength (Charpy)"),
+        "back_plate_bond": N_("Back-plate bond / bending"),
+        "phosphorus": N_("Phosphorus content"),
+        "weight": N_("Weight"),
+    },
+    "test_rule": {
+        "target": N_("target ± tolerance"),
+        "range": N_("range"),
+        "minimum": N_("minimum"),
+        "maximum": N_("maximum"),
+        "pass_fail": N_("pass or fail"),
+    },
     "certificate_state": {
         "pending": N_("Not yet valid"),
         "valid": N_("Valid"),

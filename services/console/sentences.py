@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .domain import FeedItem, week_spans
+from .domain import FeedItem, Person, week_spans
 from .i18n import LABELS, N_, Translator
 
 Describe = Callable[[dict[str, Any], Translator], str]
@@ -148,7 +148,7 @@ DESCRIBE: dict[str, Describe] = {
         "Lot %(lot)s from %(foundry)s failed testing (%(parameters)s): %(units)s units must be made again",
         lot=d["lot_code"],
         foundry=d["foundry_code"],
-        parameters=", ".join(r["parameter"] for r in d.get("reasons", [])) or "–",
+        parameters=", ".join(tr.parameter(r["parameter"]) for r in d.get("reasons", [])) or "–",
         units=tr.number(d["quantity"]),
     ),
     "ceper.quality.foundry_quality_status_changed.v1": lambda d, tr: tr.text(
@@ -207,12 +207,14 @@ def describe(item: FeedItem, tr: Translator) -> str:
     return tr.text("%(service)s event %(type)s about %(subject)s", service=item.service, type=item.type, subject=item.subject)
 
 
-def link_of(item: FeedItem) -> str | None:
-    """The page an event is about."""
+def link_of(item: FeedItem, person: Person | None = None) -> str | None:
+    """The page an event is about, among those the person may open."""
     data = item.data
-    if order_id := data.get("order_id"):
+    if (order_id := data.get("order_id")) and (person is None or person.may("orders.view")):
         return f"/orders/{order_id}"
-    if foundry := data.get("foundry_code"):
+    if (foundry := data.get("foundry_code")) and (
+        person is None or (person.may("members.view") and person.owns_foundry(foundry))
+    ):
         return f"/members/{foundry}"
     return None
 

@@ -15,7 +15,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 from shared.audit_api import trail_router
 from shared.auth import Forbidden, Principal, require
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
-from shared.idempotency import IdempotencyKey, mark_replayed
+from shared.idempotency import Command, IdempotencyKey, OptionalIdempotencyKey, mark_replayed
 from shared.paging import Page, Paging, paging_query
 from shared.projections import FoundryView, list_foundries
 from shared.roles import Role
@@ -408,8 +408,18 @@ async def cancel_purchase_order(order_id: str, body: CancelIn, caller: OrderWrit
     summary="Decline a purchase order (the cooperative's decision, usually after review); capacity held is released",
     responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def reject_purchase_order(order_id: str, body: CancelIn, caller: Staff, sessions: Sessions) -> PurchaseOrderOut:
-    return PurchaseOrderOut.of(await handlers.reject(sessions, order_id, body.reason))
+async def reject_purchase_order(
+    order_id: str,
+    body: CancelIn,
+    caller: Staff,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> PurchaseOrderOut:
+    command = Command.of(f"reject:{order_id}", idempotency_key, body.model_dump())
+    order = await handlers.reject(sessions, order_id, body.reason, command)
+    _replayed(command, response)
+    return PurchaseOrderOut.of(order)
 
 
 class ReplanOut(BaseModel):
@@ -424,8 +434,24 @@ class ReplanOut(BaseModel):
     summary="Plan the order's outstanding units again now (e.g. after members added capacity)",
     responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def replan_purchase_order(order_id: str, body: CancelIn, caller: Staff, sessions: Sessions) -> ReplanOut:
-    return ReplanOut(order_id=order_id, plan_version=await handlers.replan(sessions, order_id, body.reason))
+async def replan_purchase_order(
+    order_id: str,
+    body: CancelIn,
+    caller: Staff,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> ReplanOut:
+    command = Command.of(f"replan:{order_id}", idempotency_key, body.model_dump())
+    version = await handlers.replan(sessions, order_id, body.reason, command)
+    _replayed(command, response)
+    return ReplanOut(order_id=order_id, plan_version=version)
+
+
+def _replayed(command: Command | None, response: Response) -> None:
+    """A retry with the same `Idempotency-Key` acted on nothing: its answer says so."""
+    if command is not None and command.replayed:
+        mark_replayed(response)
 
 
 @router.get(
@@ -709,7 +735,14 @@ async def _shipment(sessions: Any, shipment_id: str, caller: Principal) -> Shipm
     description="Units count towards the line's deliveries to that site, earliest due date first.",
     responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def create_shipment(order_id: str, body: ShipmentIn, caller: Staff, sessions: Sessions, response: Response) -> ShipmentOut:
+async def create_shipment(
+    order_id: str,
+    body: ShipmentIn,
+    caller: Staff,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> ShipmentOut:
     if body.site_code not in SITES:
         raise Unprocessable(
             f"unknown site {body.site_code!r}",
@@ -723,7 +756,9 @@ async def create_shipment(order_id: str, body: ShipmentIn, caller: Staff, sessio
         vehicle_plate=body.vehicle_plate,
         driver_name=body.driver_name,
         items=[(i.lot_code, i.quantity) for i in body.items],
+        command=(command := Command.of(f"shipments:{order_id}", idempotency_key, body.model_dump(mode="json"))),
     )
+    _replayed(command, response)
     response.headers["Location"] = f"/v1/shipments/{shipment_id}"
     return await _shipment(sessions, shipment_id, caller)
 
@@ -759,8 +794,12 @@ async def get_shipment(shipment_id: str, caller: OrderReader, sessions: Sessions
     summary="The vehicle left: the buyer is told (`shipment.dispatched`)",
     responses=problem_responses(*AUTH_ERRORS, 404, 409),
 )
-async def dispatch_shipment(shipment_id: str, caller: Staff, sessions: Sessions) -> ShipmentOut:
-    await handlers.dispatch_shipment(sessions, shipment_id)
+async def dispatch_shipment(
+    shipment_id: str, caller: Staff, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
+) -> ShipmentOut:
+    command = Command.of(f"dispatch:{shipment_id}", idempotency_key, {})
+    await handlers.dispatch_shipment(sessions, shipment_id, command)
+    _replayed(command, response)
     return await _shipment(sessions, shipment_id, caller)
 
 
@@ -772,7 +811,15 @@ async def dispatch_shipment(shipment_id: str, caller: Staff, sessions: Sessions)
     description="Every lot on the shipment appears once, with received + rejected equal to what was shipped.",
     responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
-async def record_handover(shipment_id: str, body: HandoverIn, caller: Staff, sessions: Sessions) -> ShipmentOut:
+async def record_handover(
+    shipment_id: str,
+    body: HandoverIn,
+    caller: Staff,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> ShipmentOut:
+    command = Command.of(f"handover:{shipment_id}", idempotency_key, body.model_dump(mode="json"))
     await handlers.record_handover(
         sessions,
         shipment_id,
@@ -780,7 +827,9 @@ async def record_handover(shipment_id: str, body: HandoverIn, caller: Staff, ses
         signed_by=body.signed_by,
         signed_on=body.signed_on,
         items=[(i.lot_code, i.received, i.rejected) for i in body.items],
+        command=command,
     )
+    _replayed(command, response)
     return await _shipment(sessions, shipment_id, caller)
 
 

@@ -25,7 +25,7 @@ from shared.events.orders import (
 )
 from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.http import Conflict, FieldError, NotFound, Unprocessable
-from shared.idempotency import fingerprint
+from shared.idempotency import Command, fingerprint
 from shared.logging import get_logger
 from shared.projections import project_foundry
 from shared.settings import Settings
@@ -111,14 +111,20 @@ async def cancel(sessions: async_sessionmaker[AsyncSession], order_id: str, reas
     return await _close(sessions, order_id, OrderStatus.CANCELLED, reason)
 
 
-async def reject(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> PurchaseOrder:
+async def reject(
+    sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str, command: Command | None = None
+) -> PurchaseOrder:
     """The cooperative declines an order (usually one in review): capacity held for it is released."""
-    return await _close(sessions, order_id, OrderStatus.REJECTED, reason)
+    return await _close(sessions, order_id, OrderStatus.REJECTED, reason, command)
 
 
-async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, status: OrderStatus, reason: str) -> PurchaseOrder:
+async def _close(
+    sessions: async_sessionmaker[AsyncSession], order_id: str, status: OrderStatus, reason: str, command: Command | None = None
+) -> PurchaseOrder:
     async with sessions.begin() as session:
         order = await store.lock_order_or_404(session, order_id)
+        if command is not None and await command.recall(store.idempotency_keys, session) is not None:
+            return order  # closed by the first request with this key
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is already {order.status.value}")
         if await store.has_shipments(session, order_id):
@@ -133,6 +139,8 @@ async def _close(sessions: async_sessionmaker[AsyncSession], order_id: str, stat
         if status == OrderStatus.REJECTED:
             about = {"order_id": order_id, "po_number": order.po_number, "reason": reason}
             await _send(session, order.buyer_code, [WebhookMessage("order.rejected", about)])
+        if command is not None:
+            await command.remember(store.idempotency_keys, session, order_id, clock.now())
     return replace(order, status=status, status_reason=reason)
 
 
@@ -371,13 +379,21 @@ async def on_capacity_changed(session: AsyncSession, envelope: Envelope[Capacity
 # --- commands of the cooperative's staff ----------------------------------------------------------------
 
 
-async def replan(sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str) -> int | None:
-    """Plans an open order's outstanding units again now, e.g. after members added capacity for an order in review."""
+async def replan(
+    sessions: async_sessionmaker[AsyncSession], order_id: str, reason: str, command: Command | None = None
+) -> int | None:
+    """Plans an open order's outstanding units again now, e.g. after members added capacity for an order in review.
+    Returns the new plan version, or None when the plan in force covers everything."""
     async with sessions.begin() as session:
         order = await store.lock_order_or_404(session, order_id)
+        if command is not None and (earlier := await command.recall(store.idempotency_keys, session)) is not None:
+            return int(earlier) if earlier.isdigit() else None
         if order.status.closed:
             raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing is planned for it any more")
-        return await plan_order(session, order_id, f"replan requested: {reason}", trigger="requested")
+        version = await plan_order(session, order_id, f"replan requested: {reason}", trigger="requested")
+        if command is not None:
+            await command.remember(store.idempotency_keys, session, str(version or "-"), clock.now())
+        return version
 
 
 # --- fulfilment: progress, shipments and the buyer's handover (BAST) --------------------------------------
@@ -431,6 +447,7 @@ async def create_shipment(
     vehicle_plate: str,
     driver_name: str | None,
     items: list[tuple[str, int]],
+    command: Command | None = None,
 ) -> str:
     """Writes a surat jalan for passed units of named lots to one of the order's sites; returns its id."""
     now = clock.now()
@@ -438,6 +455,8 @@ async def create_shipment(
         async with sessions.begin() as session:
             # Locked: a concurrent shipment of the same lots must see this one's items.
             order = await store.lock_order_or_404(session, order_id)
+            if command is not None and (earlier := await command.recall(store.idempotency_keys, session)) is not None:
+                return earlier
             if order.status.closed:
                 raise Conflict(f"purchase order {order_id} is {order.status.value}; nothing more is shipped for it")
             taken = await store.shipment_with_surat_jalan(session, surat_jalan_number)
@@ -511,6 +530,8 @@ async def create_shipment(
                 },
                 rows,
             )
+            if command is not None:
+                await command.remember(store.idempotency_keys, session, shipment_id, now)
     except IntegrityError as exc:
         raise Conflict(f"surat jalan {surat_jalan_number} was just used by a concurrent request") from exc
     return shipment_id
@@ -535,10 +556,14 @@ def _shipment_about(order: PurchaseOrder, shipment: Any) -> dict[str, Any]:
     }
 
 
-async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment_id: str) -> None:
+async def dispatch_shipment(sessions: async_sessionmaker[AsyncSession], shipment_id: str, command: Command | None = None) -> None:
     now = clock.now()
     async with sessions.begin() as session:
         order, shipment, items = await _lock_shipment(session, shipment_id)
+        if command is not None:
+            if await command.recall(store.idempotency_keys, session) is not None:
+                return  # dispatched by the first request with this key
+            await command.remember(store.idempotency_keys, session, shipment_id, now)  # undone with the rest on refusal
         if shipment.status != ShipmentStatus.PREPARED:
             raise Conflict(f"shipment {shipment_id} is already {shipment.status}")
         if order.status.closed:
@@ -587,11 +612,16 @@ async def record_handover(
     signed_by: str,
     signed_on: date,
     items: list[tuple[str, int, int]],
+    command: Command | None = None,
 ) -> None:
     """Records the buyer's BAST: received units count as delivered, refused ones are planned again."""
     now = clock.now()
     async with sessions.begin() as session:
         order, shipment, rows = await _lock_shipment(session, shipment_id)
+        if command is not None:
+            if await command.recall(store.idempotency_keys, session) is not None:
+                return  # recorded by the first request with this key
+            await command.remember(store.idempotency_keys, session, shipment_id, now)  # undone with the rest on refusal
         if shipment.status == ShipmentStatus.PREPARED:
             raise Conflict(f"shipment {shipment_id} has not been dispatched yet")
         if shipment.status == ShipmentStatus.DELIVERED:

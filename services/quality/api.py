@@ -18,6 +18,7 @@ from shared.audit_api import trail_router
 from shared.auth import Forbidden, Principal, require
 from shared.events.quality import CertificateKind, QualityStatus
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
+from shared.idempotency import Command, OptionalIdempotencyKey, mark_replayed
 from shared.paging import Page, Paging, paging_query
 from shared.projections import FoundryView, list_foundries
 from shared.roles import Role
@@ -702,8 +703,15 @@ async def get_lot(lot_code: str, caller: TestReader, sessions: Sessions) -> LotO
     responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
 )
 async def record_result(
-    lot_code: str, body: ResultIn, caller: ResultRecorder, runtime: Runtime, sessions: Sessions, response: Response
+    lot_code: str,
+    body: ResultIn,
+    caller: ResultRecorder,
+    runtime: Runtime,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> LotOut:
+    command = Command.of(f"results:{lot_code}", idempotency_key, body.model_dump(mode="json"))
     decision = await handlers.record_result(
         sessions,
         runtime.settings,
@@ -712,11 +720,16 @@ async def record_result(
         laboratory=body.laboratory,
         tested_on=body.tested_on,
         samples=body.samples,
+        command=command,
     )
     async with sessions() as session:
         result = await store.get_result(session, lot_code)
+        lot = decision.lot if decision is not None else await store.get_lot(session, lot_code)
+    if decision is None:
+        mark_replayed(response)  # recorded by the first request with this Idempotency-Key
+    assert lot is not None
     response.headers["Location"] = f"/v1/lots/{lot_code}"
-    return LotOut.of(decision.lot, result)
+    return LotOut.of(lot, result)
 
 
 class CertificateSnapshot(BaseModel):
@@ -852,9 +865,19 @@ async def get_quality_status(foundry_code: str, caller: MemberReader, runtime: R
     responses=problem_responses(*AUTH_ERRORS, 404, 422),
 )
 async def override_quality_status(
-    foundry_code: str, body: OverrideIn, caller: StatusOverrider, runtime: Runtime, sessions: Sessions
+    foundry_code: str,
+    body: OverrideIn,
+    caller: StatusOverrider,
+    runtime: Runtime,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> QualityStatusOut:
-    return QualityStatusOut.of(await handlers.override(sessions, runtime.settings, foundry_code, body.status, body.reason))
+    command = Command.of(f"override:{foundry_code}", idempotency_key, body.model_dump(mode="json"))
+    quality = await handlers.override(sessions, runtime.settings, foundry_code, body.status, body.reason, command)
+    if command is not None and command.replayed:
+        mark_replayed(response)
+    return QualityStatusOut.of(quality)
 
 
 @router.delete(
@@ -869,9 +892,15 @@ async def release_quality_status(
     caller: StatusOverrider,
     runtime: Runtime,
     sessions: Sessions,
+    response: Response,
     reason: Annotated[str, Query(max_length=500)] = "",
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> QualityStatusOut:
-    return QualityStatusOut.of(await handlers.release(sessions, runtime.settings, foundry_code, reason))
+    command = Command.of(f"release:{foundry_code}", idempotency_key, {"reason": reason})
+    quality = await handlers.release(sessions, runtime.settings, foundry_code, reason, command)
+    if command is not None and command.replayed:
+        mark_replayed(response)
+    return QualityStatusOut.of(quality)
 
 
 # --- eligibility -------------------------------------------------------------------------------------------------------

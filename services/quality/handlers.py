@@ -18,6 +18,7 @@ from shared import clock
 from shared.events import Envelope
 from shared.events.quality import CertificateKind, QualityStatus
 from shared.http import Conflict, FieldError, NotFound, Unprocessable
+from shared.idempotency import Command
 from shared.logging import get_logger
 from shared.projections import project_foundry
 from shared.settings import Settings
@@ -288,9 +289,10 @@ async def record_result(
     laboratory: str,
     tested_on: date | None,
     samples: Sequence[Mapping[str, Any]],
-) -> Decision:
+    command: Command | None = None,
+) -> Decision | None:
     """Judges the lot against its specification version and sampling plan, publishes lot_passed or lot_failed,
-    and moves the foundry's quality status with it."""
+    and moves the foundry's quality status with it. None: an earlier request with the same key recorded it."""
     now = clock.now()
     rule = status_rule(settings)
     try:
@@ -298,6 +300,8 @@ async def record_result(
             lot = await store.get_lot(session, lot_code, for_update=True)
             if lot is None:
                 raise NotFound(f"no lot {lot_code}")
+            if command is not None and await command.recall(store.idempotency_keys, session) is not None:
+                return None
             if lot.decided_at is not None:
                 raise Conflict(f"lot {lot_code} was already decided: {lot.status.value}; a result is recorded once")
             spec = await store.get_specification(session, lot.item_code, lot.spec_version)
@@ -338,6 +342,8 @@ async def record_result(
             )
             await store.publish(session, event)
             quality = await _reassess(session, lot.foundry_code, rule)
+            if command is not None:
+                await command.remember(store.idempotency_keys, session, lot.lot_code, now)
     except sa.exc.IntegrityError as exc:
         raise Conflict(f"a result for lot {lot_code} (or report {report_number}) was recorded by a concurrent request") from exc
     metrics.lot_decided(decided.item_code, decided.status)
@@ -391,13 +397,17 @@ async def all_quality(sessions: Sessions, settings: Settings) -> list[FoundryQua
 
 
 async def override(
-    sessions: Sessions, settings: Settings, foundry_code: str, status: QualityStatus, reason: str
+    sessions: Sessions, settings: Settings, foundry_code: str, status: QualityStatus, reason: str, command: Command | None = None
 ) -> FoundryQuality:
     rule = status_rule(settings)
     async with sessions.begin() as session:
         if await store.get_foundry(session, foundry_code) is None:
             raise NotFound(f"no foundry {foundry_code} in capacity's register as quality knows it")
         quality = await store.lock_quality(session, initial_quality(foundry_code, rule))
+        if command is not None:
+            if await command.recall(store.idempotency_keys, session) is not None:
+                return quality  # pinned by the first request with this key
+            await command.remember(store.idempotency_keys, session, foundry_code, clock.now())  # undone on refusal
         try:
             quality, changed = override_status(quality, status, reason, clock.now())
         except Rejected as exc:
@@ -409,12 +419,18 @@ async def override(
     return quality
 
 
-async def release(sessions: Sessions, settings: Settings, foundry_code: str, reason: str) -> FoundryQuality:
+async def release(
+    sessions: Sessions, settings: Settings, foundry_code: str, reason: str, command: Command | None = None
+) -> FoundryQuality:
     rule = status_rule(settings)
     async with sessions.begin() as session:
         if await store.get_foundry(session, foundry_code) is None:
             raise NotFound(f"no foundry {foundry_code} in capacity's register as quality knows it")
         quality = await store.lock_quality(session, initial_quality(foundry_code, rule))
+        if command is not None:
+            if await command.recall(store.idempotency_keys, session) is not None:
+                return quality  # released by the first request with this key
+            await command.remember(store.idempotency_keys, session, foundry_code, clock.now())  # undone on refusal
         try:
             quality, changed = release_override(quality, reason, rule, clock.now())
         except StateConflict as exc:

@@ -14,6 +14,7 @@ from shared import audit
 from shared.db import BigId, UtcDateTime, backbone_tables
 from shared.events import EventData
 from shared.events.quality import CertificateKind, QualityStatus
+from shared.idempotency import IdempotencyKeys
 from shared.outbox import stage
 from shared.projections import foundry_projection_table
 from shared.weeks import local_midnight
@@ -148,6 +149,8 @@ quality_status_changes = sa.Table(
     sa.Column("reason", sa.String(1000), nullable=False),
     sa.Column("changed_at", UtcDateTime, nullable=False),
 )
+# The staff's results and overrides sent with an Idempotency-Key: a double click or a retry acts once.
+idempotency_keys = IdempotencyKeys(metadata)
 
 
 async def publish(session: AsyncSession, *events: EventData) -> None:

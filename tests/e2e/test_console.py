@@ -9,6 +9,7 @@ changes elsewhere. Nothing may be fetched from outside this machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -450,6 +451,11 @@ def test_people_sign_in_in_indonesian_or_english_and_a_refusal_names_no_account(
         page.wait_for_url("**/login?next=/orders")
         assert page.locator("html").get_attribute("lang") == "id" and page.locator("h1").inner_text() == "Masuk"
         shoot(page, "login-id", size)
+        if size == "desktop":
+            from axe_playwright_python.sync_playwright import Axe
+
+            found = Axe().run(page).response["violations"]
+            assert not [v["id"] for v in found if v["impact"] in ("serious", "critical")], found
         for username in ("planner", "nobody.here"):  # a wrong password and an unknown name read the same
             page.fill("#login-name", username)
             page.fill("#login-password", "not-the-password")
@@ -474,9 +480,12 @@ def test_people_sign_in_in_indonesian_or_english_and_a_refusal_names_no_account(
 
 
 def test_a_member_foundry_sees_only_its_own_member_page_and_quality(platform: Platform, context: Any) -> None:
-    page = context(who=platform.member.lower()).new_page()
+    page = context("phone", who=platform.member.lower()).new_page()
     page.goto(f"{platform.console}/")
     page.wait_for_url(f"**/members/{platform.member}")
+    settle(page)
+    shoot(page, "member-as-foundry-id", "phone")
+    assert "/orders/" not in page.locator("#feed").inner_html()  # the feed links only to pages a foundry may open
     assert page.locator("header nav").inner_text().split() == ["Anggota", "Mutu"]
     record = api(platform, "capacity", "GET", f"/v1/foundries/{platform.member}")
     text = page.inner_text("body")
@@ -485,7 +494,170 @@ def test_a_member_foundry_sees_only_its_own_member_page_and_quality(platform: Pl
     assert page.goto(f"{platform.console}/members/{other}").status == 404
     assert page.goto(f"{platform.console}/orders").status == 403
     assert page.goto(f"{platform.console}/operations").status == 403
-    shoot(page, "member-as-foundry-id", "phone")
+
+
+# --- the staff's actions, each one request whatever the clicks -----------------------------------------------------
+
+
+def buyer_token(platform: Platform, buyer: str = "KAI") -> str:
+    """A buyer's system: a machine client made with `ceper clients add`, and its token (client credentials)."""
+    command = [sys.executable, "-m", "ceper", "clients", "add", f"e2e-{buyer.lower()}-{uuid.uuid4().hex[:6]}", "--role", "buyer",
+               "--tenant", buyer, "--json"]  # fmt: skip
+    done = subprocess.run(command, env=platform.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = json.loads(done.stdout.strip().splitlines()[-1])
+    answer = httpx.post(
+        f"{platform.urls['identity']}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+def order_in_review(platform: Platform) -> dict[str, Any]:
+    """A KAI order too big for the free capacity before its due date: it waits in review, partly planned."""
+    due = date.today() + timedelta(days=24)
+    body = {
+        "buyer_code": "KAI",
+        "po_number": f"KAI/PO/E2E/{uuid.uuid4().hex[:6].upper()}",
+        "issued_on": date.today().isoformat(),
+        "currency": "IDR",
+        "lines": [
+            {
+                "line_no": 1,
+                "item_code": "BB-COMP-K",
+                "description": "Blok rem komposit tipe K",
+                "quantity": 90_000,
+                "unit_price": 203_700,
+                "deliveries": [{"due_date": due.isoformat(), "quantity": 90_000, "site_code": "BY-YK"}],
+            }
+        ],
+    }
+    headers = {"authorization": f"Bearer {buyer_token(platform)}", "idempotency-key": uuid.uuid4().hex}
+    created = httpx.post(f"{platform.urls['orders']}/v1/purchase-orders", json=body, headers=headers, timeout=30)
+    assert created.status_code == 201, created.text
+    deadline = time.monotonic() + 120
+    while (order := order_now(platform, created.json()["id"]))["status"] == "received":
+        assert time.monotonic() < deadline, "the order was never planned"
+        time.sleep(0.5)
+    assert order["status"] == "needs_review", order["status"]
+    return order
+
+
+def plan_versions(platform: Platform, order_id: str) -> list[int]:
+    return sorted(v["version"] for v in api(platform, "orders", "GET", f"/v1/purchase-orders/{order_id}/plans"))
+
+
+def test_a_planner_replans_and_then_rejects_an_order_in_review_each_once(platform: Platform, context: Any) -> None:
+    order = order_in_review(platform)
+    before = plan_versions(platform, order["id"])
+    page = context().new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # "Reject this purchase order?"
+    page.goto(f"{platform.console}/orders/{order['id']}")
+    page.fill("#replan-reason", "Anggota menambah kapasitas")
+    with page.expect_navigation(url=f"**/orders/{order['id']}"):
+        page.locator("form[action$='/replan'] button[type=submit]").dblclick()  # a double click replans once
+    time.sleep(2)  # a second request, had there been one, would have planned by now
+    after = plan_versions(platform, order["id"])
+    assert after == [*before, before[-1] + 1], (before, after)
+    history = page.locator(".history").inner_text()
+    assert "Anggota menambah kapasitas" in history, history
+
+    page.fill("form[action$='/reject'] input[name=reason]", "Harga bahan baku naik")
+    with page.expect_navigation(url=f"**/orders/{order['id']}"):
+        page.locator("form[action$='/reject'] button[type=submit]").dblclick()
+    assert not page.locator(".problem").count()  # no "already rejected" from a second request
+    rejected = order_now(platform, order["id"])
+    assert rejected["status"] == "rejected" and "Harga bahan baku naik" in (rejected.get("status_reason") or "")
+    assert page.locator(".badge.order_status-rejected").count() >= 1
+    shoot(page, "order-rejected", "desktop")
+
+
+def test_a_qa_officer_pins_a_quality_status_and_releases_it(platform: Platform, context: Any) -> None:
+    planned = {a["foundry_code"] for a in order_now(platform, platform.kai["id"])["plan"]["allocations"]}
+    statuses = api(platform, "quality", "GET", "/v1/quality-status")
+    member = next(s["foundry_code"] for s in statuses if s["foundry_code"] not in planned and not s["overridden"])
+    page = context(who="qa.officer").new_page()
+    page.goto(f"{platform.console}/quality")
+    page.select_option("#ov-foundry", member)
+    page.select_option("#ov-status", "watch")
+    page.fill("#ov-reason", "Audit ISO 9001 menemukan ketidaksesuaian")
+    with page.expect_navigation(url="**/quality"):
+        page.locator("#override-form button[type=submit]").dblclick()
+    pinned = api(platform, "quality", "GET", f"/v1/foundries/{member}/quality-status")
+    assert pinned["status"] == "watch" and pinned["overridden"], pinned
+    page.select_option("#ov-foundry", member)
+    page.select_option("#ov-status", "")
+    page.fill("#ov-reason", "Tindakan perbaikan selesai")
+    with page.expect_navigation(url="**/quality"):
+        page.locator("#override-form button[type=submit]").dblclick()  # a second release would be refused (409)
+    assert not page.locator("#override-form .problem").count()
+    released = api(platform, "quality", "GET", f"/v1/foundries/{member}/quality-status")
+    assert not released["overridden"], released
+
+
+def test_an_administrator_redrives_a_dead_letter_once(platform: Platform, context: Any) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared import dlq, kafka
+    from shared.settings import Settings
+
+    settings = Settings(
+        kafka_bootstrap_servers=platform.env["CEPER_KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_topic_prefix=platform.env["CEPER_KAFKA_TOPIC_PREFIX"],
+    )
+    event_id = f"e2e-poison-{uuid.uuid4().hex[:8]}"
+
+    async def publish_poison() -> None:
+        producer = kafka.producer(settings, "e2e-poison")
+        await producer.start()
+        try:
+            headers = [
+                ("ce_id", event_id.encode()),
+                ("ce_type", b"ceper.capacity.capacity_changed.v1"),
+                ("ce_source", b"/ceper/capacity"),
+                ("ce_specversion", b"1.0"),
+                ("ce_time", b"2027-01-04T03:00:00Z"),
+                ("content-type", b"application/json"),
+            ]
+            await producer.send_and_wait(
+                settings.topic("ceper.capacity.v1"), b'{"foundry_code": 7}', key=b"IKM-999", headers=headers
+            )
+        finally:
+            await producer.stop()
+
+    def in_thread(make: Any) -> Any:
+        # Playwright's sync API keeps an event loop on this thread: the broker is talked to from another one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(lambda: asyncio.run(make())).result()
+
+    def pending() -> list[Any]:
+        return [d for d in in_thread(lambda: dlq.list_dead_letters(settings, "orders")) if d.event_id == event_id]
+
+    in_thread(publish_poison)
+    deadline = time.monotonic() + 120
+    while not (letters := pending()):
+        assert time.monotonic() < deadline, "orders never dead-lettered the poison message"
+        time.sleep(1)
+    first = letters[0]
+    page = context(who="admin").new_page()
+    page.goto(f"{platform.console}/operations")
+    row = page.locator("tr", has=page.locator(f"code:text-is('{event_id}')"))
+    assert "capacity_changed" in row.inner_text()
+    shoot(page, "operations-dead-letter", "desktop")
+    with page.expect_navigation(url="**/operations"):
+        row.locator("button[type=submit]").dblclick()  # a double click redrives once
+    # The redriven copy fails again (it is still poison) and comes back once: a new letter, the old one done.
+    deadline = time.monotonic() + 120
+    while not (again := pending()) or again[0].offset == first.offset:
+        assert time.monotonic() < deadline, "the redriven message never came back to the dead-letter topic"
+        time.sleep(1)
+    time.sleep(5)
+    again = pending()
+    assert len(again) == 1 and again[0].offset != first.offset, [(d.partition, d.offset) for d in again]
 
 
 # --- every page: both languages, both sizes, accessibility ------------------------------------------------------------

@@ -20,6 +20,7 @@ from shared.clock import FixedClock
 from shared.events import Envelope
 from shared.events.capacity import ReservationConfirmed
 from shared.http import Conflict, Unprocessable
+from shared.idempotency import Command, KeyReused
 from tests.integration.orders_support import (
     FIRST_DUE,
     MEMBERS,
@@ -187,3 +188,63 @@ async def test_a_reaction_and_a_request_replanning_the_same_order_at_once_make_o
 
         await asyncio.gather(capacity_reaction(), handlers.replan(sessions, "po_1", "members added capacity"))
         assert (await plan_of(sessions)).version == 2 and await status_of(sessions) == "planned"
+
+
+# --- the staff's commands sent twice with one Idempotency-Key (a double click, a retry) act once ---------------------
+
+
+async def test_a_replan_sent_twice_at_once_with_one_key_makes_one_version_and_both_get_its_answer(request, backend, tmp_path):
+    async with orders_database(request, backend, tmp_path) as sessions:
+        await know_members(sessions, MEMBERS[:2], weekly_units=250)
+        await receive(sessions, kai_order(quantity=6000))
+        await know_members(sessions, MEMBERS[2:], weekly_units=2000)
+        commands = [Command.of("replan:po_1", "click-1", {"reason": "members added capacity"}) for _ in range(2)]
+        versions = await asyncio.gather(*(handlers.replan(sessions, "po_1", "members added capacity", c) for c in commands))
+        assert versions == [2, 2] and sorted(c.replayed for c in commands if c) == [False, True]
+        with pytest.raises(KeyReused):  # the key of one replan cannot be used for another reason
+            await handlers.replan(sessions, "po_1", "another reason", Command.of("replan:po_1", "click-1", {"reason": "x"}))
+        again = Command.of("replan:po_1", "click-2", {"reason": "members added capacity"})
+        assert await handlers.replan(sessions, "po_1", "members added capacity", again) is None  # a new key acts anew
+        assert again is not None and not again.replayed
+
+
+async def test_a_rejection_dispatch_and_handover_sent_twice_with_one_key_act_once(request, backend, tmp_path):
+    async with orders_database(request, backend, tmp_path) as sessions:
+        lot_code = await planned_with_a_passed_lot(sessions)
+        shipment = Command.of("shipments:po_1", "sj-1", {"n": 1})
+        first = await handlers.create_shipment(
+            sessions, "po_1", surat_jalan_number="SJ/1", site_code="BY-YK", vehicle_plate="AD 8123 KT", driver_name=None,
+            items=[(lot_code, 500)], command=shipment,
+        )  # fmt: skip
+        shipment_again = Command.of("shipments:po_1", "sj-1", {"n": 1})
+        second = await handlers.create_shipment(
+            sessions, "po_1", surat_jalan_number="SJ/1", site_code="BY-YK", vehicle_plate="AD 8123 KT", driver_name=None,
+            items=[(lot_code, 500)], command=shipment_again,
+        )  # fmt: skip
+        assert first == second and shipment_again is not None and shipment_again.replayed
+        for _ in range(2):
+            await handlers.dispatch_shipment(sessions, first, Command.of(f"dispatch:{first}", "go-1", {}))
+        for _ in range(2):
+            await handlers.record_handover(
+                sessions, first, bast_number="BAST/1", signed_by="Kepala Balai Yasa", signed_on=NOW.date(),
+                items=[(lot_code, 500, 0)], command=Command.of(f"handover:{first}", "bast-1", {"bast": 1}),
+            )  # fmt: skip
+        events = await published(sessions)
+        assert events.count("shipment_dispatched") == 1 and events.count("shipment_delivered") == 1
+        assert await webhooks_queued(sessions) == ["shipment.delivered", "shipment.dispatched"]
+
+
+async def test_a_rejection_sent_twice_with_one_key_rejects_once_and_a_refused_one_keeps_no_key(request, backend, tmp_path):
+    async with orders_database(request, backend, tmp_path) as sessions:
+        await know_members(sessions, MEMBERS)
+        await receive(sessions, kai_order())
+        for _ in range(2):
+            order = await handlers.reject(sessions, "po_1", "prices changed", Command.of("reject:po_1", "no-1", {"reason": "p"}))
+            assert order.status.value == "rejected"
+        assert (await published(sessions)).count("purchase_order_cancelled") == 1
+        assert await webhooks_queued(sessions) == ["order.rejected"]
+        with pytest.raises(Conflict):  # a new key on a closed order is refused, and nothing of it is kept
+            await handlers.reject(sessions, "po_1", "prices changed", Command.of("reject:po_1", "no-2", {"reason": "p"}))
+        async with sessions() as session:
+            keys = (await session.execute(sa.select(store.idempotency_keys.table.c.key))).scalars().all()
+        assert sorted(keys) == ["no-1"]

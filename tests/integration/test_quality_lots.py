@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from prometheus_client import REGISTRY as PROMETHEUS
 
+from services.quality import store
+from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import (
     COMPOSITE_FOUNDRY,
     events_named,
@@ -197,3 +199,44 @@ async def test_a_revised_specification_applies_to_lots_registered_after_it(make_
                 await session.execute(sa.select(store.lots.c.lot_code, store.lots.c.spec_version).order_by(store.lots.c.lot_code))
             ).all()
         assert [tuple(r) for r in stored] == [("NEW-1", 2), ("OLD-1", 1)]
+
+
+async def test_a_result_and_an_override_sent_twice_with_one_idempotency_key_act_once(make_settings):
+    settings = make_settings()
+    async with run_services(settings, "capacity") as svc, run_quality(settings) as quality:
+        await register_foundries(svc["capacity"], quality, COMPOSITE_FOUNDRY)
+        http = quality.http
+        lot = {"lot_code": "IKM-001-K-0101", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
+        assert (await http.post("/v1/lots", json=lot)).status_code == 201
+        body = {"report_number": "B4T/LHU/0101", "laboratory": "B4T Bandung", "samples": [good_composite_sample()] * 32}
+        key = {"idempotency-key": "results-form-1"}
+        first = await http.post("/v1/lots/IKM-001-K-0101/results", json=body, headers=key)
+        again = await http.post("/v1/lots/IKM-001-K-0101/results", json=body, headers=key)
+        assert first.status_code == again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+        assert again.json()["status"] == first.json()["status"] == "passed"
+        assert again.json()["result"] == first.json()["result"]
+        other_body = await http.post("/v1/lots/IKM-001-K-0101/results", json={**body, "report_number": "B4T/9"}, headers=key)
+        assert other_body.status_code == 409  # one key, one request
+        without_key = await http.post("/v1/lots/IKM-001-K-0101/results", json=body)
+        assert without_key.status_code == 409  # a result is recorded once
+
+        path = "/v1/foundries/IKM-001/quality-status/override"
+        pin = {"status": "watch", "reason": "ISO audit finding"}
+        qa = as_("qa_officer")  # only a QA officer pins or releases a quality status
+        pinned = [await http.put(path, json=pin, headers={"idempotency-key": "pin-1"}, auth=qa) for _ in range(2)]
+        assert [r.status_code for r in pinned] == [200, 200] and pinned[1].headers["idempotent-replayed"] == "true"
+        release = {"idempotency-key": "release-1"}
+        released = [await http.delete(path, params={"reason": "fixed"}, headers=release, auth=qa) for _ in range(2)]
+        assert [r.status_code for r in released] == [200, 200], released[1].text  # the second would be a 409 without the key
+        assert not released[1].json()["overridden"]
+
+        changes, outbox = store.quality_status_changes, store.backbone.outbox
+        async with quality.runtime.sessions() as session:  # type: ignore[union-attr]
+            pins = await session.execute(
+                sa.select(sa.func.count()).select_from(changes).where(changes.c.foundry_code == "IKM-001", changes.c.overridden)
+            )
+            decided = await session.execute(
+                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.event_type.like("%lot_passed%"))
+            )
+            assert pins.scalar_one() == 1 and decided.scalar_one() == 1

@@ -264,3 +264,13 @@ def test_remembered_outcomes_expire():
     ledger.record("k", "done", now=100.0)
     assert ledger.outcome("k", now=105.0) == "done"
     assert ledger.outcome("k", now=111.0) is None
+
+
+def test_sampling_specification_parameters_are_named_in_the_persons_language():
+    assert ID.parameter("friction_coefficient") == "Koefisien gesek μ (rata-rata)"
+    assert EN.parameter("friction_coefficient", "Friction coefficient μ (mean)") == "Friction coefficient μ (mean)"
+    assert ID.parameter("compressive_strength") == "Kuat tekan (ASTM D695)"
+    # A parameter a QA officer added later keeps the name they gave it until the catalogue knows it.
+    assert ID.parameter("thermal_fade", "Thermal fade at 400 °C") == "Thermal fade at 400 °C"
+    assert ID.parameter("thermal_fade") == "thermal_fade"
+    assert ID.label("test_rule", "pass_fail") == "lulus atau gagal"

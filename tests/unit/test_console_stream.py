@@ -55,7 +55,10 @@ def test_the_stream_names_what_changed_and_says_it_in_a_sentence():
     messages = live_messages(LOT_FAILED, person(PLANNER), Translator("id"))
     events = [m["event"] for m in messages]
     assert {"order-po_1", "foundry-IKM-071", "quality", "dashboard"} <= set(events) and events[-1] == "feed"
-    assert "Lot IKM-071-K-0001 dari IKM-071 gagal uji (friction_coefficient): 40 unit harus dibuat ulang" in messages[-1]["data"]
+    assert (
+        "Lot IKM-071-K-0001 dari IKM-071 gagal uji (Koefisien gesek μ (rata-rata)): 40 unit harus dibuat ulang"
+        in messages[-1]["data"]
+    )
     assert "11.00 WIB" in messages[-1]["data"] and 'href="/orders/po_1"' in messages[-1]["data"]
 
 
@@ -104,3 +107,10 @@ def test_a_foundry_hears_only_of_itself_and_a_laboratory_only_of_lots():
     for item in (REGISTERED, LOT_FAILED):
         assert sent(item, person(FOUNDRY, "IKM-071")) != "" and sent(item, person(FOUNDRY, "IKM-002")) == ""
     assert sent(LOT_FAILED, person(LAB)) != "" and sent(REGISTERED, person(LAB)) == ""
+
+
+def test_the_feed_links_only_to_pages_the_person_may_open():
+    assert 'href="/orders/po_1"' in sent(LOT_FAILED, person(PLANNER))
+    foundry = sent(LOT_FAILED, person(FOUNDRY, "IKM-071"))
+    assert "/orders/" not in foundry and 'href="/members/IKM-071"' in foundry
+    assert "href=" not in sent(LOT_FAILED, person(LAB))
