@@ -50,6 +50,9 @@ def _release_reason(tr: Translator, code: str | None) -> str:
     return tr.label("release_reason", code) or tr.label("capacity_reason", code)
 
 
+# How orders words a cancellation that was the cooperative's rejection rather than the buyer's withdrawal.
+REJECTED = "rejected by the cooperative: "
+
 DESCRIBE: dict[str, Describe] = {
     "ceper.capacity.foundry_registered.v1": lambda d, tr: tr.text(
         "%(foundry)s (%(name)s, %(village)s) joined the cooperative's register",
@@ -170,8 +173,14 @@ DESCRIBE: dict[str, Describe] = {
         units=tr.number(sum(a["quantity"] for a in d.get("allocations", []))),
         members=tr.number(len({a["foundry_code"] for a in d.get("allocations", [])})),
     ),
-    "ceper.orders.purchase_order_cancelled.v1": lambda d, tr: tr.text(
-        "%(buyer)s cancelled an order: %(reason)s", buyer=d["buyer_code"], reason=d["reason"]
+    "ceper.orders.purchase_order_cancelled.v1": lambda d, tr: (
+        tr.text(
+            "The cooperative rejected an order of %(buyer)s: %(reason)s",
+            buyer=d["buyer_code"],
+            reason=d["reason"][len(REJECTED) :],
+        )
+        if d["reason"].startswith(REJECTED)
+        else tr.text("%(buyer)s cancelled an order: %(reason)s", buyer=d["buyer_code"], reason=d["reason"])
     ),
     "ceper.orders.shipment_dispatched.v1": lambda d, tr: tr.text(
         "Surat jalan %(number)s left for %(site)s with %(units)s units (%(plate)s)",

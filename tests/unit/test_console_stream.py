@@ -114,3 +114,14 @@ def test_the_feed_links_only_to_pages_the_person_may_open():
     foundry = sent(LOT_FAILED, person(FOUNDRY, "IKM-071"))
     assert "/orders/" not in foundry and 'href="/members/IKM-071"' in foundry
     assert "href=" not in sent(LOT_FAILED, person(LAB))
+
+
+def test_a_rejection_by_the_cooperative_reads_as_one_and_a_buyers_cancellation_as_the_other():
+    def cancelled(reason: str) -> FeedItem:
+        data = {"order_id": "po_9", "buyer_code": "KAI", "reason": reason, "cancelled_at": "2027-03-01T03:00:00Z"}
+        return FeedItem("e-9", "ceper.orders.purchase_order_cancelled.v1", "/ceper/orders", "po_9", REGISTERED.time, "t", data)
+
+    assert "Koperasi menolak pesanan KAI: Harga naik" in sent(
+        cancelled("rejected by the cooperative: Harga naik"), person(PLANNER)
+    )
+    assert "KAI membatalkan pesanan: SPK ditarik" in sent(cancelled("SPK ditarik"), person(PLANNER))
