@@ -22,8 +22,9 @@ STAFF = frozenset({ADMIN, PLANNER, QA_OFFICER})
 SEES_IDENTITIES = frozenset({ADMIN, PLANNER})
 IDENTITY_FIELDS = ("owner", "npwp")
 
-# What each role may do in the console; the services check again with the person's token. Buyers use the
-# API from their own systems, not the console: no page is theirs.
+# What each role may do in the console: the same roles as the service routes the action calls allow (a unit
+# test holds the two together), and the services check again with the person's token. Buyers use the API from
+# their own systems, not the console: no page is theirs.
 ACTIONS: dict[str, frozenset[str]] = {
     "orders.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
     "orders.decide": frozenset({ADMIN, PLANNER}),  # replan, reject
@@ -31,9 +32,10 @@ ACTIONS: dict[str, frozenset[str]] = {
     "shipments.manage": frozenset({ADMIN, PLANNER}),  # surat jalan, dispatch, BAST
     "members.view": frozenset({ADMIN, PLANNER, QA_OFFICER, FOUNDRY}),
     "capacity.report": frozenset({ADMIN, PLANNER, FOUNDRY}),
-    "quality.view": frozenset({ADMIN, PLANNER, QA_OFFICER, LAB, FOUNDRY}),
+    "quality.view": frozenset({ADMIN, PLANNER, QA_OFFICER, LAB, FOUNDRY}),  # lots awaiting results
+    "quality.standing": frozenset({ADMIN, PLANNER, QA_OFFICER, FOUNDRY}),  # certificates and quality status
     "quality.record": frozenset({ADMIN, QA_OFFICER, LAB}),
-    "quality.override": frozenset({ADMIN, QA_OFFICER}),
+    "quality.override": frozenset({QA_OFFICER}),  # quality lets only QA officers pin or release a status
     "operations.view": frozenset({ADMIN}),
     "dashboard.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
 }

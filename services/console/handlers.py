@@ -511,11 +511,15 @@ async def member_detail(up: Upstream, person: Person, code: str, today: date) ->
 
 async def quality_overview(up: Upstream, person: Person, certificate_state: str | None) -> dict[str, Any]:
     foundry = person.foundry_filter
-    awaiting, certificates, statuses = await asyncio.gather(
-        up.get("quality", "/v1/lots", {"status": "registered", "foundry_code": foundry, "limit": 100}),
-        up.get("quality", "/v1/certificates", {"state": certificate_state or None, "foundry_code": foundry}),
-        up.get("quality", "/v1/quality-status"),
-    )
+    lots = up.get("quality", "/v1/lots", {"status": "registered", "foundry_code": foundry, "limit": 100})
+    if not person.may("quality.standing"):  # a laboratory sees the lots it tests, not members' standing
+        awaiting, certificates, statuses = await lots, [], []
+    else:
+        awaiting, certificates, statuses = await asyncio.gather(
+            lots,
+            up.get("quality", "/v1/certificates", {"state": certificate_state or None, "foundry_code": foundry}),
+            up.get("quality", "/v1/quality-status"),
+        )
     watched = [s for s in statuses if (s["status"] != "good" or s["overridden"]) and person.owns_foundry(s["foundry_code"])]
     return {
         "awaiting": awaiting["items"],

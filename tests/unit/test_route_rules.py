@@ -71,3 +71,80 @@ def test_openapi_documents_bearer_and_client_credentials_so_docs_can_authorize(s
             else:
                 assert secured == {"bearer", "oauth2"}, f"{method} {path} documents no security"
                 assert {"401", "403"} <= set(operation["responses"]), f"{method} {path} documents no 401/403"
+
+
+# What each console action calls on the services (services/console/handlers.py); the console offers an action
+# only to roles every one of those routes lets through, so no one is shown a page or a button the service refuses.
+CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
+    "dashboard.view": [
+        ("orders", "GET", "/v1/purchase-orders"),
+        ("orders", "GET", "/v1/purchase-orders/{order_id}"),
+        ("capacity", "GET", "/v1/availability"),
+        ("quality", "GET", "/v1/certificates"),
+        ("quality", "GET", "/v1/lots"),
+    ],
+    "orders.view": [
+        ("orders", "GET", "/v1/purchase-orders"),
+        ("orders", "GET", "/v1/purchase-orders/{order_id}"),
+        ("orders", "GET", "/v1/purchase-orders/{order_id}/plans"),
+        ("orders", "GET", "/v1/purchase-orders/{order_id}/shipments"),
+        ("quality", "GET", "/v1/lots"),
+    ],
+    "orders.decide": [
+        ("orders", "POST", "/v1/purchase-orders/{order_id}/replan"),
+        ("orders", "POST", "/v1/purchase-orders/{order_id}/reject"),
+    ],
+    "shipments.view": [
+        ("orders", "GET", "/v1/purchase-orders/{order_id}/shipments"),
+        ("orders", "GET", "/v1/shipments/{shipment_id}"),
+        ("quality", "GET", "/v1/lots/{lot_code}/trace"),
+    ],
+    "shipments.manage": [
+        ("orders", "POST", "/v1/purchase-orders/{order_id}/shipments"),
+        ("orders", "POST", "/v1/shipments/{shipment_id}/dispatch"),
+        ("orders", "POST", "/v1/shipments/{shipment_id}/handover"),
+    ],
+    "members.view": [
+        ("capacity", "GET", "/v1/foundries"),
+        ("capacity", "GET", "/v1/foundries/{code}"),
+        ("capacity", "GET", "/v1/availability"),
+        ("capacity", "GET", "/v1/reservations"),
+        ("capacity", "GET", "/v1/foundries/{code}/capacity-changes"),
+        ("quality", "GET", "/v1/certificates"),
+        ("quality", "GET", "/v1/lots"),
+        ("quality", "GET", "/v1/quality-status"),
+        ("quality", "GET", "/v1/foundries/{foundry_code}/quality-status"),
+    ],
+    "capacity.report": [("capacity", "POST", "/v1/foundries/{code}/capacity-changes")],
+    "quality.view": [
+        ("quality", "GET", "/v1/lots"),
+        ("quality", "GET", "/v1/lots/{lot_code}"),
+        ("quality", "GET", "/v1/specifications/{item_code}"),
+    ],
+    "quality.standing": [("quality", "GET", "/v1/certificates"), ("quality", "GET", "/v1/quality-status")],
+    "quality.record": [("quality", "POST", "/v1/lots/{lot_code}/results")],
+    "quality.override": [
+        ("quality", "PUT", "/v1/foundries/{foundry_code}/quality-status/override"),
+        ("quality", "DELETE", "/v1/foundries/{foundry_code}/quality-status/override"),
+    ],
+    "operations.view": [],  # the console's own dead-letter store and the services' public readiness and metrics
+}
+
+
+def test_the_console_offers_each_action_to_the_roles_the_services_allow():
+    from services.console.domain import ACTIONS
+
+    assert set(CONSOLE_CALLS) == set(ACTIONS), "every console action lists the service routes it calls"
+    rules = {s: {(m, p): r for m, p, r in routes_of(app_of(s))} for s in ("orders", "capacity", "quality")}
+    for action, calls in CONSOLE_CALLS.items():
+        for service, method, path in calls:
+            rule = rules[service][(method, path)]
+            assert rule is not None and not rule.public, (service, method, path)
+            allowed = {str(role) for role in rule.roles}
+            assert ACTIONS[action] <= allowed, (
+                f"console {action} is offered to {sorted(ACTIONS[action] - allowed)}, whom {service} {method} {path} refuses"
+            )
+    # An action is for everyone the services allow it to, not fewer: the writes match exactly.
+    for action in ("orders.decide", "shipments.manage", "capacity.report", "quality.record", "quality.override"):
+        service, method, path = CONSOLE_CALLS[action][0]
+        assert ACTIONS[action] == {str(role) for role in rules[service][(method, path)].roles} - {"buyer"}, action
