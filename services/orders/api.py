@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
+from shared import clock
 from shared.audit_api import trail_router
 from shared.auth import Forbidden, Principal, require
 from shared.http import FieldError, NotFound, Unprocessable, problem_responses
@@ -21,7 +22,7 @@ from shared.projections import FoundryView, list_foundries
 from shared.roles import Role
 from shared.service import Runtime, Sessions
 
-from . import handlers, store, webhooks
+from . import handlers, store, webhooks, whatif
 from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements, WebhookEndpoint
 
 router = APIRouter(prefix="/v1")
@@ -243,6 +244,25 @@ class PurchaseOrderPage(Page[PurchaseOrderOut]):
     pass
 
 
+def _order_lines(body: PurchaseOrderIn, safety_lead_days: int) -> list[OrderLine]:
+    """The body's lines as the domain's, each with its safety lead (the line's own, else the setting)."""
+    return [
+        OrderLine(
+            line_no=line.line_no,
+            item_code=line.item_code,
+            description=line.description,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            deliveries=tuple(Delivery(d.due_date, d.quantity, d.site_code) for d in line.deliveries),
+            requirements=Requirements(tuple(line.requirements.certificates), line.requirements.min_tkdn_percent)
+            if line.requirements
+            else Requirements(),
+            safety_lead_days=safety_lead_days if line.safety_lead_days is None else line.safety_lead_days,
+        )
+        for line in body.lines
+    ]
+
+
 @router.post(
     "/purchase-orders",
     status_code=201,
@@ -270,23 +290,7 @@ async def submit_purchase_order(
         po_number=body.po_number,
         issued_on=body.issued_on,
         currency=body.currency,
-        lines=[
-            OrderLine(
-                line_no=line.line_no,
-                item_code=line.item_code,
-                description=line.description,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                deliveries=tuple(Delivery(d.due_date, d.quantity, d.site_code) for d in line.deliveries),
-                requirements=Requirements(tuple(line.requirements.certificates), line.requirements.min_tkdn_percent)
-                if line.requirements
-                else Requirements(),
-                safety_lead_days=runtime.settings.orders_safety_lead_days
-                if line.safety_lead_days is None
-                else line.safety_lead_days,
-            )
-            for line in body.lines
-        ],
+        lines=_order_lines(body, runtime.settings.orders_safety_lead_days),
     )
     response.headers["Location"] = f"/v1/purchase-orders/{intake.order.id}"
     if intake.replayed:
@@ -852,3 +856,195 @@ audit_trail = trail_router(
         "lot_projection",
     ),
 )
+
+
+# --- what-if: the planners' questions -----------------------------------------------------------------------
+
+
+class CapacityChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    foundry_code: str = Field(max_length=20, examples=["IKM-071"])
+    product_family: str = Field(max_length=40, examples=["BRAKE_BLOCK_COMPOSITE"])
+    from_date: date = Field(examples=["2027-03-01"])
+    to_date: date = Field(examples=["2027-03-31"])
+    weekly_units: int = Field(strict=True, ge=0, le=1_000_000, description="The member's capacity in each week of the dates")
+
+
+class CertificateLapseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    foundry_code: str = Field(max_length=20, examples=["IKM-012"])
+    kind: Literal["SNI", "ISO9001", "TKDN", "SKKNI"] = Field(examples=["SNI"])
+    on: date = Field(examples=["2027-02-01"], description="The first day the member's certificates of the kind are not valid")
+
+
+class SuspensionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    foundry_code: str = Field(max_length=20, examples=["IKM-030"])
+    from_date: date = Field(examples=["2027-01-15"], description="The first day the member makes nothing")
+
+
+class WhatIfIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "capacity_changes": [
+                        {"foundry_code": "IKM-071", "product_family": "BRAKE_BLOCK_COMPOSITE",
+                         "from_date": "2027-03-01", "to_date": "2027-03-31", "weekly_units": 0}
+                    ],
+                    "certificate_lapses": [{"foundry_code": "IKM-012", "kind": "SNI", "on": "2027-02-01"}],
+                    "suspensions": [{"foundry_code": "IKM-030", "from_date": "2027-01-15"}],
+                    "new_orders": [],
+                }
+            ]
+        },
+    )  # fmt: skip
+
+    capacity_changes: list[CapacityChangeIn] = Field(default_factory=list, max_length=200)
+    certificate_lapses: list[CertificateLapseIn] = Field(default_factory=list, max_length=200)
+    suspensions: list[SuspensionIn] = Field(default_factory=list, max_length=200)
+    new_orders: list[PurchaseOrderIn] = Field(
+        default_factory=list, max_length=20, description="Purchase-order bodies as `POST /v1/purchase-orders` takes them"
+    )
+
+
+class MemberShiftOut(BaseModel):
+    foundry_code: str
+    units_before: int
+    units_after: int
+
+
+class WhatIfAllocationOut(BaseModel):
+    foundry_code: str
+    week: str = Field(description="ISO week of production")
+    quantity: int
+    due_date: date
+    state: str = Field(description="planned or reserved (kept from the plan in force)")
+
+
+class WhatIfPlanOut(BaseModel):
+    allocations: list[WhatIfAllocationOut]
+    shortfall: list[ShortfallOut]
+
+
+class WhatIfLineOut(BaseModel):
+    line_no: int
+    at_risk: bool = Field(description="The plan it would have cannot make every unit in time")
+    late_units: int
+    late_due_dates: list[date]
+    expected_completion: date | None = Field(description="Earliest date the late units could reach the buyer")
+    moved_units: int = Field(description="Units that would leave the foundry-week the plan in force has them in")
+    members: list[MemberShiftOut] = Field(description="Members whose units of the line would change")
+    plan: WhatIfPlanOut = Field(description="The line's plan it would have (the plan in force when untouched)")
+
+
+class WhatIfOrderOut(BaseModel):
+    order_id: str
+    po_number: str
+    buyer_code: str
+    status: str = Field(description="The status the order would have")
+    replanned: bool = Field(description="The hypotheses touch the order: it would be planned again")
+    reason: str | None
+    lines: list[WhatIfLineOut]
+
+
+class WhatIfNewOrderOut(BaseModel):
+    po_number: str
+    buyer_code: str
+    acceptable_in_full: bool = Field(description="Every unit could be made in time")
+    complete_by: date | None = Field(description="When every unit could reach the buyer; none if not within a year")
+    lines: list[WhatIfLineOut]
+
+
+class UtilisationOut(BaseModel):
+    foundry_code: str
+    product_family: str
+    before: float | None = Field(description="Held over capacity in the weeks looked at, now")
+    after: float | None = Field(description="The same if the hypotheses came true")
+
+
+class WhatIfOut(BaseModel):
+    first_week: str
+    last_week: str
+    orders: list[WhatIfOrderOut]
+    new_orders: list[WhatIfNewOrderOut]
+    utilisation: list[UtilisationOut] = Field(description="Members whose planned work would change")
+
+
+def _line_out(line: whatif.LineOutcome) -> WhatIfLineOut:
+    return WhatIfLineOut(
+        line_no=line.line_no,
+        at_risk=line.at_risk,
+        late_units=line.late_units,
+        late_due_dates=[date.fromisoformat(d) for d in line.late_due_dates],
+        expected_completion=date.fromisoformat(line.expected_completion) if line.expected_completion else None,
+        moved_units=line.moved_units,
+        members=[MemberShiftOut(**vars(m)) for m in line.members],
+        plan=WhatIfPlanOut(
+            allocations=[WhatIfAllocationOut(**a) for a in line.allocations],
+            shortfall=[ShortfallOut(**s) for s in line.shortfall],
+        ),
+    )
+
+
+@router.post(
+    "/what-if",
+    response_model=WhatIfOut,
+    tags=["planning"],
+    summary="What would become of the open orders if capacity changed, certificates lapsed, members were suspended or"
+    " new orders arrived",
+    description="Planned as a real replan would be, on a copy in memory: nothing is stored, published, reserved or sent.",
+    dependencies=[Depends(require(Role.PLANNER, Role.ADMIN))],
+    responses=problem_responses(401, 403, 422),
+)
+async def what_if(body: WhatIfIn, sessions: Sessions, runtime: Runtime) -> WhatIfOut:
+    hypotheses = whatif.Hypotheses(
+        capacity_changes=tuple(whatif.CapacityChange(**c.model_dump()) for c in body.capacity_changes),
+        certificate_lapses=tuple(whatif.CertificateLapse(**c.model_dump()) for c in body.certificate_lapses),
+        suspensions=tuple(whatif.Suspension(**s.model_dump()) for s in body.suspensions),
+    )
+    new_orders = [
+        PurchaseOrder(
+            f"what-if-{i + 1}",
+            order.buyer_code,
+            order.po_number,
+            order.issued_on,
+            order.currency,
+            tuple(_order_lines(order, runtime.settings.orders_safety_lead_days)),
+            OrderStatus.RECEIVED,
+            clock.now(),
+        )
+        for i, order in enumerate(body.new_orders)
+    ]
+    answer = await handlers.what_if(sessions, hypotheses, new_orders)
+    return WhatIfOut(
+        first_week=answer.first_week,
+        last_week=answer.last_week,
+        orders=[
+            WhatIfOrderOut(
+                order_id=o.order_id,
+                po_number=o.po_number,
+                buyer_code=o.buyer_code,
+                status=o.status,
+                replanned=o.replanned,
+                reason=o.reason,
+                lines=[_line_out(line) for line in o.lines],
+            )
+            for o in answer.orders
+        ],
+        new_orders=[
+            WhatIfNewOrderOut(
+                po_number=o.po_number,
+                buyer_code=o.buyer_code,
+                acceptable_in_full=o.acceptable_in_full,
+                complete_by=o.complete_by,
+                lines=[_line_out(line) for line in o.lines],
+            )
+            for o in answer.new_orders
+        ],
+        utilisation=[UtilisationOut(**vars(u)) for u in answer.utilisation],
+    )

@@ -31,9 +31,10 @@ from shared.projections import project_foundry
 from shared.settings import Settings
 from shared.weeks import iso_week
 
-from . import metrics, projections, replanning, store, webhooks
+from . import metrics, projections, replanning, store, webhooks, whatif
 from .destinations import DestinationRules, RefusedDestination
 from .domain import (
+    ITEMS,
     CertificateHeld,
     FoundryStanding,
     LineProgress,
@@ -46,6 +47,7 @@ from .domain import (
     Violation,
     WebhookEndpoint,
     WebhookMessage,
+    check_purchase_order,
     local_content,
     receive_purchase_order,
     split_handover,
@@ -394,6 +396,64 @@ async def replan(
         if command is not None:
             await command.remember(store.idempotency_keys, session, str(version or "-"), clock.now())
         return version
+
+
+# --- what-if: the planners' questions, answered on a copy and never stored ------------------------------------
+
+
+async def what_if(
+    sessions: async_sessionmaker[AsyncSession], hypotheses: whatif.Hypotheses, new_orders: Sequence[PurchaseOrder]
+) -> whatif.WhatIf:
+    """What would become of every open order (and of new ones) under the hypotheses: planned as a reaction would,
+    on a copy of the cooperative in memory. Read-only: the transaction writes nothing and is rolled back."""
+    today = clock.today()
+    families = sorted({item.product_family for item in ITEMS.values()})
+    async with sessions() as session:
+        standings = {f.code: f for f in await _standings(session, today)}
+        violations = whatif.problems(hypotheses, standings, families)
+        for i, order in enumerate(new_orders):
+            violations += [
+                (f"new_orders.{i}.{v.field}", v.message)
+                for v in check_purchase_order(order.buyer_code, order.issued_on, order.currency, list(order.lines), today)
+            ]
+        if violations:
+            raise Unprocessable(
+                "; ".join(f"{where}: {message}" for where, message in violations),
+                errors=[FieldError(field=f"body.{where}", message=message) for where, message in violations],
+            )
+        orders = await store.open_orders(session)
+        last = max([today, *(replanning.horizon(line, today) for order in [*orders, *new_orders] for line in order.lines)])
+        first_week, last_week = iso_week(today), iso_week(last)
+        capacity: dict[str, whatif.Cells] = {}
+        held: dict[str, whatif.Cells] = {}
+        for family in families:
+            capacity[family], held[family] = await projections.capacity_and_held(session, family, first_week, last_week)
+        open_orders: list[whatif.OpenOrder] = []
+        named = {h.foundry_code for h in (*hypotheses.certificate_lapses, *hypotheses.suspensions)}
+        for order in orders:
+            plan = await store.plan_in_force(session, order.id)
+            at_named = [
+                h.allocation.allocation_id for h in (plan.allocations if plan else ()) if h.allocation.foundry_code in named
+            ]
+            open_orders.append(
+                whatif.OpenOrder(
+                    order,
+                    plan,
+                    frozenset(await store.refused_cells_of(session, order.id)),
+                    await store.units_to_make_again(session, order),
+                    await store.produced_for(session, at_named),
+                )
+            )
+        await session.rollback()
+    return whatif.what_if(
+        whatif.Cooperative(standings, capacity, held),
+        open_orders,
+        hypotheses,
+        new_orders,
+        today=today,
+        now=clock.now(),
+        rules=PLAN_RULES,
+    )
 
 
 # --- fulfilment: progress, shipments and the buyer's handover (BAST) --------------------------------------

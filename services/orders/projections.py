@@ -166,21 +166,33 @@ async def on_lot_event(session: AsyncSession, envelope: Envelope[Any]) -> None:
 
 async def free_capacity(session: AsyncSession, product_family: str, first_week: str, last_week: str) -> dict[str, dict[str, int]]:
     """foundry → week → units not reserved by anyone, for the family and weeks."""
-    free: dict[str, dict[str, int]] = {}
-    for foundry, week, capacity in await store.listed_capacity(session, product_family, first_week, last_week):
-        free.setdefault(foundry, {})[week] = capacity
+    capacity, held = await capacity_and_held(session, product_family, first_week, last_week)
+    return {
+        foundry: {week: max(0, units - held.get(foundry, {}).get(week, 0)) for week, units in weeks.items()}
+        for foundry, weeks in capacity.items()
+    }
+
+
+async def capacity_and_held(
+    session: AsyncSession, product_family: str, first_week: str, last_week: str
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """foundry → week → capacity, and foundry → week → units held for anyone, for the family and weeks."""
+    capacity: dict[str, dict[str, int]] = {}
+    for foundry, week, units in await store.listed_capacity(session, product_family, first_week, last_week):
+        capacity.setdefault(foundry, {})[week] = units
     # A standard change lists a year of weeks; later ones follow the standard figure (the event's contract).
     weeks = weeks_between(week_start(first_week), week_start(last_week))
     for foundry, units in await store.standard_capacity(session, product_family):
-        listed = free.setdefault(foundry, {})
+        listed = capacity.setdefault(foundry, {})
         for week in weeks:
             listed.setdefault(week, units)
     # Allocations capacity has not confirmed yet are spoken for too: without them, orders planned close
     # together would take the same foundry-weeks and capacity would refuse the later ones.
+    held: dict[str, dict[str, int]] = {}
     for foundry, week, units in await store.held_by_week(session, product_family, first_week, last_week):
-        if foundry in free and week in free[foundry]:
-            free[foundry][week] = max(0, free[foundry][week] - units)
-    return free
+        if foundry in capacity and week in capacity[foundry]:
+            held.setdefault(foundry, {})[week] = held.get(foundry, {}).get(week, 0) + units
+    return capacity, held
 
 
 async def standing(session: AsyncSession, on: date, foundry_code: str | None = None) -> dict[str, dict[str, Any]]:

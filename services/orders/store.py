@@ -475,6 +475,12 @@ async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
     return order
 
 
+async def open_orders(session: AsyncSession) -> list[PurchaseOrder]:
+    """Every order still moving, by id."""
+    rows = (await session.execute(sa.select(purchase_orders).where(order_is_open()).order_by(purchase_orders.c.id))).all()
+    return [_to_order(r) for r in rows]
+
+
 async def lock_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
     """The order, its row locked until the transaction ends: every read-decide-write on an order's plan,
     confirmations, fulfilment or status starts here, so concurrent consumers and requests take turns per order.
