@@ -16,6 +16,12 @@ already booked by other orders), Lebaran closures and a few weeks lost to breakd
     and without it. A failed lot is known at the end of its week and made again from the next week on, earliest
     first, on whatever free capacity the plan leaves (a foundry-week of at least the minimum lot).
 
+(e) what-if (`--what-if-runs`, default 3; 0 skips it): the demo cooperative (168 members, their declared weekly
+    capacity, every member certified) with the demo's open orders planned by orders' own reaction on an SQLite
+    database; the busiest member of the KAI order loses its busiest four weeks. `POST /v1/what-if`'s handler
+    answers that question for every open order, and a real replan of the same change (the capacity projection
+    changed, then `plan_order` of every order that lost units, rolled back) is timed in the same run.
+
 `--scenario front-loaded` makes due dates and certificates bind: half the units are due on 5 February (five
 weeks of production), the rest in 11 monthly deliveries, and a third of the members' certificates run out
 on 30 June (they may serve only the deliveries due by then).
@@ -29,14 +35,16 @@ Prints a table and, last, one JSON line. Exits 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/planner.py` puts bench/ on the path, not the repository
 
+from ceper.demo import demo_foundries, demo_purchase_orders  # noqa: E402
+from ceper.demo.capacity import standard_weekly_units  # noqa: E402
+from services.orders import handlers, projections, store, whatif  # noqa: E402
+from services.orders.app import SPEC  # noqa: E402
+from services.orders.domain import Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements  # noqa: E402
 from services.orders.planner import (  # noqa: E402
     Candidate,
     Demand,
@@ -54,6 +67,12 @@ from services.orders.planner import (  # noqa: E402
     plan_line,
     score,
 )
+from shared import clock  # noqa: E402
+from shared.db import create_engine, migrate, session_factory  # noqa: E402
+from shared.events import Envelope  # noqa: E402
+from shared.events.capacity import CapacityChanged, FoundryRegistered, WeekCapacity  # noqa: E402
+from shared.events.orders import PurchaseOrderReceived, ReceivedLine  # noqa: E402
+from shared.events.quality import CertificateGranted  # noqa: E402
 from shared.weeks import add_weeks, iso_week, lebaran, week_end, week_start  # noqa: E402
 
 TODAY = date(2026, 12, 29)  # a Tuesday: production starts on Monday 4 January 2027 (2027-W01)
@@ -62,6 +81,7 @@ LEBARAN_WEEKS = (LEBARAN_WEEK, add_weeks(LEBARAN_WEEK, 1))  # every member close
 RULES = PlanRules()  # the rules `plan_order` uses, but for its shorter time limit (1.0 s)
 TARGET_FULL_PLAN_S = 2.0
 TARGET_REPLAN_MS = 200.0
+TARGET_WHAT_IF_S = 1.0
 FAILED_LOT_RATE = 0.05
 
 
@@ -284,6 +304,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "failed_units": failures["without"]["failed_units"],
         },
         "replans": replans,
+        "what_if": asyncio.run(what_if_figures(args.what_if_runs, args.seed)) if args.what_if_runs > 0 else None,
         "replan_median_ms": round(statistics.median(r["median_ms"] for r in replans), 1) if replans else None,
         "replan_max_ms": max((r["max_ms"] for r in replans), default=None),
         "vs_greedy": {
@@ -292,6 +313,126 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "members_used": [ours["members_used"], baseline["members_used"]],
             "max_share": [ours["max_share"], baseline["max_share"]],
         },
+    }
+
+
+async def what_if_figures(runs: int, seed: int) -> dict[str, Any]:
+    """(e): what-if against a real replan of the same change, on the demo cooperative (see the module)."""
+    now = datetime(TODAY.year, TODAY.month, TODAY.day, 3, tzinfo=UTC)
+    clock.use(clock.FixedClock(now))
+    members = demo_foundries(seed)
+    weekly = standard_weekly_units(members, seed, TODAY.year)
+    with tempfile.TemporaryDirectory(prefix="ceper-bench-what-if-") as folder:
+        engine = create_engine(f"sqlite+aiosqlite:///{folder}/orders.db")
+        await migrate(engine, SPEC.migrations_dir)
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            for m in members:
+                registered = FoundryRegistered(
+                    foundry_code=m.code, name=m.name, village=m.village, product_families=m.product_families, registered_at=now
+                )
+                await handlers.on_foundry_changed(session, Envelope.of(registered))
+                for family, units in weekly[m.code].items():
+                    change = CapacityChanged(
+                        foundry_code=m.code, product_family=family, change_id=f"std-{m.code}-{family}", reason="declared",
+                        standard_weekly_units=units, weeks=[], changed_at=now,
+                    )  # fmt: skip
+                    await projections.on_capacity_changed(session, Envelope.of(change))
+                for kind, extra in (
+                    ("SNI", {"items": ["BB-COMP-K", "BB-COMP-LL", "BB-CI"]}),
+                    ("ISO9001", {}),
+                    ("TKDN", {"tkdn_percent": 42.0}),
+                ):
+                    granted = CertificateGranted(
+                        certificate_id=f"{m.code}-{kind}", foundry_code=m.code, kind=kind, number=f"{kind}/{m.code}",
+                        issuer="bench", valid_from=date(2025, 1, 1), valid_until=date(2030, 12, 31), granted_at=now, **extra,
+                    )  # fmt: skip
+                    await projections.on_certificate_event(session, Envelope.of(granted))
+        log("what-if: the demo orders planned by orders' reaction …")
+        for n, body in enumerate(demo_purchase_orders(TODAY), start=1):
+            lines = tuple(
+                OrderLine(
+                    line_no=line["line_no"], item_code=line["item_code"], description=line["description"],
+                    quantity=line["quantity"], unit_price=line["unit_price"],
+                    deliveries=tuple(Delivery(date.fromisoformat(d["due_date"]), d["quantity"], d["site_code"]) for d in line["deliveries"]),
+                    requirements=Requirements(tuple(line.get("requirements", {}).get("certificates", ())), line.get("requirements", {}).get("min_tkdn_percent")),
+                    safety_lead_days=7,
+                )
+                for line in body["lines"]  # type: ignore[attr-defined]
+            )  # fmt: skip
+            order = PurchaseOrder(
+                f"po_demo_{n}", str(body["buyer_code"]), str(body["po_number"]), TODAY, "IDR", lines, OrderStatus.RECEIVED, now
+            )
+            async with sessions.begin() as session:
+                await store.add_order(session, order)
+                received = PurchaseOrderReceived(
+                    order_id=order.id, buyer_code=order.buyer_code, po_number=order.po_number, issued_on=order.issued_on,
+                    lines=[ReceivedLine(line_no=li.line_no, item_code=li.item_code, quantity=li.quantity) for li in lines],
+                    received_at=now,
+                )  # fmt: skip
+                await handlers.on_purchase_order_received(session, Envelope.of(received))
+        async with sessions() as session:
+            kai = await store.plan_in_force(session, "po_demo_1")
+            assert kai is not None
+        by_member: dict[str, dict[str, int]] = {}
+        for held in kai.allocations:
+            a = held.allocation
+            by_member.setdefault(a.foundry_code, {})[a.week] = (
+                by_member.setdefault(a.foundry_code, {}).get(a.week, 0) + a.quantity
+            )
+        busiest = max(sorted(by_member), key=lambda code: sum(by_member[code].values()))
+        weeks = sorted(by_member[busiest])
+        start = max(
+            range(len(weeks)), key=lambda i: (sum(by_member[busiest].get(add_weeks(weeks[i], k), 0) for k in range(4)), -i)
+        )
+        lost_weeks = [add_weeks(weeks[start], k) for k in range(4)]
+        family = kai.allocations[0].allocation.product_family
+        drop = whatif.CapacityChange(busiest, family, week_start(lost_weeks[0]), week_end(lost_weeks[-1]), 0)
+        log(f"what-if: {busiest} loses {lost_weeks[0]}…{lost_weeks[-1]} × {runs} …")
+        what_if_s = []
+        answer = None
+        for _ in range(runs):
+            started = time.perf_counter()
+            answer = await handlers.what_if(sessions, whatif.Hypotheses(capacity_changes=(drop,)), [])
+            what_if_s.append(time.perf_counter() - started)
+        assert answer is not None
+        replan_s = []
+        replanned: dict[str, int] = {}
+        for _ in range(runs):
+            async with sessions() as session:
+                started = time.perf_counter()
+                async with session.begin():
+                    change = CapacityChanged(
+                        foundry_code=busiest, product_family=family, change_id="bench-drop", reason="press_breakdown",
+                        weeks=[WeekCapacity(week=w, capacity=0) for w in lost_weeks], changed_at=now,
+                    )  # fmt: skip
+                    await projections.on_capacity_changed(session, Envelope.of(change))
+                    for order_id in await store.orders_with_allocations_at(session, busiest):
+                        held = await store.current_allocations_at(session, busiest, order_id)
+                        lost = {a.allocation_id: a.quantity for a in held if a.week in lost_weeks}
+                        if lost:
+                            blocked = {(busiest, w) for w in lost_weeks}
+                            version = await handlers.plan_order(session, order_id, "capacity drop", lost=lost, blocked=blocked)
+                            plan = await store.plan_in_force(session, order_id)
+                            assert version is not None and plan is not None
+                            replanned[order_id] = sum(r["shortfall"] for r in plan.risk)
+                    replan_s.append(time.perf_counter() - started)
+                    await session.rollback()
+        await engine.dispose()
+    touched = [o for o in answer.orders if o.replanned]
+    return {
+        "members": len(members),
+        "open_orders": len(answer.orders),
+        "member": busiest,
+        "weeks": [lost_weeks[0], lost_weeks[-1]],
+        "orders_replanned": len(touched),
+        "moved_units": sum(line.moved_units for o in touched for line in o.lines),
+        "late_units_what_if": sum(line.late_units for o in touched for line in o.lines),
+        "late_units_replan": sum(replanned.values()),
+        "what_if_median_s": round(statistics.median(what_if_s), 4),
+        "what_if_max_s": round(max(what_if_s), 4),
+        "replan_median_s": round(statistics.median(replan_s), 4),
+        "replan_max_s": round(max(replan_s), 4),
     }
 
 
@@ -330,12 +471,23 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
         f"vs greedy: score × {v['score_ratio']:.3f}, max utilisation × {v['max_utilisation_ratio']:.3f}, "
         f"members used {v['members_used'][0]} vs {v['members_used'][1]}, max share {v['max_share'][0]:.2%} vs {v['max_share'][1]:.2%}"
     )
+    w = figures.get("what_if")
+    if w:
+        print(
+            f"what-if on the demo ({w['members']} members, {w['open_orders']} open orders): {w['member']} loses"
+            f" {w['weeks'][0]}…{w['weeks'][1]}: {w['orders_replanned']} orders replanned, {w['moved_units']} units moved,"
+            f" {w['late_units_what_if']} late (a real replan: {w['late_units_replan']}); what-if {w['what_if_median_s'] * 1000:.0f} ms"
+            f" median, {w['what_if_max_s'] * 1000:.0f} ms max; the real replan {w['replan_median_s'] * 1000:.0f} ms median,"
+            f" {w['replan_max_s'] * 1000:.0f} ms max"
+        )
     targets = {
         f"full_plan_at_most_{TARGET_FULL_PLAN_S:g}_s": figures["full_plan"]["max_s"] <= TARGET_FULL_PLAN_S,
         f"replan_at_most_{TARGET_REPLAN_MS:g}_ms": figures["replan_max_ms"] is not None
         and figures["replan_max_ms"] <= TARGET_REPLAN_MS,
         "score_at_most_greedy": v["score_ratio"] <= 1.0,
     }
+    if w:
+        targets[f"what_if_at_most_{TARGET_WHAT_IF_S:g}_s"] = w["what_if_max_s"] <= TARGET_WHAT_IF_S
     print("targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items()))
     met = all(targets.values())
     summary = {
@@ -370,6 +522,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1995)
     parser.add_argument("--safety-lead-days", type=int, default=7, help="the safety lead measured in (d) (default 7)")
     parser.add_argument("--trials", type=int, default=20, help="draws of failed lots in (d) (default 20)")
+    parser.add_argument("--what-if-runs", type=int, default=3, help="timed what-ifs and replans in (e); 0 skips (e) (default 3)")
     args = parser.parse_args(argv)
     if (
         min(args.runs, args.replans, args.foundries, args.units, args.trials) < 1

@@ -131,6 +131,15 @@ def _draw(members: Sequence[Member], seed: int, year: int) -> list[_Profile]:
     return profiles
 
 
+def standard_weekly_units(members: Sequence[Member], seed: int, year: int) -> dict[str, dict[str, int]]:
+    """Each member's standard weekly units of the product families it makes, as the demo declares them."""
+    families = {member.code: set(member.product_families) for member in members}
+    return {
+        profile.code: {family: units for family, units in profile.weekly_units.items() if family in families[profile.code]}
+        for profile in _draw(members, seed, year)
+    }
+
+
 def _changes(profile: _Profile, families: Sequence[str], year: int) -> list[dict[str, Any]]:
     changes: list[dict[str, Any]] = []
     for family in families:
