@@ -62,6 +62,16 @@ from .tasks import BackgroundTask, Backoff, every
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope[Any]], Awaitable[None]]
+Settler = Callable[[AsyncSession], Awaitable[None]]
+
+# Set in `session.info` while the inbox applies a batch: reactions may leave work to the settlers, which run once
+# at the batch's end in its transaction (e.g. one replan per order for every event of the batch about it).
+IN_BATCH = "ceper_inbox_batch"
+
+
+def in_batch(session: AsyncSession) -> bool:
+    """Whether the session applies an inbox batch whose settlers run at its end (never for direct calls)."""
+    return bool(session.info.get(IN_BATCH))
 
 
 class PermanentError(Exception):
@@ -127,6 +137,15 @@ class Subscriptions:
     def __init__(self, service: str) -> None:
         self.service = service
         self._by_type: dict[str, Subscription] = {}
+        self.settlers: list[Settler] = []
+
+    def settle(self, settler: Settler) -> None:
+        """Adds work run once after every event of a batch (or a lone event) is handled, in the same transaction."""
+        self.settlers.append(settler)
+
+    async def settled(self, session: AsyncSession) -> None:
+        for settler in self.settlers:
+            await settler(session)
 
     def add(self, model: type[EventData], handler: Handler, *, projection_of: Sequence[sa.Table] = ()) -> None:
         event_type = model.event_type()
@@ -553,6 +572,7 @@ class InboxConsumer:
                 fresh.discard(delivery.envelope.id)  # a second copy within the batch is a duplicate too
                 await self._handle(session, delivery)
                 applied.append(delivery)
+            await self.subscriptions.settled(session)
         self._count_applied(applied)
 
     async def _apply_alone(self, tp: TopicPartition, delivery: Delivery) -> None:
@@ -565,6 +585,7 @@ class InboxConsumer:
                         self._count_duplicate(delivery)
                         return
                     await self._handle(session, delivery)
+                    await self.subscriptions.settled(session)
                 self._count_applied([delivery])
                 return
             except EVENT_ERRORS as exc:
@@ -591,11 +612,14 @@ class InboxConsumer:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """A transaction applying events of one partition: reactions in it may leave work to the settlers, which the
+        caller runs after the last event, before the commit (a failed transaction's work goes with its session)."""
         async with contextlib.AsyncExitStack() as stack:
             if self._one_writer is not None:
                 await stack.enter_async_context(self._one_writer)
             session = await stack.enter_async_context(self.sessions())
             await stack.enter_async_context(session.begin())
+            session.info[IN_BATCH] = True
             yield session
 
     async def _wait(self, tp: TopicPartition, seconds: float) -> None:

@@ -26,10 +26,11 @@ from shared.events.orders import (
 from shared.events.quality import CertificateGranted, CertificateRevoked, FoundryQualityStatusChanged, LotFailed
 from shared.http import Conflict, FieldError, NotFound, Unprocessable
 from shared.idempotency import Command, fingerprint
+from shared.inbox import in_batch
 from shared.logging import get_logger
 from shared.projections import project_foundry
 from shared.settings import Settings
-from shared.weeks import iso_week
+from shared.weeks import iso_week, weeks_between
 
 from . import metrics, projections, replanning, store, webhooks, whatif
 from .destinations import DestinationRules, RefusedDestination
@@ -260,13 +261,13 @@ async def on_reservation_rejected(session: AsyncSession, envelope: Envelope[Rese
         a.allocation.allocation_id == data.allocation_id and a.state != "rejected" for a in plan.allocations
     ):
         return  # no longer in the plan in force: an earlier replan already moved it
-    await plan_order(
+    await _ask(
         session,
         data.order_id,
         f"reservation rejected: {data.reason}",
-        lost={data.allocation_id: data.requested_quantity},
+        "reservation_rejected",
+        revoked={data.allocation_id: data.requested_quantity},
         blocked={(data.foundry_code, data.week)},
-        trigger="reservation_rejected",
     )
 
 
@@ -280,13 +281,13 @@ async def on_reservation_revoked(session: AsyncSession, envelope: Envelope[Reser
     plan = await store.plan_in_force(session, data.order_id)
     if plan is None or not any(a.allocation.allocation_id == data.allocation_id for a in plan.allocations):
         return
-    await plan_order(
+    await _ask(
         session,
         data.order_id,
         f"reservation revoked: {data.reason}",
-        lost={data.allocation_id: data.revoked_quantity},
+        "reservation_revoked",
+        revoked={data.allocation_id: data.revoked_quantity},
         blocked={(data.foundry_code, data.week)},
-        trigger="reservation_revoked",
     )
 
 
@@ -300,13 +301,8 @@ async def on_lot_failed(session: AsyncSession, envelope: Envelope[LotFailed]) ->
     if data.order_id is None:
         return
     lot = Lot(data.lot_code, data.foundry_code, data.item_code, data.quantity, data.allocation_id, "failed")
-    await plan_order(
-        session,
-        data.order_id,
-        f"lot {data.lot_code} failed testing: {data.quantity} units to make again",
-        failed=[lot],
-        trigger="lot_failed",
-    )
+    reason = f"lot {data.lot_code} failed testing: {data.quantity} units to make again"
+    await _ask(session, data.order_id, reason, "lot_failed", failed=[lot])
 
 
 async def drop_where_ineligible(session: AsyncSession, foundry_code: str, reason: str) -> None:
@@ -325,26 +321,18 @@ async def drop_where_ineligible(session: AsyncSession, foundry_code: str, reason
         produced = await store.produced_for(session, [a.allocation_id for a in held])
         lost = units_lost_at(order, standing, held, produced, today)
         if lost:
-            await plan_order(session, order_id, reason, lost=lost, trigger="member_ineligible")
+            await _ask(session, order_id, reason, "member_ineligible", ineligible=lost)
 
 
-async def retry_short_orders(session: AsyncSession, foundry_code: str, reason: str, product_family: str | None = None) -> None:
+async def retry_short_orders(session: AsyncSession, foundry_code: str, reason: str) -> None:
     """Something happened at a member that may cure a shortfall: open orders with unplanned units on lines it
-    may now make try again (which clears `at_risk` when it works)."""
-    short = await store.open_orders_with_shortfall(session)
-    if not short:
+    may now make try again (which clears `at_risk` when it works). In a batch, once at its end for every member."""
+    if in_batch(session):
+        _replans(session).member_back(foundry_code, reason)
         return
-    today = clock.today()
-    standing = {f.code: f for f in await _standings(session, today, foundry_code)}.get(foundry_code)
-    if standing is None:
-        return
-    for order_id in short:  # in id order, so that consumers lock orders in the same order
-        order = await store.lock_order(session, order_id)
-        plan = await store.plan_in_force(session, order_id)
-        if order is None or order.status.closed or plan is None:
-            continue
-        if may_cure_shortfall(order, plan, standing, today, product_family):
-            await plan_order(session, order_id, reason, trigger="recovery")
+    replans = replanning.Replans()
+    replans.member_back(foundry_code, reason)
+    await _settle(session, replans)
 
 
 async def on_certificate_lost(session: AsyncSession, envelope: Envelope[Any]) -> None:
@@ -374,8 +362,96 @@ async def on_member_changed(session: AsyncSession, envelope: Envelope[Any]) -> N
 
 
 async def on_capacity_changed(session: AsyncSession, envelope: Envelope[CapacityChanged]) -> None:
+    """Short orders the change may cure try again: those with a short line of the family the member may make, where
+    it now has the item's minimum lot free in a changed week at or before a short week. Once per batch."""
     data = envelope.data
-    await retry_short_orders(session, data.foundry_code, f"capacity of {data.foundry_code} changed", data.product_family)
+    weeks = [w.week for w in data.weeks]
+    if data.standard_weekly_units is not None:  # the standard figure holds for every week no change lists
+        today = clock.today()
+        weeks += weeks_between(today, today + timedelta(weeks=replanning.RISK_HORIZON_WEEKS))
+    if in_batch(session):
+        _replans(session).capacity_changed(data.foundry_code, data.product_family, weeks)
+        return
+    replans = replanning.Replans()
+    replans.capacity_changed(data.foundry_code, data.product_family, weeks)
+    await _settle(session, replans)
+
+
+# --- one replan per order for the reactions of a batch ----------------------------------------------------
+
+_REPLANS = "orders_replans"
+
+
+def _replans(session: AsyncSession) -> replanning.Replans:
+    replans = session.info.get(_REPLANS)
+    if replans is None:
+        replans = session.info[_REPLANS] = replanning.Replans()
+    return replans  # type: ignore[no-any-return]
+
+
+async def _ask(
+    session: AsyncSession,
+    order_id: str,
+    reason: str,
+    trigger: str,
+    *,
+    revoked: Mapping[str, int] | None = None,
+    ineligible: Mapping[str, int] | None = None,
+    blocked: Collection[tuple[str, str]] = (),
+    failed: Sequence[Lot] = (),
+) -> None:
+    """Asks for a replan of the order: at the end of the inbox batch, once for everything its events asked (the
+    same capacity change revokes many reservations of one order); at once when called outside a batch."""
+    if in_batch(session):
+        _replans(session).ask(order_id, reason, trigger, revoked=revoked, ineligible=ineligible, blocked=blocked, failed=failed)
+        return
+    replans = replanning.Replans()
+    replans.ask(order_id, reason, trigger, revoked=revoked, ineligible=ineligible, blocked=blocked, failed=failed)
+    await _settle(session, replans)
+
+
+async def settle_replans(session: AsyncSession) -> None:
+    """The inbox's settler: the replans the batch's reactions asked for, one per order."""
+    replans = session.info.pop(_REPLANS, None)
+    if replans:
+        await _settle(session, replans)
+
+
+async def _settle(session: AsyncSession, replans: replanning.Replans) -> None:
+    if replans.capacity_changes or replans.members_back:
+        await _ask_short_orders(session, replans)
+    for order_id in sorted(replans.asked):  # in id order, so that consumers lock orders in the same order
+        asked = replans.asked[order_id]
+        await plan_order(
+            session, order_id, asked.reason, lost=asked.lost, blocked=asked.blocked, failed=asked.failed, trigger=asked.trigger
+        )
+
+
+async def _ask_short_orders(session: AsyncSession, replans: replanning.Replans) -> None:
+    """Adds the short orders that the batch's capacity changes and returning members may cure, reading them once."""
+    short = await store.short_orders(session)
+    if not short:
+        return
+    today = clock.today()
+    codes = {foundry for foundry, _ in replans.capacity_changes} | set(replans.members_back)
+    standings = {f.code: f for code in sorted(codes) for f in await _standings(session, today, code)}
+    for (foundry, family), weeks in sorted(replans.capacity_changes.items()):
+        standing = standings.get(foundry)
+        if standing is None or not weeks:
+            continue
+        free = await projections.free_capacity(session, family, iso_week(today), max(weeks))
+        for order, shortfall in short:
+            if replanning.capacity_may_cure(order, shortfall, standing, family, free.get(foundry, {}), weeks, today):
+                replans.ask(order.id, f"capacity of {foundry} changed", "recovery")
+    for foundry, reason in sorted(replans.members_back.items()):
+        standing = standings.get(foundry)
+        if standing is None:
+            continue
+        for order, shortfall in short:
+            if may_cure_shortfall(order, shortfall, standing, today):
+                replans.ask(order.id, reason, "recovery")
+    replans.capacity_changes.clear()
+    replans.members_back.clear()
 
 
 # --- commands of the cooperative's staff ----------------------------------------------------------------

@@ -21,6 +21,7 @@ from shared.weeks import week_end, weeks_between
 from .domain import (
     Allocated,
     FoundryStanding,
+    Lot,
     OrderLine,
     OrderStatus,
     PlanInForce,
@@ -353,14 +354,108 @@ def units_lost_at(
 
 
 def may_cure_shortfall(
-    order: PurchaseOrder, plan: PlanInForce, standing: FoundryStanding, today: date, product_family: str | None = None
+    order: PurchaseOrder,
+    shortfall: Sequence[Mapping[str, Any]],
+    standing: FoundryStanding,
+    today: date,
+    product_family: str | None = None,
 ) -> bool:
     """Whether a member (of the product family, when one is named) may make some delivery of a line the plan in
-    force leaves short: then the order tries again."""
-    late_lines = {entry["line_no"] for entry in plan.shortfall}
+    force leaves short (`shortfall`: its entries): then the order tries again."""
+    late_lines = {entry["line_no"] for entry in shortfall}
     return any(
         line.line_no in late_lines
         and (product_family is None or line.product_family == product_family)
         and serves_until(standing, line, today) is not None
         for line in order.lines
     )
+
+
+def capacity_may_cure(
+    order: PurchaseOrder,
+    shortfall: Sequence[Mapping[str, Any]],
+    standing: FoundryStanding,
+    product_family: str,
+    free: Mapping[str, int],
+    weeks: Collection[str],
+    today: date,
+) -> bool:
+    """Whether a member's changed capacity may cure a shortfall of the plan in force (`shortfall`: its entries): a
+    short line of the family that
+    the member may make, and a changed week at or before a short week where it has at least the item's minimum lot
+    free (`free`: week → units nobody holds at the member). A drop leaves no more free than there was, so it never
+    passes where the order was short before."""
+    lines = {line.line_no: line for line in order.lines}
+    for entry in shortfall:
+        line = lines.get(int(entry["line_no"]))
+        if line is None or line.product_family != product_family or serves_until(standing, line, today) is None:
+            continue
+        if any(free.get(week, 0) >= line.min_lot for week in weeks if week <= str(entry["week"])):
+            return True
+    return False
+
+
+# --- one replan per order for the reactions that share a cause ---------------------------------------------
+
+
+@dataclass
+class Asked:
+    """What the reactions of one batch ask of an order's plan: units lost, foundry-weeks not to plan in, failed lots."""
+
+    reasons: list[str] = field(default_factory=list)
+    trigger: str = ""
+    revoked: dict[str, int] = field(default_factory=dict)  # allocation id → units capacity took (they add up)
+    ineligible: dict[str, int] = field(default_factory=dict)  # allocation id → units a member may no longer make
+    blocked: set[tuple[str, str]] = field(default_factory=set)
+    failed: list[Lot] = field(default_factory=list)  # lots the events report failed
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """Units lost per allocation. A member no longer eligible loses every unit it has not made, which covers
+        what capacity took of the same allocation: the larger counts, not the sum."""
+        return {a: max(self.revoked.get(a, 0), self.ineligible.get(a, 0)) for a in {*self.revoked, *self.ineligible}}
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+@dataclass
+class Replans:
+    """The replans the reactions of one batch ask for, made once per order at its end (in id order)."""
+
+    asked: dict[str, Asked] = field(default_factory=dict)
+    # Resolved against the short orders once at the end: (foundry, family) → ISO weeks of capacity changes, and
+    # members that may make more than before (a certificate granted, no longer suspended) → why.
+    capacity_changes: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    members_back: dict[str, str] = field(default_factory=dict)
+
+    def ask(
+        self,
+        order_id: str,
+        reason: str,
+        trigger: str,
+        *,
+        revoked: Mapping[str, int] | None = None,
+        ineligible: Mapping[str, int] | None = None,
+        blocked: Collection[tuple[str, str]] = (),
+        failed: Sequence[Lot] = (),
+    ) -> None:
+        asked = self.asked.setdefault(order_id, Asked(trigger=trigger))
+        if reason not in asked.reasons:
+            asked.reasons.append(reason)
+        for allocation_id, units in (revoked or {}).items():
+            asked.revoked[allocation_id] = asked.revoked.get(allocation_id, 0) + units
+        for allocation_id, units in (ineligible or {}).items():
+            asked.ineligible[allocation_id] = max(asked.ineligible.get(allocation_id, 0), units)
+        asked.blocked.update(blocked)
+        asked.failed.extend(lot for lot in failed if lot.lot_code not in {f.lot_code for f in asked.failed})
+
+    def capacity_changed(self, foundry_code: str, product_family: str, weeks: Collection[str]) -> None:
+        self.capacity_changes.setdefault((foundry_code, product_family), set()).update(weeks)
+
+    def member_back(self, foundry_code: str, reason: str) -> None:
+        self.members_back.setdefault(foundry_code, reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.asked or self.capacity_changes or self.members_back)

@@ -718,17 +718,17 @@ async def produced_for(session: AsyncSession, allocation_ids: list[str]) -> dict
     return {a: int(q) for a, q in rows}
 
 
-async def open_orders_with_shortfall(session: AsyncSession) -> list[str]:
-    """Open orders whose plan in force leaves units unplanned, by id."""
+async def short_orders(session: AsyncSession) -> list[tuple[PurchaseOrder, list[dict[str, Any]]]]:
+    """Open orders whose plan in force leaves units unplanned, by id, with that plan's shortfall entries."""
     latest = plans_in_force()
     rows = await session.execute(
-        sa.select(plans.c.order_id, plans.c.shortfall)
-        .join(latest, sa.and_(latest.c.order_id == plans.c.order_id, latest.c.version == plans.c.version))
-        .join(purchase_orders, purchase_orders.c.id == plans.c.order_id)
+        sa.select(purchase_orders, plans.c.shortfall.label("plan_shortfall"))
+        .join(latest, latest.c.order_id == purchase_orders.c.id)
+        .join(plans, sa.and_(plans.c.order_id == latest.c.order_id, plans.c.version == latest.c.version))
         .where(order_is_open())
-        .order_by(plans.c.order_id)
+        .order_by(purchase_orders.c.id)
     )
-    return [order_id for order_id, shortfall in rows if shortfall]
+    return [(_to_order(row), list(row.plan_shortfall)) for row in rows if row.plan_shortfall]
 
 
 async def has_shipments(session: AsyncSession, order_id: str) -> bool:

@@ -55,3 +55,5 @@ SUBSCRIPTIONS.react(CertificateGranted, handlers.on_certificate_granted)
 SUBSCRIPTIONS.react(FoundryQualityStatusChanged, handlers.on_quality_status_changed)
 SUBSCRIPTIONS.react(FoundryUpdated, handlers.on_member_changed)
 SUBSCRIPTIONS.react(CapacityChanged, handlers.on_capacity_changed)
+# What the reactions of a batch ask of each order's plan is planned once, at the batch's end.
+SUBSCRIPTIONS.settle(handlers.settle_replans)

@@ -16,9 +16,9 @@ from typing import Any
 
 from shared.weeks import iso_week, weeks_between
 
-from .domain import FoundryStanding, PlanInForce, PurchaseOrder, serves_until
+from .domain import FoundryStanding, PlanInForce, PurchaseOrder
 from .planner import PlanRules
-from .replanning import MadeAgain, NewPlan, Outstanding, horizon, replan, units_lost_at
+from .replanning import MadeAgain, NewPlan, Outstanding, capacity_may_cure, horizon, replan, units_lost_at
 
 Cells = dict[str, dict[str, int]]  # foundry → ISO week → units
 
@@ -289,25 +289,18 @@ def suppose(
 
 
 def may_help(order: OpenOrder, hypotheses: Hypotheses, world: Cooperative, today: date) -> bool:
-    """Whether added capacity may cure a shortfall of the order: a change of a short line's family, at a member
-    that may make the line, leaving it at least the item's minimum lot free in a week at or before a short week."""
+    """Whether added capacity may cure a shortfall of the order, as a real capacity change is judged
+    (`replanning.capacity_may_cure`)."""
     if order.plan is None or not order.plan.shortfall:
         return False
-    lines = {line.line_no: line for line in order.order.lines}
-    for entry in order.plan.shortfall:
-        line = lines.get(int(entry["line_no"]))
-        if line is None:
+    for change in hypotheses.capacity_changes:
+        standing = world.standings.get(change.foundry_code)
+        if standing is None or change.to_date < today:
             continue
-        for change in hypotheses.capacity_changes:
-            standing = world.standings.get(change.foundry_code)
-            if change.product_family != line.product_family or standing is None:
-                continue
-            if serves_until(standing, line, today) is None:
-                continue
-            free = world.free(line.product_family, iso_week(today), str(entry["week"])).get(change.foundry_code, {})
-            weeks = set(weeks_between(max(change.from_date, today), change.to_date)) if change.to_date >= today else set()
-            if any(free.get(w, 0) >= line.min_lot for w in weeks):
-                return True
+        weeks = weeks_between(max(change.from_date, today), change.to_date)
+        free = world.free(change.product_family, iso_week(today), max(weeks)).get(change.foundry_code, {})
+        if capacity_may_cure(order.order, order.plan.shortfall, standing, change.product_family, free, weeks, today):
+            return True
     return False
 
 

@@ -27,6 +27,8 @@ from services.orders.replanning import (
     NewPlan,
     NothingToDo,
     Outstanding,
+    Replans,
+    capacity_may_cure,
     horizon,
     may_cure_shortfall,
     replan,
@@ -290,11 +292,11 @@ def test_a_member_whose_certificate_runs_out_loses_the_later_deliveries_less_wha
 def test_a_member_may_cure_a_shortfall_on_lines_it_may_make():
     short = PlanInForce(1, (), shortfall=({"line_no": 1, "week": iso_week(FIRST_DUE), "quantity": 200},))
     order = kai_order(OrderStatus.PLANNED)
-    assert may_cure_shortfall(order, short, member("IKM-009"), TODAY)
-    assert may_cure_shortfall(order, short, member("IKM-009"), TODAY, FAMILY)
-    assert not may_cure_shortfall(order, short, member("IKM-009"), TODAY, "BRAKE_BLOCK_CAST_IRON")
-    assert not may_cure_shortfall(order, short, member("IKM-009", status="suspended"), TODAY)
-    assert not may_cure_shortfall(order, PlanInForce(1, ()), member("IKM-009"), TODAY)
+    assert may_cure_shortfall(order, short.shortfall, member("IKM-009"), TODAY)
+    assert may_cure_shortfall(order, short.shortfall, member("IKM-009"), TODAY, FAMILY)
+    assert not may_cure_shortfall(order, short.shortfall, member("IKM-009"), TODAY, "BRAKE_BLOCK_CAST_IRON")
+    assert not may_cure_shortfall(order, short.shortfall, member("IKM-009", status="suspended"), TODAY)
+    assert not may_cure_shortfall(order, PlanInForce(1, ()).shortfall, member("IKM-009"), TODAY)
 
 
 def test_a_300_unit_line_is_planned_on_one_member():
@@ -331,3 +333,46 @@ def test_a_line_is_planned_with_its_own_safety_lead():
     plain = decide(order)
     assert isinstance(plain, NewPlan)
     assert any(week_end(a.allocation.week) + timedelta(days=21) > a.allocation.due_date for a in plain.allocations)
+
+
+def test_a_batch_asks_once_per_order_revocations_add_up_and_ineligibility_covers_them():
+    replans = Replans()
+    lot = Lot("L-1", "IKM-001", "BB-COMP-K", 100, "a1", "failed")
+    replans.ask(
+        "po_2",
+        "reservation revoked: press_breakdown",
+        "reservation_revoked",
+        revoked={"a1": 100},
+        blocked={("IKM-001", "2027-W02")},
+    )
+    replans.ask(
+        "po_2",
+        "reservation revoked: press_breakdown",
+        "reservation_revoked",
+        revoked={"a1": 50, "a2": 30},
+        blocked={("IKM-001", "2027-W03")},
+    )
+    replans.ask("po_2", "IKM-001 suspended", "member_ineligible", ineligible={"a1": 120, "a3": 200})
+    replans.ask("po_2", "IKM-001 suspended", "member_ineligible", ineligible={"a3": 180})
+    replans.ask("po_1", "lot L-1 failed", "lot_failed", failed=[lot])
+    replans.ask("po_1", "lot L-1 failed", "lot_failed", failed=[lot])
+    assert sorted(replans.asked) == ["po_1", "po_2"]
+    asked = replans.asked["po_2"]
+    assert asked.lost == {"a1": 150, "a2": 30, "a3": 200}
+    assert asked.blocked == {("IKM-001", "2027-W02"), ("IKM-001", "2027-W03")}
+    assert asked.reason == "reservation revoked: press_breakdown; IKM-001 suspended" and asked.trigger == "reservation_revoked"
+    assert replans.asked["po_1"].failed == [lot] and replans.asked["po_1"].lost == {}
+
+
+def test_capacity_may_cure_only_a_short_line_of_its_family_in_a_week_that_is_early_enough_and_free_enough():
+    order = kai_order()
+    short = [{"line_no": 1, "week": "2027-W05", "quantity": 800, "eligible_members": 3}]
+    member_ = member("IKM-009")
+    assert capacity_may_cure(order, short, member_, FAMILY, {"2027-W04": 200}, ["2027-W04"], TODAY)
+    assert not capacity_may_cure(order, short, member_, FAMILY, {"2027-W06": 900}, ["2027-W06"], TODAY)  # too late
+    assert not capacity_may_cure(order, short, member_, FAMILY, {"2027-W04": 199}, ["2027-W04"], TODAY)  # below the lot
+    assert not capacity_may_cure(order, short, member_, "BRAKE_BLOCK_CAST_IRON", {"2027-W04": 900}, ["2027-W04"], TODAY)
+    assert not capacity_may_cure(
+        order, short, member("IKM-009", status="suspended"), FAMILY, {"2027-W04": 900}, ["2027-W04"], TODAY
+    )
+    assert not capacity_may_cure(order, [], member_, FAMILY, {"2027-W04": 900}, ["2027-W04"], TODAY)

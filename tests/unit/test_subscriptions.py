@@ -42,3 +42,19 @@ async def test_reactions_run_after_the_projection_in_order():
     assert [s.event_type.name for s in subscriptions.projections()] == [FoundryRegistered.event_type().name]
     reaction_only = subscriptions.get(FoundryUpdated.event_type().name)
     assert not reaction_only.is_projection and reaction_only.reactions == ()
+
+
+async def test_settlers_run_once_after_the_events_of_a_batch():
+    calls: list[str] = []
+
+    async def first(session):
+        calls.append("first")
+
+    async def second(session):
+        calls.append("second")
+
+    subscriptions = Subscriptions("orders")
+    subscriptions.settle(first)
+    subscriptions.settle(second)
+    await subscriptions.settled(None)
+    assert calls == ["first", "second"]
