@@ -1,4 +1,5 @@
-"""How fast orders replans a failed lot: from `lot_failed` published to the new `allocation_planned` published.
+"""How fast orders replans a failed lot: from `lot_failed` published to the new `allocation_planned` published; then
+capacity drops (plan versions per drop, time to settle, time to accepted again) and reading an order against `/healthz`.
 
 Starts its own Kafka broker and PostgreSQL server in temporary directories (reusing `backbone.py`'s), runs the real
 capacity, quality and orders services under uvicorn, one process each, on fresh databases, and seeds a cooperative
@@ -69,6 +70,9 @@ ALLOCATION_PLANNED = "ceper.orders.allocation_planned.v1"
 BASELINE_TOPIC = "bench.reaction.baseline"
 VARIANTS = ("transport", "durable")
 TARGET_P99_MS = 150.0
+TARGET_ACCEPTED_S = 1.0  # an order is accepted again within this of a capacity drop
+TARGET_GET_P99_MS = 100.0  # GET of one order at 16 concurrent readers
+TARGET_GET_SLOWDOWN = 1.2  # GET after 100 plan versions against after one, p50
 OTHER_LOAD_WARNING = 0.25
 # How long an order's next failed lot waits for the previous one's new plan (and the last ones at the end).
 REACTION_TIMEOUT_S = 20.0
@@ -919,6 +923,174 @@ async def plans_table(database_url: str) -> list[Any]:
         await engine.dispose()
 
 
+# --- capacity drops and reading an order ----------------------------------------------------------------------
+
+
+async def capacity_drops(platform: Platform, orders: dict[str, dict[str, Any]], drops: int) -> list[dict[str, Any]]:
+    """One after another, the busiest member of an order (round robin) loses its busiest week and the three after it:
+    per drop, the plan versions each touched order gets, the time until no new version appears (settled) and until
+    every touched order is accepted again, from the capacity change's answer, polling every 50 ms."""
+    from shared.weeks import add_weeks, week_end, week_start
+
+    url = platform.urls["orders"]
+    out: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def versions() -> dict[str, tuple[int, str]]:
+            seen = {}
+            for order_id in orders:
+                order = (await client.get(f"{url}/v1/purchase-orders/{order_id}")).json()
+                seen[order_id] = ((order.get("plan") or {}).get("version", 0), order["status"])
+            return seen
+
+        for k in range(drops):
+            order_id = list(orders)[k % len(orders)]
+            plan = (await client.get(f"{url}/v1/purchase-orders/{order_id}")).json()["plan"]
+            units: dict[str, dict[str, int]] = {}
+            for a in plan["allocations"]:
+                weeks = units.setdefault(a["foundry_code"], {})
+                weeks[a["week"]] = weeks.get(a["week"], 0) + a["quantity"]
+            member = max(sorted(units), key=lambda code: sum(units[code].values()))
+            first = max(sorted(units[member]), key=lambda week: units[member][week])
+            last = add_weeks(first, 3)
+            before = await versions()
+            body = {"kind": "exception", "reason": "press_breakdown", "product_family": FAMILY, "weekly_units": 0,
+                    "from_date": week_start(first).isoformat(), "to_date": week_end(last).isoformat()}  # fmt: skip
+            answer = await _post(
+                client, f"{platform.urls['capacity']}/v1/foundries/{member}/capacity-changes", body, "a capacity drop"
+            )
+            changed = time.perf_counter()
+            seen, last_change, accepted_at = before, changed, None
+            while time.perf_counter() - last_change < 2.0 and time.perf_counter() - changed < 60:
+                await asyncio.sleep(0.05)
+                now = await versions()
+                at = time.perf_counter()
+                if {o: v for o, (v, _) in now.items()} != {o: v for o, (v, _) in seen.items()}:
+                    last_change, accepted_at = at, None
+                seen = now
+                touched = [o for o in orders if now[o][0] > before[o][0]]
+                if touched and accepted_at is None and all(now[o][1] == "accepted" for o in touched):
+                    accepted_at = at
+            added = {o: seen[o][0] - before[o][0] for o in orders if seen[o][0] > before[o][0]}
+            out.append(
+                {
+                    "member": member,
+                    "weeks": [first, last],
+                    "reservations_revoked": len(answer.json()["revoked"]),
+                    "orders_touched": len(added),
+                    "max_versions_per_order": max(added.values(), default=0),
+                    "settle_s": round(last_change - changed, 3) if added else 0.0,
+                    "accepted_s": None if accepted_at is None else round(accepted_at - changed, 3),
+                }
+            )
+            log(f"[{platform.backend}] drop {k + 1}: {member} {first}…{last}: {out[-1]}")
+    return out
+
+
+@dataclass
+class Reads:
+    """Latencies of one kind of read, pooled over the rounds it was measured in."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    failures: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        rate = round(len(self.latencies_ms) / self.seconds, 1) if self.seconds else None
+        return {**summary_ms(self.latencies_ms), "requests_per_s": rate, "failures": self.failures}
+
+
+async def read_load(client: httpx.AsyncClient, url: str, readers: int, seconds: float, into: Reads) -> None:
+    """`readers` concurrent loops of GET `url` for `seconds`, added to `into`."""
+    deadline = time.perf_counter() + seconds
+
+    async def reader() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            response = await client.get(url)
+            into.latencies_ms.append((time.perf_counter() - started) * 1000)
+            into.failures += response.status_code != 200
+
+    begun = time.perf_counter()
+    await asyncio.gather(*(reader() for _ in range(readers)))
+    into.seconds += time.perf_counter() - begun
+
+
+async def add_plan_versions(database_url: str, order_id: str, count: int) -> int:
+    """History as replans leave it: `count` more versions of the order's plan, each a full copy of the one in force.
+    Written to orders' database directly, so the read is measured after 100 versions without 100 replans."""
+    from services.orders import store
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            plan = (
+                await conn.execute(
+                    sa.select(store.plans)
+                    .where(store.plans.c.order_id == order_id)
+                    .order_by(store.plans.c.version.desc())
+                    .limit(1)
+                )
+            ).one()
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(store.allocations).where(
+                            store.allocations.c.order_id == order_id, store.allocations.c.plan_version == plan.version
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for version in range(plan.version + 1, plan.version + count + 1):
+                await conn.execute(
+                    sa.insert(store.plans).values(**{**plan._mapping, "version": version, "reason": "bench: history"})
+                )
+                await conn.execute(sa.insert(store.allocations), [{**row, "plan_version": version} for row in rows])
+            return int(plan.version) + count
+    finally:
+        await engine.dispose()
+
+
+async def order_reads(args: argparse.Namespace, platform: Platform) -> dict[str, Any]:
+    """GET of one order at `--readers` concurrent readers beside `/healthz` in the same run: two fresh orders, one
+    left at its first plan version and one given 99 more, read in turns (three rounds each) so that whatever else
+    the machine does weighs on both alike."""
+    url = platform.urls["orders"]
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=args.readers)) as client:
+        ids = []
+        for n in (1, 2):
+            body = purchase_order(args.orders + n, args.order_units, date.today())
+            answer = await _post(
+                client, f"{url}/v1/purchase-orders", body, "an order to read", headers={"Idempotency-Key": f"bench-reads-{n}"}
+            )
+            order_id = answer.json()["id"]
+
+            async def accepted(order_id: str = order_id) -> bool:
+                return (await client.get(f"{url}/v1/purchase-orders/{order_id}")).json()["status"] == "accepted"
+
+            await _until(accepted, 120, "an order to read to be accepted")
+            ids.append(order_id)
+        versions = await add_plan_versions(platform.database_urls["orders"], ids[1], 99)
+        log(f"[{platform.backend}] reading orders and /healthz, {args.readers} readers, {args.read_seconds:g} s each …")
+        one, many, health = Reads(), Reads(), Reads()
+        for _ in range(3):
+            await read_load(client, f"{url}/v1/purchase-orders/{ids[0]}", args.readers, args.read_seconds / 3, one)
+            await read_load(client, f"{url}/healthz", args.readers, args.read_seconds / 3, health)
+            await read_load(client, f"{url}/v1/purchase-orders/{ids[1]}", args.readers, args.read_seconds / 3, many)
+    first, after = one.summary(), many.summary()
+    return {
+        "readers": args.readers,
+        "versions": versions,
+        "get_one_version": first,
+        "get_after_versions": after,
+        "healthz": health.summary(),
+        "slowdown_p50": round(after["p50_ms"] / first["p50_ms"], 3) if first["p50_ms"] else None,
+        "slowdown_p99": round(after["p99_ms"] / first["p99_ms"], 3) if first["p99_ms"] else None,
+    }
+
+
 def summary_ms(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -984,7 +1156,14 @@ def _measure(
         workers.close()
     platform.check_alive()
     result["plans"] = asyncio.run(plans_table(platform.database_urls["orders"]))
-    return analyse(args, backend, result, loads)
+    figures = analyse(args, backend, result, loads)
+    if args.drops:
+        log(f"[{backend}] {args.drops} capacity drops, one at a time …")
+        figures["capacity_drops"] = asyncio.run(capacity_drops(platform, orders, args.drops))
+    if args.read_seconds > 0:
+        figures["order_reads"] = asyncio.run(order_reads(args, platform))
+    platform.check_alive()
+    return figures
 
 
 async def _sample(
@@ -1154,6 +1333,20 @@ def targets_of(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for backend, f in figures.items():
         targets[f"{backend}_every_lot_replanned"] = f["missing"] == 0 and f["samples"] > 0
+        drops = [d for d in f.get("capacity_drops") or [] if d["orders_touched"]]
+        targets[f"{backend}_one_plan_version_per_drop"] = all(d["max_versions_per_order"] <= 1 for d in drops) if drops else None
+        targets[f"{backend}_accepted_within_{TARGET_ACCEPTED_S:g}s_of_a_drop"] = (
+            all(d["accepted_s"] is not None and d["accepted_s"] <= TARGET_ACCEPTED_S for d in drops) if drops else None
+        )
+        reads = f.get("order_reads")
+        targets[f"{backend}_order_get_p99_le_{TARGET_GET_P99_MS:g}ms"] = (
+            None
+            if not reads
+            else max(reads["get_one_version"]["p99_ms"], reads["get_after_versions"]["p99_ms"]) <= TARGET_GET_P99_MS
+        )
+        targets[f"{backend}_order_get_after_100_versions_le_{TARGET_GET_SLOWDOWN:g}x"] = (
+            None if not reads or reads["slowdown_p50"] is None else reads["slowdown_p50"] <= TARGET_GET_SLOWDOWN
+        )
     pg = figures.get("postgresql")
     targets[f"postgresql_p99_le_{TARGET_P99_MS:g}ms"] = (
         None if pg is None else (pg["p99_ms"] is not None and pg["p99_ms"] <= TARGET_P99_MS)
@@ -1226,6 +1419,28 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> bool
     print("durable:   the same, after committing one row per poll batch to a database of the same kind")
     print("ratio:     ours / baseline, p50 and p99")
     print()
+    for backend, f in figures.items():
+        for n, d in enumerate(f.get("capacity_drops") or [], start=1):
+            print(
+                f"{backend}: capacity drop {n}: {d['member']} {d['weeks'][0]}…{d['weeks'][1]}, {d['reservations_revoked']} reservations"
+                f" revoked, {d['orders_touched']} orders replanned, at most {d['max_versions_per_order']} plan version(s) each;"
+                f" settled after {d['settle_s'] * 1000:.0f} ms, accepted again after {_ms(None if d['accepted_s'] is None else d['accepted_s'] * 1000)} ms"
+            )
+        reads = f.get("order_reads")
+        if reads:
+            for label, key in (
+                ("one plan version", "get_one_version"),
+                (f"{reads['versions']} versions", "get_after_versions"),
+                ("/healthz", "healthz"),
+            ):
+                r = reads[key]
+                print(
+                    f"{backend}: GET {label:<18} {reads['readers']} readers: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms,"
+                    f" {r['requests_per_s']} req/s, {r['failures']} failures"
+                )
+            print(
+                f"{backend}: GET after {reads['versions']} versions / after one: p50 × {reads['slowdown_p50']}, p99 × {reads['slowdown_p99']}"
+            )
     targets = targets_of(figures)
     pg_target = f"postgresql_p99_le_{TARGET_P99_MS:g}ms"
     yes = {True: "met", False: "MISSED", None: "not measured"}
@@ -1234,6 +1449,13 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> bool
     print(f"  PostgreSQL p99 <= {TARGET_P99_MS:g} ms   {_ms(pg['p99_ms']) if pg else '-':>6}   {yes[targets[pg_target]]}")
     for backend in figures:
         print(f"  {backend}: every failed lot replanned   {yes[targets[f'{backend}_every_lot_replanned']]}")
+        for name in (
+            "one_plan_version_per_drop",
+            f"accepted_within_{TARGET_ACCEPTED_S:g}s_of_a_drop",
+            f"order_get_p99_le_{TARGET_GET_P99_MS:g}ms",
+            f"order_get_after_100_versions_le_{TARGET_GET_SLOWDOWN:g}x",
+        ):
+            print(f"  {backend}: {name.replace('_', ' ')}   {yes[targets[f'{backend}_{name}']]}")
     missed = not all(v for v in targets.values() if v is not None)
     # As in backbone.py: null when PostgreSQL, which the target is for, was not measured.
     met = None if targets[pg_target] is None else not missed
@@ -1291,6 +1513,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lot-rate", type=float, default=5.0, help="background lots registered and passed per second (default 5)"
     )
     parser.add_argument("--background-lot-units", type=int, default=50, help="units per background lot (default 50)")
+    parser.add_argument(
+        "--drops", type=int, default=3, help="capacity drops after the failed lots, one at a time (default 3; 0: none)"
+    )
+    parser.add_argument("--readers", type=int, default=16, help="concurrent readers of one order and of /healthz (default 16)")
+    parser.add_argument(
+        "--read-seconds", type=float, default=3.0, help="seconds each read load lasts (default 3; 0: no reads measured)"
+    )
     parser.add_argument("--seed", type=int, default=1995)
     args = parser.parse_args(argv)
     quick = args.quick

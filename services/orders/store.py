@@ -159,6 +159,8 @@ allocations = sa.Table(
     sa.Column("quantity", sa.Integer, nullable=False),
     sa.Column("due_date", sa.Date, nullable=False),
     sa.Column("state", sa.String(20), nullable=False),  # planned, reserved, rejected
+    # The plan in force is read by order and version, so reads cost the same however many versions came before.
+    sa.Index("ix_allocations_order_version", "order_id", "plan_version"),
 )
 
 # A surat jalan (delivery note): passed units from named lots, on one vehicle, to one of the buyer's sites.
@@ -615,11 +617,15 @@ async def plan_versions(session: AsyncSession, order_id: str) -> list[tuple[Any,
     return [(v, members.get(v.version, {})) for v in versions]
 
 
-async def allocation_lines(session: AsyncSession, order_id: str) -> dict[str, tuple[int, date, str]]:
-    """allocation id → (line, due date, foundry) for every allocation any plan version of the order had."""
+async def allocation_lines(
+    session: AsyncSession, order_id: str, allocation_ids: Sequence[str]
+) -> dict[str, tuple[int, date, str]]:
+    """allocation id → (line, due date, foundry) of the named allocations, in whichever plan version of the order."""
+    if not allocation_ids:
+        return {}
     rows = await session.execute(
         sa.select(allocations.c.allocation_id, allocations.c.line_no, allocations.c.due_date, allocations.c.foundry_code)
-        .where(allocations.c.order_id == order_id)
+        .where(allocations.c.order_id == order_id, allocations.c.allocation_id.in_(sorted(set(allocation_ids))))
         .distinct()
     )
     return {r.allocation_id: (r.line_no, r.due_date, r.foundry_code) for r in rows}
@@ -628,11 +634,14 @@ async def allocation_lines(session: AsyncSession, order_id: str) -> dict[str, tu
 async def lots_of_order(session: AsyncSession, order: PurchaseOrder, decided: Sequence[Lot] = ()) -> list[dict[str, Any]]:
     """The order's lots with the line and delivery each serves (see `lot_counts_for`). `decided`: lots an event
     being handled reports, which count as it says whether or not the lot projection has seen that event yet."""
-    by_allocation = await allocation_lines(session, order.id)
     rows = (await session.execute(sa.select(lot_projection).where(lot_projection.c.order_id == order.id))).mappings().all()
     lots = {row["lot_code"]: dict(row) for row in rows}
     for lot in decided:
         lots[lot.lot_code] = {**lots.get(lot.lot_code, {}), **asdict(lot), "order_id": order.id}
+    # Only the allocations the lots name: an order's history of plan versions costs its reads nothing.
+    by_allocation = await allocation_lines(
+        session, order.id, [row["allocation_id"] for row in lots.values() if row.get("allocation_id")]
+    )
     out = []
     for row in lots.values():
         lot = Lot(row["lot_code"], row["foundry_code"], row["item_code"], row["quantity"], row["allocation_id"], row["outcome"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from typing import Any
 
@@ -317,3 +318,74 @@ async def test_capacity_refusing_an_allocation_moves_its_units_and_never_back_to
         assert 2 <= order["plan"]["version"] <= 12 and "reservation rejected" in order["plan"]["reason"]
         assert "IKM-001" not in {a["foundry_code"] for a in order["plan"]["allocations"]}
         assert sum(a["quantity"] for a in order["plan"]["allocations"]) == 1200 and order["plan"]["shortfall"] == []
+
+
+async def test_one_capacity_drop_makes_one_plan_version_per_order_it_touches(make_settings):
+    """The member loses four weeks: capacity revokes one reservation per foundry-week and order, orders makes one
+    new version of each order it touches, and they are accepted again."""
+    from shared.weeks import add_weeks, week_end, week_start
+
+    settings = make_settings()
+    async with run_services(settings, "capacity", "quality", "orders") as svc:
+        codes = [f"IKM-{i:03d}" for i in range(1, 7)]
+        for code in codes:
+            await register_member(svc, code, 500)
+        await members_known(svc, codes)
+        ids = []
+        for n, quantities in enumerate(([2000, 2000], [1500, 1500, 1500])):
+            posted = await svc["orders"].http.post(
+                "/v1/purchase-orders",
+                json=kai_order(f"KAI/PO/2027/0020{n}", quantities),
+                headers={"Idempotency-Key": f"drop-{n}"},
+            )
+            assert posted.status_code == 201, posted.text
+            ids.append(posted.json()["id"])
+
+        async def order(order_id: str) -> dict:
+            return (await svc["orders"].http.get(f"/v1/purchase-orders/{order_id}")).json()
+
+        async def all_accepted(newer_than: dict[str, int] | None = None):
+            found = [await order(i) for i in ids]
+            newer_than = newer_than or {}
+            if all(o["status"] == "accepted" and o["plan"]["version"] > newer_than.get(o["id"], 0) for o in found):
+                return found
+            return None
+
+        before = {o["id"]: o for o in await eventually(all_accepted, timeout=90)}
+        cells: dict[str, dict[str, set[str]]] = {}
+        for o in before.values():
+            for a in o["plan"]["allocations"]:
+                cells.setdefault(a["foundry_code"], {}).setdefault(a["week"], set()).add(o["id"])
+        # The member and four consecutive weeks holding allocations of both orders, if any, else of the most.
+        member, first = max(
+            ((code, week) for code, weeks in cells.items() for week in weeks),
+            key=lambda cw: (len(set().union(*(cells[cw[0]].get(add_weeks(cw[1], k), set()) for k in range(4)))), cw),
+        )
+        last = add_weeks(first, 3)
+        touched = set().union(*(cells[member].get(add_weeks(first, k), set()) for k in range(4)))
+        drop = {"kind": "exception", "reason": "press_breakdown", "product_family": "BRAKE_BLOCK_COMPOSITE", "weekly_units": 0,
+                "from_date": week_start(first).isoformat(), "to_date": week_end(last).isoformat()}  # fmt: skip
+        change = await svc["capacity"].http.post(f"/v1/foundries/{member}/capacity-changes", json=drop)
+        assert change.status_code == 201, change.text
+        revoked = change.json()["revoked"]
+        per_order: dict[str, int] = {}
+        for r in revoked:
+            per_order[r["order_id"]] = per_order.get(r["order_id"], 0) + 1
+        assert max(per_order.values()) >= 2, "the drop should revoke several reservations of one order"
+        assert set(per_order) <= touched
+
+        after = {
+            o["id"]: o
+            for o in await eventually(lambda: all_accepted({i: before[i]["plan"]["version"] for i in touched}), timeout=60)
+        }
+        await asyncio.sleep(2.0)  # anything still to come would come now
+        for order_id in ids:
+            settled = await order(order_id)
+            expected = before[order_id]["plan"]["version"] + (1 if order_id in touched else 0)
+            assert settled["plan"]["version"] == expected, (order_id, settled["plan"]["reason"])
+            assert settled["status"] == "accepted"
+            assert not [a for a in settled["plan"]["allocations"] if a["foundry_code"] == member and first <= a["week"] <= last]
+            assert sum(a["quantity"] for a in settled["plan"]["allocations"]) == sum(
+                line["quantity"] for line in settled["lines"]
+            )
+        assert set(after) == set(ids)
