@@ -226,7 +226,10 @@ class LineRisk(BaseModel):
 
 
 class LineDetail(LineOut):
-    requirements: dict[str, Any]
+    requirements: dict[str, Any] = Field(description="What the line states")
+    required: dict[str, Any] = Field(
+        description="What the makers must hold: the item's requirements and what the line adds (a line may only add)"
+    )
     quantities: LineQuantities
     risk: LineRisk
 
@@ -324,6 +327,7 @@ async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessi
                     "certificates": list(line.requirements.certificates),
                     "min_tkdn_percent": line.requirements.min_tkdn_percent,
                 },
+                required={"certificates": list(line.required.certificates), "min_tkdn_percent": line.required.min_tkdn_percent},
                 quantities=LineQuantities(**{field: getattr(stage, field) for field in LineQuantities.model_fields}),
                 risk=LineRisk(
                     at_risk=True,

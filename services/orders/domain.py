@@ -22,21 +22,41 @@ BRAKE_BLOCK_MIN_LOT = 200  # a foundry-week of brake blocks below this is not wo
 
 
 @dataclass(frozen=True)
+class Requirements:
+    """What the makers of a line must hold: certificates (an SNI one covering the item) and a TKDN minimum."""
+
+    certificates: tuple[str, ...] = ()
+    min_tkdn_percent: float | None = None
+
+    def adding(self, other: Requirements) -> Requirements:
+        """These and what `other` adds: every certificate of both, the higher TKDN minimum."""
+        minimum = max((m for m in (self.min_tkdn_percent, other.min_tkdn_percent) if m is not None), default=None)
+        return Requirements(tuple(dict.fromkeys((*self.certificates, *other.certificates))), minimum)
+
+
+# The cooperative's requirements for brake blocks, whatever the order states: the quality service's defaults.
+COMPOSITE_BLOCK_REQUIREMENTS = Requirements(("SNI", "ISO9001"), 25.0)
+CAST_IRON_BLOCK_REQUIREMENTS = Requirements(("SNI", "ISO9001"))
+
+
+@dataclass(frozen=True)
 class Item:
-    """An item buyers order: what makes it (capacity's product family) and its minimum lot per foundry-week."""
+    """An item buyers order: what makes it (capacity's product family), its minimum lot per foundry-week, and what
+    its makers must hold whatever the order says (a line may only add to it)."""
 
     code: str
     description: str
     product_family: str
     min_lot: int = BRAKE_BLOCK_MIN_LOT
+    requirements: Requirements = Requirements()
 
 
 ITEMS: dict[str, Item] = {
     item.code: item
     for item in (
-        Item("BB-COMP-K", "Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE"),
-        Item("BB-COMP-LL", "Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE"),
-        Item("BB-CI", "Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON"),
+        Item("BB-COMP-K", "Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE", requirements=COMPOSITE_BLOCK_REQUIREMENTS),
+        Item("BB-COMP-LL", "Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE", requirements=COMPOSITE_BLOCK_REQUIREMENTS),
+        Item("BB-CI", "Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON", requirements=CAST_IRON_BLOCK_REQUIREMENTS),
     )
 }
 
@@ -46,7 +66,11 @@ SITES: dict[str, str] = {
     "BY-TGL": "Balai Yasa Tegal",
     "BY-SGU": "Balai Yasa Surabaya Gubeng",
     "BY-KAC": "Balai Yasa Kiaracondong",
+    "BY-CN": "Balai Yasa Cirebon Prujakan",
+    "BY-LT": "Balai Yasa Lahat",
+    "BY-PUB": "Balai Yasa Pulubrayan",
     "INKA-MN": "PT INKA Madiun",
+    "INKA-BWI": "PT INKA Banyuwangi",
 }
 
 
@@ -63,14 +87,6 @@ class OrderStatus(StrEnum):
     def closed(self) -> bool:
         """Nothing moves a closed order any more: no planning, no reactions."""
         return self in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.FULFILLED)
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """What the buyer demands of the foundries that make a line."""
-
-    certificates: tuple[str, ...] = ()
-    min_tkdn_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,11 @@ class OrderLine:
     def min_lot(self) -> int:
         """The fewest units of the item worth making in one foundry-week."""
         return ITEMS[self.item_code].min_lot
+
+    @property
+    def required(self) -> Requirements:
+        """What the makers of the line must hold: the item's requirements and what the line adds to them."""
+        return ITEMS[self.item_code].requirements.adding(self.requirements)
 
     @property
     def last_due_date(self) -> date:
@@ -241,7 +262,8 @@ def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date, thr
     def valid(certificate: CertificateHeld) -> bool:
         return certificate.valid_from <= today and certificate.valid_until >= through
 
-    for kind in line.requirements.certificates:
+    required = line.required
+    for kind in required.certificates:
         held = [c for c in foundry.certificates if c.kind == kind and valid(c)]
         if kind == "SNI":
             held = [c for c in held if line.item_code in c.items]
@@ -250,7 +272,7 @@ def why_not_eligible(foundry: FoundryStanding, line: OrderLine, today: date, thr
                 f"no {kind} certificate valid through {through.isoformat()}"
                 + (f" covering {line.item_code}" if kind == "SNI" else "")
             )
-    minimum = line.requirements.min_tkdn_percent
+    minimum = required.min_tkdn_percent
     if minimum is not None:
         best = max((c.tkdn_percent or 0.0 for c in foundry.certificates if c.kind == "TKDN" and valid(c)), default=None)
         if best is None or best < minimum:

@@ -19,6 +19,7 @@ from shared.db import create_engine, migrate, session_factory
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, FoundryRegistered
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
+from shared.events.quality import CertificateGranted
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # a Tuesday; production starts in 2026-W49
 FIRST_DUE = date(2027, 2, 26)
@@ -44,8 +45,9 @@ async def orders_database(request: pytest.FixtureRequest, backend: str, tmp_path
         await engine.dispose()
 
 
-async def know_members(sessions: Sessions, codes: Iterable[str], weekly_units: int = 400) -> None:
-    """Members registered with capacity, each with a standard weekly figure for composite brake blocks."""
+async def know_members(sessions: Sessions, codes: Iterable[str], weekly_units: int = 400, *, certified: bool = True) -> None:
+    """Members registered with capacity, each with a standard weekly figure for composite brake blocks and, when
+    `certified`, what the cooperative requires of makers of brake blocks (SNI covering them, ISO 9001, TKDN 40 %)."""
     async with sessions.begin() as session:
         for code in codes:
             registered = FoundryRegistered(
@@ -53,6 +55,20 @@ async def know_members(sessions: Sessions, codes: Iterable[str], weekly_units: i
             )
             await handlers.on_foundry_changed(session, Envelope.of(registered))
             await set_capacity(session, code, weekly_units)
+            if certified:
+                await certify(session, code)
+
+
+async def certify(session: AsyncSession, code: str, *kinds: str) -> None:
+    """The member holds certificates of the kinds (default SNI covering the brake blocks, ISO 9001, TKDN 40 %) until 2030."""
+    for kind in kinds or ("SNI", "ISO9001", "TKDN"):
+        granted = CertificateGranted(
+            certificate_id=f"{code}-{kind}", foundry_code=code, kind=kind, number=f"{kind}/{code}", issuer="test",
+            valid_from=date(2025, 1, 1), valid_until=date(2030, 12, 31), granted_at=NOW,
+            tkdn_percent=40.0 if kind == "TKDN" else None,
+            items=["BB-COMP-K", "BB-COMP-LL", "BB-CI"] if kind == "SNI" else [],
+        )  # fmt: skip
+        await projections.on_certificate_event(session, Envelope.of(granted))
 
 
 async def set_capacity(session: AsyncSession, code: str, weekly_units: int) -> Envelope[CapacityChanged]:

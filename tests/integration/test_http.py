@@ -236,6 +236,7 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
         }
         assert [{k: line[k] for k in first.json()["lines"][0]} for line in detail["lines"]] == first.json()["lines"]
         assert detail["lines"][0]["requirements"] == {"certificates": [], "min_tkdn_percent": None}
+        assert detail["lines"][0]["required"] == {"certificates": ["SNI", "ISO9001"], "min_tkdn_percent": 25.0}
 
 
 # --- operations endpoints -----------------------------------------------------------------------------------

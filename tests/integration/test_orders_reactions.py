@@ -19,6 +19,7 @@ from tests.integration.orders_support import (
     NOW,
     SECOND_DUE,
     by_due,
+    certify,
     kai_order,
     know_members,
     orders_database,
@@ -225,3 +226,18 @@ async def test_a_closed_order_is_left_alone(request, backend, tmp_path):
         assert (await plan_of(sessions)).version == 1 and await status_of(sessions) == "cancelled"
         async with sessions() as session:
             assert await store.refused_cells_of(session, "po_1") == {(allocation.foundry_code, allocation.week)}
+
+
+async def test_a_line_without_stated_requirements_excludes_members_without_the_items_certificates(request, backend, tmp_path):
+    async with orders_database(request, backend, tmp_path) as sessions:
+        await know_members(sessions, MEMBERS[:4])
+        await know_members(sessions, ["IKM-101"], weekly_units=3000, certified=False)
+        await know_members(sessions, ["IKM-102"], weekly_units=3000, certified=False)
+        async with sessions.begin() as session:
+            await certify(session, "IKM-102", "ISO9001", "TKDN")  # all but the SNI product certificate
+        order = kai_order()
+        assert order.lines[0].requirements.certificates == ()  # the buyer states nothing
+        await receive(sessions, order)
+        plan = await plan_of(sessions)
+        assert by_due(plan) == {FIRST_DUE: 1000, SECOND_DUE: 1000}
+        assert {h.allocation.foundry_code for h in plan.allocations} <= set(MEMBERS[:4])

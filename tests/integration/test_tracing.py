@@ -4,6 +4,7 @@ client (kcat) can read."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import shutil
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
+from services.orders import store
+from shared.db import create_engine
 from shared.events import topic_of
 from shared.settings import Settings
 from tests.fixtures.tokens import ADMIN
@@ -138,14 +142,15 @@ def traced(make_settings, tmp_path: Path) -> Iterator[TracedPlatform]:
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "CEPER_LOG_LEVEL": "INFO",
         }
-        with service_processes(settings, tmp_path, "capacity", "orders", env=env) as services:
+        with service_processes(settings, tmp_path, "capacity", "quality", "orders", env=env) as services:
             yield TracedPlatform(settings, receiver, services)
 
 
-def register_members(capacity: str, orders: str, *codes: str) -> None:
-    """Members with standard capacity, known to orders. The planner gives one member at most 35 % of a line, so
-    an order needs three. Each rename follows the capacity change on the member's partition: once orders shows
-    the new names it has projected the capacity too."""
+def register_members(traced: TracedPlatform, *codes: str) -> None:
+    """Members with standard capacity and the certificates brake blocks require, known to orders. The planner gives
+    one member at most 35 % of a line, so an order needs three. Each rename follows the capacity change on the
+    member's partition: once orders shows the new names it has projected the capacity too."""
+    capacity, quality, orders = (traced.services[s].url for s in ("capacity", "quality", "orders"))
     for code in codes:
         body = {"code": code, "name": f"CV {code}", "village": "Batur", "product_families": [FAMILY], "presses": 4}
         assert HTTP.post(f"{capacity}/v1/foundries", json=body).status_code == 201
@@ -154,11 +159,42 @@ def register_members(capacity: str, orders: str, *codes: str) -> None:
         assert HTTP.patch(f"{capacity}/v1/foundries/{code}", json={"name": f"CV {code} Jaya"}).status_code == 200
 
     def projected() -> bool:
-        """orders projected the members and their capacity"""
+        """orders and quality projected the members and their capacity"""
         renamed = {f["code"] for f in HTTP.get(f"{orders}/v1/foundries").json() if f["name"].endswith("Jaya")}
-        return renamed >= set(codes)
+        return renamed >= set(codes) and {f["code"] for f in HTTP.get(f"{quality}/v1/foundries").json()} >= set(codes)
 
     wait_for(projected)
+    validity = {
+        "valid_from": (date.today() - timedelta(days=10)).isoformat(),
+        "valid_until": (date.today() + timedelta(days=900)).isoformat(),
+    }
+    for code in codes:
+        for certificate in (
+            {"kind": "SNI", "number": f"SNI-{code}", "issuer": "LSPro B4T", "items": ["BB-COMP-K"]},
+            {"kind": "ISO9001", "number": f"ISO-{code}", "issuer": "TÜV"},
+            {"kind": "TKDN", "number": f"TKDN-{code}", "issuer": "Kementerian Perindustrian", "tkdn_percent": 40.0},
+        ):
+            response = HTTP.post(f"{quality}/v1/certificates", json={"foundry_code": code, **certificate, **validity})
+            assert response.status_code == 201, response.text
+
+    def certified() -> bool:
+        """orders projected the members' certificates"""
+        return certificates_in_orders(traced.settings) >= {(c, k) for c in codes for k in ("SNI", "ISO9001", "TKDN")}
+
+    wait_for(certified)
+
+
+def certificates_in_orders(settings: Settings) -> set[tuple[str, str]]:
+    async def read() -> set[tuple[str, str]]:
+        engine = create_engine(settings.database_url("orders"))
+        try:
+            async with engine.connect() as conn:
+                table = store.certificate_projection
+                return {(code, kind) for code, kind in await conn.execute(sa.select(table.c.foundry_code, table.c.kind))}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
 
 
 def purchase_order(po_number: str) -> dict:
@@ -199,8 +235,8 @@ def post_order_until_accepted(orders: str, po_number: str) -> str:
 
 
 def test_a_purchase_order_its_plan_reservations_and_confirmations_are_one_trace(traced: TracedPlatform) -> None:
-    orders, capacity = traced.services["orders"], traced.services["capacity"]
-    register_members(capacity.url, orders.url, "IKM-101", "IKM-102", "IKM-103")
+    orders = traced.services["orders"]
+    register_members(traced, "IKM-101", "IKM-102", "IKM-103")
     post_order_until_accepted(orders.url, "KAI/PO/TRACE/1")
     receiver = traced.receiver
 
@@ -264,8 +300,8 @@ def test_kcat_sees_the_trace_context_on_our_events(traced: TracedPlatform) -> No
     kcat = shutil.which("kcat")
     if kcat is None:
         pytest.fail("kcat not found on PATH: run `bash deploy/install-system-deps.sh` (as root) or `make test`", pytrace=False)
-    orders, capacity = traced.services["orders"], traced.services["capacity"]
-    register_members(capacity.url, orders.url, "IKM-201", "IKM-202", "IKM-203")
+    orders = traced.services["orders"]
+    register_members(traced, "IKM-201", "IKM-202", "IKM-203")
     order_id = post_order_until_accepted(orders.url, f"KAI/PO/TRACE/{uuid.uuid4().hex[:6]}")
     topic = traced.settings.topic("ceper.orders.v1")
     read = subprocess.run(

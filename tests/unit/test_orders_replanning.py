@@ -20,6 +20,7 @@ from services.orders.domain import (
     Requirements,
     lot_counts_for,
     take_confirmation,
+    why_not_eligible,
 )
 from services.orders.planner import Demand, PlanRules
 from services.orders.replanning import (
@@ -60,7 +61,15 @@ def kai_order(status: OrderStatus = OrderStatus.RECEIVED, quantity: int = 2000, 
     return PurchaseOrder("po_1", "KAI", "KAI/PO/1", TODAY, "IDR", (line,), status, NOW)
 
 
-def member(code: str, *, status: str = "good", certificates: tuple[CertificateHeld, ...] = ()) -> FoundryStanding:
+# What the cooperative requires of makers of composite blocks (the item's requirements), valid for years.
+CERTIFIED = (
+    CertificateHeld("SNI", date(2025, 1, 1), date(2030, 12, 31), ("BB-COMP-K", "BB-COMP-LL", "BB-CI")),
+    CertificateHeld("ISO9001", date(2025, 1, 1), date(2030, 12, 31)),
+    CertificateHeld("TKDN", date(2025, 1, 1), date(2030, 12, 31), tkdn_percent=40.0),
+)
+
+
+def member(code: str, *, status: str = "good", certificates: tuple[CertificateHeld, ...] = CERTIFIED) -> FoundryStanding:
     return FoundryStanding(code, "active", (FAMILY,), certificates, quality_status=status, pass_rate=0.95)
 
 
@@ -282,7 +291,7 @@ def test_a_lot_counts_for_its_allocations_delivery_else_the_first_delivery_of_a_
 def test_a_member_whose_certificate_runs_out_loses_the_later_deliveries_less_what_it_made():
     order = kai_order(certificates=("ISO9001",))
     iso = CertificateHeld("ISO9001", TODAY - timedelta(days=100), date(2027, 3, 1))
-    standing = member("IKM-003", certificates=(iso,))
+    standing = member("IKM-003", certificates=(*(c for c in CERTIFIED if c.kind != "ISO9001"), iso))
     rows = [allocation("C1", "IKM-003", 400), allocation("C2", "IKM-003", 600, SECOND_DUE, "2027-W10")]
     assert units_lost_at(order, standing, rows, {"C2": 250}, TODAY) == {"C2": 350}
     assert units_lost_at(order, standing, rows, {"C2": 600}, TODAY) == {}  # all made already
@@ -376,3 +385,32 @@ def test_capacity_may_cure_only_a_short_line_of_its_family_in_a_week_that_is_ear
         order, short, member("IKM-009", status="suspended"), FAMILY, {"2027-W04": 900}, ["2027-W04"], TODAY
     )
     assert not capacity_may_cure(order, [], member_, FAMILY, {"2027-W04": 900}, ["2027-W04"], TODAY)
+
+
+def test_a_line_that_states_no_requirements_still_needs_the_items_and_may_only_add_to_them():
+    order = kai_order()
+    uncertified = member("IKM-010", certificates=())
+    no_sni = member("IKM-011", certificates=tuple(c for c in CERTIFIED if c.kind != "SNI"))
+    low_tkdn = member(
+        "IKM-012", certificates=(*CERTIFIED[:2], CertificateHeld("TKDN", date(2025, 1, 1), date(2030, 12, 31), tkdn_percent=20.0))
+    )
+    assert order.lines[0].required == Requirements(("SNI", "ISO9001"), 25.0)
+    assert why_not_eligible(member("IKM-001"), order.lines[0], TODAY) == []
+    assert len(why_not_eligible(uncertified, order.lines[0], TODAY)) == 3
+    assert why_not_eligible(no_sni, order.lines[0], TODAY) == [
+        f"no SNI certificate valid through {SECOND_DUE.isoformat()} covering BB-COMP-K"
+    ]
+    assert why_not_eligible(low_tkdn, order.lines[0], TODAY) == ["TKDN 20.0 below 25%"]
+    # A line adds a certificate and a higher TKDN; it cannot take the item's away.
+    stricter = kai_order(certificates=("SKKNI",), min_tkdn_percent=45.0).lines[0]
+    assert stricter.required == Requirements(("SNI", "ISO9001", "SKKNI"), 45.0)
+    laxer = kai_order(min_tkdn_percent=10.0).lines[0]
+    assert laxer.required == Requirements(("SNI", "ISO9001"), 25.0)
+    decided = replan(
+        Outstanding.of(order, None, {}, MadeAgain()),
+        standings=[member("IKM-001"), member("IKM-002"), member("IKM-003"), uncertified, no_sni, low_tkdn],
+        free=free_of(["IKM-001", "IKM-002", "IKM-003", "IKM-010", "IKM-011", "IKM-012"]),
+        refused=set(), today=TODAY, now=NOW, reason="received", rules=RULES,
+    )  # fmt: skip
+    assert isinstance(decided, NewPlan)
+    assert {a.allocation.foundry_code for a in decided.allocations} <= {"IKM-001", "IKM-002", "IKM-003"}

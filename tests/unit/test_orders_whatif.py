@@ -30,9 +30,12 @@ RULES = PlanRules(time_limit_s=0.5)
 
 
 def member(code: str, sni_until: date = date(2029, 1, 1)) -> FoundryStanding:
-    return FoundryStanding(
-        code, "active", (FAMILY,), (CertificateHeld("SNI", date(2025, 1, 1), sni_until, ("BB-COMP-K",)),), pass_rate=0.95
+    certificates = (
+        CertificateHeld("SNI", date(2025, 1, 1), sni_until, ("BB-COMP-K",)),
+        CertificateHeld("ISO9001", date(2025, 1, 1), date(2030, 1, 1)),
+        CertificateHeld("TKDN", date(2025, 1, 1), date(2030, 1, 1), tkdn_percent=40.0),
     )
+    return FoundryStanding(code, "active", (FAMILY,), certificates, pass_rate=0.95)
 
 
 def cooperative(codes: list[str], weekly: int = 400) -> whatif.Cooperative:
@@ -102,7 +105,7 @@ def test_a_capacity_drop_takes_the_units_over_the_new_figure_and_leaves_the_coop
     assert next(s for s in line.members if s.foundry_code == "IKM-001") == whatif.MemberShift("IKM-001", 400, 100)
 
 
-def test_a_lapsed_certificate_moves_the_deliveries_due_after_it_and_a_line_without_it_stays() -> None:
+def test_a_lapsed_certificate_moves_the_deliveries_due_after_it_and_a_kind_nobody_requires_moves_nothing() -> None:
     world = cooperative(["IKM-001", "IKM-002", "IKM-003", "IKM-004"])
     week = iso_week(date(2027, 1, 4))
     plan = planned(world, {("IKM-001", week): 400, ("IKM-002", week): 300, ("IKM-003", week): 300})
@@ -114,9 +117,11 @@ def test_a_lapsed_certificate_moves_the_deliveries_due_after_it_and_a_line_witho
         world, [whatif.OpenOrder(order(), plan, produced={f"po_1:1:IKM-001:{week}:v1": 150})], lapse, TODAY
     )
     assert lost["po_1"] == {f"po_1:1:IKM-001:{week}:v1": 250}
-    # A line that requires no SNI loses nothing.
+    # The item requires SNI whatever the line states; a kind neither requires lapses without loss.
     _, lost, _ = whatif.suppose(world, [whatif.OpenOrder(order(certificates=()), plan)], lapse, TODAY)
-    assert lost == {}
+    assert lost == {"po_1": {f"po_1:1:IKM-001:{week}:v1": 400}}
+    skkni = whatif.Hypotheses(certificate_lapses=(whatif.CertificateLapse("IKM-001", "SKKNI", date(2027, 2, 1)),))
+    assert whatif.suppose(world, [whatif.OpenOrder(order(), plan)], skkni, TODAY)[1] == {}
 
 
 def test_added_capacity_retries_a_short_order_and_a_new_order_says_whether_and_when() -> None:
