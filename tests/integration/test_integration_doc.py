@@ -64,6 +64,7 @@ INTERNAL = {
     ("GET", "/v1/foundries"),
     ("GET", "/v1/purchase-orders/{order_id}/plans"),  # the plan history, read by the console
     ("GET", "/v1/audit"),  # the trail of changes, for the cooperative's admins
+    ("POST", "/v1/what-if"),  # planners' questions; changes nothing, so no webhook follows (docs/orders.md)
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
