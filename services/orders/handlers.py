@@ -486,7 +486,13 @@ async def what_if(
     families = sorted({item.product_family for item in ITEMS.values()})
     async with sessions() as session:
         standings = {f.code: f for f in await _standings(session, today)}
-        violations = whatif.problems(hypotheses, standings, families)
+        due_dates = {
+            f"new_orders.{i}.lines.{j}.deliveries.{k}.due_date": delivery.due_date
+            for i, order in enumerate(new_orders)
+            for j, line in enumerate(order.lines)
+            for k, delivery in enumerate(line.deliveries)
+        }
+        violations = whatif.problems(hypotheses, standings, families, today, due_dates)
         for i, order in enumerate(new_orders):
             violations += [
                 (f"new_orders.{i}.{v.field}", v.message)

@@ -173,15 +173,28 @@ class WhatIf:
     last_week: str
 
 
+LOOK_AHEAD_WEEKS = 104  # how far ahead a question may reach: planning looks a year past the last due date at most
+
+
 def problems(
-    hypotheses: Hypotheses, standings: Mapping[str, FoundryStanding], families: Collection[str]
+    hypotheses: Hypotheses,
+    standings: Mapping[str, FoundryStanding],
+    families: Collection[str],
+    today: date,
+    due_dates: Mapping[str, date] | None = None,
 ) -> list[tuple[str, str]]:
-    """(field, message) of every hypothesis that cannot be asked; none means all can."""
+    """(field, message) of every hypothesis that cannot be asked, and of new orders' due dates (`due_dates`: field →
+    date) beyond what may be asked; none means all can."""
     out: list[tuple[str, str]] = []
+    latest = today + timedelta(weeks=LOOK_AHEAD_WEEKS)
 
     def member(where: str, code: str) -> None:
         if code not in standings:
             out.append((f"{where}.foundry_code", f"orders knows no member {code!r}"))
+
+    def soon_enough(where: str, day: date) -> None:
+        if day > latest:
+            out.append((where, f"must not be after {latest.isoformat()} ({LOOK_AHEAD_WEEKS} weeks ahead)"))
 
     for i, change in enumerate(hypotheses.capacity_changes):
         member(f"capacity_changes.{i}", change.foundry_code)
@@ -189,10 +202,15 @@ def problems(
             out.append((f"capacity_changes.{i}.product_family", f"unknown product family; known: {', '.join(sorted(families))}"))
         if change.to_date < change.from_date:
             out.append((f"capacity_changes.{i}.to_date", "must not be before from_date"))
+        soon_enough(f"capacity_changes.{i}.to_date", change.to_date)
     for i, lapse in enumerate(hypotheses.certificate_lapses):
         member(f"certificate_lapses.{i}", lapse.foundry_code)
+        soon_enough(f"certificate_lapses.{i}.on", lapse.on)
     for i, suspension in enumerate(hypotheses.suspensions):
         member(f"suspensions.{i}", suspension.foundry_code)
+        soon_enough(f"suspensions.{i}.from_date", suspension.from_date)
+    for where, day in (due_dates or {}).items():
+        soon_enough(where, day)
     return out
 
 

@@ -163,6 +163,7 @@ async def test_bad_questions_are_refused_and_only_planners_may_ask(request, back
                     {"foundry_code": "IKM-999", "product_family": "SPACESHIPS", "from_date": "2027-03-31",
                      "to_date": "2027-03-01", "weekly_units": 0}
                 ],
+                "suspensions": [{"foundry_code": "IKM-001", "from_date": "9999-12-31"}],
                 "new_orders": [new_order("X/1", 100, "2026-11-01")],
             }  # fmt: skip
             refused = await client.post("/v1/what-if", json=bad, headers=planner)
@@ -176,6 +177,7 @@ async def test_bad_questions_are_refused_and_only_planners_may_ask(request, back
             "body.capacity_changes.0.product_family",
             "body.capacity_changes.0.to_date",
             "body.new_orders.0.lines.0.deliveries.0.due_date",
+            "body.suspensions.0.from_date",
         } <= fields
         assert malformed.status_code == 422 and malformed.headers["content-type"].startswith("application/problem+json")
         assert anonymous.status_code == 401 and buyer.status_code == 403

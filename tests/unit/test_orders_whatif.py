@@ -156,9 +156,17 @@ def test_questions_that_cannot_be_asked() -> None:
         certificate_lapses=(whatif.CertificateLapse("IKM-405", "SNI", date(2027, 1, 1)),),
         suspensions=(whatif.Suspension("IKM-001", date(2027, 1, 1)),),
     )
-    assert whatif.problems(bad, {"IKM-001": member("IKM-001")}, [FAMILY]) == [
+    assert whatif.problems(bad, {"IKM-001": member("IKM-001")}, [FAMILY], TODAY) == [
         ("capacity_changes.0.foundry_code", "orders knows no member 'IKM-404'"),
         ("capacity_changes.0.product_family", f"unknown product family; known: {FAMILY}"),
         ("capacity_changes.0.to_date", "must not be before from_date"),
         ("certificate_lapses.0.foundry_code", "orders knows no member 'IKM-405'"),
+    ]
+    # Questions reach two years ahead at most: planning looks no further, and a far date would cost weeks of work.
+    far = whatif.Hypotheses(suspensions=(whatif.Suspension("IKM-001", date(9999, 12, 31)),))
+    assert whatif.problems(
+        far, {"IKM-001": member("IKM-001")}, [FAMILY], TODAY, {"new_orders.0.lines.0.deliveries.0.due_date": date(3000, 1, 1)}
+    ) == [
+        ("suspensions.0.from_date", "must not be after 2028-11-21 (104 weeks ahead)"),
+        ("new_orders.0.lines.0.deliveries.0.due_date", "must not be after 2028-11-21 (104 weeks ahead)"),
     ]
