@@ -57,6 +57,14 @@ ITEMS: dict[str, Item] = {
         Item("BB-COMP-K", "Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE", requirements=COMPOSITE_BLOCK_REQUIREMENTS),
         Item("BB-COMP-LL", "Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE", requirements=COMPOSITE_BLOCK_REQUIREMENTS),
         Item("BB-CI", "Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON", requirements=CAST_IRON_BLOCK_REQUIREMENTS),
+        # TMMIN's piston-ring tooling: tens of pieces, so a foundry-week of 10 is worth making.
+        Item(
+            "TMMIN-PRT",
+            "Alat bantu pembuatan ring piston (TMMIN)",
+            "AUTOMOTIVE_PARTS",
+            min_lot=10,
+            requirements=Requirements(("ISO9001",)),
+        ),
     )
 }
 
@@ -71,6 +79,7 @@ SITES: dict[str, str] = {
     "BY-PUB": "Balai Yasa Pulubrayan",
     "INKA-MN": "PT INKA Madiun",
     "INKA-BWI": "PT INKA Banyuwangi",
+    "TMMIN-SNT": "PT TMMIN Sunter II, Jakarta",
 }
 
 

@@ -8,10 +8,11 @@ import zlib
 import pytest
 
 from services.orders import handlers, projections, store
+from services.orders.domain import Delivery, OrderLine, OrderStatus, PurchaseOrder
 from shared import clock
 from shared.clock import FixedClock
 from shared.events import Envelope
-from shared.events.capacity import ReservationConfirmed, ReservationRejected
+from shared.events.capacity import CapacityChanged, FoundryRegistered, ReservationConfirmed, ReservationRejected
 from shared.events.quality import FoundryQualityStatusChanged, LotFailed, LotFailureReason
 from tests.integration.orders_support import (
     FIRST_DUE,
@@ -241,3 +242,35 @@ async def test_a_line_without_stated_requirements_excludes_members_without_the_i
         plan = await plan_of(sessions)
         assert by_due(plan) == {FIRST_DUE: 1000, SECOND_DUE: 1000}
         assert {h.allocation.foundry_code for h in plan.allocations} <= set(MEMBERS[:4])
+
+
+async def test_a_tmmin_order_for_tooling_is_planned_on_members_that_cast_automotive_parts(request, backend, tmp_path):
+    async with orders_database(request, backend, tmp_path) as sessions:
+        await know_members(sessions, MEMBERS)  # brake-block presses only
+        async with sessions.begin() as session:
+            for code, iso in (("IKM-201", True), ("IKM-202", True), ("IKM-203", True), ("IKM-204", False)):
+                registered = FoundryRegistered(
+                    foundry_code=code,
+                    name=f"CV {code}",
+                    village="Ceper",
+                    product_families=["AUTOMOTIVE_PARTS"],
+                    registered_at=NOW,
+                )
+                await handlers.on_foundry_changed(session, Envelope.of(registered))
+                change = CapacityChanged(
+                    foundry_code=code, product_family="AUTOMOTIVE_PARTS", change_id=f"std-{code}", reason="declared",
+                    standard_weekly_units=40, weeks=[], changed_at=NOW,
+                )  # fmt: skip
+                await projections.on_capacity_changed(session, Envelope.of(change))
+                if iso:
+                    await certify(session, code, "ISO9001")
+        line = OrderLine(1, "TMMIN-PRT", "Alat bantu ring piston", 120, 2_950_000, (Delivery(FIRST_DUE, 120, "TMMIN-SNT"),))
+        await receive(
+            sessions, PurchaseOrder("po_1", "TMMIN", "TMMIN/PO/0031", NOW.date(), "IDR", (line,), OrderStatus.RECEIVED, NOW)
+        )
+        plan = await plan_of(sessions)
+        assert not plan.shortfall and by_due(plan) == {FIRST_DUE: 120}
+        # At most 35 % of the line each: the three members with ISO 9001, never the one without nor the brake presses.
+        assert {h.allocation.foundry_code for h in plan.allocations} == {"IKM-201", "IKM-202", "IKM-203"}
+        assert {h.allocation.product_family for h in plan.allocations} == {"AUTOMOTIVE_PARTS"}
+        assert await status_of(sessions) == "planned"

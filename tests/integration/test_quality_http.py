@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
+from services.quality.domain import DEFAULT_SPECIFICATIONS
 from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import foundry, good_composite_sample, register_foundries, run_quality
 from tests.integration.test_http import assert_problem
@@ -58,7 +59,12 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
         assert (await http.post("/v1/certificates", json=SNI)).status_code == 201
         sni_id = (await http.get("/v1/certificates")).json()[0]["id"]
         before = await state(quality)
-        assert before["lots"] == 1 and before["certificates"] == 1 and before["specifications"] == 3 and before["outbox"] == 2
+        assert (
+            before["lots"] == 1
+            and before["certificates"] == 1
+            and before["specifications"] == len(DEFAULT_SPECIFICATIONS)
+            and before["outbox"] == 2
+        )
 
         # Lots.
         for body, field in [
@@ -230,5 +236,5 @@ async def test_a_generated_lot_code_and_the_sampling_plan_endpoint(make_settings
             11,
         )
         specs = (await quality.http.get("/v1/specifications")).json()
-        assert [s["item_code"] for s in specs] == ["BB-COMP-K", "BB-COMP-LL", "BB-CI"]
+        assert [s["item_code"] for s in specs] == ["BB-COMP-K", "BB-COMP-LL", "BB-CI", "TMMIN-PRT"]
         assert all(s["version"] == 1 for s in specs)

@@ -69,7 +69,7 @@ def test_default_specifications_follow_the_domain_reference():
     }
     cast_iron = {p.code: p.describe() for p in default_specification("BB-CI", NOW).parameters}
     assert cast_iron == {"hardness": "197–255 HB", "phosphorus": "0.5–1.5 %", "weight": "11–12 kg"}
-    assert set(DEFAULT_SPECIFICATIONS) == {"BB-COMP-K", "BB-COMP-LL", "BB-CI"}
+    assert set(DEFAULT_SPECIFICATIONS) == {"BB-COMP-K", "BB-COMP-LL", "BB-CI", "TMMIN-PRT"}
     assert K.version == 1 and K.sampling == SamplingRule("II", 2.5)
 
 

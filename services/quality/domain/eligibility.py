@@ -20,6 +20,7 @@ REQUIRED_CERTIFICATES: dict[str, tuple[CertificateKind, ...]] = {
     "BB-COMP-K": (CertificateKind.SNI, CertificateKind.ISO9001),
     "BB-COMP-LL": (CertificateKind.SNI, CertificateKind.ISO9001),
     "BB-CI": (CertificateKind.SNI, CertificateKind.ISO9001),
+    "TMMIN-PRT": (CertificateKind.ISO9001,),  # no SNI product standard covers tooling
 }
 
 

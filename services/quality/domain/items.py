@@ -18,6 +18,8 @@ ITEMS: dict[str, Item] = {
         Item("BB-COMP-K", "Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE"),
         Item("BB-COMP-LL", "Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE"),
         Item("BB-CI", "Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON"),
+        # The tooling aid for making piston rings TMMIN develops with the cooperative: small, high-precision lots.
+        Item("TMMIN-PRT", "Alat bantu pembuatan ring piston (TMMIN)", "AUTOMOTIVE_PARTS"),
     )
 }
 

@@ -223,6 +223,24 @@ DEFAULT_SPECIFICATIONS: dict[str, tuple[tuple[Parameter, ...], SamplingRule, str
         SamplingRule(),
         "Defaults for grey cast-iron blocks",
     ),
+    # Assumptions until TMMIN gives its drawing tolerances: a small lot, inspected tightly (AQL 1.0).
+    "TMMIN-PRT": (
+        (
+            Parameter(
+                "bore_deviation",
+                "Bore diameter deviation",
+                "mm",
+                RuleKind.TARGET,
+                target=0.0,
+                tolerance=0.02,
+                possible_min=-5,
+                possible_max=5,
+            ),
+            Parameter("hardness", "Hardness", "HB", RuleKind.RANGE, minimum=200, maximum=260, possible_min=0, possible_max=800),
+        ),
+        SamplingRule(aql=1.0),
+        "Defaults for TMMIN's piston-ring tooling; tolerances are assumptions",
+    ),
 }
 
 
