@@ -4,7 +4,9 @@ One fetch loop reads every partition the service's consumer group gave this repl
 partition's records to a worker of its own. A worker applies a batch of its partition in ONE database
 transaction together with the inbox rows `(consumer, event id)`, then that partition's offset is committed:
 at-least-once delivery, exactly-once effects. A slow or failing event holds up only its own partition; a
-partition whose worker falls behind is paused at the broker until it catches up.
+partition whose worker falls behind is paused at the broker until it catches up. Every transaction that applies
+events (a batch, or one event when retried alone) is marked `IN_BATCH` and ends with the subscriptions' settlers,
+before its commit: reactions may leave them work done once for all the transaction's events (one replan per order).
 
 When a batch fails, the database is asked whether it answers. If it does not, the partition waits for it
 and nothing is dead-lettered: an outage is no event's fault. If it does, the batch is applied again one

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from shared.http import Conflict, FieldError, NotFound, Unprocessable
 from shared.idempotency import Command, fingerprint
 from shared.inbox import in_batch
 from shared.logging import get_logger
+from shared.outbox import current_trace_id
 from shared.projections import project_foundry
 from shared.settings import Settings
 from shared.weeks import iso_week, weeks_between
@@ -329,6 +331,7 @@ async def retry_short_orders(session: AsyncSession, foundry_code: str, reason: s
     may now make try again (which clears `at_risk` when it works). In a batch, once at its end for every member."""
     if in_batch(session):
         _replans(session).member_back(foundry_code, reason)
+        _causes(session).setdefault(("member", foundry_code), _cause())
         return
     replans = replanning.Replans()
     replans.member_back(foundry_code, reason)
@@ -371,6 +374,7 @@ async def on_capacity_changed(session: AsyncSession, envelope: Envelope[Capacity
         weeks += weeks_between(today, today + timedelta(weeks=replanning.RISK_HORIZON_WEEKS))
     if in_batch(session):
         _replans(session).capacity_changed(data.foundry_code, data.product_family, weeks)
+        _causes(session).setdefault(("capacity", data.foundry_code, data.product_family), _cause())
         return
     replans = replanning.Replans()
     replans.capacity_changed(data.foundry_code, data.product_family, weeks)
@@ -380,6 +384,11 @@ async def on_capacity_changed(session: AsyncSession, envelope: Envelope[Capacity
 # --- one replan per order for the reactions of a batch ----------------------------------------------------
 
 _REPLANS = "orders_replans"
+# Who first asked for each replan of the batch (the event acting, its trace): the settler replans on its behalf, so
+# the audit trail and the trace of the new plan name the event that caused it. Keyed by order id, ("capacity",
+# member, family) or ("member", member).
+_CAUSES = "orders_replan_causes"
+Cause = tuple[audit.Actor | None, str | None]
 
 
 def _replans(session: AsyncSession) -> replanning.Replans:
@@ -387,6 +396,29 @@ def _replans(session: AsyncSession) -> replanning.Replans:
     if replans is None:
         replans = session.info[_REPLANS] = replanning.Replans()
     return replans  # type: ignore[no-any-return]
+
+
+def _causes(session: AsyncSession) -> dict[object, Cause]:
+    return session.info.setdefault(_CAUSES, {})  # type: ignore[no-any-return]
+
+
+def _cause() -> Cause:
+    return audit.current_actor.get(), current_trace_id.get()
+
+
+@contextlib.contextmanager
+def _on_behalf_of(cause: Cause | None) -> Iterator[None]:
+    """Acts as the cause's event, in its trace; without one (a direct call), as whoever acts now."""
+    if cause is None:
+        yield
+        return
+    actor, trace_id = cause
+    token = current_trace_id.set(trace_id)
+    try:
+        with audit.acting(actor) if actor is not None else contextlib.nullcontext():
+            yield
+    finally:
+        current_trace_id.reset(token)
 
 
 async def _ask(
@@ -404,6 +436,7 @@ async def _ask(
     same capacity change revokes many reservations of one order); at once when called outside a batch."""
     if in_batch(session):
         _replans(session).ask(order_id, reason, trigger, revoked=revoked, ineligible=ineligible, blocked=blocked, failed=failed)
+        _causes(session).setdefault(order_id, _cause())
         return
     replans = replanning.Replans()
     replans.ask(order_id, reason, trigger, revoked=revoked, ineligible=ineligible, blocked=blocked, failed=failed)
@@ -413,21 +446,30 @@ async def _ask(
 async def settle_replans(session: AsyncSession) -> None:
     """The inbox's settler: the replans the batch's reactions asked for, one per order."""
     replans = session.info.pop(_REPLANS, None)
+    causes = session.info.pop(_CAUSES, {})
     if replans:
-        await _settle(session, replans)
+        await _settle(session, replans, causes)
 
 
-async def _settle(session: AsyncSession, replans: replanning.Replans) -> None:
+async def _settle(session: AsyncSession, replans: replanning.Replans, causes: dict[object, Cause] | None = None) -> None:
+    causes = {} if causes is None else causes
     if replans.capacity_changes or replans.members_back:
-        await _ask_short_orders(session, replans)
+        await _ask_short_orders(session, replans, causes)
     for order_id in sorted(replans.asked):  # in id order, so that consumers lock orders in the same order
         asked = replans.asked[order_id]
-        await plan_order(
-            session, order_id, asked.reason, lost=asked.lost, blocked=asked.blocked, failed=asked.failed, trigger=asked.trigger
-        )
+        with _on_behalf_of(causes.get(order_id)):
+            await plan_order(
+                session,
+                order_id,
+                asked.reason,
+                lost=asked.lost,
+                blocked=asked.blocked,
+                failed=asked.failed,
+                trigger=asked.trigger,
+            )
 
 
-async def _ask_short_orders(session: AsyncSession, replans: replanning.Replans) -> None:
+async def _ask_short_orders(session: AsyncSession, replans: replanning.Replans, causes: dict[object, Cause]) -> None:
     """Adds the short orders that the batch's capacity changes and returning members may cure, reading them once."""
     short = await store.short_orders(session)
     if not short:
@@ -443,6 +485,8 @@ async def _ask_short_orders(session: AsyncSession, replans: replanning.Replans) 
         for order, shortfall in short:
             if replanning.capacity_may_cure(order, shortfall, standing, family, free.get(foundry, {}), weeks, today):
                 replans.ask(order.id, f"capacity of {foundry} changed", "recovery")
+                if ("capacity", foundry, family) in causes:
+                    causes.setdefault(order.id, causes[("capacity", foundry, family)])
     for foundry, reason in sorted(replans.members_back.items()):
         standing = standings.get(foundry)
         if standing is None:
@@ -450,6 +494,8 @@ async def _ask_short_orders(session: AsyncSession, replans: replanning.Replans) 
         for order, shortfall in short:
             if may_cure_shortfall(order, shortfall, standing, today):
                 replans.ask(order.id, reason, "recovery")
+                if ("member", foundry) in causes:
+                    causes.setdefault(order.id, causes[("member", foundry)])
     replans.capacity_changes.clear()
     replans.members_back.clear()
 
