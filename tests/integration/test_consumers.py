@@ -13,13 +13,16 @@ from typing import Any
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
 from shared.dlq import list_dead_letters, redrive
 from shared.events import Envelope, retry_topic_of, to_kafka, topic_of
+from shared.events.capacity import FoundryRegistered
+from shared.inbox import in_batch
 from shared.topics import read_to_end
-from tests.integration.probe import Probe, registered, running_probe, settings_with, updated
+from tests.integration.probe import Probe, effects, registered, running_probe, settings_with, updated
 from tests.support import eventually
 
 
@@ -149,6 +152,61 @@ async def test_a_slow_and_a_failing_event_hold_up_only_their_own_partitions(make
 
 async def _has(probe: Probe, event_id: str) -> bool:
     return event_id in await effect_ids(probe)
+
+
+async def test_settlers_run_once_per_transaction_before_its_commit_and_never_for_a_dead_lettered_event(make_settings):
+    """Reactions leave work to the settlers (`IN_BATCH` in the session); the settlers see every event of the
+    transaction, a batch or an event retried alone, and what they write commits with it."""
+    settings = settings_with(make_settings, inbox_max_attempts=2)
+    codes = codes_on_partitions(settings.kafka_partitions, 8)[0]
+    async with running_probe(settings) as probe:
+        settlements: list[list[str]] = []
+
+        async def leave_work(session, envelope):
+            assert in_batch(session)
+            session.info.setdefault("probe_applied", []).append(envelope.id)
+
+        async def settle(session):
+            applied = session.info.pop("probe_applied", [])
+            if applied:
+                settlements.append(applied)
+                await session.execute(
+                    sa.insert(effects).values(event_id=f"settled-{len(settlements)}", foundry_code="", revision=0)
+                )
+
+        probe.consumer.subscriptions.react(FoundryRegistered, leave_work)
+        probe.consumer.subscriptions.settle(settle)
+        (warm,) = await probe.publish(registered(codes[0]))
+        await eventually(lambda: _has(probe, warm.id), timeout=60)
+
+        # The later events wait behind a gated one, then make one batch.
+        probe.gated.add(codes[1])
+        (first,) = await probe.publish(registered(codes[1]))
+        await asyncio.sleep(3)
+        # Straight to the topic: on SQLite the gated transaction holds the probe's outbox, in the same database.
+        rest = [Envelope.of(registered(code)) for code in codes[2:5]]
+        for envelope in rest:
+            message = to_kafka(envelope)
+            await probe.producer.send_and_wait(
+                settings.topic(topic_of("capacity")),
+                message.value,
+                key=envelope.key.encode(),
+                headers=list(message.headers.items()),
+            )
+        await asyncio.sleep(2)
+        probe.gate.set()
+        await eventually(lambda: _has(probe, rest[-1].id), timeout=60)
+        assert settlements == [[warm.id], [first.id], [e.id for e in rest]]
+
+        # A batch with a failing event: the others are applied one per transaction, each settled alone; the failing
+        # one is dead-lettered and never settled.
+        probe.failing.add(codes[6])
+        good, failing, later = await probe.publish(registered(codes[5]), registered(codes[6]), registered(codes[7]))
+        await eventually(lambda: _has(probe, later.id), timeout=60)
+        assert probe.consumer.stats.dead_letters == [failing.id]
+        assert settlements[3:] == [[good.id], [later.id]]
+        settled_rows = [i for i in await effect_ids(probe) if i.startswith("settled-")]
+        assert len(settled_rows) == len(settlements) == 5
 
 
 # --- an outage is not the event's fault -----------------------------------------------------------------

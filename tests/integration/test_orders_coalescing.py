@@ -57,7 +57,7 @@ def revocations(plan, foundry: str) -> list[Envelope[ReservationRevoked]]:
     return [
         Envelope.of(
             ReservationRevoked(
-                reservation_id=f"res-{held.allocation.allocation_id}",
+                reservation_id=f"res-{foundry}-{n}",
                 foundry_code=foundry,
                 product_family=FAMILY,
                 week=held.allocation.week,
@@ -70,8 +70,7 @@ def revocations(plan, foundry: str) -> list[Envelope[ReservationRevoked]]:
                 revoked_at=NOW,
             )
         )
-        for held in plan.allocations
-        if held.allocation.foundry_code == foundry
+        for n, held in enumerate(a for a in plan.allocations if a.allocation.foundry_code == foundry)
     ]
 
 
