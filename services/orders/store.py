@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date, datetime
@@ -37,6 +38,8 @@ from .replanning import MadeAgain, NewPlan
 metadata = sa.MetaData()
 backbone = backbone_tables(metadata)
 foundry_projection = foundry_projection_table(metadata)
+# The advisory lock that makes orders' plans take turns (see `lock_order`).
+PLANNING_LOCK = zlib.crc32(b"ceper-orders-planning")
 
 # --- projections of capacity's and quality's events: what the planner plans from ------------------------
 
@@ -487,7 +490,15 @@ async def lock_order(session: AsyncSession, order_id: str) -> PurchaseOrder | No
     """The order, its row locked until the transaction ends: every read-decide-write on an order's plan,
     confirmations, fulfilment or status starts here, so concurrent consumers and requests take turns per order.
     (PostgreSQL: `SELECT ... FOR UPDATE`; SQLite has one writer at a time and write transactions begin
-    IMMEDIATE, so there the read is already inside the write lock.)"""
+    IMMEDIATE, so there the read is already inside the write lock.)
+
+    On PostgreSQL the transaction first takes the orders' planning lock (an advisory lock held until it
+    ends): a plan counts the capacity other orders' plans hold, so two orders planned side by side (their
+    events on different partitions) would each miss the other's uncommitted allocations and plan on the same
+    capacity. Taking it before any order's row lock keeps one order of locks, so it cannot deadlock.
+    Transactions that only read, or only keep projections, never take it."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLANNING_LOCK})
     row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id).with_for_update())).first()
     return _to_order(row) if row else None
 
