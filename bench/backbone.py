@@ -346,7 +346,8 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
     await consumer.start(producer)
     await _until_assigned(consumer.assignment)
     # The events' partitions: the consumer also owns partitions of its retry topic, which stays empty here.
-    reporter = _report_assignment(signals, lambda: {tp for tp in consumer.assignment() if tp.topic == job.topic})
+    events_topic = job.topic  # once: building the settings on every report tick would cost the consumer its CPU
+    reporter = _report_assignment(signals, lambda: {tp for tp in consumer.assignment() if tp.topic == events_topic})
     signals.ready.set()
     while not tally.done():  # noqa: ASYNC110 — the tally is filled by the consumer; there is no event to wait on
         await asyncio.sleep(0.005)
