@@ -83,15 +83,23 @@ def from_kafka(
     """Decodes and validates a binary-mode CloudEvent; raises `MalformedEvent` saying what is wrong."""
     if value is None:
         raise MalformedEvent("message has no value")
-    header_map: dict[str, bytes] = {}
-    for name, raw in headers:
-        header_map[name] = raw
+    header_map: dict[str, bytes] = dict(headers)  # a repeated header: the last one counts
     if "ce_type" not in header_map:
         raise MalformedEvent("message has no ce_type header: not a CloudEvent in binary mode")
     # The library would invent an id or a specversion; a redelivery must carry the same id to be deduplicated.
-    missing = [h for h in ("ce_id", "ce_source", "ce_specversion") if not header_map.get(h)]
-    if missing:
+    if not (header_map.get("ce_id") and header_map.get("ce_source") and header_map.get("ce_specversion")):
+        missing = [h for h in ("ce_id", "ce_source", "ce_specversion") if not header_map.get(h)]
         raise MalformedEvent(f"message lacks required CloudEvents headers: {', '.join(missing)}")
+    plain = _plain_attributes(key, header_map)
+    if plain is not None:
+        event_type, event_id, event_time, trace = plain
+        try:
+            # Parsing and validating in one pass is the cheapest way in; a refusal is explained by the path below.
+            data = event_type.model.model_validate_json(value)
+        except ValidationError:
+            pass
+        else:
+            return Envelope(type=event_type, data=data, id=event_id, time=event_time, trace_id=trace)
     decoded = _plain_event(key, value, header_map) or _library_event(key, value, header_map)
     event_type, event_id, event_time, trace, payload = decoded
     try:
@@ -111,8 +119,8 @@ _PLAIN_ATTRIBUTES = frozenset(
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})")
 
 
-def _plain_event(key: bytes | None, value: bytes, header_map: dict[str, bytes]) -> _Decoded | None:
-    """The attributes and data of a valid event shaped exactly as `to_kafka` writes it; None for anything else.
+def _plain_attributes(key: bytes | None, header_map: dict[str, bytes]) -> tuple[EventType, str, datetime, str | None] | None:
+    """The attributes of an event shaped exactly as `to_kafka` writes it; None for anything else.
 
     Every consumed event is decoded here, and the library's generic path (dateutil, attribute checks) costs
     about three times as much. Anything unusual returns None and gets the library's verdict, so what is
@@ -131,10 +139,9 @@ def _plain_event(key: bytes | None, value: bytes, header_map: dict[str, bytes]) 
                 return None
         if isinstance(key, bytes):
             key.decode("utf-8")
-        payload = json.loads(value.decode("utf-8"))
-    except (AttributeError, UnicodeDecodeError, ValueError):
+    except (AttributeError, UnicodeDecodeError):
         return None
-    if not isinstance(payload, dict) or attributes.get("ce_specversion") != "1.0" or attributes.get("ce_subject") == "":
+    if attributes.get("ce_specversion") != "1.0" or attributes.get("ce_subject") == "":
         return None
     if not (attributes.get("ce_id") and attributes.get("ce_source")):
         return None
@@ -146,7 +153,21 @@ def _plain_event(key: bytes | None, value: bytes, header_map: dict[str, bytes]) 
         event_time = datetime.fromisoformat(time_text)
     except ValueError:
         return None
-    return event_type, attributes["ce_id"], event_time, attributes.get(f"ce_{TRACE_EXTENSION}"), payload
+    return event_type, attributes["ce_id"], event_time, attributes.get(f"ce_{TRACE_EXTENSION}")
+
+
+def _plain_event(key: bytes | None, value: bytes, header_map: dict[str, bytes]) -> _Decoded | None:
+    """`_plain_attributes` with the data parsed, when the data is a JSON object; None for anything else."""
+    attributes = _plain_attributes(key, header_map)
+    if attributes is None:
+        return None
+    try:
+        payload = json.loads(value.decode("utf-8"))
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return (*attributes, payload)
 
 
 def _library_event(key: bytes | None, value: bytes, header_map: dict[str, bytes]) -> _Decoded:

@@ -6,6 +6,7 @@ type name is never spelled twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -36,15 +37,15 @@ class EventType:
     key_field: str
     description: str
 
-    @property
-    def name(self) -> str:
+    @functools.cached_property
+    def name(self) -> str:  # read for every event consumed: computed once
         return f"ceper.{self.service}.{self.event}.v{self.version}"
 
     @property
     def topic(self) -> str:
         return topic_of(self.service)
 
-    @property
+    @functools.cached_property
     def source(self) -> str:
         return f"/ceper/{self.service}"
 
