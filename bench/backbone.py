@@ -612,6 +612,14 @@ class LocalPostgres:
         except (OSError, ValueError, IndexError):
             return None
 
+    async def wal_position(self) -> int:
+        """Bytes of write-ahead log the server has written so far: what a run costs the disk, whatever the noise."""
+        connection = await asyncpg.connect(host="127.0.0.1", port=self.port, user=self.USER, database="postgres")
+        try:
+            return int(await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+        finally:
+            await connection.close()
+
     async def admin(self, sql: str) -> None:
         connection = await asyncpg.connect(host="127.0.0.1", port=self.port, user=self.USER, database="postgres")
         try:
@@ -741,6 +749,7 @@ class Throughput:
     producer_seconds: float  # until the broker acked the last event
     batches: int  # poll batches the consumer applied
     other_cores: float  # CPU that other processes on the machine took meanwhile
+    wal_bytes: int | None = None  # PostgreSQL's write-ahead log written from the start to the last effect
 
 
 @dataclass
@@ -920,11 +929,16 @@ class Bench:
             other = self.meter.wait_for_quiet(OTHER_LOAD_WARNING, QUIET_PATIENCE_S)
             if other >= OTHER_LOAD_WARNING:
                 log(f"  the machine stays busy ({other:.2f} cores of other work): measuring anyway")
+            if self.postgres is not None and self.postgres.port is not None:
+                # Every run starts from a fresh checkpoint: each pays for the same first touches of its pages.
+                asyncio.run(self.postgres.admin("CHECKPOINT"))
             self.meter.start()
+            wal_before = self._wal_position()
             go.set()
             budget = 120 + job.events / 200 + job.seconds * 3
             wait_for(lambda: all(name in collected for name in names), budget, "the last effect")
             other_cores = self.meter.other_cores()
+            wal_after = self._wal_position()
             stop.set()
             wait_for(lambda: producer_role in collected, 60, "the producer to stop")
             for process in processes.values():
@@ -942,8 +956,14 @@ class Bench:
             **{key: sum(part[key] for part in parts) for key in ("applied", "duplicates", "dead_lettered", "batches")},
             "latencies": [sample for part in parts for sample in part.get("latencies", [])],
             "other_cores": other_cores,
+            "wal_bytes": None if wal_before is None or wal_after is None else wal_after - wal_before,
         }
         return collected[producer_role], consumed
+
+    def _wal_position(self) -> int | None:
+        if self.postgres is None or self.postgres.port is None:
+            return None
+        return asyncio.run(self.postgres.wal_position())
 
     # -- the measurements
 
@@ -960,7 +980,12 @@ class Bench:
             raise BenchError(f"{mode} on {backend}: expected {events} effects exactly once, got {consumed}")
         seconds = consumed["done_at"] - produced["started"]
         return Throughput(
-            events / seconds, seconds, produced["acked"] - produced["started"], consumed["batches"], consumed["other_cores"]
+            events / seconds,
+            seconds,
+            produced["acked"] - produced["started"],
+            consumed["batches"],
+            consumed["other_cores"],
+            consumed["wal_bytes"],
         )
 
     def latency(self, backend: str) -> Latency:
@@ -1002,7 +1027,9 @@ class Bench:
                 log(
                     f"[{backend}] run {repeat + 1}/{args.repeats} {mode:<11} {result.events_per_s:>9,.0f} events/s "
                     f"({args.events:,} in {result.seconds:.2f} s; all acked after {result.producer_seconds:.2f} s; "
-                    f"{result.batches} batches applied; other load {result.other_cores:.2f} cores)"
+                    f"{result.batches} batches applied; other load {result.other_cores:.2f} cores"
+                    + ("" if result.wal_bytes is None else f"; WAL {result.wal_bytes / args.events:,.0f} B/event")
+                    + ")"
                 )
         log(f"[{backend}] latency: {args.rate:g} events/s for {args.latency_seconds:g} s after {args.latency_warmup:g} s warm-up")
         latency = self.latency(backend)
