@@ -129,6 +129,10 @@ async def test_an_inactive_site_or_buyer_takes_no_new_order_and_nothing_is_store
             admin, kai = token_mint.headers(roles=["admin"]), token_mint.headers(roles=["buyer"], buyer_code="KAI")
             closed = await client.patch("/v1/sites/BY-MRI", json={"active": False}, headers={**admin, "Idempotency-Key": "c-1"})
             assert closed.status_code == 200 and closed.json()["active"] is False and closed.json()["name"] == SITES["BY-MRI"]
+            retried = await client.patch("/v1/sites/BY-MRI", json={"active": False}, headers={**admin, "Idempotency-Key": "c-1"})
+            assert retried.status_code == 200 and retried.headers["idempotent-replayed"] == "true"
+            reused = await client.patch("/v1/sites/BY-MRI", json={"active": True}, headers={**admin, "Idempotency-Key": "c-1"})
+            assert reused.status_code == 409
             before = await stored(sessions)
             refused = await client.post(
                 "/v1/purchase-orders", json=purchase_order("KAI", "KAI/PO/9", "BY-MRI"), headers={**kai, "Idempotency-Key": "k-9"}
