@@ -19,11 +19,11 @@ from shared.http import FieldError, NotFound, Unprocessable, problem_responses
 from shared.idempotency import Command, IdempotencyKey, OptionalIdempotencyKey, mark_replayed
 from shared.paging import Page, Paging, paging_query
 from shared.projections import FoundryView, list_foundries
-from shared.roles import Role
+from shared.roles import BUYER_CODE, Role
 from shared.service import Runtime, Sessions
 
 from . import handlers, store, webhooks, whatif
-from .domain import BUYERS, SITES, Delivery, OrderLine, OrderStatus, PurchaseOrder, Requirements, WebhookEndpoint
+from .domain import Buyer, Delivery, DeliverySite, OrderLine, OrderStatus, PurchaseOrder, Requirements, WebhookEndpoint
 
 router = APIRouter(prefix="/v1")
 
@@ -33,6 +33,7 @@ OrderWriter = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Rol
 Staff = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER))]
 StaffReader = Annotated[Principal, Depends(require(Role.ADMIN, Role.PLANNER, Role.QA_OFFICER))]
 WebhookOwner = Annotated[Principal, Depends(require(Role.ADMIN, Role.BUYER))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 AUTH_ERRORS = (401, 403)
 
 
@@ -501,6 +502,230 @@ async def list_known_foundries(caller: StaffReader, sessions: Sessions) -> list[
         return await list_foundries(session, store.foundry_projection)
 
 
+# --- buyers and delivery sites: read by the cooperative's staff, kept by admins ------------------------------
+
+Code = Annotated[str, Field(min_length=2, max_length=20, pattern=r"^[A-Z][A-Z0-9-]{1,19}$")]
+Npwp = Annotated[
+    str,
+    Field(
+        pattern=r"^(\d{16}|\d{2}\.\d{3}\.\d{3}\.\d-\d{3}\.\d{3})$",
+        examples=["0010001234093000"],
+        description="Tax id: 16 digits, or the old form 99.999.999.9-999.999. Shown to admins only",
+    ),
+]
+
+
+class BuyerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(
+        pattern=f"^{BUYER_CODE.pattern}$", examples=["PELNI"], description="The buyer code its tokens carry: capitals and digits"
+    )
+    legal_name: str = Field(min_length=1, max_length=200, examples=["PT Pelayaran Nasional Indonesia (Persero)"])
+    npwp: Npwp | None = None
+    active: bool = True
+
+
+class BuyerPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    legal_name: str | None = Field(default=None, min_length=1, max_length=200)
+    npwp: Npwp | None = Field(default=None, description="null removes it")
+    active: bool | None = Field(default=None, description="false: no new purchase orders; its orders go on")
+
+
+class BuyerOut(BaseModel):
+    code: str
+    legal_name: str
+    npwp: str | None = Field(description="Shown to admins only")
+    active: bool
+
+    @classmethod
+    def of(cls, buyer: Buyer, caller: Principal) -> BuyerOut:
+        return cls(
+            code=buyer.code, legal_name=buyer.legal_name, npwp=buyer.npwp if caller.has_any((Role.ADMIN,)) else None,
+            active=buyer.active,
+        )  # fmt: skip
+
+
+class SiteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Code = Field(examples=["BY-PUB"])
+    name: str = Field(min_length=1, max_length=200, examples=["Balai Yasa Pulubrayan"])
+    buyer_code: str = Field(max_length=20, examples=["KAI"], description="The buyer that takes delivery there")
+    city: str = Field(min_length=1, max_length=100, examples=["Medan"])
+    address: str | None = Field(default=None, min_length=1, max_length=300)
+    active: bool = True
+
+
+class SitePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    city: str | None = Field(default=None, min_length=1, max_length=100)
+    address: str | None = Field(default=None, min_length=1, max_length=300, description="null removes it")
+    active: bool | None = Field(default=None, description="false: no new order names it; deliveries already ordered go on")
+
+
+class SiteOut(BaseModel):
+    code: str
+    name: str
+    buyer_code: str
+    city: str
+    address: str | None
+    active: bool
+
+    @classmethod
+    def of(cls, site: DeliverySite) -> SiteOut:
+        return cls(**vars(site))
+
+
+def _changes(patch: BaseModel, nullable: tuple[str, ...]) -> dict[str, Any]:
+    """The fields the body names; null only for those that may be removed (the others keep what they are)."""
+    return {f: getattr(patch, f) for f in patch.model_fields_set if getattr(patch, f) is not None or f in nullable}
+
+
+@router.get(
+    "/buyers",
+    response_model=list[BuyerOut],
+    tags=["buyers and sites"],
+    summary="The buyers orders takes purchase orders from",
+    responses=problem_responses(*AUTH_ERRORS, 422),
+)
+async def list_buyers(caller: StaffReader, sessions: Sessions, active: bool | None = None) -> list[BuyerOut]:
+    async with sessions() as session:
+        buyers = await store.known_buyers(session)
+    return [BuyerOut.of(b, caller) for b in buyers.values() if active is None or b.active == active]
+
+
+@router.get(
+    "/buyers/{buyer_code}",
+    response_model=BuyerOut,
+    tags=["buyers and sites"],
+    summary="One buyer",
+    responses=problem_responses(*AUTH_ERRORS, 404),
+)
+async def get_buyer(buyer_code: str, caller: StaffReader, sessions: Sessions) -> BuyerOut:
+    async with sessions() as session:
+        buyer = await store.buyer(session, buyer_code)
+    if buyer is None:
+        raise NotFound(f"no buyer {buyer_code}")
+    return BuyerOut.of(buyer, caller)
+
+
+@router.post(
+    "/buyers",
+    status_code=201,
+    response_model=BuyerOut,
+    tags=["buyers and sites"],
+    summary="Add a buyer",
+    description="Its machine client is added in identity with the role buyer and this code as its tenant.",
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
+)
+async def add_buyer(
+    body: BuyerIn, caller: Admin, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
+) -> BuyerOut:
+    command = Command.of("buyers", idempotency_key, body.model_dump())
+    kept = await handlers.add_buyer(sessions, Buyer(body.code, body.legal_name, body.active, body.npwp), command)
+    _replayed(command, response)
+    response.headers["Location"] = f"/v1/buyers/{kept.value.code}"
+    return BuyerOut.of(kept.value, caller)
+
+
+@router.patch(
+    "/buyers/{buyer_code}",
+    response_model=BuyerOut,
+    tags=["buyers and sites"],
+    summary="Change a buyer: its name, NPWP, or whether it may send new purchase orders",
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
+)
+async def change_buyer(
+    buyer_code: str,
+    body: BuyerPatch,
+    caller: Admin,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> BuyerOut:
+    command = Command.of(f"buyers:{buyer_code}", idempotency_key, body.model_dump(exclude_unset=True))
+    kept = await handlers.change_buyer(sessions, buyer_code, _changes(body, ("npwp",)), command)
+    _replayed(command, response)
+    return BuyerOut.of(kept.value, caller)
+
+
+@router.get(
+    "/sites",
+    response_model=list[SiteOut],
+    tags=["buyers and sites"],
+    summary="Delivery sites: where buyers take delivery",
+    responses=problem_responses(*AUTH_ERRORS, 422),
+)
+async def list_sites(
+    caller: StaffReader,
+    sessions: Sessions,
+    buyer_code: Annotated[str | None, Query(max_length=20)] = None,
+    active: bool | None = None,
+) -> list[SiteOut]:
+    async with sessions() as session:
+        sites = await store.known_sites(session, buyer_code)
+    return [SiteOut.of(s) for s in sites.values() if active is None or s.active == active]
+
+
+@router.get(
+    "/sites/{site_code}",
+    response_model=SiteOut,
+    tags=["buyers and sites"],
+    summary="One delivery site",
+    responses=problem_responses(*AUTH_ERRORS, 404),
+)
+async def get_site(site_code: str, caller: StaffReader, sessions: Sessions) -> SiteOut:
+    async with sessions() as session:
+        site = await store.site(session, site_code)
+    if site is None:
+        raise NotFound(f"no delivery site {site_code}")
+    return SiteOut.of(site)
+
+
+@router.post(
+    "/sites",
+    status_code=201,
+    response_model=SiteOut,
+    tags=["buyers and sites"],
+    summary="Add a delivery site of a buyer",
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
+)
+async def add_site(
+    body: SiteIn, caller: Admin, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
+) -> SiteOut:
+    command = Command.of("sites", idempotency_key, body.model_dump())
+    kept = await handlers.add_site(sessions, DeliverySite(**body.model_dump()), command)
+    _replayed(command, response)
+    response.headers["Location"] = f"/v1/sites/{kept.value.code}"
+    return SiteOut.of(kept.value)
+
+
+@router.patch(
+    "/sites/{site_code}",
+    response_model=SiteOut,
+    tags=["buyers and sites"],
+    summary="Change a delivery site: its name, city, address, or whether new orders may name it",
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
+)
+async def change_site(
+    site_code: str,
+    body: SitePatch,
+    caller: Admin,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> SiteOut:
+    command = Command.of(f"sites:{site_code}", idempotency_key, body.model_dump(exclude_unset=True))
+    kept = await handlers.change_site(sessions, site_code, _changes(body, ("address",)), command)
+    _replayed(command, response)
+    return SiteOut.of(kept.value)
+
+
 class WebhookEndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -564,10 +789,12 @@ class WebhookDeliveryOut(BaseModel):
     payload: dict[str, Any]
 
 
-def _known_buyer(caller: Principal, buyer_code: str) -> None:
+async def _known_buyer(caller: Principal, buyer_code: str, sessions: Sessions) -> None:
+    """404 unless the caller acts for the buyer and orders knows it (active or not: its webhooks go on)."""
     _for_buyer(caller, buyer_code, f"no buyer {buyer_code}")
-    if buyer_code not in BUYERS:
-        raise NotFound(f"no buyer {buyer_code}; known: {', '.join(BUYERS)}")
+    async with sessions() as session:
+        if await store.buyer(session, buyer_code) is None:
+            raise NotFound(f"no buyer {buyer_code}")
 
 
 @router.put(
@@ -580,7 +807,7 @@ def _known_buyer(caller: Principal, buyer_code: str) -> None:
 async def put_webhook(
     buyer_code: str, body: WebhookEndpointIn, caller: WebhookOwner, sessions: Sessions, runtime: Runtime
 ) -> WebhookEndpointOut:
-    _known_buyer(caller, buyer_code)
+    await _known_buyer(caller, buyer_code, sessions)
     done = await handlers.set_webhook_endpoint(sessions, runtime.settings, buyer_code, str(body.url), body.secret, body.enabled)
     return WebhookEndpointOut.of(done.endpoint, done.new_secret)
 
@@ -593,7 +820,7 @@ async def put_webhook(
     responses=problem_responses(*AUTH_ERRORS, 404),
 )
 async def get_webhook(buyer_code: str, caller: WebhookOwner, sessions: Sessions) -> WebhookEndpointOut:
-    _known_buyer(caller, buyer_code)
+    await _known_buyer(caller, buyer_code, sessions)
     async with sessions() as session:
         endpoint = await store.webhook_endpoint(session, buyer_code)
     if endpoint is None:
@@ -611,7 +838,7 @@ async def get_webhook(buyer_code: str, caller: WebhookOwner, sessions: Sessions)
 async def rotate_webhook_secret(
     buyer_code: str, caller: WebhookOwner, sessions: Sessions, runtime: Runtime
 ) -> WebhookEndpointOut:
-    _known_buyer(caller, buyer_code)
+    await _known_buyer(caller, buyer_code, sessions)
     done = await handlers.rotate_webhook_secret(sessions, runtime.settings, buyer_code)
     return WebhookEndpointOut.of(done.endpoint, done.new_secret)
 
@@ -625,7 +852,7 @@ async def rotate_webhook_secret(
     responses=problem_responses(*AUTH_ERRORS, 404),
 )
 async def ping_webhook(buyer_code: str, caller: WebhookOwner, sessions: Sessions) -> WebhookDeliveryOut:
-    _known_buyer(caller, buyer_code)
+    await _known_buyer(caller, buyer_code, sessions)
     async with sessions.begin() as session:
         message_id = await webhooks.enqueue(session, buyer_code, "ping", {"buyer_code": buyer_code})
         if message_id is None:
@@ -648,7 +875,7 @@ async def list_webhook_deliveries(
     status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[WebhookDeliveryOut]:
-    _known_buyer(caller, buyer_code)
+    await _known_buyer(caller, buyer_code, sessions)
     async with sessions() as session:
         rows = await store.webhook_deliveries_of(session, buyer_code, status=status, limit=limit)
     return [WebhookDeliveryOut(**r._mapping) for r in rows]
@@ -751,10 +978,11 @@ async def create_shipment(
     response: Response,
     idempotency_key: OptionalIdempotencyKey = None,
 ) -> ShipmentOut:
-    if body.site_code not in SITES:
+    async with sessions() as session:
+        known = await store.site(session, body.site_code) is not None
+    if not known:
         raise Unprocessable(
-            f"unknown site {body.site_code!r}",
-            errors=[FieldError(field="body.site_code", message=f"unknown site; known: {', '.join(SITES)}")],
+            f"unknown site {body.site_code!r}", errors=[FieldError(field="body.site_code", message="unknown delivery site")]
         )
     shipment_id = await handlers.create_shipment(
         sessions,
@@ -851,6 +1079,8 @@ audit_trail = trail_router(
         "shipment",
         "shipment_items",
         "webhook_endpoint",
+        "buyer",
+        "delivery_site",
         "foundry_projection",
         "capacity_projection",
         "standard_capacity_projection",

@@ -12,11 +12,38 @@ from shared.events.capacity import ReservationConfirmed
 from shared.events.orders import PlannedAllocation, PurchaseOrderReceived, ReceivedLine
 from shared.weeks import week_end
 
-BUYERS: dict[str, str] = {
-    "KAI": "PT Kereta Api Indonesia (Persero)",
-    "INKA": "PT Industri Kereta Api (Persero)",
-    "TMMIN": "PT Toyota Motor Manufacturing Indonesia",
-}
+# How far ahead a due date, or a what-if question, may reach: planning looks a year past the last due date at most,
+# so a date further on would cost weeks of planning for nothing.
+LOOK_AHEAD_WEEKS = 104
+
+
+@dataclass(frozen=True)
+class Buyer:
+    """A buyer the cooperative takes purchase orders from. An inactive one sends no new orders; its orders, shipments
+    and webhooks go on."""
+
+    code: str
+    legal_name: str
+    active: bool = True
+    npwp: str | None = None  # tax id, for invoices: never in events, logs or the audit trail
+
+    def public(self) -> dict[str, Any]:
+        """What may be logged or audited: whether an NPWP is on file, not the number."""
+        return {"code": self.code, "legal_name": self.legal_name, "active": self.active, "npwp_on_file": self.npwp is not None}
+
+
+@dataclass(frozen=True)
+class DeliverySite:
+    """Where a buyer takes delivery (a Balai Yasa, a plant). An inactive one is named by no new order; deliveries of
+    orders already received still go there."""
+
+    code: str
+    name: str
+    buyer_code: str
+    city: str
+    address: str | None = None
+    active: bool = True
+
 
 BRAKE_BLOCK_MIN_LOT = 200  # a foundry-week of brake blocks below this is not worth setting up a press or a melt
 
@@ -66,20 +93,6 @@ ITEMS: dict[str, Item] = {
             requirements=Requirements(("ISO9001",)),
         ),
     )
-}
-
-SITES: dict[str, str] = {
-    "BY-YK": "Balai Yasa Yogyakarta",
-    "BY-MRI": "Balai Yasa Manggarai",
-    "BY-TGL": "Balai Yasa Tegal",
-    "BY-SGU": "Balai Yasa Surabaya Gubeng",
-    "BY-KAC": "Balai Yasa Kiaracondong",
-    "BY-CN": "Balai Yasa Cirebon Prujakan",
-    "BY-LT": "Balai Yasa Lahat",
-    "BY-PUB": "Balai Yasa Pulubrayan",
-    "INKA-MN": "PT INKA Madiun",
-    "INKA-BWI": "PT INKA Banyuwangi",
-    "TMMIN-SNT": "PT TMMIN Sunter II, Jakarta",
 }
 
 
@@ -166,11 +179,26 @@ class OrderRejected(ValueError):
         self.violations = violations
 
 
-def check_purchase_order(buyer_code: str, issued_on: date, currency: str, lines: list[OrderLine], today: date) -> list[Violation]:
-    """Every rule a purchase order must meet; an empty list means it can be received."""
+def check_purchase_order(
+    buyer_code: str,
+    issued_on: date,
+    currency: str,
+    lines: list[OrderLine],
+    today: date,
+    *,
+    buyers: Mapping[str, Buyer],
+    sites: Mapping[str, DeliverySite],
+) -> list[Violation]:
+    """Every rule a purchase order must meet, given the buyers and delivery sites orders knows; an empty list means
+    it can be received."""
     violations: list[Violation] = []
-    if buyer_code not in BUYERS:
-        violations.append(Violation("buyer_code", f"unknown buyer {buyer_code!r}; known: {', '.join(BUYERS)}"))
+    latest = today + timedelta(weeks=LOOK_AHEAD_WEEKS)
+    buyer = buyers.get(buyer_code)
+    if buyer is None:
+        known = ", ".join(code for code, b in buyers.items() if b.active)
+        violations.append(Violation("buyer_code", f"unknown buyer {buyer_code!r}; known: {known}"))
+    elif not buyer.active:
+        violations.append(Violation("buyer_code", f"buyer {buyer_code} is inactive: it may send no new purchase orders"))
     if currency != "IDR":
         violations.append(Violation("currency", "only IDR (whole rupiah) is accepted"))
     if issued_on > today:
@@ -201,13 +229,30 @@ def check_purchase_order(buyer_code: str, issued_on: date, currency: str, lines:
                 violations.append(Violation(f"{at}.quantity", "must be greater than 0"))
             if delivery.due_date <= today:
                 violations.append(Violation(f"{at}.due_date", "must be after today"))
-            if delivery.site_code not in SITES:
-                violations.append(Violation(f"{at}.site_code", f"unknown site {delivery.site_code!r}; known: {', '.join(SITES)}"))
+            elif delivery.due_date > latest:
+                violations.append(
+                    Violation(f"{at}.due_date", f"must not be after {latest.isoformat()} ({LOOK_AHEAD_WEEKS} weeks ahead)")
+                )
+            site = sites.get(delivery.site_code)
+            if site is None:
+                known = ", ".join(code for code, s in sites.items() if s.active)
+                violations.append(Violation(f"{at}.site_code", f"unknown site {delivery.site_code!r}; known: {known}"))
+            elif not site.active:
+                violations.append(
+                    Violation(f"{at}.site_code", f"site {delivery.site_code} is inactive: it takes no new deliveries")
+                )
         if line.deliveries and delivered != line.quantity:
             violations.append(
                 Violation(f"{where}.deliveries", f"deliveries sum to {delivered} but the line orders {line.quantity}")
             )
     return violations
+
+
+def check_delivery_site(site: DeliverySite, buyers: Mapping[str, Buyer]) -> list[Violation]:
+    """A delivery site belongs to a buyer orders knows; an empty list means it may be kept."""
+    if site.buyer_code not in buyers:
+        return [Violation("buyer_code", f"unknown buyer {site.buyer_code!r}; known: {', '.join(buyers)}")]
+    return []
 
 
 def receive_purchase_order(
@@ -219,8 +264,11 @@ def receive_purchase_order(
     lines: list[OrderLine],
     today: date,
     now: datetime,
+    *,
+    buyers: Mapping[str, Buyer],
+    sites: Mapping[str, DeliverySite],
 ) -> tuple[PurchaseOrder, PurchaseOrderReceived]:
-    violations = check_purchase_order(buyer_code, issued_on, currency, lines, today)
+    violations = check_purchase_order(buyer_code, issued_on, currency, lines, today, buyers=buyers, sites=sites)
     if violations:
         raise OrderRejected(violations)
     order = PurchaseOrder(order_id, buyer_code, po_number, issued_on, currency, tuple(lines), OrderStatus.RECEIVED, now)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,7 +38,9 @@ from . import metrics, projections, replanning, store, webhooks, whatif
 from .destinations import DestinationRules, RefusedDestination
 from .domain import (
     ITEMS,
+    Buyer,
     CertificateHeld,
+    DeliverySite,
     FoundryStanding,
     LineProgress,
     Lot,
@@ -50,6 +52,7 @@ from .domain import (
     Violation,
     WebhookEndpoint,
     WebhookMessage,
+    check_delivery_site,
     check_purchase_order,
     local_content,
     receive_purchase_order,
@@ -62,6 +65,7 @@ from .planner import PlanRules
 from .replanning import may_cure_shortfall, units_lost_at
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,9 @@ async def receive(
                 raise Conflict(f"{buyer_code} already sent purchase order {po_number}")
             try:
                 order, received = receive_purchase_order(
-                    f"po_{uuid.uuid4().hex[:20]}", buyer_code, po_number, issued_on, currency, lines, clock.today(), now
-                )
+                    f"po_{uuid.uuid4().hex[:20]}", buyer_code, po_number, issued_on, currency, lines, clock.today(), now,
+                    buyers=await store.known_buyers(session), sites=await store.known_sites(session),
+                )  # fmt: skip
             except OrderRejected as exc:
                 raise Unprocessable(
                     str(exc), errors=[FieldError(field=f"body.{v.field}", message=v.message) for v in exc.violations]
@@ -520,6 +525,98 @@ async def replan(
         return version
 
 
+# --- buyers and delivery sites: the admins' data ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kept(Generic[T]):
+    """A buyer or site as a command left it; `replayed` when an earlier request with the same key made it."""
+
+    value: T
+    replayed: bool = False
+
+
+async def add_buyer(sessions: async_sessionmaker[AsyncSession], buyer: Buyer, command: Command | None = None) -> Kept[Buyer]:
+    try:
+        async with sessions.begin() as session:
+            if command is not None and (earlier := await command.recall(store.idempotency_keys, session)) is not None:
+                return Kept(await _buyer_or_404(session, earlier), replayed=True)
+            if await store.buyer(session, buyer.code) is not None:
+                raise Conflict(f"buyer {buyer.code} exists already; change it with PATCH")
+            await store.save_buyer(session, buyer, None, clock.now())
+            if command is not None:
+                await command.remember(store.idempotency_keys, session, buyer.code, clock.now())
+    except IntegrityError as exc:
+        raise Conflict(f"buyer {buyer.code} was just added by a concurrent request") from exc
+    return Kept(buyer)
+
+
+async def change_buyer(
+    sessions: async_sessionmaker[AsyncSession], code: str, changes: Mapping[str, Any], command: Command | None = None
+) -> Kept[Buyer]:
+    """Changes a buyer's name, NPWP or active flag. Deactivated, it sends no new orders; its orders go on."""
+    async with sessions.begin() as session:
+        before = await store.buyer(session, code, for_update=True)
+        if before is None:
+            raise NotFound(f"no buyer {code}")
+        if command is not None and await command.recall(store.idempotency_keys, session) is not None:
+            return Kept(before, replayed=True)
+        after = replace(before, **changes)
+        await store.save_buyer(session, after, before, clock.now())
+        if command is not None:
+            await command.remember(store.idempotency_keys, session, code, clock.now())
+    return Kept(after)
+
+
+async def add_site(
+    sessions: async_sessionmaker[AsyncSession], site: DeliverySite, command: Command | None = None
+) -> Kept[DeliverySite]:
+    try:
+        async with sessions.begin() as session:
+            if command is not None and (earlier := await command.recall(store.idempotency_keys, session)) is not None:
+                return Kept(await _site_or_404(session, earlier), replayed=True)
+            if await store.site(session, site.code) is not None:
+                raise Conflict(f"delivery site {site.code} exists already; change it with PATCH")
+            if violations := check_delivery_site(site, await store.known_buyers(session)):
+                raise _refused(violations)
+            await store.save_site(session, site, None, clock.now())
+            if command is not None:
+                await command.remember(store.idempotency_keys, session, site.code, clock.now())
+    except IntegrityError as exc:
+        raise Conflict(f"delivery site {site.code} was just added by a concurrent request") from exc
+    return Kept(site)
+
+
+async def change_site(
+    sessions: async_sessionmaker[AsyncSession], code: str, changes: Mapping[str, Any], command: Command | None = None
+) -> Kept[DeliverySite]:
+    """Changes a site's name, city, address or active flag. Deactivated, no new order names it; deliveries of orders
+    received before still go there."""
+    async with sessions.begin() as session:
+        before = await store.site(session, code, for_update=True)
+        if before is None:
+            raise NotFound(f"no delivery site {code}")
+        if command is not None and await command.recall(store.idempotency_keys, session) is not None:
+            return Kept(before, replayed=True)
+        after = replace(before, **changes)
+        await store.save_site(session, after, before, clock.now())
+        if command is not None:
+            await command.remember(store.idempotency_keys, session, code, clock.now())
+    return Kept(after)
+
+
+async def _buyer_or_404(session: AsyncSession, code: str) -> Buyer:
+    if (found := await store.buyer(session, code)) is None:
+        raise NotFound(f"no buyer {code}")
+    return found
+
+
+async def _site_or_404(session: AsyncSession, code: str) -> DeliverySite:
+    if (found := await store.site(session, code)) is None:
+        raise NotFound(f"no delivery site {code}")
+    return found
+
+
 # --- what-if: the planners' questions, answered on a copy and never stored ------------------------------------
 
 
@@ -532,17 +629,14 @@ async def what_if(
     families = sorted({item.product_family for item in ITEMS.values()})
     async with sessions() as session:
         standings = {f.code: f for f in await _standings(session, today)}
-        due_dates = {
-            f"new_orders.{i}.lines.{j}.deliveries.{k}.due_date": delivery.due_date
-            for i, order in enumerate(new_orders)
-            for j, line in enumerate(order.lines)
-            for k, delivery in enumerate(line.deliveries)
-        }
-        violations = whatif.problems(hypotheses, standings, families, today, due_dates)
+        violations = whatif.problems(hypotheses, standings, families, today)
+        buyers, sites = await store.known_buyers(session), await store.known_sites(session)
         for i, order in enumerate(new_orders):
             violations += [
                 (f"new_orders.{i}.{v.field}", v.message)
-                for v in check_purchase_order(order.buyer_code, order.issued_on, order.currency, list(order.lines), today)
+                for v in check_purchase_order(
+                    order.buyer_code, order.issued_on, order.currency, list(order.lines), today, buyers=buyers, sites=sites
+                )
             ]
         if violations:
             raise Unprocessable(

@@ -22,7 +22,9 @@ from shared.projections import foundry_projection_table
 
 from .domain import (
     Allocated,
+    Buyer,
     Delivery,
+    DeliverySite,
     Lot,
     OrderLine,
     OrderStatus,
@@ -114,6 +116,29 @@ lot_projection = sa.Table(
     sa.Column("order_id", sa.String(64), nullable=True, index=True),
     sa.Column("allocation_id", sa.String(64), nullable=True),
     sa.Column("outcome", sa.String(20), nullable=False),  # registered, passed or failed
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The buyers orders takes purchase orders from, and where each takes delivery: data the admins keep.
+buyers = sa.Table(
+    "buyers",
+    metadata,
+    sa.Column("code", sa.String(20), primary_key=True),
+    sa.Column("legal_name", sa.String(200), nullable=False),
+    sa.Column("npwp", sa.String(32), nullable=True),  # tax id: never in events, logs or the audit trail
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+delivery_sites = sa.Table(
+    "delivery_sites",
+    metadata,
+    sa.Column("code", sa.String(20), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("buyer_code", sa.String(20), sa.ForeignKey("buyers.code"), nullable=False, index=True),
+    sa.Column("city", sa.String(100), nullable=False),
+    sa.Column("address", sa.String(300), nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
@@ -890,6 +915,74 @@ async def mark_delivered(
             "delivered_at": at,
         },
     )
+
+
+# --- buyers and their delivery sites --------------------------------------------------------------------------
+
+
+def _to_buyer(row: Any) -> Buyer:
+    return Buyer(code=row.code, legal_name=row.legal_name, active=row.active, npwp=row.npwp)
+
+
+def _to_site(row: Any) -> DeliverySite:
+    return DeliverySite(
+        code=row.code, name=row.name, buyer_code=row.buyer_code, city=row.city, address=row.address, active=row.active
+    )
+
+
+async def known_buyers(session: AsyncSession) -> dict[str, Buyer]:
+    """Every buyer, active or not, by code in code order."""
+    return {row.code: _to_buyer(row) for row in await session.execute(sa.select(buyers).order_by(buyers.c.code))}
+
+
+async def known_sites(session: AsyncSession, buyer_code: str | None = None) -> dict[str, DeliverySite]:
+    """Every delivery site (of one buyer, when named), active or not, by code in code order."""
+    query = sa.select(delivery_sites).order_by(delivery_sites.c.code)
+    if buyer_code is not None:
+        query = query.where(delivery_sites.c.buyer_code == buyer_code)
+    return {row.code: _to_site(row) for row in await session.execute(query)}
+
+
+async def buyer(session: AsyncSession, code: str, *, for_update: bool = False) -> Buyer | None:
+    query = sa.select(buyers).where(buyers.c.code == code)
+    row = (await session.execute(query.with_for_update() if for_update else query)).first()
+    return _to_buyer(row) if row is not None else None
+
+
+async def site(session: AsyncSession, code: str, *, for_update: bool = False) -> DeliverySite | None:
+    query = sa.select(delivery_sites).where(delivery_sites.c.code == code)
+    row = (await session.execute(query.with_for_update() if for_update else query)).first()
+    return _to_site(row) if row is not None else None
+
+
+async def save_buyer(session: AsyncSession, new: Buyer, before: Buyer | None, at: datetime) -> None:
+    """Adds (`before` None) or changes a buyer; the audit trail says whether an NPWP is on file, never the number."""
+    values = {**asdict(new), "updated_at": at}
+    if before is None:
+        await session.execute(sa.insert(buyers).values(**values))
+    else:
+        await session.execute(sa.update(buyers).where(buyers.c.code == new.code).values(**values))
+    await audit.record_change(
+        session,
+        audit_log,
+        entity_type="buyer",
+        entity_id=new.code,
+        before=before.public() if before else None,
+        after=new.public(),
+    )
+
+
+async def save_site(session: AsyncSession, new: DeliverySite, before: DeliverySite | None, at: datetime) -> None:
+    """Adds (`before` None) or changes a delivery site, audited."""
+    values = {**asdict(new), "updated_at": at}
+    if before is None:
+        await session.execute(sa.insert(delivery_sites).values(**values))
+    else:
+        await session.execute(sa.update(delivery_sites).where(delivery_sites.c.code == new.code).values(**values))
+    await audit.record_change(
+        session, audit_log, entity_type="delivery_site", entity_id=new.code, before=asdict(before) if before else None,
+        after=asdict(new),
+    )  # fmt: skip
 
 
 # --- buyers' webhook endpoints and delivery log (the dispatcher's queue is further down) --------------------

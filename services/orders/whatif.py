@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.weeks import iso_week, weeks_between
 
-from .domain import FoundryStanding, PlanInForce, PurchaseOrder
+from .domain import LOOK_AHEAD_WEEKS, FoundryStanding, PlanInForce, PurchaseOrder
 from .planner import PlanRules
 from .replanning import MadeAgain, NewPlan, Outstanding, capacity_may_cure, horizon, replan, units_lost_at
 
@@ -173,18 +173,14 @@ class WhatIf:
     last_week: str
 
 
-LOOK_AHEAD_WEEKS = 104  # how far ahead a question may reach: planning looks a year past the last due date at most
-
-
 def problems(
     hypotheses: Hypotheses,
     standings: Mapping[str, FoundryStanding],
     families: Collection[str],
     today: date,
-    due_dates: Mapping[str, date] | None = None,
 ) -> list[tuple[str, str]]:
-    """(field, message) of every hypothesis that cannot be asked, and of new orders' due dates (`due_dates`: field →
-    date) beyond what may be asked; none means all can."""
+    """(field, message) of every hypothesis that cannot be asked; none means all can. New orders are checked as
+    purchase orders are (`domain.check_purchase_order`), due dates bounded alike."""
     out: list[tuple[str, str]] = []
     latest = today + timedelta(weeks=LOOK_AHEAD_WEEKS)
 
@@ -209,8 +205,6 @@ def problems(
     for i, suspension in enumerate(hypotheses.suspensions):
         member(f"suspensions.{i}", suspension.foundry_code)
         soon_enough(f"suspensions.{i}.from_date", suspension.from_date)
-    for where, day in (due_dates or {}).items():
-        soon_enough(where, day)
     return out
 
 

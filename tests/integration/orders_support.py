@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,11 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.orders import handlers, projections, store
 from services.orders.app import SPEC
 from services.orders.domain import Delivery, OrderLine, OrderStatus, PlanInForce, PurchaseOrder, WebhookEndpoint
+from shared import clock
+from shared.auth import install_verifier
 from shared.db import create_engine, migrate, session_factory
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, FoundryRegistered
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 from shared.events.quality import CertificateGranted
+from shared.service import create_service_app
+from shared.settings import Settings
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # a Tuesday; production starts in 2026-W49
 FIRST_DUE = date(2027, 2, 26)
@@ -43,6 +49,18 @@ async def orders_database(request: pytest.FixtureRequest, backend: str, tmp_path
         yield session_factory(engine)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def orders_api(sessions: Sessions, token_mint: Any, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Orders' HTTP API in-process on the test's migrated database, trusting `token_mint`'s tokens; the service
+    itself (consumers, relay) is not started."""
+    app = create_service_app(SPEC, Settings(env="test", var_dir=tmp_path / "var"), clock.FixedClock(NOW))
+    app.state.runtime.sessions = sessions
+    install_verifier(app, token_mint.verifier())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orders.test") as client:
+        yield client
+    await app.state.runtime.engine.dispose()
 
 
 async def know_members(sessions: Sessions, codes: Iterable[str], weekly_units: int = 400, *, certified: bool = True) -> None:

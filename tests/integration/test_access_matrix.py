@@ -167,6 +167,7 @@ async def seed(running: dict[str, RunningService]) -> dict[str, str]:
         "certificate_id": certificate.json()["id"],
         "lot_code": lot.json()["lot_code"],
         "item_code": "BB-COMP-K",
+        "site_code": "BY-YK",
     }
 
 
@@ -240,6 +241,17 @@ async def test_every_route_answers_every_role_and_tenant_as_its_rule_declares(ma
         assert not problems, "\n".join(problems)
         assert calls > 400  # the matrix really ran over the routes
         assert ("orders", "POST", "/v1/buyers/{buyer_code}/webhook/rotate-secret") in covered
+        assert {
+            ("orders", m, p)
+            for m, p in (
+                ("GET", "/v1/buyers"),
+                ("POST", "/v1/buyers"),
+                ("PATCH", "/v1/buyers/{buyer_code}"),
+                ("GET", "/v1/sites/{site_code}"),
+                ("POST", "/v1/sites"),
+                ("PATCH", "/v1/sites/{site_code}"),
+            )
+        } <= covered
         assert {(service, "GET", "/v1/audit") for service in SEEDED} <= covered
 
 

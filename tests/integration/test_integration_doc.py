@@ -65,6 +65,15 @@ INTERNAL = {
     ("GET", "/v1/purchase-orders/{order_id}/plans"),  # the plan history, read by the console
     ("GET", "/v1/audit"),  # the trail of changes, for the cooperative's admins
     ("POST", "/v1/what-if"),  # planners' questions; changes nothing, so no webhook follows (docs/orders.md)
+    # The buyers and delivery sites the cooperative's admins keep (docs/orders.md); named in section 3.11.
+    ("GET", "/v1/buyers"),
+    ("GET", "/v1/buyers/{buyer_code}"),
+    ("POST", "/v1/buyers"),
+    ("PATCH", "/v1/buyers/{buyer_code}"),
+    ("GET", "/v1/sites"),
+    ("GET", "/v1/sites/{site_code}"),
+    ("POST", "/v1/sites"),
+    ("PATCH", "/v1/sites/{site_code}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -3,21 +3,14 @@ and new orders, and that asking changes nothing (no plan version, no outbox row,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from services.orders import store
-from services.orders.app import SPEC
 from shared import clock
-from shared.auth import install_verifier
 from shared.clock import FixedClock
-from shared.service import create_service_app
-from shared.settings import Settings
 from tests.integration.orders_support import (
     FAMILY,
     FIRST_DUE,
@@ -27,6 +20,7 @@ from tests.integration.orders_support import (
     Sessions,
     kai_order,
     know_members,
+    orders_api,
     orders_database,
     plan_of,
     receive,
@@ -38,16 +32,6 @@ def fixed_clock() -> FixedClock:
     at = FixedClock(NOW)
     clock.use(at)
     return at
-
-
-@asynccontextmanager
-async def orders_api(sessions: Sessions, token_mint: Any, tmp_path: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(SPEC, Settings(env="test", var_dir=tmp_path / "var"), clock.FixedClock(NOW))
-    app.state.runtime.sessions = sessions  # the test's migrated database, without starting the service
-    install_verifier(app, token_mint.verifier())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orders.test") as client:
-        yield client
-    await app.state.runtime.engine.dispose()
 
 
 async def footprint(sessions: Sessions) -> dict[str, Any]:

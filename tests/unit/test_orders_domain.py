@@ -9,11 +9,15 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.orders.domain import (
+    LOOK_AHEAD_WEEKS,
+    Buyer,
     Delivery,
+    DeliverySite,
     OrderLine,
     OrderRejected,
     OrderStatus,
     WebhookEndpoint,
+    check_delivery_site,
     check_purchase_order,
     receive_purchase_order,
 )
@@ -23,6 +27,18 @@ from shared.events.orders import PurchaseOrderReceived, ReceivedLine
 TODAY = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
 IN_90_DAYS = TODAY + timedelta(days=90)
+# The buyers and delivery sites orders knows: data the store loads, here given.
+BUYERS = {
+    b.code: b for b in (Buyer("KAI", "PT Kereta Api Indonesia (Persero)"), Buyer("INKA", "PT Industri Kereta Api (Persero)"))
+}
+SITES = {
+    s.code: s
+    for s in (
+        DeliverySite("BY-YK", "Balai Yasa Yogyakarta", "KAI", "Yogyakarta"),
+        DeliverySite("BY-MRI", "Balai Yasa Manggarai", "KAI", "Jakarta"),
+        DeliverySite("INKA-MN", "PT INKA Madiun", "INKA", "Madiun", "Jl. Yos Sudarso 71"),
+    )
+}
 
 
 def line(line_no: int = 1, quantity: int = 1200, *deliveries: Delivery, **changes: object) -> OrderLine:
@@ -38,9 +54,17 @@ def line(line_no: int = 1, quantity: int = 1200, *deliveries: Delivery, **change
 
 
 def violations(
-    lines: list[OrderLine] | None = None, *, buyer: str = "KAI", issued_on: date = TODAY, currency: str = "IDR"
+    lines: list[OrderLine] | None = None,
+    *,
+    buyer: str = "KAI",
+    issued_on: date = TODAY,
+    currency: str = "IDR",
+    buyers: dict[str, Buyer] = BUYERS,
+    sites: dict[str, DeliverySite] = SITES,
 ) -> dict[str, str]:
-    found = check_purchase_order(buyer, issued_on, currency, [line()] if lines is None else lines, TODAY)
+    found = check_purchase_order(
+        buyer, issued_on, currency, [line()] if lines is None else lines, TODAY, buyers=buyers, sites=sites
+    )
     return {v.field: v.message for v in found}
 
 
@@ -63,6 +87,33 @@ def test_unknown_item():
 def test_unknown_delivery_site():
     found = violations([line(1, 100, Delivery(IN_90_DAYS, 100, "DEPO-ATLANTIS"))])
     assert list(found) == ["lines.0.deliveries.0.site_code"]
+    assert found["lines.0.deliveries.0.site_code"] == "unknown site 'DEPO-ATLANTIS'; known: BY-YK, BY-MRI, INKA-MN"
+
+
+def test_the_buyers_and_sites_given_are_the_ones_known():
+    pelni = {**BUYERS, "PELNI": Buyer("PELNI", "PT Pelayaran Nasional Indonesia (Persero)")}
+    tanjung_priok = {**SITES, "PELNI-TPK": DeliverySite("PELNI-TPK", "Galangan Tanjung Priok", "PELNI", "Jakarta")}
+    order = [line(1, 100, Delivery(IN_90_DAYS, 100, "PELNI-TPK"))]
+    assert violations(order, buyer="PELNI", buyers=pelni, sites=tanjung_priok) == {}
+    assert list(violations(order, buyer="PELNI")) == ["buyer_code", "lines.0.deliveries.0.site_code"]
+    assert list(violations(buyers={})) == ["buyer_code"] and list(violations(sites={})) == ["lines.0.deliveries.0.site_code"]
+
+
+def test_an_inactive_buyer_or_site_takes_no_new_order():
+    retired = {**BUYERS, "INKA": replace(BUYERS["INKA"], active=False)}
+    found = violations([line(1, 100, Delivery(IN_90_DAYS, 100, "INKA-MN"))], buyer="INKA", buyers=retired)
+    assert found == {"buyer_code": "buyer INKA is inactive: it may send no new purchase orders"}
+    closed = {**SITES, "BY-MRI": replace(SITES["BY-MRI"], active=False)}
+    found = violations([line(1, 100, Delivery(IN_90_DAYS, 60, "BY-YK"), Delivery(IN_90_DAYS, 40, "BY-MRI"))], sites=closed)
+    assert found == {"lines.0.deliveries.1.site_code": "site BY-MRI is inactive: it takes no new deliveries"}
+    # Unknown codes name only the buyers and sites an order may still use.
+    assert "BY-MRI" not in violations([line(1, 1, Delivery(IN_90_DAYS, 1, "X"))], sites=closed)["lines.0.deliveries.0.site_code"]
+    assert violations(buyer="X", buyers=retired)["buyer_code"] == "unknown buyer 'X'; known: KAI"
+
+
+def test_a_site_belongs_to_a_known_buyer():
+    assert check_delivery_site(SITES["INKA-MN"], BUYERS) == []
+    assert [v.field for v in check_delivery_site(replace(SITES["INKA-MN"], buyer_code="PELNI"), BUYERS)] == ["buyer_code"]
 
 
 @pytest.mark.parametrize("delivered", [(600, 500), (600, 700), (1200, 1)])
@@ -86,6 +137,15 @@ def test_due_dates_must_be_after_today(due: date):
 
 def test_tomorrow_is_a_valid_due_date():
     assert violations([line(1, 10, Delivery(TODAY + timedelta(days=1), 10, "BY-YK"))]) == {}
+
+
+def test_due_dates_reach_two_years_ahead_at_most():
+    # The same bound as a what-if question's: planning looks no further, and a far date would cost weeks of work.
+    latest = TODAY + timedelta(weeks=LOOK_AHEAD_WEEKS)
+    assert violations([line(1, 10, Delivery(latest, 10, "BY-YK"))]) == {}
+    for far in (latest + timedelta(days=1), date(3000, 1, 1)):
+        found = violations([line(1, 10, Delivery(IN_90_DAYS, 5, "BY-YK"), Delivery(far, 5, "BY-YK"))])
+        assert found == {"lines.0.deliveries.1.due_date": "must not be after 2028-11-21 (104 weeks ahead)"}
 
 
 @pytest.mark.parametrize("amount", [0, -1, -203_700])
@@ -139,7 +199,9 @@ def test_every_broken_rule_is_reported_at_once():
 
 def test_receive_returns_the_order_and_its_event():
     lines = [line(1, 1200), line(2, 300, item_code="BB-CI", unit_price=111_000)]
-    order, event = receive_purchase_order("po_1", "KAI", "KAI/PO/2027/00042", TODAY, "IDR", lines, TODAY, NOW)
+    order, event = receive_purchase_order(
+        "po_1", "KAI", "KAI/PO/2027/00042", TODAY, "IDR", lines, TODAY, NOW, buyers=BUYERS, sites=SITES
+    )
     assert order.status is OrderStatus.RECEIVED and order.lines == tuple(lines)
     assert order.total_amount == 1200 * 203_700 + 300 * 111_000
     assert isinstance(order.total_amount, int)
@@ -158,7 +220,7 @@ def test_receive_returns_the_order_and_its_event():
 
 def test_receive_refuses_with_every_violation():
     with pytest.raises(OrderRejected) as refused:
-        receive_purchase_order("po_1", "KAI", "KAI/PO/1", TODAY, "USD", [line(0)], TODAY, NOW)
+        receive_purchase_order("po_1", "KAI", "KAI/PO/1", TODAY, "USD", [line(0)], TODAY, NOW, buyers=BUYERS, sites=SITES)
     assert [v.field for v in refused.value.violations] == ["currency", "lines.0.line_no"]
     assert "currency: only IDR" in str(refused.value)
 
