@@ -28,8 +28,9 @@ from .plan import Scale
 
 FAMILY = "BRAKE_BLOCK_COMPOSITE"
 ITEM = "BB-COMP-K"
-SITES = ("BY-YK", "BY-MRI", "BY-TGL", "BY-SGU", "BY-KAC")
-BUYERS = ("KAI", "INKA")
+# Each buyer's own delivery sites: an order delivers only to its buyer's.
+SITES = {"KAI": ("BY-YK", "BY-MRI", "BY-TGL", "BY-SGU", "BY-KAC"), "INKA": ("INKA-MN", "INKA-BWI")}
+BUYERS = tuple(SITES)
 EXCEPTION_REASONS = ("press_breakdown", "power_cut", "material_shortage", "public_holiday", "furnace_breakdown")
 REQUEST_DEADLINE_S = 120.0
 WAIT_FOR_EVENTS_S = 60.0
@@ -196,7 +197,7 @@ def draw_orders(seed: int, scale: Scale) -> list[OrderDraft]:
                 buyer=buyer,
                 po_number=f"{buyer}/CHAOS/{seed}/{n + 1:03d}",
                 units=units,
-                site=SITES[n % len(SITES)],
+                site=SITES[buyer][n // len(BUYERS) % len(SITES[buyer])],
                 deliveries=deliveries,
                 small=small,
                 cancelled_later=not small and n == scale.small_orders + scale.big_orders - 1,

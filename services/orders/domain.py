@@ -241,6 +241,14 @@ def check_purchase_order(
                 violations.append(
                     Violation(f"{at}.site_code", f"site {delivery.site_code} is inactive: it takes no new deliveries")
                 )
+            elif buyer is not None and site.buyer_code != buyer_code:
+                own = ", ".join(code for code, s in sites.items() if s.active and s.buyer_code == buyer_code) or "none"
+                violations.append(
+                    Violation(
+                        f"{at}.site_code",
+                        f"site {delivery.site_code} is {site.buyer_code}'s, not {buyer_code}'s; {buyer_code}'s sites: {own}",
+                    )
+                )
         if line.deliveries and delivered != line.quantity:
             violations.append(
                 Violation(f"{where}.deliveries", f"deliveries sum to {delivered} but the line orders {line.quantity}")

@@ -172,13 +172,14 @@ async def seed(running: dict[str, RunningService]) -> dict[str, str]:
 
 
 def purchase_order(buyer: str, po_number: str = "KAI/PO/M/1") -> dict[str, Any]:
+    site = {"KAI": "BY-YK", "INKA": "INKA-MN"}[buyer]  # an order delivers to its buyer's own sites
     return {
         "buyer_code": buyer,
         "po_number": po_number,
         "issued_on": "2026-11-24",
         "lines": [
             {"line_no": 1, "item_code": "BB-COMP-K", "quantity": 300, "unit_price": 203700,
-             "deliveries": [{"due_date": "2027-03-26", "quantity": 300, "site_code": "BY-YK"}]}
+             "deliveries": [{"due_date": "2027-03-26", "quantity": 300, "site_code": site}]}
         ],
     }  # fmt: skip
 

@@ -204,9 +204,9 @@ async def test_purchase_order_intake_is_idempotent(make_settings):
         assert await orders_state(orders) == (1, 1, 1)
 
         # The PO number is unique per buyer: INKA may use the same number.
-        inka = await http.post(
-            "/v1/purchase-orders", json=purchase_order(buyer_code="INKA"), headers={"Idempotency-Key": "kai-2027-00042-b"}
-        )
+        inka_order = purchase_order(buyer_code="INKA")
+        inka_order["lines"][0]["deliveries"][0]["site_code"] = "INKA-MN"
+        inka = await http.post("/v1/purchase-orders", json=inka_order, headers={"Idempotency-Key": "kai-2027-00042-b"})
         assert inka.status_code == 201, inka.text
         assert inka.json()["id"] != order_id
         found = (await http.get("/v1/purchase-orders", params={"buyer_code": "KAI", "po_number": "KAI/PO/2027/00042"})).json()

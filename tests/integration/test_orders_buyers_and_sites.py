@@ -1,6 +1,6 @@
 """Buyers and delivery sites as orders' data, on both databases through orders' HTTP API: the ones orders knew are
 there after migration; an admin adds a buyer and a site and their purchase order is received; an inactive site or
-buyer takes no new order and nothing is stored; only admins change them."""
+buyer takes no new order and nothing is stored, nor does a delivery to another buyer's site; only admins change them."""
 
 from __future__ import annotations
 
@@ -174,6 +174,45 @@ async def test_an_inactive_site_or_buyer_takes_no_new_order_and_nothing_is_store
                 headers={**inka, "Idempotency-Key": "i-1"},
             )
             assert accepted.status_code == 201, accepted.text
+
+
+async def test_an_order_delivers_only_to_its_buyers_sites_and_a_refused_one_stores_nothing(
+    request, backend, tmp_path, token_mint
+):
+    async with orders_database(request, backend, tmp_path) as sessions, orders_api(sessions, token_mint, tmp_path) as client:
+        inka = token_mint.headers(roles=["buyer"], buyer_code="INKA")
+        before = await stored(sessions)
+        refused = await client.post(
+            "/v1/purchase-orders", json=purchase_order("INKA", "INKA/PO/2", "BY-YK"), headers={**inka, "Idempotency-Key": "i-2"}
+        )
+        assert refused.status_code == 422 and refused.headers["content-type"] == PROBLEM_JSON
+        assert refused.json()["errors"] == [
+            {
+                "field": "body.lines.0.deliveries.0.site_code",
+                "message": "site BY-YK is KAI's, not INKA's; INKA's sites: INKA-BWI, INKA-MN",
+            }
+        ]
+        # A planner's what-if asks the same of the orders it imagines.
+        imagined = await client.post(
+            "/v1/what-if",
+            json={"new_orders": [purchase_order("TMMIN", "TMMIN/PO/9", "INKA-MN")]},
+            headers=token_mint.headers(roles=["planner"]),
+        )
+        assert imagined.status_code == 422 and imagined.headers["content-type"] == PROBLEM_JSON
+        assert [e["field"] for e in imagined.json()["errors"]] == ["body.new_orders.0.lines.0.deliveries.0.site_code"]
+        assert await stored(sessions) == before
+
+        # To its own site the same order is received; so is a TMMIN order to Sunter.
+        accepted = await client.post(
+            "/v1/purchase-orders",
+            json=purchase_order("INKA", "INKA/PO/2", "INKA-BWI"),
+            headers={**inka, "Idempotency-Key": "i-3"},
+        )
+        assert accepted.status_code == 201, accepted.text
+        tmmin = token_mint.headers(roles=["buyer"], buyer_code="TMMIN")
+        sunter = purchase_order("TMMIN", "TMMIN/PO/9", "TMMIN-SNT")
+        received = await client.post("/v1/purchase-orders", json=sunter, headers={**tmmin, "Idempotency-Key": "t-9"})
+        assert received.status_code == 201, received.text
 
 
 async def test_only_admins_change_buyers_and_sites(request, backend, tmp_path, token_mint):

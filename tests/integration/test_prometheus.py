@@ -87,7 +87,7 @@ def test_prometheus_scrapes_every_service_and_reads_a_business_figure_and_the_co
         json={
             "buyer_code": "INKA", "po_number": "INKA/PO/SCRAPE/1", "issued_on": date.today().isoformat(),
             "lines": [{"line_no": 1, "item_code": "BB-COMP-K", "quantity": 120, "unit_price": 203_700,
-                       "deliveries": [{"due_date": (date.today() + timedelta(days=60)).isoformat(), "quantity": 120, "site_code": "BY-YK"}]}],
+                       "deliveries": [{"due_date": (date.today() + timedelta(days=60)).isoformat(), "quantity": 120, "site_code": "INKA-MN"}]}],
         },
         headers=api_headers(**{"Idempotency-Key": "scrape-1"}),
     )  # fmt: skip

@@ -71,7 +71,8 @@ def violations(
 def test_a_valid_order_has_no_violations():
     split = line(1, 12_000, Delivery(IN_90_DAYS, 6_000, "BY-YK"), Delivery(IN_90_DAYS + timedelta(days=30), 6_000, "BY-MRI"))
     assert violations([split, line(2, 500, item_code="BB-CI")]) == {}
-    assert violations(buyer="INKA", issued_on=TODAY - timedelta(days=10)) == {}
+    inka = [line(1, 100, Delivery(IN_90_DAYS, 100, "INKA-MN"))]
+    assert violations(inka, buyer="INKA", issued_on=TODAY - timedelta(days=10)) == {}
 
 
 def test_unknown_buyer():
@@ -109,6 +110,16 @@ def test_an_inactive_buyer_or_site_takes_no_new_order():
     # Unknown codes name only the buyers and sites an order may still use.
     assert "BY-MRI" not in violations([line(1, 1, Delivery(IN_90_DAYS, 1, "X"))], sites=closed)["lines.0.deliveries.0.site_code"]
     assert violations(buyer="X", buyers=retired)["buyer_code"] == "unknown buyer 'X'; known: KAI"
+
+
+def test_an_order_delivers_only_to_its_buyers_sites():
+    found = violations([line(1, 100, Delivery(IN_90_DAYS, 60, "INKA-MN"), Delivery(IN_90_DAYS, 40, "BY-YK"))], buyer="INKA")
+    assert found == {"lines.0.deliveries.1.site_code": "site BY-YK is KAI's, not INKA's; INKA's sites: INKA-MN"}
+    found = violations([line(1, 100, Delivery(IN_90_DAYS, 100, "INKA-MN"))])
+    assert found == {"lines.0.deliveries.0.site_code": "site INKA-MN is INKA's, not KAI's; KAI's sites: BY-YK, BY-MRI"}
+    # A site handed over to another buyer takes that buyer's orders from then on.
+    moved = {**SITES, "BY-MRI": replace(SITES["BY-MRI"], buyer_code="INKA")}
+    assert violations([line(1, 100, Delivery(IN_90_DAYS, 100, "BY-MRI"))], buyer="INKA", sites=moved) == {}
 
 
 def test_a_site_belongs_to_a_known_buyer():
