@@ -53,7 +53,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from backbone import STAFF, BenchError, CpuMeter, LocalPostgres, exit_on_sigterm, issuer_env, log, percentile, start_kafka  # noqa: E402
 
 from ceper.broker import LocalKafka, free_port  # noqa: E402
-from ceper.demo import demo_foundries  # noqa: E402
+from ceper.demo.cooperative import Member, composite_cooperative  # noqa: E402
 from shared import kafka  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.events import topic_of  # noqa: E402
@@ -87,38 +87,6 @@ def _die_with_parent() -> None:
 
 
 # --- the cooperative -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Member:
-    code: str
-    name: str
-    village: str
-    product_families: list[str]
-    presses: int
-    weekly_units: int
-    tkdn_percent: float
-    sni: bool  # holds the SNI product certificate for composite blocks: only then may it make them for KAI
-
-
-def cooperative(count: int, seed: int) -> list[Member]:
-    """The first `count` members of the demo cooperative, every one equipped for composite blocks."""
-    rng = random.Random(seed)
-    members = []
-    for i, f in enumerate(demo_foundries(seed, 170)[:count]):
-        members.append(
-            Member(
-                code=f.code,
-                name=f.name,
-                village=f.village,
-                product_families=sorted(set(f.product_families) | {FAMILY}),
-                presses=rng.choice([1, 2, 2, 3, 4]),
-                weekly_units=rng.randrange(300, 720, 10),
-                tkdn_percent=round(rng.uniform(30.0, 60.0), 1),
-                sni=i % 10 != 9,  # one member in ten is still waiting for its SNI audit
-            )
-        )
-    return members
 
 
 def purchase_order(n: int, units: int, today: date) -> dict[str, Any]:
@@ -1105,7 +1073,7 @@ def summary_ms(values: list[float]) -> dict[str, float | None]:
 def measure(
     args: argparse.Namespace, root: Path, kafka_broker: LocalKafka, postgres: LocalPostgres | None, backend: str, meter: CpuMeter
 ) -> dict[str, Any]:
-    members = cooperative(args.members, args.seed)
+    members = composite_cooperative(args.members, args.seed, random.Random(args.seed))
     with Platform(root, backend, kafka_broker, postgres) as platform:
         try:
             return _measure(args, platform, kafka_broker, members, backend, meter)

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ceper.demo import demo_foundries
+from ceper.demo.cooperative import Member, composite_cooperative
 from ceper.demo.quality import lab_result
 from shared.weeks import iso_week, week_start
 
@@ -113,36 +113,10 @@ class Api:
 # --- what is drawn from the seed -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
-    code: str
-    name: str
-    village: str
-    product_families: list[str]
-    presses: int
-    weekly_units: int
-    tkdn_percent: float
-    sni: bool  # holds the SNI certificate for composite blocks at the start
-
-
 def draw_members(seed: int, count: int) -> list[Member]:
-    """The first `count` members of the demo cooperative, each equipped for composite brake blocks."""
-    rng = random.Random(f"ceper-chaos-members:{seed}")
-    members = []
-    for i, f in enumerate(demo_foundries(seed, max(count, 40))[:count]):
-        members.append(
-            Member(
-                code=f.code,
-                name=f.name,
-                village=f.village,
-                product_families=sorted(set(f.product_families) | {FAMILY}),
-                presses=rng.choice([1, 2, 2, 3, 4]),
-                weekly_units=rng.randrange(400, 720, 10),
-                tkdn_percent=round(rng.uniform(30.0, 60.0), 1),
-                sni=i % 10 != 9,  # one member in ten is still waiting for its SNI audit
-            )
-        )
-    return members
+    """The first `count` members of the demo cooperative, each equipped for composite brake blocks; at least 400
+    units a week each, so that the run's orders find their capacity."""
+    return composite_cooperative(count, seed, random.Random(f"ceper-chaos-members:{seed}"), weekly_units=range(400, 720, 10))
 
 
 @dataclass(frozen=True)
