@@ -902,7 +902,7 @@ async def capacity_drops(platform: Platform, orders: dict[str, dict[str, Any]], 
 
     url = platform.urls["orders"]
     out: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=30) as client:
 
         async def versions() -> dict[str, tuple[int, str]]:
             seen = {}
@@ -1026,7 +1026,7 @@ async def order_reads(args: argparse.Namespace, platform: Platform) -> dict[str,
     left at its first plan version and one given 99 more, read in turns (three rounds each) so that whatever else
     the machine does weighs on both alike."""
     url = platform.urls["orders"]
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=args.readers)) as client:
+    async with httpx.AsyncClient(auth=STAFF, timeout=60, limits=httpx.Limits(max_connections=args.readers)) as client:
         ids = []
         for n in (1, 2):
             body = purchase_order(args.orders + n, args.order_units, date.today())
