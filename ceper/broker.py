@@ -12,7 +12,6 @@ import base64
 import concurrent.futures
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import re
@@ -21,13 +20,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ceper.maven import FetchError, default_cache_dir, fetch_once, pom_hash
 from shared import kafka
 from shared.kafka import BrokerError
 
@@ -73,15 +72,6 @@ def parse_java_major(version_output: str) -> int | None:
     return major
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ceper-supply"
-
-
-def pom_hash(pom: Path = POM_PATH) -> str:
-    return hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
-
-
 def _jars_complete(folder: Path) -> bool:
     return any(folder.glob("kafka_2.13-*.jar")) and any(folder.glob("kafka-clients-*.jar"))
 
@@ -96,46 +86,18 @@ def kafka_jars(cache_dir: Path | None = None, progress: Callable[[str], None] | 
     if not POM_PATH.is_file():
         raise BrokerError(f"{POM_PATH} not found: run from a checkout of the repository")
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = base / f"kafka-{pom_hash()}"
-    if _jars_complete(target):
-        return target
-
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError(f"Maven not found: install it (apt-get install maven) to fetch the Kafka jars once into {target}")
-    if progress is not None:
-        progress(f"Fetching Apache Kafka {KAFKA_VERSION} jars with Maven into {target}")
-    base.mkdir(parents=True, exist_ok=True)
-    # Download beside the target and rename, so an interrupted fetch never looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
     try:
-        command = [
-            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM_PATH),
-            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired:
-            raise BrokerError(
-                "Maven took over 15 minutes to fetch the Kafka jars: check access to Maven Central "
-                "and run `ceper kafka fetch` again"
-            ) from None
-        if done.returncode != 0 or not _jars_complete(staging):
-            tail = _tail_text(done.stdout + done.stderr)
-            raise BrokerError(
-                f"Maven could not fetch the Kafka jars (exit {done.returncode}): check access to "
-                f"Maven Central (or ~/.m2/settings.xml) and run `ceper kafka fetch` again.\n{tail}"
-            )
-        try:
-            staging.rename(target)
-        except OSError:
-            # Another process finished the same fetch first; its copy is as good as ours.
-            if not _jars_complete(target):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return fetch_once(
+            POM_PATH,
+            base / f"kafka-{pom_hash(POM_PATH)}",
+            what=f"the Apache Kafka {KAFKA_VERSION} jars",
+            complete=_jars_complete,
+            copy_options=["-DincludeScope=runtime"],
+            again="run `ceper kafka fetch` again",
+            progress=progress,
+        )
+    except FetchError as error:
+        raise BrokerError(str(error)) from None
 
 
 # --- configuration ----------------------------------------------------------------------------------

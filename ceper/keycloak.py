@@ -22,7 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from ceper.broker import default_cache_dir, free_port, parse_java_major
+from ceper.broker import free_port, parse_java_major
+from ceper.maven import FetchError, default_cache_dir, fetch_once, pom_hash
 
 KEYCLOAK_VERSION = "26.5.6"
 MIN_JAVA = 21
@@ -60,62 +61,37 @@ def java_home() -> Path:
     raise KeycloakError(f"no Java {MIN_JAVA}+ found (seen: {sorted({m for m, _ in found}) or 'none'}): {JDK_HINT}")
 
 
-def _pom_hash() -> str:
-    import hashlib
-
-    return hashlib.sha256(POM_PATH.read_bytes()).hexdigest()[:12]
-
-
 def _complete(folder: Path) -> bool:
     return (folder / "bin" / "kc.sh").is_file() and (folder / "lib" / "quarkus-run.jar").is_file()
+
+
+def _unpack(downloaded: Path, into: Path) -> None:
+    archives = list(downloaded.glob("keycloak-quarkus-dist-*.tar.gz"))
+    if not archives:
+        raise FetchError(f"Maven fetched no Keycloak archive (keycloak-quarkus-dist-*.tar.gz) into {downloaded}")
+    with tarfile.open(archives[0]) as archive:
+        archive.extractall(into, filter="data")
 
 
 def distribution(cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
     """The unpacked Keycloak distribution, fetched with Maven once into the cache."""
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = base / f"keycloak-{_pom_hash()}"
-    home = target / f"keycloak-{KEYCLOAK_VERSION}"
-    if _complete(home):
-        return home
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KeycloakError(f"Maven not found: install it (apt-get install maven) to fetch Keycloak once into {target}")
-    if progress is not None:
-        progress(f"Fetching Keycloak {KEYCLOAK_VERSION} with Maven into {target}")
-    base.mkdir(parents=True, exist_ok=True)
-    # Download and unpack beside the target, then rename: an interrupted fetch never looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
+    home = f"keycloak-{KEYCLOAK_VERSION}"
     try:
-        command = [
-            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM_PATH),
-            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-            "-DexcludeTransitive=true", f"-DoutputDirectory={staging / 'download'}",
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
-        except subprocess.TimeoutExpired:
-            raise KeycloakError(
-                "Maven took over 20 minutes to fetch Keycloak: check access to Maven Central and try again"
-            ) from None
-        archives = list((staging / "download").glob("keycloak-quarkus-dist-*.tar.gz"))
-        if done.returncode != 0 or not archives:
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-            raise KeycloakError(
-                f"Maven could not fetch Keycloak (exit {done.returncode}): check access to Maven Central.\n{tail}"
-            )
-        with tarfile.open(archives[0]) as archive:
-            archive.extractall(staging / "unpacked", filter="data")
-        (staging / "download" / archives[0].name).unlink()
-        if not _complete(staging / "unpacked" / home.name):
-            raise KeycloakError(f"the Keycloak archive has no {home.name}/bin/kc.sh")
-        try:
-            (staging / "unpacked").rename(target)
-        except OSError:
-            if not _complete(home):  # another process finished the same fetch first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return home
+        target = fetch_once(
+            POM_PATH,
+            base / f"keycloak-{pom_hash(POM_PATH)}",
+            what=f"Keycloak {KEYCLOAK_VERSION}",
+            complete=lambda folder: _complete(folder / home),
+            copy_options=["-DexcludeTransitive=true"],
+            unpack=_unpack,
+            timeout_s=1200,
+            again="run `ceper keycloak fetch` again",
+            progress=progress,
+        )
+    except FetchError as error:
+        raise KeycloakError(str(error)) from None
+    return target / home
 
 
 @contextmanager
