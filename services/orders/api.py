@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, model_validator
 
 from shared import clock
 from shared.audit_api import trail_router
@@ -1175,6 +1175,12 @@ class WhatIfLineOut(BaseModel):
     members: list[MemberShiftOut] = Field(description="Members whose units of the line would change")
     plan: WhatIfPlanOut = Field(description="The line's plan it would have (the plan in force when untouched)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_plan(cls, line: Any) -> Any:
+        # The outcome keeps the line's plan beside its risk; the answer nests it under `plan`.
+        return {**vars(line), "plan": line} if isinstance(line, whatif.LineOutcome) else line
+
 
 class WhatIfOrderOut(BaseModel):
     order_id: str
@@ -1209,22 +1215,6 @@ class WhatIfOut(BaseModel):
     utilisation: list[UtilisationOut] = Field(description="Members whose planned work would change")
 
 
-def _line_out(line: whatif.LineOutcome) -> WhatIfLineOut:
-    return WhatIfLineOut(
-        line_no=line.line_no,
-        at_risk=line.at_risk,
-        late_units=line.late_units,
-        late_due_dates=[date.fromisoformat(d) for d in line.late_due_dates],
-        expected_completion=date.fromisoformat(line.expected_completion) if line.expected_completion else None,
-        moved_units=line.moved_units,
-        members=[MemberShiftOut(**vars(m)) for m in line.members],
-        plan=WhatIfPlanOut(
-            allocations=[WhatIfAllocationOut(**a) for a in line.allocations],
-            shortfall=[ShortfallOut(**s) for s in line.shortfall],
-        ),
-    )
-
-
 @router.post(
     "/what-if",
     response_model=WhatIfOut,
@@ -1255,30 +1245,5 @@ async def what_if(body: WhatIfIn, sessions: Sessions, runtime: Runtime) -> WhatI
         for i, order in enumerate(body.new_orders)
     ]
     answer = await handlers.what_if(sessions, hypotheses, new_orders)
-    return WhatIfOut(
-        first_week=answer.first_week,
-        last_week=answer.last_week,
-        orders=[
-            WhatIfOrderOut(
-                order_id=o.order_id,
-                po_number=o.po_number,
-                buyer_code=o.buyer_code,
-                status=o.status,
-                replanned=o.replanned,
-                reason=o.reason,
-                lines=[_line_out(line) for line in o.lines],
-            )
-            for o in answer.orders
-        ],
-        new_orders=[
-            WhatIfNewOrderOut(
-                po_number=o.po_number,
-                buyer_code=o.buyer_code,
-                acceptable_in_full=o.acceptable_in_full,
-                complete_by=o.complete_by,
-                lines=[_line_out(line) for line in o.lines],
-            )
-            for o in answer.new_orders
-        ],
-        utilisation=[UtilisationOut(**vars(u)) for u in answer.utilisation],
-    )
+    # The answer's models name the outcome's fields: open and new orders map alike, with no field-by-field copy.
+    return WhatIfOut.model_validate(answer, from_attributes=True)
