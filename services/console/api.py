@@ -22,7 +22,18 @@ from shared.http import problem_responses
 from shared.service import Runtime, ServiceRuntime
 
 from . import charts, handlers
-from .domain import CONSOLE_ROLES, STAGES, ActionLedger, EventFeed, FeedItem, Person, heat_rows, overall_rate, view_of
+from .domain import (
+    CONSOLE_ROLES,
+    STAGES,
+    ActionLedger,
+    EventFeed,
+    FeedItem,
+    Person,
+    Reference,
+    heat_rows,
+    overall_rate,
+    view_of,
+)
 from .domain import channels as channels_of
 from .i18n import LOCALES, N_, Translator, pick_locale, template_globals
 from .people import (
@@ -43,6 +54,7 @@ from .people import (
     ShipmentsViewer,
     SignedIn,
     SignInNeeded,
+    WhatIfAsker,
     authorization_of,
     clear_session_cookie,
     seconds_left,
@@ -74,6 +86,10 @@ def _ledger(runtime: ServiceRuntime) -> ActionLedger:
     return runtime.state.setdefault("ledger", ActionLedger())
 
 
+def _reference(runtime: ServiceRuntime) -> Reference:
+    return runtime.state.setdefault("reference", Reference())
+
+
 def upstream(request: Request, runtime: ServiceRuntime) -> Upstream:
     return Upstream(runtime.settings, runtime.state["http"], authorization_of(request))
 
@@ -81,6 +97,7 @@ def upstream(request: Request, runtime: ServiceRuntime) -> Upstream:
 NAV = (
     ("/", "dashboard.view", N_("Dashboard")),
     ("/orders", "orders.view", N_("Orders")),
+    ("/what-if", "orders.what_if", N_("What-if")),
     ("/members", "members.view", N_("Members")),
     ("/quality", "quality.view", N_("Quality")),
     ("/shipments", "shipments.view", N_("Shipments")),
@@ -642,6 +659,55 @@ async def quality_override(
             values={"status": status, "reason": reason, "key": key, "foundry_code": code},
         )
     return done(request, "/quality")
+
+
+# --- what-if ------------------------------------------------------------------------------------------------------
+
+
+async def _what_if_page(
+    request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, status_code: int = 200, **context: Any
+) -> Response:
+    try:
+        items = await handlers.catalogue_items(upstream(request, runtime), _reference(runtime))
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    # htmx swaps only 2xx answers: a refused question comes back as a 200 fragment with its errors.
+    template, status_code = ("_what_if.html", 200) if is_htmx(request) else ("what_if.html", status_code)
+    context = {"values": {}, "errors": {}, "answer": None, **context}
+    return render(
+        request,
+        template,
+        tr,
+        person,
+        status_code=status_code,
+        items=items,
+        certificate_kinds=handlers.CERTIFICATE_KINDS,
+        **context,
+    )
+
+
+@router.get("/what-if", response_class=HTMLResponse, include_in_schema=False)
+async def what_if_page(request: Request, runtime: Runtime, person: WhatIfAsker, tr: Language) -> Response:
+    return await _what_if_page(request, runtime, person, tr)
+
+
+@router.post("/what-if", response_class=HTMLResponse, include_in_schema=False)
+async def what_if_ask(request: Request, runtime: Runtime, person: WhatIfAsker, tr: Language) -> Response:
+    """A planner's question, answered by orders without changing anything: no idempotency key is needed."""
+    form = {k: str(v) for k, v in (await request.form()).items() if k != CSRF_FIELD}
+    body, errors = handlers.what_if_question(form, tr, clock.today())
+    if errors:
+        return await _what_if_page(request, runtime, person, tr, 422, values=form, errors=errors)
+    try:
+        answer = await handlers.what_if(upstream(request, runtime), body)
+    except UpstreamProblem as problem:
+        if problem.status in (401, 403):
+            return unavailable(request, tr, person, problem)
+        errors = handlers.what_if_errors(problem, tr)
+        return await _what_if_page(
+            request, runtime, person, tr, 422 if problem.status == 422 else 503, values=form, errors=errors
+        )
+    return await _what_if_page(request, runtime, person, tr, values=form, answer=answer)
 
 
 # --- shipments ----------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -28,6 +28,7 @@ IDENTITY_FIELDS = ("owner", "npwp")
 ACTIONS: dict[str, frozenset[str]] = {
     "orders.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
     "orders.decide": frozenset({ADMIN, PLANNER}),  # replan, reject
+    "orders.what_if": frozenset({ADMIN, PLANNER}),  # ask the planner what would become of the open orders
     "shipments.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
     "shipments.manage": frozenset({ADMIN, PLANNER}),  # surat jalan, dispatch, BAST
     "members.view": frozenset({ADMIN, PLANNER, QA_OFFICER, FOUNDRY}),
@@ -381,3 +382,99 @@ def heat_rows(availability: Mapping[str, Any], limit: int | None = None) -> list
         rows.append(HeatRow(f["foundry_code"], f["name"], utilisation, list(f["reserved"]), list(f["capacity"])))
     rows.sort(key=lambda r: (-sum(r.reserved), r.foundry_code))
     return rows[:limit] if limit else rows
+
+
+# --- reference data -------------------------------------------------------------------------------------------
+
+
+class Reference:
+    """Reference data that seldom changes (the item catalogue), kept a few minutes per console replica so a page
+    does not ask for it every time; a failed read is not kept."""
+
+    def __init__(self, ttl_s: float = 300.0) -> None:
+        self._ttl_s = ttl_s
+        self._kept: dict[str, tuple[float, Any]] = {}
+
+    async def get(self, key: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        kept = self._kept.get(key)
+        if kept is not None and time.monotonic() - kept[0] < self._ttl_s:
+            return kept[1]
+        value = await read()
+        self._kept[key] = (time.monotonic(), value)
+        return value
+
+
+# --- what-if ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WhatIfOrder:
+    """An open order in a what-if answer: its lines as they would be, and its plan beside the plan in force."""
+
+    order_id: str
+    po_number: str
+    buyer_code: str
+    status: str
+    replanned: bool
+    reason: str | None
+    lines: list[dict[str, Any]]
+    would_be: PlanMatrix
+    in_force: PlanMatrix | None
+
+    @property
+    def at_risk(self) -> bool:
+        return any(line["at_risk"] for line in self.lines)
+
+
+@dataclass(frozen=True)
+class WhatIfAnswer:
+    first_week: str
+    last_week: str
+    touched: list[WhatIfOrder]  # replanned or at risk, the orders a planner has to look at
+    untouched: int
+    new_orders: list[dict[str, Any]]
+    utilisation: list[dict[str, Any]]
+
+    @property
+    def lines_at_risk(self) -> int:
+        return sum(1 for order in self.touched for line in order.lines if line["at_risk"])
+
+
+def plan_of_lines(lines: Iterable[Mapping[str, Any]]) -> PlanMatrix:
+    return plan_matrix(a for line in lines for a in line["plan"]["allocations"])
+
+
+def what_if_answer(answer: Mapping[str, Any], in_force: Mapping[str, Iterable[Mapping[str, Any]]]) -> WhatIfAnswer:
+    """Orders' what-if answer as the page shows it: touched orders first (replanned, then at risk), each with the
+    plan it would have beside the plan in force (`in_force`: allocations by order id); members by how much their
+    utilisation would change."""
+    touched = [
+        WhatIfOrder(
+            order_id=o["order_id"],
+            po_number=o["po_number"],
+            buyer_code=o["buyer_code"],
+            status=o["status"],
+            replanned=o["replanned"],
+            reason=o.get("reason"),
+            lines=list(o["lines"]),
+            would_be=plan_of_lines(o["lines"]),
+            in_force=plan_matrix(in_force[o["order_id"]]) if o["order_id"] in in_force else None,
+        )
+        for o in answer["orders"]
+        if o["replanned"] or any(line["at_risk"] for line in o["lines"])
+    ]
+    touched.sort(key=lambda o: (not o.replanned, not o.at_risk, o.po_number))
+    new_orders = [{**n, "matrix": plan_of_lines(n["lines"])} for n in answer["new_orders"]]
+
+    def change(u: Mapping[str, Any]) -> float:
+        return abs((u.get("after") or 0.0) - (u.get("before") or 0.0))
+
+    utilisation = sorted(answer["utilisation"], key=lambda u: (-change(u), u["foundry_code"], u["product_family"]))
+    return WhatIfAnswer(
+        first_week=answer["first_week"],
+        last_week=answer["last_week"],
+        touched=touched,
+        untouched=len(answer["orders"]) - len(touched),
+        new_orders=new_orders,
+        utilisation=utilisation,
+    )

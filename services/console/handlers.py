@@ -23,13 +23,16 @@ from .domain import (
     OPEN_ORDER_STATUSES,
     ActionLedger,
     Person,
+    Reference,
     WeekRate,
+    WhatIfAnswer,
     open_value,
     pass_rate_by_week,
     plan_matrix,
     plan_moves,
     redact_member,
     units_by_stage,
+    what_if_answer,
 )
 from .i18n import Translator
 from .sentences import plan_reason
@@ -384,6 +387,7 @@ def error_message(kind: str, message: str, tr: Translator) -> str:
         "int_type": tr.text("Enter a whole number."),
         "float_parsing": tr.text("Enter a number."),
         "date_parsing": tr.text("Enter a date."),
+        "date_type": tr.text("Enter a date."),
         "date_from_datetime_parsing": tr.text("Enter a date."),
         "enum": tr.text("Choose one of the options."),
         "literal_error": tr.text("Choose one of the options."),
@@ -418,6 +422,116 @@ def parse_number(text: str, tr: Translator) -> float | None:
             return float(text)
         except ValueError:
             return None
+
+
+# --- what-if ----------------------------------------------------------------------------------------------------
+
+CAPACITY = "capacity_changes.0."
+LAPSE = "certificate_lapses.0."
+SUSPENSION = "suspensions.0."
+NEW_ORDER = "new_orders.0."
+NEW_LINE = "new_orders.0.lines.0."
+CERTIFICATE_KINDS = ("SNI", "ISO9001", "TKDN", "SKKNI")
+# The planner does not read prices, but a purchase-order body needs one; the answer never shows it.
+WHAT_IF_UNIT_PRICE = 1
+
+
+def what_if_question(form: dict[str, str], tr: Translator, today: date) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body of orders' `POST /v1/what-if` from the form, and the errors found before asking. A hypothesis is
+    asked when its member (or, for a new order, its buyer) is filled in; form fields are named after the body's
+    fields, so the service's errors land next to them."""
+
+    def value(name: str) -> str | None:
+        return form.get(name, "").strip() or None
+
+    body: dict[str, Any] = {"capacity_changes": [], "certificate_lapses": [], "suspensions": [], "new_orders": []}
+    errors: dict[str, str] = {}
+
+    def whole(name: str) -> int | None:
+        number = parse_number(form.get(name, ""), tr)
+        if number is None or number != int(number):
+            errors[name] = tr.text("Enter a whole number.")
+            return None
+        return int(number)
+
+    if value(CAPACITY + "foundry_code"):
+        body["capacity_changes"].append(
+            {
+                "foundry_code": value(CAPACITY + "foundry_code"),
+                "product_family": value(CAPACITY + "product_family"),
+                "from_date": value(CAPACITY + "from_date"),
+                "to_date": value(CAPACITY + "to_date"),
+                "weekly_units": whole(CAPACITY + "weekly_units"),
+            }
+        )
+    if value(LAPSE + "foundry_code"):
+        body["certificate_lapses"].append(
+            {"foundry_code": value(LAPSE + "foundry_code"), "kind": value(LAPSE + "kind"), "on": value(LAPSE + "on")}
+        )
+    if value(SUSPENSION + "foundry_code"):
+        body["suspensions"].append(
+            {"foundry_code": value(SUSPENSION + "foundry_code"), "from_date": value(SUSPENSION + "from_date")}
+        )
+    if value(NEW_ORDER + "buyer_code"):
+        quantity = whole(NEW_LINE + "quantity")
+        body["new_orders"].append(
+            {
+                "buyer_code": value(NEW_ORDER + "buyer_code"),
+                "po_number": "WHAT-IF",
+                "issued_on": today.isoformat(),
+                "currency": "IDR",
+                "lines": [
+                    {
+                        "line_no": 1,
+                        "item_code": value(NEW_LINE + "item_code"),
+                        "quantity": quantity,
+                        "unit_price": WHAT_IF_UNIT_PRICE,
+                        "deliveries": [
+                            {
+                                "due_date": value(NEW_LINE + "deliveries.0.due_date"),
+                                "quantity": quantity,
+                                "site_code": value(NEW_LINE + "deliveries.0.site_code"),
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    if not any(body.values()):
+        errors["_summary"] = tr.text(
+            "Fill in at least one hypothesis: a member's capacity, a certificate, a suspension or a new order."
+        )
+    return body, errors
+
+
+def what_if_errors(problem: UpstreamProblem, tr: Translator) -> dict[str, str]:
+    """Orders' refusal by form field: the new order's one quantity stands for its line and its delivery."""
+    errors = field_errors(problem, tr)
+    delivered = NEW_LINE + "deliveries.0.quantity"
+    if delivered in errors:
+        errors.setdefault(NEW_LINE + "quantity", errors.pop(delivered))
+    return {**errors, "_summary": problem_summary(problem, tr)}
+
+
+async def catalogue_items(up: Upstream, kept: Reference) -> list[dict[str, Any]]:
+    """The items quality's catalogue holds (code, description, family), for the new order's item list."""
+
+    async def read() -> list[dict[str, Any]]:
+        specs = await up.get("quality", "/v1/specifications")
+        return sorted(
+            ({k: s[k] for k in ("item_code", "description", "product_family")} for s in specs), key=lambda i: i["item_code"]
+        )
+
+    return await kept.get("items", read)  # type: ignore[no-any-return]
+
+
+async def what_if(up: Upstream, body: dict[str, Any]) -> WhatIfAnswer:
+    """Orders' answer, with the plan in force of each order it would replan, read in parallel."""
+    answer = await up.send("orders", "POST", "/v1/what-if", body)
+    replanned = [o["order_id"] for o in answer["orders"] if o["replanned"]]
+    orders = await asyncio.gather(*(up.get_or_none("orders", f"/v1/purchase-orders/{order_id}") for order_id in replanned))
+    in_force = {o["id"]: (o.get("plan") or {}).get("allocations", []) for o in orders if o is not None}
+    return what_if_answer(answer, in_force)
 
 
 # --- members -----------------------------------------------------------------------------------------------------

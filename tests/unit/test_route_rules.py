@@ -94,6 +94,11 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
         ("orders", "POST", "/v1/purchase-orders/{order_id}/replan"),
         ("orders", "POST", "/v1/purchase-orders/{order_id}/reject"),
     ],
+    "orders.what_if": [
+        ("orders", "POST", "/v1/what-if"),
+        ("orders", "GET", "/v1/purchase-orders/{order_id}"),
+        ("quality", "GET", "/v1/specifications"),
+    ],
     "shipments.view": [
         ("orders", "GET", "/v1/purchase-orders/{order_id}/shipments"),
         ("orders", "GET", "/v1/shipments/{shipment_id}"),
