@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     identity_issuer: str | None = None  # default: identity_url
     identity_audience: str = "ceper-supply"
     identity_token_ttl_s: int = Field(default=600, ge=30, le=3600)
+    identity_refresh_grace_s: float = Field(default=60.0, ge=0, le=600)  # a spent refresh token within this is a race
+    identity_session_hours: float = Field(default=12.0, gt=0, le=24 * 7)  # a sign-in renews its tokens this long at most
     identity_signing_key_file: Path | None = None  # a PEM EC P-256 private key; else keys live in the database
     identity_key_passphrase: SecretStr | None = None  # encrypts the private keys kept in the database
     identity_login_limit: str = "5/15 minutes"  # failed sign-ins per account name

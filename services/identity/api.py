@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import clock
 from shared.audit import Actor
 from shared.auth import Principal, public, require
 from shared.http import problem_response, problem_responses
@@ -122,6 +123,29 @@ class Session(TokenResponse):
     roles: list[str]
     buyer_code: str | None = None
     foundry_code: str | None = None
+    refresh_token: str = Field(description="Renews the access token once (`POST /v1/sessions/renew`); keep it secret")
+    refresh_expires_in: int = Field(description="Seconds until the sign-in ends, however often it is renewed")
+
+
+class RefreshTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+def _session_answer(issued: handlers.SignedIn) -> JSONResponse:
+    claims = issued.access.claims
+    answer = Session(
+        access_token=issued.access.token,
+        token_type="Bearer",
+        expires_in=issued.access.expires_in,
+        username=claims["preferred_username"],
+        roles=claims["roles"],
+        buyer_code=claims.get("buyer_code"),
+        foundry_code=claims.get("foundry_code"),
+        refresh_token=issued.refresh_token,
+        refresh_expires_in=issued.refresh_expires_in(clock.now()),
+    )
+    return JSONResponse(answer.model_dump(), headers=NO_STORE)
 
 
 @router.post(
@@ -145,17 +169,39 @@ async def sign_in(body: SignIn, request: Request, sessions: Sessions, runtime: R
         if isinstance(refused, handlers.SignInLocked):
             headers["Retry-After"] = str(refused.retry_after_s)
         return problem_response(request, refused.status, refused.title, refused.detail, refused.type_slug, headers=headers)
-    claims = issued.claims
-    answer = Session(
-        access_token=issued.token,
-        token_type="Bearer",
-        expires_in=issued.expires_in,
-        username=claims["preferred_username"],
-        roles=claims["roles"],
-        buyer_code=claims.get("buyer_code"),
-        foundry_code=claims.get("foundry_code"),
-    )
-    return JSONResponse(answer.model_dump(), headers=NO_STORE)
+    return _session_answer(issued)
+
+
+@router.post(
+    "/v1/sessions/renew",
+    tags=["people"],
+    summary="Renew a person's sign-in: a new access token and a new refresh token for the current refresh token",
+    description="The refresh token presented is spent (rotated on use); a spent token presented again later ends the"
+    " sign-in. A sign-in is renewed until it is ended or reaches `CEPER_IDENTITY_SESSION_HOURS`.",
+    response_model=Session,
+    dependencies=[Depends(public())],
+    responses=problem_responses(401, 422),
+)
+async def renew_session(body: RefreshTokenIn, request: Request, sessions: Sessions, runtime: Runtime) -> JSONResponse:
+    try:
+        issued = await handlers.renew(sessions, _keyring(runtime), body.refresh_token)
+    except handlers.RenewalRefused as refused:
+        headers = {"WWW-Authenticate": 'Bearer realm="ceper"', **NO_STORE}
+        return problem_response(request, refused.status, refused.title, refused.detail, refused.type_slug, headers=headers)
+    return _session_answer(issued)
+
+
+@router.post(
+    "/v1/sessions/end",
+    tags=["people"],
+    summary="Sign out: the sign-in of this refresh token can no longer be renewed",
+    status_code=204,
+    dependencies=[Depends(public())],
+    responses=problem_responses(422),
+)
+async def end_session(body: RefreshTokenIn, sessions: Sessions) -> Response:
+    await handlers.sign_out(sessions, body.refresh_token)
+    return Response(status_code=204)
 
 
 # --- keys and discovery -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Sequence
 from functools import cache
@@ -16,6 +17,11 @@ HASHER = PasswordHash((Argon2Hasher(time_cost=2, memory_cost=19456, parallelism=
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)  # 256 random bits
+
+
+def refresh_hash(token: str) -> str:
+    """How a refresh token is kept: 256 random bits need no slow hash, and a SHA-256 can be looked up by value."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_client_id(name: str) -> str:

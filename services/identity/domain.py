@@ -1,4 +1,4 @@
-"""Identity's model and rules: machine clients, people, signing keys, and what an access token says.
+"""Identity's model and rules: machine clients, people, sign-in sessions, signing keys, and what an access token says.
 
 Pure Python: no I/O, no clock, no cryptography. Hashing, signing and storage are the handlers' business;
 this module decides what is valid, what a change does, and which claims a token carries.
@@ -196,6 +196,46 @@ def change_password(person: Person, password_hash: str, now: datetime) -> Person
     if not person.active:
         raise StateConflict(f"{person.username} is disabled")
     return replace(person, password_hash=password_hash, password_changed_at=now)
+
+
+# --- sign-in sessions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignInSession:
+    """A person's sign-in, renewable with its current refresh token (rotated on every use) until it is ended
+    (sign-out, a stolen token replayed, the person disabled) or reaches its absolute limit."""
+
+    session_id: str
+    person_id: str
+    started_at: datetime
+    ends_at: datetime
+    refresh_hash: str
+    previous_hash: str | None = None
+    rotated_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def open_at(self, now: datetime) -> bool:
+        return self.ended_at is None and now < self.ends_at
+
+    def replayed(self, now: datetime, grace: timedelta) -> bool:
+        """The previous refresh token came back after the grace: someone else holds a copy. Within the grace it
+        is two requests of one console renewing at once (a page and its fragments), not a theft."""
+        return self.rotated_at is not None and now - self.rotated_at > grace
+
+
+def start_session(session_id: str, person_id: str, token_hash: str, now: datetime, limit: timedelta) -> SignInSession:
+    return SignInSession(session_id, person_id, now, now + limit, token_hash)
+
+
+def rotate_refresh(sign_in: SignInSession, token_hash: str, now: datetime) -> SignInSession:
+    if not sign_in.open_at(now):
+        raise StateConflict("the sign-in has ended")
+    return replace(sign_in, refresh_hash=token_hash, previous_hash=sign_in.refresh_hash, rotated_at=now)
+
+
+def end_session(sign_in: SignInSession, now: datetime) -> SignInSession:
+    return sign_in if sign_in.ended_at is not None else replace(sign_in, ended_at=now)
 
 
 # --- access tokens ----------------------------------------------------------------------------------

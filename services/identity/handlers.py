@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from .domain import (
     change_password,
     check_new_person,
     disable_person,
+    end_session,
     invalid_client,
     new_client,
     new_person,
@@ -45,7 +46,9 @@ from .domain import (
     published_keys,
     retire,
     revoke_client,
+    rotate_refresh,
     rotate_secret,
+    start_session,
 )
 
 log = get_logger(__name__)
@@ -175,6 +178,7 @@ async def disable(sessions: Sessions, actor: Actor, username: str) -> Person:
         except StateConflict as exc:
             raise Conflict(str(exc)) from exc
         await store.save_person(session, disabled)
+        await store.end_sign_ins_of(session, person.person_id, clock.now())
         await _audit(session, actor, "person.disabled", "person", person.username, person.public(), disabled.public())
     log.info("person disabled", username=username)
     return disabled
@@ -413,21 +417,26 @@ class SignInThrottle:
         await self.limiter.clear(self.per_name, "sign-in", self._name_key(username))
 
 
-async def sign_in(
-    sessions: Sessions, keyring: Keyring, throttle: SignInThrottle, username: str, password: str, address: str
-) -> AccessToken:
-    """A person's password sign-in: a token when the name and password match an enabled person."""
+@dataclass(frozen=True)
+class SignedIn:
+    """A person's tokens: the access token, and the refresh token that renews it until the sign-in ends."""
+
+    access: AccessToken
+    refresh_token: str = field(repr=False)
+    ends_at: datetime
+
+    def refresh_expires_in(self, now: datetime) -> int:
+        return max(0, int((self.ends_at - now).total_seconds()))
+
+
+class RenewalRefused(ProblemError):
+    status = 401
+    title = "Renewal refused"
+    type_slug = "renewal-refused"
+
+
+async def _person_token(session: AsyncSession, keyring: Keyring, person: Person, now: datetime) -> AccessToken:
     settings = keyring.settings
-    await throttle.check(username, address)
-    async with sessions() as session:
-        person = await store.find_person(session, username.strip().lower())
-    usable = person is not None and person.active
-    if not await credentials.matches(password, [person.password_hash] if usable and person else []) or person is None:
-        await throttle.failed(username, address)
-        log.info("sign-in failed", address=address)
-        raise SignInRefused("The name or the password is not right, or the account is disabled.")
-    await throttle.succeeded(username)
-    now = clock.now()
     ttl = timedelta(seconds=settings.identity_token_ttl_s)
     claims = access_claims(
         issuer=settings.identity_issuer_url(),
@@ -440,10 +449,83 @@ async def sign_in(
         token_id=uuid.uuid4().hex,
         username=person.username,
     )
+    return AccessToken(await _sign(session, keyring, claims), int(ttl.total_seconds()), claims)
+
+
+async def sign_in(
+    sessions: Sessions, keyring: Keyring, throttle: SignInThrottle, username: str, password: str, address: str
+) -> SignedIn:
+    """A person's password sign-in: an access token and a refresh token when the name and password match an
+    enabled person. The sign-in may be renewed for `CEPER_IDENTITY_SESSION_HOURS` at most."""
+    settings = keyring.settings
+    await throttle.check(username, address)
     async with sessions() as session:
-        token = await _sign(session, keyring, claims)
-    log.info("signed in", username=person.username)
-    return AccessToken(token, int(ttl.total_seconds()), claims)
+        person = await store.find_person(session, username.strip().lower())
+    usable = person is not None and person.active
+    if not await credentials.matches(password, [person.password_hash] if usable and person else []) or person is None:
+        await throttle.failed(username, address)
+        log.info("sign-in failed", address=address)
+        raise SignInRefused("The name or the password is not right, or the account is disabled.")
+    await throttle.succeeded(username)
+    now = clock.now()
+    refresh = credentials.new_secret()
+    started = start_session(
+        uuid.uuid4().hex,
+        person.person_id,
+        credentials.refresh_hash(refresh),
+        now,
+        timedelta(hours=settings.identity_session_hours),
+    )
+    async with sessions.begin() as session:
+        await store.delete_sign_ins_ended_before(session, now - timedelta(days=1))
+        await store.add_sign_in(session, started)
+        token = await _person_token(session, keyring, person, now)
+    log.info("signed in", username=person.username, sign_in=started.session_id)
+    return SignedIn(token, refresh, started.ends_at)
+
+
+async def renew(sessions: Sessions, keyring: Keyring, refresh_token: str) -> SignedIn:
+    """A new access token and a new refresh token for the current refresh token of an open sign-in; the one
+    presented is spent. A spent token presented again after the grace ends the sign-in: a copy is loose."""
+    now = clock.now()
+    presented = credentials.refresh_hash(refresh_token)
+    refresh = credentials.new_secret()
+    replayed = False
+    async with sessions.begin() as session:
+        found = await store.sign_in_holding(session, presented)
+        if found is None:
+            raise RenewalRefused("The sign-in has ended or the refresh token is not known.")
+        current, is_current = found
+        if not is_current:
+            grace = timedelta(seconds=keyring.settings.identity_refresh_grace_s)
+            replayed = current.ended_at is None and current.replayed(now, grace)
+            if replayed:  # ended in this transaction, which commits: the refusal is raised after it
+                await store.save_sign_in(session, end_session(current, now), holding=current.refresh_hash)
+        else:
+            person = await store.person_by_id(session, current.person_id)
+            if not current.open_at(now) or person is None or not person.active:
+                raise RenewalRefused("The sign-in has ended.")
+            rotated = rotate_refresh(current, credentials.refresh_hash(refresh), now)
+            if not await store.save_sign_in(session, rotated, holding=presented):
+                raise RenewalRefused("The refresh token has been used already.")
+            token = await _person_token(session, keyring, person, now)
+    if not is_current:
+        if replayed:
+            log.warning("a spent refresh token came back: the sign-in is ended", sign_in=current.session_id)
+        raise RenewalRefused("The refresh token has been used already.")
+    log.info("sign-in renewed", username=token.claims["preferred_username"], sign_in=current.session_id)
+    return SignedIn(token, refresh, rotated.ends_at)
+
+
+async def sign_out(sessions: Sessions, refresh_token: str) -> None:
+    """End the sign-in this refresh token belongs to (current or just spent); an unknown token ends nothing."""
+    now = clock.now()
+    async with sessions.begin() as session:
+        found = await store.sign_in_holding(session, credentials.refresh_hash(refresh_token))
+        if found is not None and found[0].ended_at is None:
+            current = found[0]
+            await store.save_sign_in(session, end_session(current, now), holding=current.refresh_hash)
+            log.info("signed out", sign_in=current.session_id)
 
 
 def token_problem(error: TokenError) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Identity's tables and queries: clients, people, signing keys and the audit trail."""
+"""Identity's tables and queries: clients, people, sign-in sessions, signing keys and the audit trail."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from shared import audit
 from shared.db import UtcDateTime
 from shared.roles import Role
 
-from .domain import Client, Person, SigningKey
+from .domain import Client, Person, SigningKey, SignInSession
 
 metadata = sa.MetaData()
 audit_log = audit.audit_table(metadata)
@@ -43,6 +43,20 @@ people = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("password_changed_at", UtcDateTime, nullable=False),
     sa.Column("disabled_at", UtcDateTime, nullable=True),
+)
+
+# A person's sign-ins: the current refresh token and the one before it, as SHA-256 hashes, never the tokens.
+sign_in_sessions = sa.Table(
+    "sign_in_sessions",
+    metadata,
+    sa.Column("session_id", sa.String(40), primary_key=True),
+    sa.Column("person_id", sa.String(40), nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("ends_at", UtcDateTime, nullable=False, index=True),
+    sa.Column("refresh_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("previous_hash", sa.String(64), nullable=True, index=True),
+    sa.Column("rotated_at", UtcDateTime, nullable=True),
+    sa.Column("ended_at", UtcDateTime, nullable=True),
 )
 
 # Private keys are PEM, encrypted with CEPER_IDENTITY_KEY_PASSPHRASE; a key read from a file keeps none here.
@@ -175,6 +189,60 @@ async def find_person(session: AsyncSession, username: str, *, for_update: bool 
 
 async def all_people(session: AsyncSession) -> list[Person]:
     return [_person(row) for row in await session.execute(sa.select(people).order_by(people.c.username))]
+
+
+async def person_by_id(session: AsyncSession, person_id: str) -> Person | None:
+    row = (await session.execute(sa.select(people).where(people.c.person_id == person_id))).first()
+    return _person(row) if row else None
+
+
+# --- sign-in sessions -------------------------------------------------------------------------------
+
+
+def _sign_in(row: Any) -> SignInSession:
+    return SignInSession(**{c.name: getattr(row, c.name) for c in sign_in_sessions.c})
+
+
+async def add_sign_in(session: AsyncSession, sign_in: SignInSession) -> None:
+    await session.execute(sa.insert(sign_in_sessions).values(**vars(sign_in)))
+
+
+async def sign_in_holding(session: AsyncSession, token_hash: str) -> tuple[SignInSession, bool] | None:
+    """The sign-in whose current (True) or previous (False) refresh token has this hash, locked for the change."""
+    column = sa.case((sign_in_sessions.c.refresh_hash == token_hash, True), else_=False).label("current")
+    query = (
+        sa.select(sign_in_sessions, column)
+        .where(sa.or_(sign_in_sessions.c.refresh_hash == token_hash, sign_in_sessions.c.previous_hash == token_hash))
+        .with_for_update()
+    )
+    row = (await session.execute(query)).first()
+    return (_sign_in(row), bool(row.current)) if row else None
+
+
+async def save_sign_in(session: AsyncSession, sign_in: SignInSession, *, holding: str) -> bool:
+    """Write the sign-in if its current refresh token is still `holding`: False when another request rotated it
+    first (replicas of the console renewing at once)."""
+    done = await session.execute(
+        sa.update(sign_in_sessions)
+        .where(sign_in_sessions.c.session_id == sign_in.session_id, sign_in_sessions.c.refresh_hash == holding)
+        .values(**vars(sign_in))
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+
+
+async def end_sign_ins_of(session: AsyncSession, person_id: str, now: datetime) -> None:
+    await session.execute(
+        sa.update(sign_in_sessions)
+        .where(sign_in_sessions.c.person_id == person_id, sign_in_sessions.c.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+
+
+async def delete_sign_ins_ended_before(session: AsyncSession, before: datetime) -> int:
+    done = await session.execute(
+        sa.delete(sign_in_sessions).where(sa.or_(sign_in_sessions.c.ends_at < before, sign_in_sessions.c.ended_at < before))
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 # --- signing keys -----------------------------------------------------------------------------------

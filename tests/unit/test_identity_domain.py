@@ -19,12 +19,15 @@ from services.identity.domain import (
     check_new_person,
     client_credentials,
     disable_person,
+    end_session,
     new_client,
     new_person,
     published_keys,
     retire,
     revoke_client,
+    rotate_refresh,
     rotate_secret,
+    start_session,
     token_request,
 )
 from shared.roles import Role, tenant_problem
@@ -124,6 +127,31 @@ def test_a_disabled_person_cannot_be_disabled_again_or_get_a_password():
         disable_person(person, NOW)
     with pytest.raises(StateConflict):
         change_password(person, "h2", NOW)
+
+
+# --- sign-in sessions ------------------------------------------------------------------------------
+
+
+def test_a_sign_in_rotates_its_refresh_token_and_keeps_its_absolute_end():
+    started = start_session("s_1", "p_1", "hash-1", NOW, timedelta(hours=12))
+    assert started.open_at(NOW + timedelta(hours=11, minutes=59)) and not started.open_at(NOW + timedelta(hours=12))
+    later = NOW + timedelta(hours=3)
+    rotated = rotate_refresh(started, "hash-2", later)
+    assert (rotated.refresh_hash, rotated.previous_hash, rotated.rotated_at) == ("hash-2", "hash-1", later)
+    assert rotated.ends_at == started.ends_at  # renewing never extends the sign-in
+    with pytest.raises(StateConflict):
+        rotate_refresh(started, "hash-3", NOW + timedelta(hours=12))
+
+
+def test_a_spent_token_is_a_replay_only_after_the_grace_and_an_ended_sign_in_stays_ended():
+    rotated = rotate_refresh(start_session("s_1", "p_1", "hash-1", NOW, timedelta(hours=12)), "hash-2", NOW)
+    grace = timedelta(seconds=60)
+    assert not rotated.replayed(NOW + timedelta(seconds=30), grace)  # two requests of one console racing
+    assert rotated.replayed(NOW + timedelta(seconds=61), grace)
+    ended = end_session(rotated, NOW + timedelta(minutes=5))
+    assert not ended.open_at(NOW + timedelta(minutes=6)) and end_session(ended, NOW + timedelta(hours=1)) == ended
+    with pytest.raises(StateConflict):
+        rotate_refresh(ended, "hash-3", NOW + timedelta(minutes=6))
 
 
 # --- tokens -----------------------------------------------------------------------------------------
