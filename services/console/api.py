@@ -4,6 +4,7 @@ event says something changed, the staff's actions, CSV exports, and the live str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from .i18n import LOCALES, N_, Translator, pick_locale, template_globals
 from .people import (
     CSRF_FIELD,
     LANGUAGE_COOKIE,
+    SESSION_COOKIE,
     AnyRole,
     CapacityReporter,
     DashboardViewer,
@@ -230,13 +232,22 @@ async def login(
     if not CONSOLE_ROLES & set(answer.get("roles") or []):
         return login_form(request, tr, target, 403, error=tr.text("This account cannot use the console."), username=username)
     response = RedirectResponse(safe_next(target), status_code=303)
-    session = SignedIn(answer["access_token"], str(answer.get("username") or username), clock.now().timestamp())
+    session = SignedIn(
+        answer["access_token"], str(answer.get("username") or username), clock.now().timestamp(), answer.get("refresh_token")
+    )
     set_session_cookie(response, session_keys(request), session, runtime.settings)
     return response
 
 
 @router.post("/logout", include_in_schema=False, dependencies=[Depends(public())])
-async def logout(runtime: Runtime) -> Response:
+async def logout(request: Request, runtime: Runtime) -> Response:
+    sealed = request.cookies.get(SESSION_COOKIE)
+    session = session_keys(request).open(sealed, runtime.settings.console_session_hours * 3600) if sealed else None
+    if session is not None and session.refresh:
+        # The sign-in ends at identity too, so a copy of the cookie renews nothing any more; when identity is
+        # unavailable the cookie is cleared all the same, and the sign-in ends at its limit.
+        with contextlib.suppress(UpstreamProblem):
+            await handlers.sign_out(runtime.state["http"], runtime.settings, session.refresh)
     response = RedirectResponse("/login?out=1", status_code=303)
     clear_session_cookie(response, runtime.settings)
     return response

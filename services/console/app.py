@@ -25,10 +25,14 @@ from .people import (
     CSRF_COOKIE,
     CSRF_FIELD,
     LANGUAGE_COOKIE,
+    RENEWED,
+    SESSION_COOKIE,
     NotPermitted,
+    Renewals,
     SessionKeys,
     SignInNeeded,
     clear_session_cookie,
+    set_session_cookie,
     translator_of,
 )
 from .store import UpstreamProblem, new_client
@@ -140,14 +144,41 @@ async def _csrf_failed(scope: Scope, send: Send, _reason: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def renewed_cookie(app: ASGIApp, keys: SessionKeys, settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """When a request renewed the person's sign-in, its answer carries the new session cookie, whatever the page
+    answered (a page, a fragment, a redirect, the stream) and unless the answer ends the session itself."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Any) -> None:
+            renewed = (scope.get("state") or {}).get(RENEWED)
+            if message["type"] == "http.response.start" and renewed is not None:
+                headers = list(message.get("headers") or [])
+                if not any(k == b"set-cookie" and v.startswith(SESSION_COOKIE.encode() + b"=") for k, v in headers):
+                    carrier = Response()
+                    set_session_cookie(carrier, keys, renewed, settings)
+                    headers += [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, send_with_cookie)
+
+    return middleware
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     app = create_service_app(SPEC, settings, clock)
     runtime_settings = app.state.runtime.settings
     keys = SessionKeys.from_settings(runtime_settings)
     app.state.session_keys = keys
+    app.state.renewals = Renewals()
     app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
     app.add_exception_handler(UpstreamProblem, _refused)
     app.add_exception_handler(SignInNeeded, _sign_in_needed)
     app.add_exception_handler(NotPermitted, _not_permitted)
+    app.add_middleware(renewed_cookie, keys=keys, settings=runtime_settings)  # type: ignore[arg-type]
     app.add_middleware(csrf_guard, keys=keys, secure=runtime_settings.env == "production")  # type: ignore[arg-type]
     return app

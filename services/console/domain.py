@@ -467,7 +467,7 @@ def what_if_answer(answer: Mapping[str, Any], in_force: Mapping[str, Iterable[Ma
     new_orders = [{**n, "matrix": plan_of_lines(n["lines"])} for n in answer["new_orders"]]
 
     def change(u: Mapping[str, Any]) -> float:
-        return abs((u.get("after") or 0.0) - (u.get("before") or 0.0))
+        return abs(float(u.get("after") or 0.0) - float(u.get("before") or 0.0))
 
     utilisation = sorted(answer["utilisation"], key=lambda u: (-change(u), u["foundry_code"], u["product_family"]))
     return WhatIfAnswer(

@@ -38,6 +38,7 @@ from .i18n import Translator
 from .sentences import plan_reason
 from .store import SERVICES, Upstream, UpstreamProblem
 from .store import sign_in as identity_sign_in
+from .store import sign_out as identity_sign_out
 
 PAGE_SIZE = 25
 DEFAULT_FAMILY = "BRAKE_BLOCK_COMPOSITE"
@@ -48,6 +49,10 @@ DEFAULT_FAMILY = "BRAKE_BLOCK_COMPOSITE"
 
 async def sign_in(client: Any, settings: Settings, username: str, password: str, address: str) -> dict[str, Any]:
     return await identity_sign_in(client, settings, username, password, address)
+
+
+async def sign_out(client: Any, settings: Settings, refresh_token: str) -> None:
+    await identity_sign_out(client, settings, refresh_token)
 
 
 def sign_in_refusal(problem: UpstreamProblem, tr: Translator) -> tuple[int, str]:

@@ -1,21 +1,24 @@
 """Who is using the console, and in which language: the one place a page learns "the current person".
 
-A person signs in with the identity service and gets an access token; the console keeps that token in a session
-cookie it seals itself (Fernet: encrypted and authenticated, so the browser can neither read nor alter it; the
-cookie is HttpOnly and SameSite=Lax, Secure in production). Every request opens the cookie and verifies the token
-against the issuer's keys like any service does; an expired token or an ended sign-in sends the person back to
-the login page. A route declares who may use it with `allowed(action)`, which `shared.auth.rule_of` reads.
+A person signs in with the identity service and gets an access token and a refresh token; the console keeps both
+in a session cookie it seals itself (Fernet: encrypted and authenticated, so the browser can neither read nor alter
+it; the cookie is HttpOnly and SameSite=Lax, Secure in production). Every request opens the cookie and verifies the
+token against the issuer's keys like any service does; once the token is past half its life (or expired) the
+console renews it with the refresh token and seals the new pair into the cookie of the answer. A sign-in that can
+no longer be renewed sends the person back to the login page. A route declares who may use it with `allowed(action)`, which `shared.auth.rule_of` reads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
 import secrets
 import time
 from base64 import urlsafe_b64encode
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +34,9 @@ from shared.settings import Settings
 
 from .domain import ACTIONS, CONSOLE_ROLES, Person
 from .i18n import Translator, pick_locale
-from .store import UpstreamProblem
+from .store import UpstreamProblem, renew
+
+RENEWED = "renewed_session"  # request.state: the renewed session the answer's cookie must carry
 
 LANGUAGE_COOKIE = "ceper_lang"
 SESSION_COOKIE = "ceper_session"
@@ -60,14 +65,15 @@ class SessionKeys:
         return cls(_local_secret(Path(settings.var_dir) / "console-session.key"))
 
     def seal(self, session: SignedIn) -> str:
-        payload = {"t": session.token, "u": session.username, "at": session.signed_in_at}
+        payload = {"t": session.token, "u": session.username, "at": session.signed_in_at, "r": session.refresh}
         return self._sealer.encrypt(json.dumps(payload).encode()).decode("ascii")
 
     def open(self, sealed: str, max_age_s: float) -> SignedIn | None:
         """The session the cookie holds, or None when it was not sealed here, was altered or is too old."""
         try:
             payload = json.loads(self._sealer.decrypt(sealed.encode("ascii"), ttl=int(max_age_s)))
-            return SignedIn(str(payload["t"]), str(payload["u"]), float(payload["at"]))
+            refresh = payload.get("r")
+            return SignedIn(str(payload["t"]), str(payload["u"]), float(payload["at"]), str(refresh) if refresh else None)
         except (InvalidToken, ValueError, KeyError, TypeError, UnicodeError):
             return None
 
@@ -91,11 +97,13 @@ def _local_secret(path: Path) -> str:
 
 @dataclass(frozen=True)
 class SignedIn:
-    """What the session cookie holds: the person's access token, their name, and when they signed in."""
+    """What the session cookie holds: the person's access token, their name, when they signed in, and the refresh
+    token that renews the access token (identity rotates it on every use)."""
 
     token: str
     username: str
     signed_in_at: float
+    refresh: str | None = field(default=None, repr=False)
 
 
 def set_session_cookie(response: Response, keys: SessionKeys, session: SignedIn, settings: Settings) -> None:
@@ -156,18 +164,80 @@ async def current_person(request: Request) -> Person | None:
         token = session.token if session is not None else None
         request.state.session_ended = session is None
     if token is not None:
-        try:
-            principal = await verifier_of(request.app).verify(token)
-        except AuthFailure:
+        principal = await _verified(request, token)
+        if session is not None and session.refresh and (principal is None or _past_half_life(principal)):
+            try:
+                renewed = await renewals(request).renew(request, session)
+            except UpstreamProblem:
+                if principal is None:
+                    raise
+                renewed = None  # identity is unavailable: the token still valid serves until it comes back
+            if renewed is not None:
+                token, principal = renewed.token, await _verified(request, renewed.token)
+                setattr(request.state, RENEWED, renewed)
+        if principal is None:
             request.state.session_ended = True
-        except KeysUnavailable:
-            raise UpstreamProblem("identity", 503, "Unavailable", "the identity service's keys cannot be read") from None
         else:
             exp = principal.claims.get("exp")
             person = person_of(principal, float(exp) if isinstance(exp, int | float) else None)
             request.state.authorization = f"Bearer {token}"
     request.state.person = person
     return person
+
+
+async def _verified(request: Request, token: str) -> Principal | None:
+    try:
+        return await verifier_of(request.app).verify(token)
+    except AuthFailure:
+        return None
+    except KeysUnavailable:
+        raise UpstreamProblem("identity", 503, "Unavailable", "the identity service's keys cannot be read") from None
+
+
+def _past_half_life(principal: Principal) -> bool:
+    issued, expires = principal.claims.get("iat"), principal.claims.get("exp")
+    if not isinstance(issued, int | float) or not isinstance(expires, int | float):
+        return False
+    return time.time() >= issued + (expires - issued) / 2
+
+
+class Renewals:
+    """Renewing sign-ins, one call to identity per refresh token: the requests a page makes at once (the page, its
+    feed, its stream) share one renewal instead of racing to spend the same token. Kept a minute per replica;
+    requests that reach another replica meanwhile are refused by identity and keep their still-valid token."""
+
+    KEEP_S = 60.0
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[float, asyncio.Future[SignedIn | None]]] = {}
+
+    async def renew(self, request: Request, session: SignedIn) -> SignedIn | None:
+        assert session.refresh is not None
+        key = hashlib.sha256(session.refresh.encode()).hexdigest()
+        now = time.monotonic()
+        self._pending = {k: v for k, v in self._pending.items() if now - v[0] < self.KEEP_S}
+        if key in self._pending:
+            return await asyncio.shield(self._pending[key][1])
+        future: asyncio.Future[SignedIn | None] = asyncio.get_running_loop().create_future()
+        self._pending[key] = (now, future)
+        try:
+            runtime = request.app.state.runtime
+            answer = await renew(runtime.state["http"], runtime.settings, session.refresh)
+            renewed: SignedIn | None = SignedIn(
+                answer["access_token"], session.username, session.signed_in_at, answer.get("refresh_token")
+            )
+        except UpstreamProblem as problem:
+            renewed = None
+            if problem.status not in (400, 401, 403, 422):  # identity unavailable: not an answer to keep
+                self._pending.pop(key, None)
+                future.set_result(None)
+                raise
+        future.set_result(renewed)
+        return renewed
+
+
+def renewals(request: Request) -> Renewals:
+    return request.app.state.renewals  # type: ignore[no-any-return]
 
 
 def _bearer(request: Request) -> str | None:

@@ -142,26 +142,42 @@ def _problem(service: str, response: httpx.Response) -> UpstreamProblem:
     )
 
 
-async def sign_in(client: httpx.AsyncClient, settings: Settings, username: str, password: str, address: str) -> dict[str, Any]:
-    """The identity service's answer to a person's sign-in: their access token, roles and tenant.
-
-    The person's own address is forwarded, so identity's per-address limit counts each person, not the console."""
+async def _identity(client: httpx.AsyncClient, settings: Settings, path: str, body: dict[str, str], **headers: str) -> Any:
     try:
-        response = await client.post(
-            f"{settings.identity_url.rstrip('/')}/v1/sessions",
-            json={"username": username, "password": password},
-            headers={"x-forwarded-for": address},
-        )
+        response = await client.post(f"{settings.identity_url.rstrip('/')}{path}", json=body, headers=headers)
     except httpx.TimeoutException as exc:
         raise UpstreamProblem("identity", 504, "Timeout", f"identity did not answer in time ({exc.__class__.__name__})") from exc
     except httpx.HTTPError as exc:
         raise UpstreamProblem("identity", 503, "Unavailable", f"identity cannot be reached ({exc.__class__.__name__})") from exc
     if response.status_code >= 400:
         raise _problem("identity", response)
-    answer = response.json()
+    return response.json() if response.content else None
+
+
+def _tokens(answer: Any) -> dict[str, Any]:
     if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
         raise UpstreamProblem("identity", 502, "Bad gateway", "identity answered without a token")
     return answer
+
+
+async def sign_in(client: httpx.AsyncClient, settings: Settings, username: str, password: str, address: str) -> dict[str, Any]:
+    """The identity service's answer to a person's sign-in: their access token, refresh token, roles and tenant.
+
+    The person's own address is forwarded, so identity's per-address limit counts each person, not the console."""
+    answer = await _identity(
+        client, settings, "/v1/sessions", {"username": username, "password": password}, **{"x-forwarded-for": address}
+    )
+    return _tokens(answer)
+
+
+async def renew(client: httpx.AsyncClient, settings: Settings, refresh_token: str) -> dict[str, Any]:
+    """A new access token and refresh token for a sign-in (the refresh token given is spent)."""
+    return _tokens(await _identity(client, settings, "/v1/sessions/renew", {"refresh_token": refresh_token}))
+
+
+async def sign_out(client: httpx.AsyncClient, settings: Settings, refresh_token: str) -> None:
+    """End the sign-in at identity, so its refresh token renews nothing any more."""
+    await _identity(client, settings, "/v1/sessions/end", {"refresh_token": refresh_token})
 
 
 def _as(authorization: str | None) -> dict[str, str]:

@@ -307,6 +307,50 @@ def test_a_capacity_drop_replans_the_open_order_page_without_a_reload(platform: 
     shoot(order_page, "order-after-capacity-drop", "desktop")
 
 
+def test_a_planner_asks_what_if_a_member_of_the_kai_order_lost_all_capacity_for_four_weeks(
+    platform: Platform, context: Any
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    current = order_now(platform, platform.kai["id"])
+    allocations = current["plan"]["allocations"]
+    first_week = min(a["week"] for a in allocations)
+    member = max(
+        {a["foundry_code"] for a in allocations if a["week"] == first_week},
+        key=lambda f: sum(a["quantity"] for a in allocations if a["foundry_code"] == f),
+    )
+    monday = date.fromisocalendar(int(first_week[:4]), int(first_week[6:]), 1)
+    versions = plan_versions(platform, platform.kai["id"])
+    changes = api(platform, "capacity", "GET", f"/v1/foundries/{member}/capacity-changes")["total"]
+    axe = Axe()
+    for size in SIZES:
+        page = context(size).new_page()
+        page.goto(platform.console + "/")
+        page.get_by_role("link", name="Simulasi").click()
+        page.wait_for_url("**/what-if")
+        page.fill("#wi-cap-member", member)
+        page.select_option("#wi-cap-family", "BRAKE_BLOCK_COMPOSITE")
+        page.fill("#wi-cap-from", monday.isoformat())
+        page.fill("#wi-cap-to", (monday + timedelta(weeks=4) - timedelta(days=1)).isoformat())
+        page.fill("#wi-cap-units", "0")
+        page.locator("#what-if-form button[type=submit]").click()
+        page.wait_for_selector("#what-if-answer", timeout=60_000)
+        kai = page.locator(f".what-if-order[data-order='{platform.kai['id']}']")
+        assert kai.count() == 1, page.locator("#what-if-answer").inner_text()
+        text = kai.inner_text()
+        assert "Rencana berlaku" in text and "Rencana yang akan dibuat" in text
+        assert re.search(rf"{member}: [\d.]+ → ", text), text  # the member's units of the line, before → after
+        assert kai.locator("table.matrix").count() == 2  # the plan it would make beside the plan in force
+        assert page.locator("#what-if-utilisation").count() == 1
+        shoot(page, "what-if-answer", size)
+        if size == "desktop":
+            bad = [v["id"] for v in axe.run(page).response["violations"] if v["impact"] in ("serious", "critical")]
+            assert not bad, bad
+    # Asking changed nothing: no plan version, no capacity change.
+    assert plan_versions(platform, platform.kai["id"]) == versions
+    assert api(platform, "capacity", "GET", f"/v1/foundries/{member}/capacity-changes")["total"] == changes
+
+
 def _register_lot(platform: Platform, order: dict[str, Any], quantity: int, tag: str) -> dict[str, Any]:
     allocation = min(order["plan"]["allocations"], key=lambda a: (a["week"], a["foundry_code"]))
     item = order["lines"][0]["item_code"]
@@ -679,6 +723,7 @@ def pages(platform: Platform) -> dict[str, str]:
         "shipment": f"/shipments/{shipments[0]['id']}",
         "surat-jalan": f"/shipments/{shipments[0]['id']}/surat-jalan",
         "operations": "/operations",
+        "what-if": "/what-if",
     }
 
 

@@ -1,10 +1,13 @@
 """People sign in to the console: the login page, the sealed session cookie, CSRF on every form, the rule every
-route declares, the person's token passed on to the services, and the way back to the login page when the token
-expires. The identity service and the orders service are stood in for by an httpx mock transport; tokens are
-real ES256 tokens from a test key the console trusts."""
+route declares, the person's token passed on to the services, its renewal with the refresh token sealed in the
+cookie (once for the requests a page makes at once; the refresh token never leaves the console unsealed), signing
+out at identity, and the way back to the login page when the sign-in ends. The identity service and the orders
+service are stood in for by an httpx mock transport; tokens are real ES256 tokens from a test key the console
+trusts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -41,9 +44,28 @@ class Services:
         self.locked = False
         self.refuse: int | None = None  # what the orders service answers every call with, when set
         self.ttl_s = 600
+        self.age_s = 0  # how long before now identity issued the tokens it hands out
         self.sign_ins: list[httpx.Request] = []
         self.issued: list[str] = []
         self.calls: list[httpx.Request] = []
+        self.refresh: dict[str, str] = {}  # the live refresh tokens, and whose they are
+        self.renewals: list[str] = []  # the refresh tokens identity was asked to renew with
+        self.ended: list[str] = []
+
+    def _tokens(self, username: str) -> dict[str, Any]:
+        person = self.people[username]
+        token = self.mint.token(
+            subject=f"person-{username}",
+            preferred_username=username,
+            ttl_s=self.ttl_s,
+            issued_at=time.time() - self.age_s,
+            **person,
+        )
+        self.issued.append(token)
+        refresh = f"refresh-{len(self.issued)}-{username}"
+        self.refresh[refresh] = username
+        return {"access_token": token, "token_type": "Bearer", "expires_in": 600, "refresh_token": refresh,
+                "refresh_expires_in": 43200, "username": username, **person}  # fmt: skip
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == "identity.test" and request.url.path == "/v1/sessions":
@@ -55,12 +77,19 @@ class Services:
             person = self.people.get(body["username"])
             if person is None or body["password"] != PASSWORD:
                 return httpx.Response(401, json={"title": "Sign-in failed", "status": 401})
-            token = self.mint.token(
-                subject=f"person-{body['username']}", preferred_username=body["username"], ttl_s=self.ttl_s, **person
-            )
-            self.issued.append(token)
-            return httpx.Response(200, json={"access_token": token, "token_type": "Bearer", "expires_in": 600,
-                                             "username": body["username"], **person})  # fmt: skip
+            return httpx.Response(200, json=self._tokens(body["username"]))
+        if request.url.host == "identity.test" and request.url.path == "/v1/sessions/renew":
+            presented = json.loads(request.content)["refresh_token"]
+            self.renewals.append(presented)
+            username = self.refresh.pop(presented, None)  # spent on use
+            if username is None:
+                return httpx.Response(401, json={"title": "Renewal refused", "status": 401})
+            return httpx.Response(200, json=self._tokens(username))
+        if request.url.host == "identity.test" and request.url.path == "/v1/sessions/end":
+            presented = json.loads(request.content)["refresh_token"]
+            self.ended.append(presented)
+            self.refresh.pop(presented, None)
+            return httpx.Response(204)
         self.calls.append(request)
         if self.refuse:
             return httpx.Response(self.refuse, json={"title": "Refused", "status": self.refuse})
@@ -301,3 +330,74 @@ async def test_production_cookies_are_secure(tmp_path, mint: TokenMint, services
         response = await sign_in(client)
     session = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{SESSION_COOKIE}="))
     assert "Secure" in session and "HttpOnly" in session
+
+
+# --- renewal ----------------------------------------------------------------------------------------------------------
+
+
+def sealed_session(console: httpx.AsyncClient, value: str | None = None) -> SignedIn | None:
+    keys: SessionKeys = console.app.state.session_keys  # type: ignore[attr-defined]
+    return keys.open((value or console.cookies[SESSION_COOKIE]).strip('"'), 3600)  # the jar keeps the quotes
+
+
+async def test_a_token_past_half_its_life_is_renewed_and_the_new_one_sealed_in_the_cookie(
+    console: httpx.AsyncClient, services: Services
+):
+    services.age_s = 400  # of 600 s: past half its life
+    await sign_in(console)
+    before = sealed_session(console)
+    assert before is not None and before.refresh == "refresh-1-planner"
+    services.age_s = 0
+    page = await console.get("/orders")
+    assert page.status_code == 200
+    assert services.renewals == ["refresh-1-planner"]
+    after = sealed_session(console)
+    assert after is not None and after.token == services.issued[1] and after.refresh == "refresh-2-planner"
+    assert after.signed_in_at == before.signed_in_at  # renewing does not move the sign-in's own limit
+    # The services were called with the new token, and the fresh token is not renewed again.
+    assert services.calls[-1].headers["authorization"] == f"Bearer {services.issued[1]}"
+    await console.get("/orders")
+    assert services.renewals == ["refresh-1-planner"]
+    # The refresh token reaches the browser only sealed.
+    for text in (page.text, str(page.headers)):
+        assert "refresh-1-planner" not in text and "refresh-2-planner" not in text
+
+
+async def test_an_expired_token_is_renewed_rather_than_ending_the_sign_in(console: httpx.AsyncClient, services: Services):
+    services.ttl_s = -60  # the person came back after the access token expired
+    await sign_in(console)
+    services.ttl_s = 600
+    page = await console.get("/orders")
+    assert page.status_code == 200 and services.renewals == ["refresh-1-planner"]
+
+
+async def test_a_refused_renewal_of_an_expired_token_sends_the_person_to_sign_in(console: httpx.AsyncClient, services: Services):
+    services.ttl_s = -60
+    await sign_in(console)
+    services.refresh.clear()  # identity ended the sign-in (signed out elsewhere, disabled, past its limit)
+    response = await console.get("/orders")
+    assert response.status_code == 303 and response.headers["location"] == "/login?next=/orders&ended=1"
+    assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
+
+
+async def test_a_refused_renewal_of_a_still_valid_token_keeps_the_page(console: httpx.AsyncClient, services: Services):
+    services.age_s = 400
+    await sign_in(console)
+    services.refresh.clear()
+    assert (await console.get("/orders")).status_code == 200
+
+
+async def test_the_requests_of_one_page_share_one_renewal(console: httpx.AsyncClient, services: Services):
+    services.age_s = 400
+    await sign_in(console)
+    answers = await asyncio.gather(*(console.get(path) for path in ("/orders", "/feed", "/orders?page=2")))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert services.renewals == ["refresh-1-planner"]  # one call to identity, the token spent once
+
+
+async def test_signing_out_ends_the_sign_in_at_identity(console: httpx.AsyncClient, services: Services):
+    await sign_in(console)
+    page = await console.get("/orders")
+    response = await console.post("/logout", data={"csrftoken": token_in(page.text)})
+    assert response.status_code == 303 and services.ended == ["refresh-1-planner"]
+    assert "refresh-1-planner" not in services.refresh
