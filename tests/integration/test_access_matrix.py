@@ -354,3 +354,93 @@ async def test_changes_to_another_tenants_resources_are_refused_and_change_nothi
             assert (await quality.put(path, json=override, auth=as_(role))).status_code == 403, role
         assert (await quality.get("/v1/foundries/IKM-001/quality-status")).json()["status"] != "suspended"
         assert (await quality.get("/v1/lots", params={"foundry_code": "IKM-001"})).json()["total"] == 1
+
+
+# --- the console ------------------------------------------------------------------------------------------------------
+
+# What the console's path parameters name: the seeded KAI order and shipment, IKM-001's member page and lot.
+CONSOLE_PATHS = {"code": "IKM-001", "document": "surat-jalan", "what": "orders"}
+
+
+class ServicesByHost(httpx.AsyncBaseTransport):
+    """The console's HTTP client reaching the in-process services by host name (`http://orders`, …)."""
+
+    def __init__(self, running: dict[str, RunningService]) -> None:
+        self.transports = {name: httpx.ASGITransport(app=svc.app) for name, svc in running.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transports[request.url.host].handle_async_request(request)
+
+
+def console_expected(method: str, path: str, rule: RouteRule, caller: str) -> str:
+    """As the console's table of actions says (`ACTIONS` in services/console/domain.py): no one signed in goes to
+    the login page (API calls get 401; a form post without the page's CSRF token is refused before that, 403), a
+    role the page is not for gets 403, a foundry sees only its own member
+    page and lots (another's is 404), the home page sends a foundry and a laboratory to theirs (303)."""
+    role, tenant = CALLERS[caller]
+    if rule.public:  # health, metrics, the login page; posts (sign-in, sign-out, language) need the page's CSRF token
+        return "200" if method == "GET" else "answered"
+    if role is None:
+        if method == "POST":
+            return "403"
+        return "401" if path.startswith("/v1/") or path == "/live" else "303 /login"
+    if role not in rule.roles:
+        return "403"
+    if method != "GET":
+        return "past the rule"
+    if role == "foundry" and tenant != OWNER["foundry"] and ("{code}" in path or "{lot_code}" in path):
+        return "404"
+    if (path == "/" and role in ("foundry", "lab")) or (path == "/members" and role == "foundry"):
+        return "303"
+    return "200"
+
+
+def console_check(answer: httpx.Response, want: str, where: str) -> str | None:
+    status = answer.status_code
+    if want == "answered":
+        return None if status < 500 else f"{where}: {status}"
+    if want == "past the rule":
+        signed_out = status in (401, 403) or answer.headers.get("location", "").startswith("/login")
+        return f"{where}: {status} {answer.headers.get('location')}, expected past the rule" if signed_out else None
+    if want == "303 /login":
+        ok = status == 303 and answer.headers["location"].startswith("/login?next=")
+        return None if ok else f"{where}: {status} {answer.headers.get('location')}, expected a redirect to /login"
+    if str(status) != want:
+        return f"{where}: {status}, expected {want}: {answer.text[:200]}"
+    if want == "303" and answer.headers["location"].startswith("/login"):
+        return f"{where}: sent to sign in, expected the person's own home page"
+    return None
+
+
+async def test_every_console_page_and_action_answers_every_role_and_tenant_as_the_console_declares(make_settings):
+    from services.console.app import create_app as create_console
+
+    settings = make_settings(**RECEIVER_ON_LOOPBACK)
+    console_settings = settings.model_copy(update={f"{name}_url": f"http://{name}" for name in ("orders", "capacity", "quality")})
+    async with (
+        run_services(settings, "capacity", "quality", "orders") as running,
+        run_service(create_console, console_settings, auth=ANONYMOUS) as console,
+    ):
+        ids = {**await seed(running), **CONSOLE_PATHS}
+        await console.runtime.state["http"].aclose()
+        console.runtime.state["http"] = httpx.AsyncClient(transport=ServicesByHost(running), timeout=30)
+        problems: list[str] = []
+        calls = 0
+        for reads in (True, False):  # every page first: the actions may move what the pages show
+            for method, path, rule in routes_of(console.app):
+                if (method == "GET") != reads:
+                    continue
+                assert rule is not None, f"console {method} {path} declares no rule"
+                for caller in CALLERS:
+                    want = console_expected(method, path, rule, caller)
+                    if path == "/live" and want == "200":
+                        continue  # an endless stream; who may follow it is tests/unit/test_console_stream.py's
+                    answer = await console.http.request(
+                        method, fill(path, ids), data={} if method == "POST" else None, auth=auth_of(caller)
+                    )
+                    calls += 1
+                    if problem := console_check(answer, want, f"console {method} {path} as {caller}"):
+                        problems.append(problem)
+        await console.runtime.state["http"].aclose()
+        assert not problems, "\n".join(problems)
+        assert calls > 200
