@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,7 @@ from .domain import (
     FeedItem,
     Person,
     Reference,
+    UntilNextEvent,
     heat_rows,
     overall_rate,
     view_of,
@@ -259,9 +261,14 @@ async def logout(request: Request, runtime: Runtime) -> Response:
 async def _dashboard_context(
     request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, family: str
 ) -> dict[str, Any]:
-    board = await handlers.dashboard(
-        upstream(request, runtime), person, clock.today(), family, runtime.state.get("dead_letter_count")
+    today = clock.today()
+    figures: UntilNextEvent = runtime.state.setdefault("figures", UntilNextEvent())
+    board = await figures.get(
+        ("dashboard", person.role, family, today),
+        lambda: handlers.dashboard(upstream(request, runtime), person, today, family, None),
+        following=bool(runtime.state.get("following")),
     )
+    board = replace(board, dead_letters=runtime.state.get("dead_letter_count"))
     rows = heat_rows(board.availability)
     return {
         "board": board,

@@ -404,6 +404,32 @@ class Reference:
         return value
 
 
+class UntilNextEvent:
+    """Figures composed from the services (the dashboard's), kept until the next platform event or `ttl_s`,
+    whichever comes first. Every event moves the dashboard, and the console follows every event, so what is kept
+    is what the services would answer now; a read an event overtook is not kept, and the time limit covers events
+    missed while the broker was away. Per replica: each replica follows every event itself."""
+
+    def __init__(self, ttl_s: float = 30.0) -> None:
+        self._ttl_s = ttl_s
+        self._generation = 0
+        self._kept: dict[Any, tuple[float, Any]] = {}
+
+    def changed(self) -> None:
+        self._generation += 1
+        self._kept.clear()
+
+    async def get(self, key: Any, read: Callable[[], Awaitable[Any]], *, following: bool = True) -> Any:
+        kept = self._kept.get(key)
+        if following and kept is not None and time.monotonic() - kept[0] < self._ttl_s:
+            return kept[1]
+        generation, started = self._generation, time.monotonic()
+        value = await read()
+        if following and generation == self._generation:
+            self._kept[key] = (started, value)
+        return value
+
+
 # --- what-if ------------------------------------------------------------------------------------------------------
 
 

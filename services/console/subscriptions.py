@@ -1,4 +1,5 @@
-"""What the console follows: every event topic, from its current end, without a consumer group."""
+"""What the console follows: every event topic, from its current end, without a consumer group; each event also
+ends the figures kept until the next one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from shared.logging import get_logger
 from shared.service import ServiceRuntime
 from shared.tasks import BackgroundTask, Backoff
 
-from .domain import EventFeed, FeedItem
+from .domain import EventFeed, FeedItem, UntilNextEvent
 
 log = get_logger(__name__)
 
@@ -19,6 +20,7 @@ log = get_logger(__name__)
 async def follow_events(runtime: ServiceRuntime, backoff: Backoff) -> None:
     """Adds every event to the feed until cancelled; the broker away ends it, and its task follows again later."""
     feed: EventFeed = runtime.state.setdefault("feed", EventFeed())
+    figures: UntilNextEvent = runtime.state.setdefault("figures", UntilNextEvent())
     settings = runtime.settings
     topics = [settings.topic(topic_of(s)) for s in SERVICES]
     # The live feed shows what happens from now on: no group, no commits, start at the end.
@@ -32,6 +34,7 @@ async def follow_events(runtime: ServiceRuntime, backoff: Backoff) -> None:
                 envelope = from_kafka(record.key, record.value, record.headers)
             except MalformedEvent:
                 continue
+            figures.changed()  # before the open pages hear of the event and ask for their figures again
             feed.add(
                 FeedItem(
                     id=envelope.id,
@@ -50,6 +53,7 @@ async def follow_events(runtime: ServiceRuntime, backoff: Backoff) -> None:
 
 async def start_following(runtime: ServiceRuntime) -> None:
     runtime.state.setdefault("feed", EventFeed())
+    runtime.state.setdefault("figures", UntilNextEvent())
     backoff = Backoff(first=0.5, most=5.0)
     task = BackgroundTask(
         "console-follow-events",

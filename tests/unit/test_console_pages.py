@@ -14,6 +14,7 @@ from services.console.charts import capacity_calendar, heat_map, pass_rate_bars
 from services.console.domain import (
     ActionLedger,
     FeedItem,
+    UntilNextEvent,
     heat_rows,
     open_value,
     pass_rate_by_week,
@@ -274,3 +275,26 @@ def test_sampling_specification_parameters_are_named_in_the_persons_language():
     assert ID.parameter("thermal_fade", "Thermal fade at 400 °C") == "Thermal fade at 400 °C"
     assert ID.parameter("thermal_fade") == "thermal_fade"
     assert ID.label("test_rule", "pass_fail") == "lulus atau gagal"
+
+
+async def test_dashboard_figures_are_kept_until_the_next_event():
+    figures, reads = UntilNextEvent(ttl_s=30), []
+
+    async def read() -> int:
+        reads.append(1)
+        return len(reads)
+
+    assert await figures.get("k", read) == 1 and await figures.get("k", read) == 1  # kept
+    figures.changed()  # an event arrived
+    assert await figures.get("k", read) == 2
+    assert await figures.get("k", read, following=False) == 3  # not following the events: nothing is kept
+    assert await figures.get("k", read) == 2
+
+    async def overtaken() -> int:
+        figures.changed()  # an event arrives while the services are being read
+        return 99
+
+    assert await figures.get("other", overtaken) == 99
+    assert await figures.get("other", read) == 4  # the overtaken read was not kept
+    expired = UntilNextEvent(ttl_s=0)
+    assert await expired.get("k", read) == 5 and await expired.get("k", read) == 6
