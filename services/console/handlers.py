@@ -179,14 +179,22 @@ async def order_or_none(up: Upstream, person: Person, order_id: str) -> dict[str
 
 
 async def order_detail(up: Upstream, person: Person, order_id: str, tr: Translator) -> dict[str, Any] | None:
-    order = await order_or_none(up, person, order_id)
-    if order is None:
-        return None
-    lots, shipments, history = await asyncio.gather(
+    # The order and what hangs off it are read at once: one round trip instead of two; what was read for an order
+    # that does not exist (or is not the person's) is dropped unseen.
+    order, lots, shipments, history = await asyncio.gather(
+        order_or_none(up, person, order_id),
         up.all_pages("quality", "/v1/lots", {"order_id": order_id}),
         up.get("orders", f"/v1/purchase-orders/{order_id}/shipments"),
         plan_history(up, order_id),
+        return_exceptions=True,
     )
+    if isinstance(order, BaseException):
+        raise order
+    if order is None:
+        return None
+    for found in (lots, shipments, history):
+        if isinstance(found, BaseException):
+            raise found
     return {
         "order": order,
         "matrix": plan_matrix((order.get("plan") or {}).get("allocations", [])),

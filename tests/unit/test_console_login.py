@@ -401,3 +401,13 @@ async def test_signing_out_ends_the_sign_in_at_identity(console: httpx.AsyncClie
     response = await console.post("/logout", data={"csrftoken": token_in(page.text)})
     assert response.status_code == 303 and services.ended == ["refresh-1-planner"]
     assert "refresh-1-planner" not in services.refresh
+
+
+async def test_an_order_that_does_not_exist_is_not_found_though_its_parts_are_read_at_once(
+    console: httpx.AsyncClient, services: Services
+):
+    await sign_in(console)
+    page = await console.get("/orders/po_nowhere")
+    assert page.status_code == 404
+    asked = {request.url.path for request in services.calls}
+    assert {"/v1/purchase-orders/po_nowhere", "/v1/purchase-orders/po_nowhere/plans"} <= asked  # one round trip
