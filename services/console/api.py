@@ -686,7 +686,7 @@ async def _what_if_page(
     request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, status_code: int = 200, **context: Any
 ) -> Response:
     try:
-        items = await handlers.catalogue_items(upstream(request, runtime), _reference(runtime))
+        choices = await handlers.what_if_choices(upstream(request, runtime), _reference(runtime))
     except UpstreamProblem as problem:
         return unavailable(request, tr, person, problem)
     # htmx swaps only 2xx answers: a refused question comes back as a 200 fragment with its errors.
@@ -698,7 +698,7 @@ async def _what_if_page(
         tr,
         person,
         status_code=status_code,
-        items=items,
+        **choices,
         certificate_kinds=handlers.CERTIFICATE_KINDS,
         **context,
     )

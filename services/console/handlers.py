@@ -526,16 +526,29 @@ def what_if_errors(problem: UpstreamProblem, tr: Translator) -> dict[str, str]:
     return {**errors, "_summary": problem_summary(problem, tr)}
 
 
-async def catalogue_items(up: Upstream, kept: Reference) -> list[dict[str, Any]]:
-    """The items quality's catalogue holds (code, description, family), for the new order's item list."""
+async def what_if_choices(up: Upstream, kept: Reference) -> dict[str, list[dict[str, Any]]]:
+    """What the new order may name: quality's items, orders' active buyers and their delivery sites (without
+    buyers' NPWP, so what is kept is the same for every role)."""
 
-    async def read() -> list[dict[str, Any]]:
+    async def items() -> list[dict[str, Any]]:
         specs = await up.get("quality", "/v1/specifications")
         return sorted(
             ({k: s[k] for k in ("item_code", "description", "product_family")} for s in specs), key=lambda i: i["item_code"]
         )
 
-    return await kept.get("items", read)  # type: ignore[no-any-return]
+    async def buyers() -> list[dict[str, Any]]:
+        found = await up.get("orders", "/v1/buyers", {"active": "true"})
+        return sorted(({"code": b["code"], "legal_name": b["legal_name"]} for b in found), key=lambda b: b["code"])
+
+    async def sites() -> list[dict[str, Any]]:
+        found = await up.get("orders", "/v1/sites")
+        return sorted(
+            ({k: site[k] for k in ("code", "name", "buyer_code", "city")} for site in found if site["active"]),
+            key=lambda site: (site["buyer_code"], site["code"]),
+        )
+
+    found = await asyncio.gather(kept.get("items", items), kept.get("buyers", buyers), kept.get("sites", sites))
+    return dict(zip(("items", "buyers", "sites"), found, strict=True))
 
 
 async def what_if(up: Upstream, body: dict[str, Any]) -> WhatIfAnswer:

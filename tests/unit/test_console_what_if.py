@@ -79,6 +79,14 @@ class Planning(Services):
         if request.url.path == "/v1/specifications":
             return httpx.Response(200, json=[{"item_code": "BB-COMP-K", "description": "Blok rem komposit tipe K",
                                               "product_family": "BRAKE_BLOCK_COMPOSITE"}])  # fmt: skip
+        if request.url.path == "/v1/buyers":
+            return httpx.Response(
+                200, json=[{"code": "KAI", "legal_name": "PT Kereta Api Indonesia", "npwp": None, "active": True}]
+            )
+        if request.url.path == "/v1/sites":
+            return httpx.Response(200, json=[
+                {"code": "BY-YK", "name": "Balai Yasa Yogyakarta", "buyer_code": "KAI", "city": "Yogyakarta", "address": None, "active": True},
+                {"code": "OLD", "name": "Closed", "buyer_code": "KAI", "city": "Nowhere", "address": None, "active": False}])  # fmt: skip
         if request.url.path == "/v1/what-if":
             return self.answer
         if request.url.path == "/v1/purchase-orders/po_kai":

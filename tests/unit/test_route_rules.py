@@ -98,6 +98,8 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
         ("orders", "POST", "/v1/what-if"),
         ("orders", "GET", "/v1/purchase-orders/{order_id}"),
         ("quality", "GET", "/v1/specifications"),
+        ("orders", "GET", "/v1/buyers"),
+        ("orders", "GET", "/v1/sites"),
     ],
     "shipments.view": [
         ("orders", "GET", "/v1/purchase-orders/{order_id}/shipments"),
