@@ -346,6 +346,20 @@ def test_a_planner_asks_what_if_a_member_of_the_kai_order_lost_all_capacity_for_
         if size == "desktop":
             bad = [v["id"] for v in axe.run(page).response["violations"] if v["impact"] in ("serious", "critical")]
             assert not bad, bad
+            # The same question with a new order of KAI's besides: can it be accepted in full, and by when?
+            site = next(
+                s["code"] for s in api(platform, "orders", "GET", "/v1/sites", params={"buyer_code": "KAI"}) if s["active"]
+            )
+            page.select_option("#wi-new-buyer", "KAI")
+            page.select_option("#wi-new-item", "BB-COMP-K")
+            page.fill("#wi-new-quantity", "600")
+            page.fill("#wi-new-due", (monday + timedelta(weeks=16)).isoformat())
+            page.select_option("#wi-new-site", site)
+            page.locator("#what-if-form button[type=submit]").click()
+            page.wait_for_selector("#what-if-answer .new-order", timeout=60_000)
+            verdict = page.locator("#what-if-answer .new-order").inner_text()
+            assert "Pesanan baru dari KAI" in verdict and "dapat diterima seluruhnya" in verdict.lower(), verdict
+            shoot(page, "what-if-new-order", size)
     # Asking changed nothing: no plan version, no capacity change.
     assert plan_versions(platform, platform.kai["id"]) == versions
     assert api(platform, "capacity", "GET", f"/v1/foundries/{member}/capacity-changes")["total"] == changes
