@@ -1165,11 +1165,19 @@ class WhatIfPlanOut(BaseModel):
     shortfall: list[ShortfallOut]
 
 
+class WhatIfLateOut(BaseModel):
+    due_date: date
+    units: int = Field(description="Units due on the date that would be late")
+
+
 class WhatIfLineOut(BaseModel):
     line_no: int
     at_risk: bool = Field(description="The plan it would have cannot make every unit in time")
     late_units: int
     late_due_dates: list[date]
+    late: list[WhatIfLateOut] = Field(
+        description="The late units per due date: they add up to late_units, one entry for each of late_due_dates"
+    )
     expected_completion: date | None = Field(description="Earliest date the late units could reach the buyer")
     moved_units: int = Field(description="Units that would leave the foundry-week the plan in force has them in")
     members: list[MemberShiftOut] = Field(description="Members whose units of the line would change")

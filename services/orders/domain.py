@@ -436,7 +436,8 @@ class PlanInForce:
 
     version: int
     allocations: tuple[Allocated, ...]
-    # The lines it cannot finish in time: {line_no, shortfall, due_dates, expected_completion}.
+    # The lines it cannot finish in time: {line_no, shortfall, due_dates, late, expected_completion}; late: the
+    # units per due date [{due_date, units}].
     risk: tuple[dict[str, Any], ...] = ()
     # The units no eligible member can make in time: {line_no, week, quantity, eligible_members}.
     shortfall: tuple[dict[str, Any], ...] = ()

@@ -123,7 +123,7 @@ class NewPlan:
     solver: str  # the solvers whose line plans were kept, joined by +; "kept" when nothing new was planned
     allocations: tuple[Allocated, ...]
     shortfall: list[dict[str, Any]]  # {line_no, week, quantity, eligible_members}
-    risk: list[dict[str, Any]]  # {line_no, shortfall, due_dates, expected_completion}
+    risk: list[dict[str, Any]]  # {line_no, shortfall, due_dates, late, expected_completion}
     status: OrderStatus
     event: AllocationPlanned
     webhooks: tuple[WebhookMessage, ...]
@@ -266,6 +266,7 @@ def _plan_line(
             "line_no": line.line_no,
             "shortfall": late,
             "due_dates": sorted(d.isoformat() for d, units in plan.shortfall.items() if units),
+            "late": [{"due_date": d.isoformat(), "units": units} for d, units in sorted(plan.shortfall.items()) if units],
             "expected_completion": completion.isoformat() if completion else None,
         }
     return _LinePlanned(allocations, shortfall, risk, plan.solver, plan.seconds)

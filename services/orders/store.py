@@ -168,7 +168,7 @@ plans = sa.Table(
     sa.Column("solver", sa.String(60), nullable=False),  # the solvers whose line plans were kept, joined by +
     sa.Column("shortfall", sa.JSON, nullable=False),  # [{line_no, due_date, week, quantity}]
     sa.Column("reason", sa.String(200), nullable=False),
-    # Lines the plan cannot finish in time: [{line_no, shortfall, expected_completion}]
+    # Lines the plan cannot finish in time: [{line_no, shortfall, due_dates, late, expected_completion}]
     sa.Column("risk", sa.JSON, nullable=True),
 )
 

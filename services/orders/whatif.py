@@ -116,11 +116,20 @@ class MemberShift:
 
 
 @dataclass(frozen=True)
+class LateUnits:
+    """Units of a line that would miss a due date."""
+
+    due_date: str
+    units: int
+
+
+@dataclass(frozen=True)
 class LineOutcome:
     line_no: int
     at_risk: bool
     late_units: int
     late_due_dates: tuple[str, ...]
+    late: tuple[LateUnits, ...]  # late_units per due date, one for each of late_due_dates
     expected_completion: str | None
     moved_units: int  # units that leave the foundry-week the plan in force had them in
     members: tuple[MemberShift, ...]  # members whose units of the line change
@@ -427,6 +436,7 @@ def _line_outcome(
         at_risk=risk is not None,
         late_units=int(risk["shortfall"]) if risk else 0,
         late_due_dates=tuple(risk["due_dates"]) if risk else (),
+        late=_late(risk),
         expected_completion=risk["expected_completion"] if risk else None,
         moved_units=moved,
         members=members,
@@ -443,6 +453,18 @@ def _line_outcome(
         ),
         shortfall=tuple(dict(s) for s in shortfall),
     )
+
+
+def _late(risk: Mapping[str, Any] | None) -> tuple[LateUnits, ...]:
+    """The planner's late units per due date. A plan in force kept before risks named them has them only when one
+    due date is missed: then every late unit is due on it."""
+    if risk is None:
+        return ()
+    if "late" in risk:
+        return tuple(LateUnits(str(entry["due_date"]), int(entry["units"])) for entry in risk["late"])
+    if len(risk["due_dates"]) == 1:
+        return (LateUnits(str(risk["due_dates"][0]), int(risk["shortfall"])),)
+    return ()
 
 
 def _outcome(order: PurchaseOrder, previous: PlanInForce | None, decision: NewPlan, reason: str) -> OrderOutcome:

@@ -168,3 +168,35 @@ def test_questions_that_cannot_be_asked() -> None:
     assert whatif.problems(far, {"IKM-001": member("IKM-001")}, [FAMILY], TODAY) == [
         ("suspensions.0.from_date", "must not be after 2028-11-21 (104 weeks ahead)"),
     ]
+
+
+def test_late_units_are_told_per_due_date_as_the_planner_leaves_them() -> None:
+    world = cooperative(["IKM-001", "IKM-002"], weekly=0)
+    added = whatif.Hypotheses(
+        capacity_changes=(whatif.CapacityChange("IKM-001", FAMILY, date(2026, 12, 1), date(2027, 2, 28), 300),)
+    )
+    early = date(2027, 1, 15)
+    line = OrderLine(
+        1, "BB-COMP-K", "Blok rem komposit tipe K", 2000, 203_700,
+        (Delivery(early, 1000, "BY-YK"), Delivery(DUE, 1000, "BY-YK")), Requirements(("SNI",)),
+    )  # fmt: skip
+    two_dates = PurchaseOrder("po_2", "KAI", "KAI/PO/2", TODAY, "IDR", (line,), OrderStatus.RECEIVED, NOW)
+    answer = whatif.what_if(world, [], added, [two_dates], today=TODAY, now=NOW, rules=RULES)
+    (outcome,) = answer.new_orders[0].lines
+    assert outcome.at_risk
+    assert sum(late.units for late in outcome.late) == outcome.late_units
+    assert tuple(late.due_date for late in outcome.late) == outcome.late_due_dates == (early.isoformat(), DUE.isoformat())
+    assert all(late.units > 0 for late in outcome.late)
+    # Every unit is planned or late, per due date.
+    for late in outcome.late:
+        planned_for = sum(a["quantity"] for a in outcome.allocations if a["due_date"] == late.due_date)
+        assert planned_for + late.units == 1000
+
+
+def test_a_plan_in_force_without_late_units_per_due_date_names_them_when_one_date_is_missed() -> None:
+    world = cooperative(["IKM-001"], weekly=0)
+    risk = {"line_no": 1, "shortfall": 1000, "due_dates": [DUE.isoformat()], "expected_completion": None}
+    untouched = whatif.OpenOrder(order(), PlanInForce(1, (), risk=(risk,)))
+    answer = whatif.what_if(world, [untouched], whatif.Hypotheses(), [], today=TODAY, now=NOW, rules=RULES)
+    (line,) = answer.orders[0].lines
+    assert not answer.orders[0].replanned and line.late == (whatif.LateUnits(DUE.isoformat(), 1000),)
