@@ -691,7 +691,7 @@ async def _what_if_page(
         return unavailable(request, tr, person, problem)
     # htmx swaps only 2xx answers: a refused question comes back as a 200 fragment with its errors.
     template, status_code = ("_what_if.html", 200) if is_htmx(request) else ("what_if.html", status_code)
-    context = {"values": {}, "errors": {}, "answer": None, **context}
+    context = {"values": {}, "errors": {}, "answer": None, "added": None, **context}
     return render(
         request,
         template,
@@ -700,6 +700,9 @@ async def _what_if_page(
         status_code=status_code,
         **choices,
         certificate_kinds=handlers.CERTIFICATE_KINDS,
+        rows=handlers.what_if_rows(context["values"]),
+        max_rows=handlers.MAX_ROWS,
+        add_row=handlers.ADD_ROW,
         **context,
     )
 
@@ -713,6 +716,10 @@ async def what_if_page(request: Request, runtime: Runtime, person: WhatIfAsker, 
 async def what_if_ask(request: Request, runtime: Runtime, person: WhatIfAsker, tr: Language) -> Response:
     """A planner's question, answered by orders without changing anything: no idempotency key is needed."""
     form = {k: str(v) for k, v in (await request.form()).items() if k != CSRF_FIELD}
+    if form.get(handlers.ADD_ROW) in handlers.HYPOTHESES:
+        # One more row of a kind: the form again, as it was filled in, with the new row's first field in focus.
+        kind = form[handlers.ADD_ROW]
+        return await _what_if_page(request, runtime, person, tr, values=form, added=(kind, handlers.what_if_rows(form)[kind] - 1))
     body, errors = handlers.what_if_question(form, tr, clock.today())
     if errors:
         return await _what_if_page(request, runtime, person, tr, 422, values=form, errors=errors)
@@ -721,7 +728,7 @@ async def what_if_ask(request: Request, runtime: Runtime, person: WhatIfAsker, t
     except UpstreamProblem as problem:
         if problem.status in (401, 403):
             return unavailable(request, tr, person, problem)
-        errors = handlers.what_if_errors(problem, tr)
+        errors = handlers.what_if_errors(problem, form, tr)
         return await _what_if_page(
             request, runtime, person, tr, 422 if problem.status == 422 else 503, values=form, errors=errors
         )

@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -439,25 +439,47 @@ def parse_number(text: str, tr: Translator) -> float | None:
 
 # --- what-if ----------------------------------------------------------------------------------------------------
 
-CAPACITY = "capacity_changes.0."
-LAPSE = "certificate_lapses.0."
-SUSPENSION = "suspensions.0."
-NEW_ORDER = "new_orders.0."
-NEW_LINE = "new_orders.0.lines.0."
+# A hypothesis of each kind is a row of the form, named after the body's fields (`capacity_changes.2.weekly_units`),
+# asked when the field beside its kind is filled in.
+HYPOTHESES = {"capacity_changes": "foundry_code", "certificate_lapses": "foundry_code", "suspensions": "foundry_code",
+              "new_orders": "buyer_code"}  # fmt: skip
+MAX_ROWS = 10  # of each kind, as a person fills them in
+ADD_ROW = "add_row"  # the form's button that asks for one more row of a kind instead of asking the question
 CERTIFICATE_KINDS = ("SNI", "ISO9001", "TKDN", "SKKNI")
 # The planner does not read prices, but a purchase-order body needs one; the answer never shows it.
 WHAT_IF_UNIT_PRICE = 1
 
 
+def what_if_rows(form: Mapping[str, str]) -> dict[str, int]:
+    """How many rows of each kind the form shows: those it came with (at least one), and one more of the kind
+    its `add_row` button names, up to `MAX_ROWS`."""
+    rows = dict.fromkeys(HYPOTHESES, 1)
+    for name in form:
+        kind, _, rest = name.partition(".")
+        index = rest.partition(".")[0]
+        if kind in rows and index.isdigit():
+            rows[kind] = max(rows[kind], min(MAX_ROWS, int(index) + 1))
+    added = form.get(ADD_ROW)
+    if added in rows:
+        rows[added] = min(MAX_ROWS, rows[added] + 1)
+    return rows
+
+
+def _asked(form: Mapping[str, str], kind: str) -> list[int]:
+    """The rows of a kind that are asked, in order: the body's n-th hypothesis of the kind is the form's row at
+    position n."""
+    field = HYPOTHESES[kind]
+    return [i for i in range(what_if_rows(form)[kind]) if form.get(f"{kind}.{i}.{field}", "").strip()]
+
+
 def what_if_question(form: dict[str, str], tr: Translator, today: date) -> tuple[dict[str, Any], dict[str, str]]:
-    """The body of orders' `POST /v1/what-if` from the form, and the errors found before asking. A hypothesis is
-    asked when its member (or, for a new order, its buyer) is filled in; form fields are named after the body's
-    fields, so the service's errors land next to them."""
+    """The body of orders' `POST /v1/what-if` from the form, and the errors found before asking. Every row whose
+    member (or, for a new order, buyer) is filled in is asked; empty rows are left out."""
 
     def value(name: str) -> str | None:
         return form.get(name, "").strip() or None
 
-    body: dict[str, Any] = {"capacity_changes": [], "certificate_lapses": [], "suspensions": [], "new_orders": []}
+    body: dict[str, Any] = {kind: [] for kind in HYPOTHESES}
     errors: dict[str, str] = {}
 
     def whole(name: str) -> int | None:
@@ -467,43 +489,45 @@ def what_if_question(form: dict[str, str], tr: Translator, today: date) -> tuple
             return None
         return int(number)
 
-    if value(CAPACITY + "foundry_code"):
+    for i in _asked(form, "capacity_changes"):
+        f = f"capacity_changes.{i}."
         body["capacity_changes"].append(
             {
-                "foundry_code": value(CAPACITY + "foundry_code"),
-                "product_family": value(CAPACITY + "product_family"),
-                "from_date": value(CAPACITY + "from_date"),
-                "to_date": value(CAPACITY + "to_date"),
-                "weekly_units": whole(CAPACITY + "weekly_units"),
+                "foundry_code": value(f + "foundry_code"),
+                "product_family": value(f + "product_family"),
+                "from_date": value(f + "from_date"),
+                "to_date": value(f + "to_date"),
+                "weekly_units": whole(f + "weekly_units"),
             }
         )
-    if value(LAPSE + "foundry_code"):
+    for i in _asked(form, "certificate_lapses"):
+        f = f"certificate_lapses.{i}."
         body["certificate_lapses"].append(
-            {"foundry_code": value(LAPSE + "foundry_code"), "kind": value(LAPSE + "kind"), "on": value(LAPSE + "on")}
+            {"foundry_code": value(f + "foundry_code"), "kind": value(f + "kind"), "on": value(f + "on")}
         )
-    if value(SUSPENSION + "foundry_code"):
-        body["suspensions"].append(
-            {"foundry_code": value(SUSPENSION + "foundry_code"), "from_date": value(SUSPENSION + "from_date")}
-        )
-    if value(NEW_ORDER + "buyer_code"):
-        quantity = whole(NEW_LINE + "quantity")
+    for i in _asked(form, "suspensions"):
+        f = f"suspensions.{i}."
+        body["suspensions"].append({"foundry_code": value(f + "foundry_code"), "from_date": value(f + "from_date")})
+    for i in _asked(form, "new_orders"):
+        f, line = f"new_orders.{i}.", f"new_orders.{i}.lines.0."
+        quantity = whole(line + "quantity")
         body["new_orders"].append(
             {
-                "buyer_code": value(NEW_ORDER + "buyer_code"),
-                "po_number": "WHAT-IF",
+                "buyer_code": value(f + "buyer_code"),
+                "po_number": f"WHAT-IF-{i + 1}",
                 "issued_on": today.isoformat(),
                 "currency": "IDR",
                 "lines": [
                     {
                         "line_no": 1,
-                        "item_code": value(NEW_LINE + "item_code"),
+                        "item_code": value(line + "item_code"),
                         "quantity": quantity,
                         "unit_price": WHAT_IF_UNIT_PRICE,
                         "deliveries": [
                             {
-                                "due_date": value(NEW_LINE + "deliveries.0.due_date"),
+                                "due_date": value(line + "deliveries.0.due_date"),
                                 "quantity": quantity,
-                                "site_code": value(NEW_LINE + "deliveries.0.site_code"),
+                                "site_code": value(line + "deliveries.0.site_code"),
                             }
                         ],
                     }
@@ -517,12 +541,20 @@ def what_if_question(form: dict[str, str], tr: Translator, today: date) -> tuple
     return body, errors
 
 
-def what_if_errors(problem: UpstreamProblem, tr: Translator) -> dict[str, str]:
-    """Orders' refusal by form field: the new order's one quantity stands for its line and its delivery."""
-    errors = field_errors(problem, tr)
-    delivered = NEW_LINE + "deliveries.0.quantity"
-    if delivered in errors:
-        errors.setdefault(NEW_LINE + "quantity", errors.pop(delivered))
+def what_if_errors(problem: UpstreamProblem, form: Mapping[str, str], tr: Translator) -> dict[str, str]:
+    """Orders' refusal by form field: the body's n-th hypothesis of a kind is the form's n-th asked row, and a new
+    order's one quantity stands for its line and its delivery."""
+    rows = {kind: _asked(form, kind) for kind in HYPOTHESES}
+    errors: dict[str, str] = {}
+    for name, message in field_errors(problem, tr).items():
+        kind, _, rest = name.partition(".")
+        index, _, tail = rest.partition(".")
+        if kind in rows and index.isdigit() and int(index) < len(rows[kind]):
+            row = rows[kind][int(index)]
+            if kind == "new_orders" and tail == "lines.0.deliveries.0.quantity":
+                tail = "lines.0.quantity"
+            name = f"{kind}.{row}.{tail}" if tail else f"{kind}.{row}"
+        errors.setdefault(name, message)
     return {**errors, "_summary": problem_summary(problem, tr)}
 
 

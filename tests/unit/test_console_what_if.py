@@ -31,6 +31,7 @@ def line(line_no: int, at_risk: bool, allocations: list[dict[str, Any]], **figur
         "at_risk": at_risk,
         "late_units": figures.get("late_units", 0),
         "late_due_dates": figures.get("late_due_dates", []),
+        "late": figures.get("late", []),
         "expected_completion": figures.get("expected_completion"),
         "moved_units": figures.get("moved_units", 0),
         "members": figures.get("members", []),
@@ -47,7 +48,8 @@ ANSWER = {
             "replanned": True, "reason": "what_if",
             "lines": [
                 line(1, True, [allocation("IKM-002", "2027-W10", 900, "planned"), allocation("IKM-003", "2027-W10", 300)],
-                     late_units=300, late_due_dates=["2027-03-31"], expected_completion="2027-04-21", moved_units=1200,
+                     late_units=300, late_due_dates=["2027-02-26", "2027-03-31"], expected_completion="2027-04-21", moved_units=1200,
+                     late=[{"due_date": "2027-02-26", "units": 120}, {"due_date": "2027-03-31", "units": 180}],
                      members=[{"foundry_code": "IKM-071", "units_before": 1200, "units_after": 0},
                               {"foundry_code": "IKM-002", "units_before": 0, "units_after": 900}]),
             ],
@@ -164,6 +166,7 @@ async def test_a_capacity_loss_is_asked_with_the_persons_token_and_answered_in_t
     assert "KAI/PO/2027/00042" in text and "INKA/1" not in text  # an untouched order is only counted
     assert "Berisiko" in text and "21 Apr 2027" in text and "1.200" in text
     assert "IKM-071: 1.200 → 0" in text and "IKM-002: 0 → 900" in text
+    assert "Unit terlambat per jatuh tempo" in text and "26 Feb 2027: 120" in text and "31 Mar 2027: 180" in text
     assert 'id="in-force-1"' in text and 'id="would-be-1"' in text  # the plan it would make beside the plan in force
     assert "90,0%" in text and "95,0%" in text
 
@@ -215,3 +218,53 @@ def test_touched_orders_come_first_and_members_by_how_much_they_change():
     assert [row[0] for row in kai.would_be.rows] == ["IKM-002", "IKM-003"]
     assert answer.lines_at_risk == 1
     assert [u["foundry_code"] for u in answer.utilisation] == ["IKM-071", "IKM-002"]  # 0.9 → 0 moves more than 0.5 → 0.95
+
+
+async def test_a_row_is_added_without_asking_and_every_filled_row_is_asked(console: httpx.AsyncClient, services: Planning):
+    await sign_in(console)
+    page = await ask(console, **CAPACITY_LOSS, add_row="capacity_changes")
+    assert page.status_code == 200 and not [r for r in services.calls if r.url.path == "/v1/what-if"]
+    assert 'name="capacity_changes.1.foundry_code"' in page.text and 'name="capacity_changes.2.foundry_code"' not in page.text
+    assert 'value="IKM-071"' in page.text and 'id="wi-cap-member-2"' in page.text  # what was filled in is kept
+    assert "Tambah perubahan kapasitas" in page.text and page.text.count(" autofocus") == 1  # the new row, to fill in
+    second = {
+        "capacity_changes.1.foundry_code": "IKM-072", "capacity_changes.1.product_family": "BRAKE_BLOCK_COMPOSITE",
+        "capacity_changes.1.from_date": "2027-04-01", "capacity_changes.1.to_date": "2027-04-30",
+        "capacity_changes.1.weekly_units": "150",
+        "suspensions.0.foundry_code": "", "suspensions.0.from_date": "", "suspensions.1.foundry_code": "IKM-030",
+        "suspensions.1.from_date": "2027-01-15",
+    }  # fmt: skip
+    answer = await ask(console, **CAPACITY_LOSS, **second)
+    assert answer.status_code == 200, answer.text
+    body = json.loads(next(r for r in services.calls if r.url.path == "/v1/what-if").content)
+    assert [(c["foundry_code"], c["weekly_units"]) for c in body["capacity_changes"]] == [("IKM-071", 0), ("IKM-072", 150)]
+    assert body["suspensions"] == [{"foundry_code": "IKM-030", "from_date": "2027-01-15"}]  # the empty row is left out
+
+
+async def test_orders_refusal_of_a_later_row_lands_next_to_that_row(console: httpx.AsyncClient, services: Planning):
+    await sign_in(console)
+    # The form's first suspension row is empty: orders' suspensions.0 is the form's second row.
+    services.answer = httpx.Response(
+        422,
+        json={"title": "Unprocessable", "status": 422, "detail": "invalid",
+              "errors": [{"field": "body.suspensions.0.foundry_code", "type": "value_error", "message": "unknown member"},
+                         {"field": "body.capacity_changes.1.weekly_units", "type": "int_parsing", "message": "not a number"}]},
+    )  # fmt: skip
+    answer = await ask(
+        console,
+        **CAPACITY_LOSS,
+        **{"capacity_changes.1.foundry_code": "IKM-072", "capacity_changes.1.weekly_units": "5",
+           "suspensions.0.foundry_code": "", "suspensions.1.foundry_code": "IKM-999", "suspensions.1.from_date": "2027-01-15"},
+    )  # fmt: skip
+    assert answer.status_code == 422
+    assert 'id="err-suspensions-1-foundry_code"' in answer.text and 'id="err-suspensions-0-foundry_code"' not in answer.text
+    assert 'id="err-capacity_changes-1-weekly_units"' in answer.text
+
+
+async def test_no_more_than_ten_rows_of_a_kind(console: httpx.AsyncClient, services: Planning):
+    await sign_in(console)
+    rows = {f"certificate_lapses.{i}.foundry_code": "" for i in range(9)}
+    page = await ask(console, **rows, add_row="certificate_lapses")
+    assert 'name="certificate_lapses.9.foundry_code"' in page.text and 'value="certificate_lapses"' not in page.text
+    page = await ask(console, **rows, **{"certificate_lapses.9.foundry_code": ""}, add_row="certificate_lapses")
+    assert 'name="certificate_lapses.10.foundry_code"' not in page.text
