@@ -333,7 +333,7 @@ def test_a_planner_asks_what_if_a_member_of_the_kai_order_lost_all_capacity_for_
         page.fill("#wi-cap-from", monday.isoformat())
         page.fill("#wi-cap-to", (monday + timedelta(weeks=4) - timedelta(days=1)).isoformat())
         page.fill("#wi-cap-units", "0")
-        page.locator("#what-if-form button[type=submit]").click()
+        page.locator("#wi-ask").click()
         page.wait_for_selector("#what-if-answer", timeout=60_000)
         kai = page.locator(f".what-if-order[data-order='{platform.kai['id']}']")
         assert kai.count() == 1, page.locator("#what-if-answer").inner_text()
@@ -355,7 +355,7 @@ def test_a_planner_asks_what_if_a_member_of_the_kai_order_lost_all_capacity_for_
             page.fill("#wi-new-quantity", "600")
             page.fill("#wi-new-due", (monday + timedelta(weeks=16)).isoformat())
             page.select_option("#wi-new-site", site)
-            page.locator("#what-if-form button[type=submit]").click()
+            page.locator("#wi-ask").click()
             page.wait_for_selector("#what-if-answer .new-order", timeout=60_000)
             verdict = page.locator("#what-if-answer .new-order").inner_text()
             assert "Pesanan baru dari KAI" in verdict and "dapat diterima seluruhnya" in verdict.lower(), verdict
@@ -363,6 +363,51 @@ def test_a_planner_asks_what_if_a_member_of_the_kai_order_lost_all_capacity_for_
     # Asking changed nothing: no plan version, no capacity change.
     assert plan_versions(platform, platform.kai["id"]) == versions
     assert api(platform, "capacity", "GET", f"/v1/foundries/{member}/capacity-changes")["total"] == changes
+
+
+def test_a_planner_adds_a_second_capacity_change_and_the_answer_moves_both_members(platform: Platform, context: Any) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    allocations = order_now(platform, platform.kai["id"])["plan"]["allocations"]
+    first_week = min(a["week"] for a in allocations)
+    units = {a["foundry_code"]: 0 for a in allocations if a["week"] == first_week}
+    for a in allocations:
+        if a["foundry_code"] in units:
+            units[a["foundry_code"]] += a["quantity"]
+    busiest = sorted(units, key=lambda f: (-units[f], f))[:2]
+    assert len(busiest) == 2, units
+    monday = date.fromisocalendar(int(first_week[:4]), int(first_week[6:]), 1)
+    versions = plan_versions(platform, platform.kai["id"])
+    axe = Axe()
+    for size in SIZES:
+        page = context(size).new_page()
+        page.goto(platform.console + "/what-if")
+        assert page.locator("#wi-cap-member-2").count() == 0
+        page.get_by_role("button", name="Tambah perubahan kapasitas").click()
+        page.wait_for_selector("#wi-cap-member-2")
+        assert page.evaluate("() => document.activeElement.id") == "wi-cap-member-2"  # the new row, to fill in
+        for n, member in zip(("", "-2"), busiest, strict=True):
+            page.fill(f"#wi-cap-member{n}", member)
+            page.select_option(f"#wi-cap-family{n}", "BRAKE_BLOCK_COMPOSITE")
+            page.fill(f"#wi-cap-from{n}", monday.isoformat())
+            page.fill(f"#wi-cap-to{n}", (monday + timedelta(weeks=4) - timedelta(days=1)).isoformat())
+            page.fill(f"#wi-cap-units{n}", "0")
+        shoot(page, "what-if-two-changes-form", size)
+        page.locator("#wi-ask").click()
+        page.wait_for_selector("#what-if-answer", timeout=60_000)
+        kai = page.locator(f".what-if-order[data-order='{platform.kai['id']}']")
+        assert kai.count() == 1, page.locator("#what-if-answer").inner_text()
+        text = kai.inner_text()
+        for member in busiest:  # both hypotheses were asked: each member's units of the line would change
+            assert re.search(rf"{member}: [\d.]+ → ", text), text
+        shown = page.locator("#what-if-utilisation").inner_text()
+        assert all(member in shown for member in busiest), shown
+        # The question stays on the form, both rows of it.
+        assert page.input_value("#wi-cap-member") == busiest[0] and page.input_value("#wi-cap-member-2") == busiest[1]
+        shoot(page, "what-if-two-changes-answer", size)
+        bad = [v["id"] for v in axe.run(page).response["violations"] if v["impact"] in ("serious", "critical")]
+        assert not bad, (size, bad)
+    assert plan_versions(platform, platform.kai["id"]) == versions
 
 
 def _register_lot(platform: Platform, order: dict[str, Any], quantity: int, tag: str) -> dict[str, Any]:
