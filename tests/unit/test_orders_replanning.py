@@ -206,6 +206,8 @@ def test_a_replan_that_only_drops_units_of_a_reserved_plan_accepts_the_order_and
     at_risk = plan.webhooks[1].data
     assert at_risk["line_no"] == 1 and at_risk["shortfall"] == 200 and at_risk["due_dates"] == [FIRST_DUE.isoformat()]
     assert at_risk["expected_completion"] is None and at_risk["reason"] == "because"
+    # The plan's risk keeps the late units per due date as the planner left them.
+    assert plan.risk[0]["late"] == [{"due_date": FIRST_DUE.isoformat(), "units": 200}]
 
 
 def test_a_line_at_risk_that_is_covered_again_is_back_on_track():
