@@ -929,9 +929,6 @@ class Bench:
             other = self.meter.wait_for_quiet(OTHER_LOAD_WARNING, QUIET_PATIENCE_S)
             if other >= OTHER_LOAD_WARNING:
                 log(f"  the machine stays busy ({other:.2f} cores of other work): measuring anyway")
-            if self.postgres is not None and self.postgres.port is not None:
-                # Every run starts from a fresh checkpoint: each pays for the same first touches of its pages.
-                asyncio.run(self.postgres.admin("CHECKPOINT"))
             self.meter.start()
             wal_before = self._wal_position()
             go.set()

@@ -63,14 +63,7 @@ def backbone_tables(metadata: sa.MetaData) -> BackboneTables:
         sa.Column("headers", sa.JSON, nullable=False),
         sa.Column("payload", sa.LargeBinary, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
-        sa.Column("sent_at", UtcDateTime, nullable=True),
-        sa.Index(
-            "ix_outbox_unsent",
-            "seq",
-            postgresql_where=sa.text("sent_at IS NULL"),
-            sqlite_where=sa.text("sent_at IS NULL"),
-        ),
-        sa.Index("ix_outbox_sent_at", "sent_at"),
+        # No "sent" mark: the relay deletes a row once the broker acked it, so every row here is still to send.
     )
     inbox = sa.Table(
         "inbox",

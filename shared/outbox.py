@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -105,7 +105,6 @@ class Relay:
         )
         self._backlog_gauge = metrics.OUTBOX_BACKLOG.labels(service)
         self._age_gauge = metrics.OUTBOX_OLDEST_AGE.labels(service)
-        self._last_cleanup = 0.0
         self._last_gauges = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leader_connection: AsyncConnection | None = None
@@ -209,7 +208,6 @@ class Relay:
                         self.outbox.c.payload,
                         self.outbox.c.event_type,
                     )
-                    .where(self.outbox.c.sent_at.is_(None))
                     .order_by(self.outbox.c.seq)
                     .limit(limit)
                 )
@@ -238,7 +236,8 @@ class Relay:
             sent.append(row.seq)
         if sent:
             async with self.engine.begin() as conn:
-                await conn.execute(sa.update(self.outbox).where(self.outbox.c.seq.in_(sent)).values(sent_at=datetime.now(UTC)))
+                # Kafka keeps the event; deleting writes a fraction of the log an update of the whole row would.
+                await conn.execute(sa.delete(self.outbox).where(self.outbox.c.seq.in_(sent)))
             for event_type, count in Counter(row.event_type for row in rows[: len(sent)]).items():
                 metrics.EVENTS_PRODUCED.labels(self.service, event_type).inc(count)
             self.stats.published += len(sent)
@@ -251,18 +250,11 @@ class Relay:
         if now - self._last_gauges >= 5:
             self._last_gauges = now
             await self.refresh_gauges()
-        if now - self._last_cleanup >= 600:
-            self._last_cleanup = now
-            await self.delete_sent_before(datetime.now(UTC) - timedelta(hours=self.settings.outbox_retention_hours))
 
     async def refresh_gauges(self) -> tuple[int, float]:
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(**READ_ONLY)
-            count, oldest = (
-                await conn.execute(
-                    sa.select(sa.func.count(), sa.func.min(self.outbox.c.created_at)).where(self.outbox.c.sent_at.is_(None))
-                )
-            ).one()
+            count, oldest = (await conn.execute(sa.select(sa.func.count(), sa.func.min(self.outbox.c.created_at)))).one()
             await conn.rollback()
         age = 0.0
         if oldest is not None:
@@ -274,13 +266,3 @@ class Relay:
         self._backlog_gauge.set(count)
         self._age_gauge.set(age)
         return count, age
-
-    async def delete_sent_before(self, cutoff: datetime) -> int:
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                sa.delete(self.outbox).where(self.outbox.c.sent_at.is_not(None), self.outbox.c.sent_at < cutoff)
-            )
-        deleted = result.rowcount or 0
-        if deleted:
-            log.info("outbox cleaned", deleted=deleted)
-        return deleted

@@ -46,7 +46,6 @@ class Settings(BaseSettings):
 
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
-    outbox_retention_hours: float = Field(default=168.0, ge=0)
     outbox_max_backoff_s: float = Field(default=5.0, gt=0)
     inbox_max_attempts: int = Field(default=3, ge=1)
     inbox_retry_backoff_s: float = Field(default=0.05, ge=0)

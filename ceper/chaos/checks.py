@@ -138,7 +138,7 @@ class Probe:
             lag[service], end = await self.lag(service)
             ends += end
             outbox = backbone.outbox
-            unsent[service] = await self._scalar(service, sa.select(sa.func.count()).where(outbox.c.sent_at.is_(None)))
+            unsent[service] = await self._scalar(service, sa.select(sa.func.count()).select_from(outbox))
         deliveries = self.webhook_deliveries
         pending = await self._scalar("orders", sa.select(sa.func.count()).where(deliveries.c.status == "pending"))
         return Quiet(lag, unsent, pending, ends)

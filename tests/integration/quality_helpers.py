@@ -71,9 +71,7 @@ async def outbox_drained(running: RunningService) -> None:
 
     async def empty() -> bool:
         async with running.runtime.sessions() as session:  # type: ignore[union-attr]
-            unsent = await session.execute(
-                sa.select(sa.func.count()).select_from(store.backbone.outbox).where(store.backbone.outbox.c.sent_at.is_(None))
-            )
+            unsent = await session.execute(sa.select(sa.func.count()).select_from(store.backbone.outbox))
             return unsent.scalar_one() == 0
 
     await eventually(empty, timeout=30)
