@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from shared.events import Envelope, from_kafka, topic_of
@@ -66,6 +67,27 @@ async def published(settings: Settings, service: str, subject: str) -> list[Enve
     async for records in read_to_end(settings, settings.topic(topic_of(service))):
         found += [envelope for r in records if (envelope := from_kafka(r.key, r.value, r.headers)).subject == subject]
     return found
+
+
+async def staged(running: RunningService) -> list[Envelope[Any]]:
+    """Every event `running` has staged so far, oldest first: those still in its outbox and those on its topic.
+
+    The relay deletes a row once the broker acked it, so each event is in the outbox, on the topic or both (by id)."""
+    runtime = running.runtime
+    assert runtime.sessions is not None and runtime.spec.backbone is not None
+    outbox = runtime.spec.backbone.outbox
+    async with runtime.sessions() as session:
+        rows = (await session.execute(sa.select(outbox.c.key, outbox.c.payload, outbox.c.headers).order_by(outbox.c.seq))).all()
+    waiting = [from_kafka(row.key.encode(), row.payload, [(k, v.encode()) for k, v in row.headers.items()]) for row in rows]
+    # Read after the outbox: a row gone from it by now was acked before this read, so the topic holds its event.
+    sent: dict[str, Envelope[Any]] = {}
+    async for records in read_to_end(runtime.settings, runtime.settings.topic(topic_of(runtime.name))):
+        for r in records:
+            envelope = from_kafka(r.key, r.value, r.headers)
+            sent.setdefault(envelope.id, envelope)
+    events = [*sent.values(), *(e for e in waiting if e.id not in sent)]
+    # Across keys only the event time orders them; the stable sort keeps one transaction's events in staging order.
+    return sorted(events, key=lambda e: e.time)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, interval: float = 0.05) -> Any:

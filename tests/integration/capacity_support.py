@@ -21,7 +21,7 @@ from shared.events import Envelope, EventData, from_kafka, to_kafka, topic_of
 from shared.events.orders import AllocationPlanned, PlannedAllocation
 from shared.settings import Settings
 from shared.topics import read_to_end
-from tests.support import RunningService, eventually, run_service
+from tests.support import RunningService, eventually, run_service, staged
 
 # A Tuesday in ISO week 2026-W48: reservations for 2027 are in the future.
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -133,11 +133,9 @@ async def applied(capacity: RunningService, count: int) -> None:
     await eventually(done)
 
 
-async def outbox_types(capacity: RunningService) -> list[str]:
-    outbox = store.backbone.outbox
-    assert capacity.runtime.sessions is not None
-    async with capacity.runtime.sessions() as session:
-        return list((await session.execute(sa.select(outbox.c.event_type).order_by(outbox.c.seq))).scalars())
+async def staged_types(capacity: RunningService) -> list[str]:
+    """The types of the events capacity has staged so far, oldest first."""
+    return [envelope.type.name for envelope in await staged(capacity)]
 
 
 async def count_rows(capacity: RunningService, *tables: sa.Table) -> tuple[int, ...]:

@@ -17,18 +17,20 @@ from tests.integration.capacity_support import (
     count_rows,
     foundry,
     ledger_matches_reservations,
-    outbox_types,
     register,
     run_capacity,
     set_standard,
+    staged_types,
 )
 from tests.integration.test_http import assert_problem
+from tests.support import staged
 
-STATE_TABLES = (store.foundries, store.capacity_changes, store.reservations, store.idempotency_keys.table, store.backbone.outbox)
+STATE_TABLES = (store.foundries, store.capacity_changes, store.reservations, store.idempotency_keys.table)
 
 
 async def state(capacity) -> tuple[int, ...]:
-    return await count_rows(capacity, *STATE_TABLES)
+    """The rows of each table a request may write, and the events staged so far."""
+    return (*await count_rows(capacity, *STATE_TABLES), len(await staged(capacity)))
 
 
 # --- the register ----------------------------------------------------------------------------------------------
@@ -81,7 +83,7 @@ async def test_foundry_details_are_validated_stored_and_filtered(make_settings):
         assert await codes(product_family=CAST_IRON, membership_status="active", limit=1, offset=1) == (["IKM-011"], 2)
         assert await codes(village="Tegalrejo") == (["IKM-011"], 1)
         assert_problem(await http.get("/v1/foundries", params={"membership_status": "gone"}), 422, "query.membership_status")
-        assert await outbox_types(capacity) == ["ceper.capacity.foundry_registered.v1"] * 3 + [
+        assert await staged_types(capacity) == ["ceper.capacity.foundry_registered.v1"] * 3 + [
             "ceper.capacity.foundry_updated.v1"
         ]
 
@@ -165,7 +167,7 @@ async def test_capacity_change_errors_are_problems_and_change_nothing(make_setti
             ("exception", "power_cut"),
         ]
         assert_problem(await http.get("/v1/foundries/IKM-404/capacity-changes"), 404)
-        types = await outbox_types(capacity)
+        types = await staged_types(capacity)
         assert types.count("ceper.capacity.capacity_changed.v1") == 3
 
 
@@ -295,7 +297,7 @@ async def test_a_hold_is_confirmed_or_released_and_refusals_change_nothing(make_
         )
         assert (await http.post(f"/v1/reservations/{hold['id']}/release")).status_code == 200
         assert_problem(await http.post(f"/v1/reservations/{hold['id']}/confirm"), 409)
-        types = await outbox_types(capacity)
+        types = await staged_types(capacity)
         assert (
             types.count("ceper.capacity.reservation_confirmed.v1") == 1
             and types.count("ceper.capacity.reservation_released.v1") == 1
@@ -323,7 +325,7 @@ async def test_an_unconfirmed_hold_expires_on_the_service_clock(make_settings):
         assert (await http.get(f"/v1/reservations/{first['id']}")).json()["state"] == "expired"
         assert (await http.post(f"/v1/reservations/{second['id']}/confirm")).json()["state"] == "confirmed"
         assert await ledger_matches_reservations(capacity) == {("IKM-001", COMPOSITE, "2027-W10"): 100}
-        assert (await outbox_types(capacity)).count("ceper.capacity.reservation_expired.v1") == 1
+        assert (await staged_types(capacity)).count("ceper.capacity.reservation_expired.v1") == 1
 
         await http.post("/internal/jobs/hold-expiry")  # refreshes the gauges
         metrics = (await http.get("/metrics")).text

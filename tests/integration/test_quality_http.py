@@ -11,7 +11,7 @@ from services.quality.domain import DEFAULT_SPECIFICATIONS
 from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import foundry, good_composite_sample, register_foundries, run_quality
 from tests.integration.test_http import assert_problem
-from tests.support import RunningService, run_services
+from tests.support import RunningService, run_services, staged
 
 QA = as_("qa_officer")
 
@@ -38,10 +38,10 @@ async def state(quality: RunningService) -> dict[str, int]:
         store.specifications,
         store.foundry_quality,
         store.quality_status_changes,
-        store.backbone.outbox,
     ]
     async with quality.runtime.sessions() as session:  # type: ignore[union-attr]
-        return {t.name: (await session.execute(sa.select(sa.func.count()).select_from(t))).scalar_one() for t in tables}
+        counts = {t.name: (await session.execute(sa.select(sa.func.count()).select_from(t))).scalar_one() for t in tables}
+    return counts | {"staged": len(await staged(quality))}
 
 
 def result(samples: list[dict], **changes) -> dict:
@@ -63,7 +63,7 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
             before["lots"] == 1
             and before["certificates"] == 1
             and before["specifications"] == len(DEFAULT_SPECIFICATIONS)
-            and before["outbox"] == 2
+            and before["staged"] == 2
         )
 
         # Lots.
@@ -217,7 +217,7 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
             in assert_problem(await http.post(f"/v1/certificates/{sni_id}/revoke", json={"reason": "again"}), 409)["detail"]
         )
         after = await state(quality)
-        assert (after["lots"], after["lot_results"], after["outbox"]) == (2, 1, before["outbox"] + 1 + 1 + 1)
+        assert (after["lots"], after["lot_results"], after["staged"]) == (2, 1, before["staged"] + 1 + 1 + 1)
 
 
 async def test_a_generated_lot_code_and_the_sampling_plan_endpoint(make_settings):
