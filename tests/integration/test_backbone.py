@@ -17,7 +17,7 @@ from shared.outbox import Relay
 from shared.topics import read_to_end
 from tests.fixtures.kafka import free_port_pair
 from tests.integration.probe import backbone, registered, running_probe, settings_with, updated
-from tests.support import eventually, run_ceper
+from tests.support import eventually, published, run_ceper
 
 
 async def test_same_event_delivered_twice_changes_state_once(make_settings):
@@ -122,7 +122,7 @@ async def test_event_survives_broker_stop_while_relay_holds_it(make_settings, tm
             await asyncio.to_thread(broker.stop)
             (held,) = await probe.publish(registered("IKM-101"))
             await asyncio.sleep(2)
-            assert await probe.unsent() == 1  # not marked sent: no broker acknowledged it
+            assert await probe.unsent() == 1  # still in the outbox: no broker acknowledged it
             await asyncio.to_thread(broker.start)
 
             async def delivered():
@@ -180,9 +180,11 @@ async def test_sent_outbox_rows_leave_the_outbox(make_settings):
     async with running_probe(settings, consume=False) as probe:
         backlog, _ = await probe.relay.refresh_gauges()
         assert backlog == 0
-        await probe.publish(registered("IKM-201"), registered("IKM-202"))
+        staged = await probe.publish(registered("IKM-201"), registered("IKM-202"))
         await eventually(lambda: asyncio.sleep(0, probe.relay.stats.published >= 2))
         assert await probe.unsent() == 0  # no row left behind: the topic keeps the events
+        on_topic = [e.id for code in ("IKM-201", "IKM-202") for e in await published(settings, "capacity", code)]
+        assert on_topic == [e.id for e in staged]
         backlog, age = await probe.relay.refresh_gauges()
         assert backlog == 0 and age == 0
 
