@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from shared.db import create_engine, current_revision, head_revision, migrate
+from shared.db import UtcDateTime, alembic_config, create_engine, current_revision, head_revision, migrate
 from shared.service import ServiceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +73,59 @@ async def test_migrations_build_exactly_the_declared_schema(make_settings, servi
             assert await current_revision(conn) == head_revision(spec.migrations_dir)
             assert (await conn.execute(sa.select(outbox.c.event_id))).scalars().all() == ["e-1"]
             assert await conn.run_sync(differences, spec.metadata) == []
+    finally:
+        await engine.dispose()
+
+
+def revision_before(migrations_dir: Path, doc: str) -> str:
+    """The revision a migration (named by the first line of its docstring) upgrades from."""
+    scripts = ScriptDirectory.from_config(alembic_config(migrations_dir, "sqlite://"))
+    [script] = [s for s in scripts.walk_revisions() if s.doc == doc]
+    assert isinstance(script.down_revision, str)
+    return script.down_revision
+
+
+async def migrate_down(engine, migrations_dir: Path, revision: str) -> None:
+    config = alembic_config(migrations_dir, engine.url.render_as_string(hide_password=False))
+
+    def downgrade(connection: sa.Connection) -> None:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(downgrade)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_outbox_keeps_only_the_events_still_to_send_after_the_upgrade(make_settings, service: str):
+    """Rows the relay had marked sent are on the topic already and leave; a row still to send stays, and the
+    downgrade gives it back its empty mark."""
+    spec = spec_of(service)
+    assert spec.metadata is not None and spec.migrations_dir is not None
+    marked = revision_before(spec.migrations_dir, "outbox rows leave once sent")
+    engine = create_engine(make_settings().database_url(service))
+    outbox = sa.table(
+        "outbox", sa.column("event_id"), sa.column("event_type"), sa.column("topic"), sa.column("key"),
+        sa.column("headers", sa.JSON), sa.column("payload", sa.LargeBinary), sa.column("created_at", UtcDateTime),
+        sa.column("sent_at", UtcDateTime),
+    )  # fmt: skip
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    row = {"event_type": "t", "topic": f"ceper.{service}.v1", "key": "k", "headers": {}, "payload": b"{}", "created_at": at}
+    try:
+        await migrate(engine, spec.migrations_dir, marked)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(outbox),
+                [{**row, "event_id": "sent", "sent_at": at}, {**row, "event_id": "to-send", "sent_at": None}],
+            )
+        await migrate(engine, spec.migrations_dir)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(outbox.c.event_id))).scalars().all() == ["to-send"]
+            assert await conn.run_sync(differences, spec.metadata) == []
+
+        await migrate_down(engine, spec.migrations_dir, marked)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(outbox.c.event_id, outbox.c.sent_at))).all() == [("to-send", None)]
     finally:
         await engine.dispose()
 
