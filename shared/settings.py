@@ -65,8 +65,6 @@ class Settings(BaseSettings):
     quality_status_prior_pass_rate: float = Field(default=0.9, ge=0, le=1)
     quality_status_good_at: float = Field(default=0.8, ge=0, le=1)
     quality_status_suspend_below: float = Field(default=0.6, ge=0, le=1)
-    # Perpres 46/2025: buyers must prefer domestic products with TKDN ≥ 25 %.
-    quality_default_min_tkdn_percent: float = Field(default=25.0, ge=0, le=100)
 
     # Capacity: how long an API hold waits for its confirmation, and how often expired holds are swept.
     capacity_hold_minutes: int = Field(default=60, ge=1)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import clock
 from shared.events import Envelope, EventData
 from shared.events.orders import AllocationPlanned, PurchaseOrderCancelled
-from shared.events.quality import LotRegistered
+from shared.events.quality import ItemPublished, LotRegistered
 from shared.http import Conflict, FieldError, NotFound, Unprocessable
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -665,6 +665,27 @@ async def on_purchase_order_cancelled(session: AsyncSession, envelope: Envelope[
     await store.save_reservations(session, changed)
     await store.add_reserved(session, deltas)
     await store.publish(session, *events)
+
+
+async def on_item_published(session: AsyncSession, envelope: Envelope[ItemPublished]) -> None:
+    """Keeps the item's highest version: a redelivery, an older version or the seeded one announced change nothing."""
+    data = envelope.data
+    known = await store.item_version(session, data.item_code)
+    if known is not None and known >= data.version:
+        return
+    await store.set_item(
+        session,
+        {
+            "item_code": data.item_code,
+            "version": data.version,
+            "name": data.name_id,
+            "product_family": data.product_family,
+            "unit": data.unit,
+            "min_lot": data.min_lot,
+            "retired": data.retired,
+            "published_at": data.published_at,
+        },
+    )
 
 
 async def on_lot_registered(session: AsyncSession, envelope: Envelope[LotRegistered]) -> None:

@@ -46,6 +46,21 @@ backbone = backbone_tables(metadata)
 # Who changed what, when, from what to what: written in the transaction of each change.
 audit_log = audit.audit_table(metadata)
 
+# Quality's item catalogue: each item's highest version published, which product family makes it. A migration
+# seeds the items the platform starts with; `ceper replay capacity` rebuilds it from quality's events.
+item_projection = sa.Table(
+    "item_projection",
+    metadata,
+    sa.Column("item_code", sa.String(20), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("product_family", sa.String(40), nullable=False),
+    sa.Column("unit", sa.String(10), nullable=False),
+    sa.Column("min_lot", sa.Integer, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("published_at", UtcDateTime, nullable=False),
+)
+
 foundries = sa.Table(
     "foundries",
     metadata,
@@ -792,3 +807,24 @@ async def lot_already_counted(session: AsyncSession, lot_code: str) -> bool:
 async def add_lot_consumptions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
         await session.execute(sa.insert(lot_consumptions), rows)
+
+
+# --- quality's item catalogue -------------------------------------------------------------------------------------
+
+
+async def item_version(session: AsyncSession, item_code: str) -> int | None:
+    return (await session.execute(sa.select(item_projection.c.version).where(item_projection.c.item_code == item_code))).scalar()
+
+
+async def set_item(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Inserts or replaces the item's row, audited as the event being applied."""
+    key = item_projection.c.item_code == values["item_code"]
+    found = (await session.execute(sa.select(item_projection).where(key))).first()
+    if found is None:
+        await session.execute(sa.insert(item_projection).values(**values))
+    else:
+        await session.execute(sa.update(item_projection).where(key).values(**values))
+    before = dict(found._mapping) if found is not None else None
+    await audit.record_change(
+        session, audit_log, entity_type="item_projection", entity_id=values["item_code"], before=before, after=values
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -45,9 +45,6 @@ class DeliverySite:
     active: bool = True
 
 
-BRAKE_BLOCK_MIN_LOT = 200  # a foundry-week of brake blocks below this is not worth setting up a press or a melt
-
-
 @dataclass(frozen=True)
 class Requirements:
     """What the makers of a line must hold: certificates (an SNI one covering the item) and a TKDN minimum."""
@@ -61,39 +58,23 @@ class Requirements:
         return Requirements(tuple(dict.fromkeys((*self.certificates, *other.certificates))), minimum)
 
 
-# The cooperative's requirements for brake blocks, whatever the order states: the quality service's defaults.
-COMPOSITE_BLOCK_REQUIREMENTS = Requirements(("SNI", "ISO9001"), 25.0)
-CAST_IRON_BLOCK_REQUIREMENTS = Requirements(("SNI", "ISO9001"))
-
-
 @dataclass(frozen=True)
 class Item:
-    """An item buyers order: what makes it (capacity's product family), its minimum lot per foundry-week, and what
-    its makers must hold whatever the order says (a line may only add to it)."""
+    """An item buyers order, as quality's catalogue last published it: what makes it (capacity's product family),
+    its minimum lot per foundry-week, and what its makers must hold whatever the order says (a line may only add
+    to it). A retired item is no longer ordered; orders that name it keep it."""
 
     code: str
     description: str
     product_family: str
-    min_lot: int = BRAKE_BLOCK_MIN_LOT
+    min_lot: int = 1
     requirements: Requirements = Requirements()
+    unit: str = "pcs"
+    version: int = 1
+    retired: bool = False
 
 
-ITEMS: dict[str, Item] = {
-    item.code: item
-    for item in (
-        Item("BB-COMP-K", "Blok rem komposit tipe K", "BRAKE_BLOCK_COMPOSITE", requirements=COMPOSITE_BLOCK_REQUIREMENTS),
-        Item("BB-COMP-LL", "Blok rem komposit tipe LL", "BRAKE_BLOCK_COMPOSITE", requirements=COMPOSITE_BLOCK_REQUIREMENTS),
-        Item("BB-CI", "Blok rem besi cor", "BRAKE_BLOCK_CAST_IRON", requirements=CAST_IRON_BLOCK_REQUIREMENTS),
-        # TMMIN's piston-ring tooling: tens of pieces, so a foundry-week of 10 is worth making.
-        Item(
-            "TMMIN-PRT",
-            "Alat bantu pembuatan ring piston (TMMIN)",
-            "AUTOMOTIVE_PARTS",
-            min_lot=10,
-            requirements=Requirements(("ISO9001",)),
-        ),
-    )
-}
+Catalogue = Mapping[str, Item]  # item code → the version orders knows
 
 
 class OrderStatus(StrEnum):
@@ -130,20 +111,28 @@ class OrderLine:
     # Days earlier than testing and transport require that production should finish where capacity allows:
     # room to make a failed lot again. Set when the order is received (the line's own, else the setting).
     safety_lead_days: int = 0
+    # The item as the catalogue knows it, attached when the order is received or read back (`with_items`).
+    item: Item | None = None
+
+    @property
+    def catalogued(self) -> Item:
+        if self.item is None:
+            raise LookupError(f"line {self.line_no}: item {self.item_code} is not attached from the catalogue")
+        return self.item
 
     @property
     def product_family(self) -> str:
-        return ITEMS[self.item_code].product_family
+        return self.catalogued.product_family
 
     @property
     def min_lot(self) -> int:
         """The fewest units of the item worth making in one foundry-week."""
-        return ITEMS[self.item_code].min_lot
+        return self.catalogued.min_lot
 
     @property
     def required(self) -> Requirements:
         """What the makers of the line must hold: the item's requirements and what the line adds to them."""
-        return ITEMS[self.item_code].requirements.adding(self.requirements)
+        return self.catalogued.requirements.adding(self.requirements)
 
     @property
     def last_due_date(self) -> date:
@@ -179,6 +168,11 @@ class OrderRejected(ValueError):
         self.violations = violations
 
 
+def with_items(lines: Sequence[OrderLine], catalogue: Catalogue) -> tuple[OrderLine, ...]:
+    """The lines with their items from the catalogue attached (a line of an unknown item stays without)."""
+    return tuple(replace(line, item=catalogue.get(line.item_code)) for line in lines)
+
+
 def check_purchase_order(
     buyer_code: str,
     issued_on: date,
@@ -188,9 +182,10 @@ def check_purchase_order(
     *,
     buyers: Mapping[str, Buyer],
     sites: Mapping[str, DeliverySite],
+    catalogue: Catalogue,
 ) -> list[Violation]:
-    """Every rule a purchase order must meet, given the buyers and delivery sites orders knows; an empty list means
-    it can be received."""
+    """Every rule a purchase order must meet, given the buyers, delivery sites and items orders knows; an empty list
+    means it can be received."""
     violations: list[Violation] = []
     latest = today + timedelta(weeks=LOOK_AHEAD_WEEKS)
     buyer = buyers.get(buyer_code)
@@ -213,8 +208,12 @@ def check_purchase_order(
         elif line.line_no in seen_line_numbers:
             violations.append(Violation(f"{where}.line_no", f"line number {line.line_no} repeats"))
         seen_line_numbers.add(line.line_no)
-        if line.item_code not in ITEMS:
-            violations.append(Violation(f"{where}.item_code", f"unknown item {line.item_code!r}; known: {', '.join(ITEMS)}"))
+        item = catalogue.get(line.item_code)
+        orderable = sorted(code for code, known in catalogue.items() if not known.retired)
+        if item is None:
+            violations.append(Violation(f"{where}.item_code", f"unknown item {line.item_code!r}; known: {', '.join(orderable)}"))
+        elif item.retired:
+            violations.append(Violation(f"{where}.item_code", f"item {line.item_code} is retired; known: {', '.join(orderable)}"))
         if line.quantity <= 0:
             violations.append(Violation(f"{where}.quantity", "must be greater than 0"))
         if line.unit_price <= 0:
@@ -275,11 +274,16 @@ def receive_purchase_order(
     *,
     buyers: Mapping[str, Buyer],
     sites: Mapping[str, DeliverySite],
+    catalogue: Catalogue,
 ) -> tuple[PurchaseOrder, PurchaseOrderReceived]:
-    violations = check_purchase_order(buyer_code, issued_on, currency, lines, today, buyers=buyers, sites=sites)
+    violations = check_purchase_order(
+        buyer_code, issued_on, currency, lines, today, buyers=buyers, sites=sites, catalogue=catalogue
+    )
     if violations:
         raise OrderRejected(violations)
-    order = PurchaseOrder(order_id, buyer_code, po_number, issued_on, currency, tuple(lines), OrderStatus.RECEIVED, now)
+    order = PurchaseOrder(
+        order_id, buyer_code, po_number, issued_on, currency, with_items(lines, catalogue), OrderStatus.RECEIVED, now
+    )
     event = PurchaseOrderReceived(
         order_id=order_id,
         buyer_code=buyer_code,

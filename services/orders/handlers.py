@@ -37,7 +37,6 @@ from shared.weeks import iso_week, weeks_between
 from . import metrics, projections, replanning, store, webhooks, whatif
 from .destinations import DestinationRules, RefusedDestination
 from .domain import (
-    ITEMS,
     Buyer,
     CertificateHeld,
     DeliverySite,
@@ -60,6 +59,7 @@ from .domain import (
     split_over_deliveries,
     take_confirmation,
     tkdn_of,
+    with_items,
 )
 from .planner import PlanRules
 from .replanning import may_cure_shortfall, units_lost_at
@@ -102,6 +102,7 @@ async def receive(
                 order, received = receive_purchase_order(
                     f"po_{uuid.uuid4().hex[:20]}", buyer_code, po_number, issued_on, currency, lines, clock.today(), now,
                     buyers=await store.known_buyers(session), sites=await store.known_sites(session),
+                    catalogue=await store.catalogue(session),
                 )  # fmt: skip
             except OrderRejected as exc:
                 raise Unprocessable(
@@ -626,8 +627,9 @@ async def what_if(
     """What would become of every open order (and of new ones) under the hypotheses: planned as a reaction would,
     on a copy of the cooperative in memory. Read-only: the transaction writes nothing and is rolled back."""
     today = clock.today()
-    families = sorted({item.product_family for item in ITEMS.values()})
     async with sessions() as session:
+        catalogue = await store.catalogue(session)
+        families = sorted({item.product_family for item in catalogue.values()})
         standings = {f.code: f for f in await _standings(session, today)}
         violations = whatif.problems(hypotheses, standings, families, today)
         buyers, sites = await store.known_buyers(session), await store.known_sites(session)
@@ -635,7 +637,14 @@ async def what_if(
             violations += [
                 (f"new_orders.{i}.{v.field}", v.message)
                 for v in check_purchase_order(
-                    order.buyer_code, order.issued_on, order.currency, list(order.lines), today, buyers=buyers, sites=sites
+                    order.buyer_code,
+                    order.issued_on,
+                    order.currency,
+                    list(order.lines),
+                    today,
+                    buyers=buyers,
+                    sites=sites,
+                    catalogue=catalogue,
                 )
             ]
         if violations:
@@ -643,6 +652,7 @@ async def what_if(
                 "; ".join(f"{where}: {message}" for where, message in violations),
                 errors=[FieldError(field=f"body.{where}", message=message) for where, message in violations],
             )
+        new_orders = [replace(order, lines=with_items(order.lines, catalogue)) for order in new_orders]
         orders = await store.open_orders(session)
         last = max([today, *(replanning.horizon(line, today) for order in [*orders, *new_orders] for line in order.lines)])
         first_week, last_week = iso_week(today), iso_week(last)

@@ -1,4 +1,4 @@
-"""Orders' projections of capacity's and quality's events: free capacity, certificates, status, lots.
+"""Orders' projections of capacity's and quality's events: free capacity, certificates, status, lots, items.
 
 Event-carried state, so orders plans while capacity or quality are down. Rows come from event data only,
 so `ceper replay orders` rebuilds the same tables.
@@ -25,6 +25,7 @@ from shared.events.quality import (
     CertificateRevoked,
     CertificationExpired,
     FoundryQualityStatusChanged,
+    ItemPublished,
     LotFailed,
     LotPassed,
     LotRegistered,
@@ -129,6 +130,30 @@ async def on_certificate_event(session: AsyncSession, envelope: Envelope[Any]) -
     state = "revoked" if isinstance(data, CertificateRevoked) else "expired"
     assert isinstance(data, (CertificateRevoked, CertificationExpired))
     await store.end_certificate(session, data.certificate_id, state)
+
+
+async def on_item_published(session: AsyncSession, envelope: Envelope[ItemPublished]) -> None:
+    """The item's version as quality published it; an older or the same version (a redelivery, a replay after a
+    newer one, the seeded version announced) changes nothing."""
+    data = envelope.data
+    known = await store.item_version(session, data.item_code)
+    if known is not None and known >= data.version:
+        return
+    await store.set_item(
+        session,
+        {
+            "item_code": data.item_code,
+            "version": data.version,
+            "name": data.name_id,
+            "product_family": data.product_family,
+            "unit": data.unit,
+            "min_lot": data.min_lot,
+            "certificates": [kind.value for kind in data.required_certificates],
+            "min_tkdn_percent": data.min_tkdn_percent,
+            "retired": data.retired,
+            "published_at": data.published_at,
+        },
+    )
 
 
 async def on_quality_status_changed(session: AsyncSession, envelope: Envelope[FoundryQualityStatusChanged]) -> None:

@@ -23,8 +23,10 @@ from shared.projections import foundry_projection_table
 from .domain import (
     Allocated,
     Buyer,
+    Catalogue,
     Delivery,
     DeliverySite,
+    Item,
     Lot,
     OrderLine,
     OrderStatus,
@@ -95,6 +97,23 @@ certificate_projection = sa.Table(
     sa.Column("items", sa.JSON, nullable=False),
     sa.Column("state", sa.String(20), nullable=False),  # valid, revoked or expired
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Quality's item catalogue: each item's highest version published. A migration seeds the items the platform
+# starts with, so orders are received before quality's first announcement arrives.
+item_projection = sa.Table(
+    "item_projection",
+    metadata,
+    sa.Column("item_code", sa.String(20), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("product_family", sa.String(40), nullable=False),
+    sa.Column("unit", sa.String(10), nullable=False),
+    sa.Column("min_lot", sa.Integer, nullable=False),
+    sa.Column("certificates", sa.JSON, nullable=False),
+    sa.Column("min_tkdn_percent", sa.Float, nullable=True),
+    sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("published_at", UtcDateTime, nullable=False),
 )
 
 quality_status_projection = sa.Table(
@@ -340,6 +359,32 @@ async def set_quality_status(session: AsyncSession, values: dict[str, Any]) -> N
     await _save_audited(session, quality_status_projection, values)
 
 
+async def item_version(session: AsyncSession, item_code: str) -> int | None:
+    return (await session.execute(sa.select(item_projection.c.version).where(item_projection.c.item_code == item_code))).scalar()
+
+
+async def set_item(session: AsyncSession, values: dict[str, Any]) -> None:
+    await _save_audited(session, item_projection, values)
+
+
+async def catalogue(session: AsyncSession) -> dict[str, Item]:
+    """Every item orders knows, retired ones too (orders that name them keep them), by code."""
+    rows = await session.execute(sa.select(item_projection).order_by(item_projection.c.item_code))
+    return {
+        row.item_code: Item(
+            code=row.item_code,
+            description=row.name,
+            product_family=row.product_family,
+            min_lot=row.min_lot,
+            requirements=Requirements(tuple(row.certificates), row.min_tkdn_percent),
+            unit=row.unit,
+            version=row.version,
+            retired=row.retired,
+        )
+        for row in rows
+    }
+
+
 async def lot_outcome(session: AsyncSession, lot_code: str) -> str | None:
     return (await session.execute(sa.select(lot_projection.c.outcome).where(lot_projection.c.lot_code == lot_code))).scalar()
 
@@ -444,7 +489,8 @@ def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def _to_order(row: Any) -> PurchaseOrder:
+def _to_order(row: Any, catalogue: Catalogue) -> PurchaseOrder:
+    """An order with each line's item as the catalogue knows it now."""
     lines = tuple(
         OrderLine(
             line_no=line["line_no"],
@@ -459,6 +505,7 @@ def _to_order(row: Any) -> PurchaseOrder:
                 tuple(line.get("requirements", {}).get("certificates", ())), line.get("requirements", {}).get("min_tkdn_percent")
             ),
             safety_lead_days=line.get("safety_lead_days", 0),  # orders received before the lead existed were planned without
+            item=catalogue.get(line["item_code"]),
         )
         for line in row.lines
     )
@@ -495,7 +542,7 @@ async def add_order(session: AsyncSession, order: PurchaseOrder) -> None:
 
 async def get_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
     row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id))).first()
-    return _to_order(row) if row else None
+    return _to_order(row, await catalogue(session)) if row else None
 
 
 async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
@@ -508,7 +555,8 @@ async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
 async def open_orders(session: AsyncSession) -> list[PurchaseOrder]:
     """Every order still moving, by id."""
     rows = (await session.execute(sa.select(purchase_orders).where(order_is_open()).order_by(purchase_orders.c.id))).all()
-    return [_to_order(r) for r in rows]
+    items = await catalogue(session)
+    return [_to_order(r, items) for r in rows]
 
 
 async def lock_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
@@ -525,7 +573,7 @@ async def lock_order(session: AsyncSession, order_id: str) -> PurchaseOrder | No
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLANNING_LOCK})
     row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id).with_for_update())).first()
-    return _to_order(row) if row else None
+    return _to_order(row, await catalogue(session)) if row else None
 
 
 async def lock_order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
@@ -541,7 +589,7 @@ async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: st
             sa.select(purchase_orders).where(purchase_orders.c.buyer_code == buyer_code, purchase_orders.c.po_number == po_number)
         )
     ).first()
-    return _to_order(row) if row else None
+    return _to_order(row, await catalogue(session)) if row else None
 
 
 async def list_orders(
@@ -564,7 +612,8 @@ async def list_orders(
             .offset(offset)
         )
     ).all()
-    return [_to_order(r) for r in rows], total
+    items = await catalogue(session)
+    return [_to_order(r, items) for r in rows], total
 
 
 async def set_status(session: AsyncSession, order_id: str, status: OrderStatus, reason: str | None = None) -> None:
@@ -773,7 +822,8 @@ async def short_orders(session: AsyncSession) -> list[tuple[PurchaseOrder, list[
         .where(order_is_open())
         .order_by(purchase_orders.c.id)
     )
-    return [(_to_order(row), list(row.plan_shortfall)) for row in rows if row.plan_shortfall]
+    items = await catalogue(session)
+    return [(_to_order(row, items), list(row.plan_shortfall)) for row in rows if row.plan_shortfall]
 
 
 async def has_shipments(session: AsyncSession, order_id: str) -> bool:

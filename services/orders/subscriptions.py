@@ -17,6 +17,7 @@ from shared.events.quality import (
     CertificateRevoked,
     CertificationExpired,
     FoundryQualityStatusChanged,
+    ItemPublished,
     LotFailed,
     LotPassed,
     LotRegistered,
@@ -40,6 +41,7 @@ for certificate_event in (CertificateGranted, CertificateRevoked, CertificationE
 SUBSCRIPTIONS.add(
     FoundryQualityStatusChanged, projections.on_quality_status_changed, projection_of=[store.quality_status_projection]
 )
+SUBSCRIPTIONS.add(ItemPublished, projections.on_item_published, projection_of=[store.item_projection])
 for lot_event in (LotRegistered, LotPassed, LotFailed):
     SUBSCRIPTIONS.add(lot_event, projections.on_lot_event, projection_of=[store.lot_projection])
 

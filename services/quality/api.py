@@ -1,4 +1,4 @@
-"""Quality's HTTP API: specifications, certificates, lots and results, quality status, eligibility, traceability.
+"""Quality's HTTP API: the item catalogue, specifications, certificates, lots and results, quality status, eligibility, traceability.
 
 Each route names who may call it. A laboratory records results and reads what it needs to test; a member foundry
 registers and sees only its own lots, certificates and status (another member's answers 404); only QA officers
@@ -26,12 +26,15 @@ from shared.service import Runtime, Sessions
 
 from . import handlers, store
 from .domain import (
-    ITEMS,
+    UNITS,
+    Catalogue,
     Certificate,
     CertificateState,
     Evaluation,
     Finding,
     FoundryQuality,
+    Item,
+    ItemTerms,
     Lot,
     LotStatus,
     Parameter,
@@ -197,11 +200,11 @@ class SpecificationOut(BaseModel):
     effective_from: datetime
 
     @classmethod
-    def of(cls, spec: Specification) -> SpecificationOut:
-        item = ITEMS[spec.item_code]
+    def of(cls, spec: Specification, catalogue: Catalogue) -> SpecificationOut:
+        item = catalogue[spec.item_code]
         return cls(
             item_code=spec.item_code,
-            description=item.description,
+            description=item.terms.name_id,
             product_family=item.product_family,
             version=spec.version,
             parameters=[ParameterOut.of(p) for p in spec.parameters],
@@ -246,8 +249,9 @@ class SamplingPlanOut(BaseModel):
 )
 async def list_specifications(caller: TestReader, sessions: Sessions) -> list[SpecificationOut]:
     async with sessions() as session:
-        specs = [await store.get_specification(session, item) for item in ITEMS]
-    return [SpecificationOut.of(s) for s in specs if s is not None]
+        catalogue = await store.catalogue(session)
+        specs = [await store.get_specification(session, item) for item in catalogue]
+    return [SpecificationOut.of(s, catalogue) for s in specs if s is not None]
 
 
 @router.get(
@@ -265,9 +269,10 @@ async def get_specification(
 ) -> SpecificationOut:
     async with sessions() as session:
         spec = await store.get_specification(session, item_code, version)
+        catalogue = await store.catalogue(session)
     if spec is None:
         raise NotFound(f"no specification for {item_code}" + (f" version {version}" if version else ""))
-    return SpecificationOut.of(spec)
+    return SpecificationOut.of(spec, catalogue)
 
 
 @router.get(
@@ -280,9 +285,10 @@ async def get_specification(
 async def list_specification_versions(item_code: str, caller: TestReader, sessions: Sessions) -> list[SpecificationOut]:
     async with sessions() as session:
         versions = await store.specification_versions(session, item_code)
+        catalogue = await store.catalogue(session)
     if not versions:
         raise NotFound(f"no specification for {item_code}")
-    return [SpecificationOut.of(s) for s in versions]
+    return [SpecificationOut.of(s, catalogue) for s in versions]
 
 
 @router.post(
@@ -305,7 +311,7 @@ async def revise_specification(
         body.note,
     )
     response.headers["Location"] = f"/v1/specifications/{item_code}?version={spec.version}"
-    return SpecificationOut.of(spec)
+    return SpecificationOut.of(spec, await _catalogue(sessions))
 
 
 @router.get(
@@ -325,6 +331,199 @@ async def sampling_plan(
         return SamplingPlanOut.of(single_sampling_plan(lot_size, aql, inspection_level))
     except SamplingError as exc:
         raise Unprocessable(str(exc), errors=[FieldError(field="query.aql", message=str(exc))]) from exc
+
+
+# --- the item catalogue ----------------------------------------------------------------------------------------
+
+
+async def _catalogue(sessions: Any) -> Catalogue:
+    async with sessions() as session:
+        return await store.catalogue(session)
+
+
+ItemCode = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{1,19}$", examples=["PMP-IMP-FC200"])]
+
+
+class ItemTermsIO(BaseModel):
+    """What a QA officer states about an item; every version repeats all of it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name_id": "Impeler pompa sentrifugal besi cor FC200",
+                    "name_en": "Centrifugal pump impeller, grey iron FC200",
+                    "product_family": "PUMP_PARTS",
+                    "unit": "pcs",
+                    "min_lot": 20,
+                    "required_certificates": ["ISO9001"],
+                    "min_tkdn_percent": None,
+                    "sampling": {"inspection_level": "II", "aql": 2.5},
+                }
+            ]
+        },
+    )
+
+    name_id: str = Field(min_length=1, max_length=200, description="Name in Indonesian")
+    name_en: str = Field(min_length=1, max_length=200, description="Name in English")
+    product_family: str = Field(max_length=40, description="Capacity's product family that makes it", examples=["PUMP_PARTS"])
+    unit: str = Field(default="pcs", max_length=10, description=f"One of {', '.join(UNITS)}")
+    min_lot: int = Field(default=1, ge=1, le=1_000_000, description="The fewest units worth making in a foundry-week")
+    required_certificates: list[CertificateKind] = Field(
+        default_factory=list, max_length=len(CertificateKind), description="What every maker must hold, whatever an order says"
+    )
+    min_tkdn_percent: float | None = Field(default=None, gt=0, le=100, description="The makers' TKDN minimum; none when left out")
+    sampling: SamplingRuleIO = Field(
+        default_factory=SamplingRuleIO, description="The sampling rule the item's first specification starts from"
+    )
+
+    def to_domain(self) -> ItemTerms:
+        return ItemTerms(
+            name_id=self.name_id,
+            name_en=self.name_en,
+            product_family=self.product_family,
+            unit=self.unit,
+            min_lot=self.min_lot,
+            required_certificates=tuple(self.required_certificates),
+            min_tkdn_percent=self.min_tkdn_percent,
+            sampling=SamplingRule(self.sampling.inspection_level, self.sampling.aql),
+        )
+
+    @classmethod
+    def of(cls, terms: ItemTerms) -> ItemTermsIO:
+        return cls(
+            name_id=terms.name_id,
+            name_en=terms.name_en,
+            product_family=terms.product_family,
+            unit=terms.unit,
+            min_lot=terms.min_lot,
+            required_certificates=list(terms.required_certificates),
+            min_tkdn_percent=terms.min_tkdn_percent,
+            sampling=SamplingRuleIO(inspection_level=terms.sampling.inspection_level, aql=terms.sampling.aql),  # type: ignore[arg-type]
+        )
+
+
+class ItemIn(ItemTermsIO):
+    code: ItemCode
+
+
+class ItemOut(ItemTermsIO):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    version: int
+    retired: bool = Field(description="Retired items are no longer ordered; orders and lots that name them keep them")
+    published_at: datetime
+
+    @classmethod
+    def of_item(cls, item: Item) -> ItemOut:
+        return cls(
+            **ItemTermsIO.of(item.terms).model_dump(),
+            code=item.code,
+            version=item.version,
+            retired=item.retired,
+            published_at=item.published_at,
+        )
+
+
+class ItemWithVersions(ItemOut):
+    versions: list[ItemOut] = Field(description="Every version, oldest first; the last is the one in force")
+
+
+@router.get(
+    "/items",
+    response_model=list[ItemOut],
+    tags=["items"],
+    summary="The item catalogue: every item's version in force",
+    responses=problem_responses(*AUTH_ERRORS),
+)
+async def list_items(
+    caller: TestReader,
+    sessions: Sessions,
+    retired: Annotated[bool, Query(description="Include retired items")] = False,
+) -> list[ItemOut]:
+    async with sessions() as session:
+        catalogue = await store.catalogue(session, retired=retired)
+    return [ItemOut.of_item(item) for item in catalogue.values()]
+
+
+@router.get(
+    "/items/{item_code}",
+    response_model=ItemWithVersions,
+    tags=["items"],
+    summary="An item's version in force, with every version it had",
+    responses=problem_responses(*AUTH_ERRORS, 404),
+)
+async def get_item(item_code: str, caller: TestReader, sessions: Sessions) -> ItemWithVersions:
+    async with sessions() as session:
+        versions = await store.item_versions(session, item_code)
+    if not versions:
+        raise NotFound(f"no item {item_code}")
+    return ItemWithVersions(**ItemOut.of_item(versions[-1]).model_dump(), versions=[ItemOut.of_item(item) for item in versions])
+
+
+@router.post(
+    "/items",
+    status_code=201,
+    response_model=ItemOut,
+    tags=["items"],
+    summary="Add an item to the catalogue (QA officer)",
+    description="Version 1 of the item, published as `item_published` so orders and capacity learn it; its first "
+    "specification starts from the defaults and the item's sampling rule.",
+    responses=problem_responses(*AUTH_ERRORS, 409, 422),
+)
+async def create_item(
+    body: ItemIn, caller: QualityOfficer, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
+) -> ItemOut:
+    command = Command.of("item", idempotency_key, body.model_dump(mode="json"))
+    item = await handlers.add_item(sessions, body.code, body.to_domain(), command)
+    if command is not None and command.replayed:
+        mark_replayed(response)
+    response.headers["Location"] = f"/v1/items/{item.code}"
+    return ItemOut.of_item(item)
+
+
+@router.post(
+    "/items/{item_code}/versions",
+    status_code=201,
+    response_model=ItemOut,
+    tags=["items"],
+    summary="Publish a new version of an item (QA officer)",
+    description="Orders received from now on follow the new version; lots and specifications keep their own versions.",
+    responses=problem_responses(*AUTH_ERRORS, 404, 409, 422),
+)
+async def publish_item_version(
+    item_code: str,
+    body: ItemTermsIO,
+    caller: QualityOfficer,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> ItemOut:
+    command = Command.of(f"item-version:{item_code}", idempotency_key, body.model_dump(mode="json"))
+    item = await handlers.change_item(sessions, item_code, body.to_domain(), command)
+    if command is not None and command.replayed:
+        mark_replayed(response)
+    response.headers["Location"] = f"/v1/items/{item.code}"
+    return ItemOut.of_item(item)
+
+
+@router.delete(
+    "/items/{item_code}",
+    response_model=ItemOut,
+    tags=["items"],
+    summary="Retire an item (QA officer): its last version, which no new order may name",
+    responses=problem_responses(*AUTH_ERRORS, 404, 409),
+)
+async def retire_item(
+    item_code: str, caller: QualityOfficer, sessions: Sessions, response: Response, idempotency_key: OptionalIdempotencyKey = None
+) -> ItemOut:
+    command = Command.of(f"item-retire:{item_code}", idempotency_key, {})
+    item = await handlers.change_item(sessions, item_code, None, command)
+    if command is not None and command.replayed:
+        mark_replayed(response)
+    return ItemOut.of_item(item)
 
 
 # --- certificates ----------------------------------------------------------------------------------------------
@@ -777,7 +976,7 @@ async def trace_lot(lot_code: str, caller: MemberReader, sessions: Sessions) -> 
         foundry=FoundryRef(
             code=found.lot.foundry_code, name=foundry.name if foundry else None, village=foundry.village if foundry else None
         ),
-        specification=SpecificationOut.of(found.specification),
+        specification=SpecificationOut.of(found.specification, await _catalogue(sessions)),
         sampling_plan=SamplingPlanOut.of(found.lot.plan),
         test_report=ResultOut.of(found.result) if found.result is not None else None,
         certificates_valid_when_tested=[CertificateSnapshot(**c) for c in found.result.certificates]

@@ -14,6 +14,11 @@ from . import api, handlers, store
 from .subscriptions import SUBSCRIPTIONS
 
 
+async def announce_items(runtime: ServiceRuntime) -> None:
+    assert runtime.sessions is not None
+    await handlers.announce_items(runtime.sessions)
+
+
 async def put_default_specifications(runtime: ServiceRuntime) -> None:
     assert runtime.sessions is not None
     await handlers.ensure_default_specifications(runtime.sessions)
@@ -35,7 +40,7 @@ SPEC = ServiceSpec(
     backbone=store.backbone,
     subscriptions=SUBSCRIPTIONS,
     migrations_dir=Path(__file__).parent / "migrations",
-    on_start=[put_default_specifications],
+    on_start=[announce_items, put_default_specifications],
     jobs=[PeriodicJob("certificate-expiry", certificate_expiry, lambda settings: settings.quality_expiry_check_interval_s)],
 )
 

@@ -25,12 +25,12 @@ from shared.settings import Settings
 
 from . import metrics, store
 from .domain import (
-    ITEMS,
-    REQUIRED_CERTIFICATES,
     Candidate,
     Certificate,
     Evaluation,
     FoundryQuality,
+    Item,
+    ItemTerms,
     LabReport,
     Lot,
     Notice,
@@ -41,6 +41,7 @@ from .domain import (
     StateConflict,
     StatusRule,
     Verdict,
+    create_item,
     decide_lot,
     default_specification,
     expiry_notices,
@@ -48,10 +49,13 @@ from .domain import (
     initial_quality,
     judge_eligibility,
     override_status,
+    publish_version,
+    published,
     read_samples,
     reassess,
     register_lot,
     release_override,
+    retire_item,
     revise_specification,
     revoke_certificate,
     unknown_item,
@@ -88,27 +92,101 @@ async def on_foundry_changed(session: AsyncSession, envelope: Envelope[Any]) -> 
     await project_foundry(session, store.foundry_projection, envelope, store.audit_log)
 
 
+# --- the item catalogue -----------------------------------------------------------------------------------------
+
+
+def _unknown_item(item_code: str, catalogue: Mapping[str, Item], field: str = "body.item_code") -> Unprocessable:
+    message = unknown_item(item_code, catalogue)
+    return Unprocessable(message, errors=[FieldError(field=field, message=message)])
+
+
+async def announce_items(sessions: Sessions) -> list[Item]:
+    """Publishes once the item versions a migration wrote, so a fresh platform's orders and capacity learn the
+    catalogue; a replica starting at the same time finds them announced already."""
+    async with sessions.begin() as session:
+        announced = await store.take_unannounced_items(session)
+        for item in announced:
+            await store.publish(session, published(item))
+    if announced:
+        log.info("item versions announced", items=len(announced))
+    return announced
+
+
+async def add_item(sessions: Sessions, code: str, terms: ItemTerms, command: Command | None = None) -> Item:
+    """Version 1 of a new item, with its first specification. Another replica creating the same code at the same
+    moment fails on the key of (code, version)."""
+    now = clock.now()
+    try:
+        async with sessions.begin() as session:
+            if command is not None:
+                if await command.recall(store.idempotency_keys, session) is not None:
+                    created = await store.get_item(session, code)
+                    assert created is not None
+                    return created  # created by the first request with this key
+                await command.remember(store.idempotency_keys, session, code, now)  # undone on refusal
+            try:
+                item, event = create_item(await store.get_item(session, code), code, terms, now)
+            except Rejected as exc:
+                raise _invalid(exc) from exc
+            except StateConflict as exc:
+                raise Conflict(str(exc)) from exc
+            await store.add_item(session, item, before=None)
+            await store.publish(session, event)
+            if await store.get_specification(session, code) is None:
+                await store.add_specification(session, default_specification(code, now, item.terms.sampling))
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"item {code} was created by a concurrent request") from exc
+    return item
+
+
+async def change_item(sessions: Sessions, code: str, terms: ItemTerms | None, command: Command | None = None) -> Item:
+    """The next version of an item: `terms`, or the same terms retired when None."""
+    now = clock.now()
+    try:
+        async with sessions.begin() as session:
+            current = await store.get_item(session, code)
+            if current is None:
+                raise NotFound(unknown_item(code, await store.catalogue(session)))
+            if command is not None:
+                if await command.recall(store.idempotency_keys, session) is not None:
+                    return current  # published by the first request with this key
+                await command.remember(store.idempotency_keys, session, code, now)  # undone on refusal
+            try:
+                item, event = publish_version(current, terms, now) if terms is not None else retire_item(current, now)
+            except Rejected as exc:
+                raise _invalid(exc) from exc
+            except StateConflict as exc:
+                raise Conflict(str(exc)) from exc
+            await store.add_item(session, item, before=current)
+            await store.publish(session, event)
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"another version of {code} was published at the same moment; read it and retry") from exc
+    return item
+
+
 # --- specifications ---------------------------------------------------------------------------------------
 
 
 async def ensure_default_specifications(sessions: Sessions) -> list[str]:
     """Version 1 of every item that has no specification yet: the domain's defaults."""
     created = []
-    for item_code in ITEMS:
+    async with sessions() as session:
+        items = await store.catalogue(session)
+    for item in items.values():
         try:
             async with sessions.begin() as session:
-                if await store.get_specification(session, item_code) is None:
-                    await store.add_specification(session, default_specification(item_code, clock.now()))
-                    created.append(item_code)
+                if await store.get_specification(session, item.code) is None:
+                    await store.add_specification(session, default_specification(item.code, clock.now(), item.terms.sampling))
+                    created.append(item.code)
         except sa.exc.IntegrityError:
             pass  # another replica wrote it first
     return created
 
 
-async def _specification_in_force(session: AsyncSession, item_code: str) -> Specification:
-    spec = await store.get_specification(session, item_code)
+async def _specification_in_force(session: AsyncSession, item: Item) -> Specification:
+    spec = await store.get_specification(session, item.code)
     if spec is None:
-        spec = default_specification(item_code, clock.now())
+        spec = default_specification(item.code, clock.now(), item.terms.sampling)
         await store.add_specification(session, spec)
     return spec
 
@@ -116,11 +194,12 @@ async def _specification_in_force(session: AsyncSession, item_code: str) -> Spec
 async def revise(
     sessions: Sessions, item_code: str, parameters: Sequence[Parameter], sampling: SamplingRule, note: str
 ) -> Specification:
-    if item_code not in ITEMS:
-        raise NotFound(unknown_item(item_code))
     try:
         async with sessions.begin() as session:
-            current = await _specification_in_force(session, item_code)
+            item = await store.get_item(session, item_code)
+            if item is None:
+                raise NotFound(unknown_item(item_code, await store.catalogue(session)))
+            current = await _specification_in_force(session, item)
             try:
                 spec = revise_specification(current, item_code, parameters, sampling, note, clock.now())
             except Rejected as exc:
@@ -166,6 +245,7 @@ async def grant(
                     tkdn_percent=tkdn_percent,
                     certified_workers=certified_workers,
                     items=items,
+                    catalogue=await store.catalogue(session),
                 )
             except Rejected as exc:
                 raise _invalid(exc) from exc
@@ -259,10 +339,21 @@ async def register(
                 raise _unknown_foundry(foundry_code)
             if await store.get_lot(session, code) is not None:
                 raise Conflict(f"lot {code} is already registered")
-            spec = await _specification_in_force(session, item_code) if item_code in ITEMS else None
+            catalogue = await store.catalogue(session)
+            item = catalogue.get(item_code)
+            spec = await _specification_in_force(session, item) if item is not None else None
             try:
                 lot, registered = register_lot(
-                    code, foundry_code, foundry.product_families, item_code, quantity, order_id, allocation_id, spec, now
+                    code,
+                    foundry_code,
+                    foundry.product_families,
+                    item_code,
+                    quantity,
+                    order_id,
+                    allocation_id,
+                    spec,
+                    now,
+                    catalogue,
                 )
             except Rejected as exc:
                 raise _invalid(exc) from exc
@@ -453,12 +544,12 @@ async def eligibility(
     required: Sequence[CertificateKind] | None,
     min_tkdn_percent: float | None,
 ) -> tuple[list[Verdict], tuple[CertificateKind, ...], float]:
-    if item_code not in ITEMS:
-        raise Unprocessable(unknown_item(item_code), errors=[FieldError(field="query.item", message=unknown_item(item_code))])
-    kinds = tuple(dict.fromkeys(required)) if required else REQUIRED_CERTIFICATES[item_code]
-    minimum = settings.quality_default_min_tkdn_percent if min_tkdn_percent is None else min_tkdn_percent
     default_status = initial_quality("", status_rule(settings)).status
     async with sessions() as session:
+        catalogue = await store.catalogue(session)
+        item = catalogue.get(item_code)
+        if item is None:
+            raise _unknown_item(item_code, catalogue, "query.item")
         known = await store.foundries(session)
         held = await store.certificates_by_foundry(session)
         statuses = await store.statuses_on(session, on)
@@ -466,7 +557,10 @@ async def eligibility(
         Candidate(f.code, f.name, tuple(f.product_families), tuple(held.get(f.code, ())), statuses.get(f.code, default_status))
         for f in known
     ]
-    return judge_eligibility(item_code, on, candidates, kinds, minimum), kinds, minimum
+    # The item's own requirements unless the asker names others.
+    kinds = tuple(dict.fromkeys(required)) if required else item.terms.required_certificates
+    minimum = (item.terms.min_tkdn_percent or 0.0) if min_tkdn_percent is None else min_tkdn_percent
+    return judge_eligibility(item, on, candidates, kinds, minimum), kinds, minimum
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.events.quality import CertificateKind, QualityStatus
 
 from . import store
-from .domain import ITEMS, LotStatus
+from .domain import LotStatus
 
 LOTS = Counter("ceper_quality_lots", "Lots decided, by outcome (passed/failed) and item", ["outcome", "item"])
 PASS_RATE = Gauge("ceper_quality_pass_rate", "Share of lots decided in the last 90 days that passed", ["item"])
@@ -35,7 +35,7 @@ def lot_decided(item_code: str, status: LotStatus) -> None:
 async def refresh(session: AsyncSession, now: datetime, today: date, warning_days: int, default_status: QualityStatus) -> None:
     """`default_status` is the status of a foundry with no quality record yet."""
     decided = await store.decided_lots_by_item(session, now - PASS_RATE_WINDOW)
-    for item in ITEMS:
+    for item in sorted({code for code, _ in decided}):
         passed = decided.get((item, LotStatus.PASSED.value), 0)
         failed = decided.get((item, LotStatus.FAILED.value), 0)
         if passed + failed:

@@ -22,6 +22,8 @@ from shared.weeks import local_midnight
 from .domain import (
     Certificate,
     FoundryQuality,
+    Item,
+    ItemTerms,
     Lot,
     LotStatus,
     Notice,
@@ -37,6 +39,27 @@ backbone = backbone_tables(metadata)
 # Who changed what, when, from what to what: written in the transaction of each change.
 audit_log = audit.audit_table(metadata)
 foundry_projection = foundry_projection_table(metadata)
+
+# Every version of every item of the catalogue. `announced` is false only for versions a migration wrote: the
+# service publishes those once when it starts (a version made through the API is published as it is written).
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("code", sa.String(20), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name_id", sa.String(200), nullable=False),
+    sa.Column("name_en", sa.String(200), nullable=False),
+    sa.Column("product_family", sa.String(40), nullable=False),
+    sa.Column("unit", sa.String(10), nullable=False),
+    sa.Column("min_lot", sa.Integer, nullable=False),
+    sa.Column("required_certificates", sa.JSON, nullable=False),
+    sa.Column("min_tkdn_percent", sa.Float, nullable=True),
+    sa.Column("inspection_level", sa.String(4), nullable=False),
+    sa.Column("aql", sa.Float, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("published_at", UtcDateTime, nullable=False),
+    sa.Column("announced", sa.Boolean, nullable=False),
+)
 
 # Every version of every item's specification; a lot points at the version it was registered under.
 specifications = sa.Table(
@@ -169,6 +192,84 @@ async def foundries(session: AsyncSession) -> list[Any]:
 
 
 # --- specifications ---------------------------------------------------------------------------------------
+
+
+def _to_item(row: Any) -> Item:
+    terms = ItemTerms(
+        name_id=row.name_id,
+        name_en=row.name_en,
+        product_family=row.product_family,
+        unit=row.unit,
+        min_lot=row.min_lot,
+        required_certificates=tuple(CertificateKind(k) for k in row.required_certificates),
+        min_tkdn_percent=row.min_tkdn_percent,
+        sampling=SamplingRule(row.inspection_level, row.aql),
+    )
+    return Item(row.code, row.version, terms, row.published_at, retired=row.retired)
+
+
+async def add_item(session: AsyncSession, item: Item, *, before: Item | None) -> None:
+    """A new version (`before`: the one it follows), audited; the (code, version) key makes a second writer of the
+    same version fail."""
+    terms = item.terms
+    await session.execute(
+        sa.insert(items).values(
+            code=item.code,
+            version=item.version,
+            name_id=terms.name_id,
+            name_en=terms.name_en,
+            product_family=terms.product_family,
+            unit=terms.unit,
+            min_lot=terms.min_lot,
+            required_certificates=[k.value for k in terms.required_certificates],
+            min_tkdn_percent=terms.min_tkdn_percent,
+            inspection_level=terms.sampling.inspection_level,
+            aql=terms.sampling.aql,
+            retired=item.retired,
+            published_at=item.published_at,
+            announced=True,
+        )
+    )
+    await audit.record_change(
+        session,
+        audit_log,
+        entity_type="item",
+        entity_id=item.code,
+        before=asdict(before) if before is not None else None,
+        after=asdict(item),
+        action="item.retired" if item.retired else ("item.created" if before is None else "item.versioned"),
+    )
+
+
+def _in_force() -> sa.Select[Any]:
+    newest = sa.select(items.c.code, sa.func.max(items.c.version).label("version")).group_by(items.c.code).subquery()
+    return sa.select(items).join(newest, sa.and_(items.c.code == newest.c.code, items.c.version == newest.c.version))
+
+
+async def get_item(session: AsyncSession, code: str) -> Item | None:
+    """The item's version in force (retired or not)."""
+    row = (await session.execute(_in_force().where(items.c.code == code))).first()
+    return _to_item(row) if row else None
+
+
+async def catalogue(session: AsyncSession, *, retired: bool = True) -> dict[str, Item]:
+    """Every item's version in force, by code; without retired items when `retired` is false."""
+    query = _in_force().order_by(items.c.code)
+    if not retired:
+        query = query.where(items.c.retired.is_(False))
+    return {row.code: _to_item(row) for row in await session.execute(query)}
+
+
+async def item_versions(session: AsyncSession, code: str) -> list[Item]:
+    rows = await session.execute(sa.select(items).where(items.c.code == code).order_by(items.c.version))
+    return [_to_item(row) for row in rows]
+
+
+async def take_unannounced_items(session: AsyncSession) -> list[Item]:
+    """Marks the versions nobody published yet as announced and returns them. One UPDATE: a replica running it at
+    the same moment waits for this transaction's row locks and then finds them announced, so each goes out once."""
+    rows = await session.execute(sa.update(items).where(items.c.announced.is_(False)).values(announced=True).returning(*items.c))
+    return sorted((_to_item(row) for row in rows), key=lambda item: (item.code, item.version))
 
 
 def _parameter_json(p: Parameter) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Events owned by the quality service, on topic `ceper.quality.v1`, keyed by foundry code or lot code."""
+"""Events owned by the quality service, on topic `ceper.quality.v1`, keyed by foundry code, lot code or item code."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from .fields import (
     ItemCode,
     LotCode,
     OrderId,
+    Percent,
     PositiveCount,
+    ProductFamily,
 )
 from .registry import EventData, event
 
@@ -150,3 +152,21 @@ class FoundryQualityStatusChanged(EventData):
     overridden: bool = Field(description="True while a QA officer's override decides the status")
     reason: str = Field(max_length=1000)
     changed_at: datetime
+
+
+@event("quality", "item_published", key="item_code")
+class ItemPublished(EventData):
+    """A version of an item of the catalogue, whole (state transfer): what makes it, its unit, its minimum lot per
+    foundry-week and what its makers must hold whatever an order says. A higher version replaces a lower one."""
+
+    item_code: ItemCode
+    version: PositiveCount
+    name_id: str = Field(min_length=1, max_length=200, examples=["Blok rem komposit tipe K"], description="Name in Indonesian")
+    name_en: str = Field(min_length=1, max_length=200, examples=["Composite brake block, type K"], description="Name in English")
+    product_family: ProductFamily
+    unit: str = Field(min_length=1, max_length=10, examples=["pcs"])
+    min_lot: PositiveCount = Field(description="The fewest units worth making in one foundry-week")
+    required_certificates: list[CertificateKind] = Field(default_factory=list, description="What every maker must hold")
+    min_tkdn_percent: Percent | None = Field(default=None, description="The makers' TKDN minimum, if any")
+    retired: bool = Field(default=False, description="True when the item is no longer ordered; earlier orders keep it")
+    published_at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -13,16 +14,20 @@ from services.orders.domain import (
     Buyer,
     Delivery,
     DeliverySite,
+    Item,
     OrderLine,
     OrderRejected,
     OrderStatus,
+    Requirements,
     WebhookEndpoint,
     check_delivery_site,
     check_purchase_order,
     receive_purchase_order,
+    with_items,
 )
 from services.orders.webhooks import body_of, sign
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
+from tests.fixtures.catalogue import ORDERS_CATALOGUE as CATALOGUE
 
 TODAY = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
@@ -61,9 +66,10 @@ def violations(
     currency: str = "IDR",
     buyers: dict[str, Buyer] = BUYERS,
     sites: dict[str, DeliverySite] = SITES,
+    catalogue: Mapping[str, Item] = CATALOGUE,
 ) -> dict[str, str]:
     found = check_purchase_order(
-        buyer, issued_on, currency, [line()] if lines is None else lines, TODAY, buyers=buyers, sites=sites
+        buyer, issued_on, currency, [line()] if lines is None else lines, TODAY, buyers=buyers, sites=sites, catalogue=catalogue
     )
     return {v.field: v.message for v in found}
 
@@ -73,6 +79,27 @@ def test_a_valid_order_has_no_violations():
     assert violations([split, line(2, 500, item_code="BB-CI")]) == {}
     inka = [line(1, 100, Delivery(IN_90_DAYS, 100, "INKA-MN"))]
     assert violations(inka, buyer="INKA", issued_on=TODAY - timedelta(days=10)) == {}
+
+
+def test_a_line_follows_the_catalogue_it_was_given():
+    """The item's family, minimum lot and requirements come from the catalogue's version; a line only adds to them."""
+    raised = {**CATALOGUE, "BB-COMP-K": replace(CATALOGUE["BB-COMP-K"], version=2, requirements=Requirements(("SNI",), 40.0))}
+    [k] = with_items([line(requirements=Requirements(("ISO9001",), 30.0))], raised)
+    assert (k.product_family, k.min_lot) == ("BRAKE_BLOCK_COMPOSITE", 200)
+    assert k.required == Requirements(("SNI", "ISO9001"), 40.0)
+    [impeller] = with_items([line(item_code="PMP-IMP-FC200")], CATALOGUE)
+    assert (impeller.product_family, impeller.min_lot, impeller.required) == ("PUMP_PARTS", 20, Requirements(("ISO9001",)))
+    with pytest.raises(LookupError, match="BB-COMP-K"):
+        _ = line().product_family  # a line without its item attached knows no family
+
+
+def test_a_retired_item_is_no_longer_ordered():
+    retired = {**CATALOGUE, "BB-CI": replace(CATALOGUE["BB-CI"], version=2, retired=True)}
+    found = violations([line(item_code="BB-CI")], catalogue=retired)
+    assert list(found) == ["lines.0.item_code"] and "BB-CI is retired" in found["lines.0.item_code"]
+    assert "BB-CI" not in found["lines.0.item_code"].split("known: ")[1]
+    new_item = {**CATALOGUE, "X-NEW": Item("X-NEW", "Barang baru", "MACHINE_PARTS")}
+    assert violations([line(item_code="X-NEW")], catalogue=new_item) == {}
 
 
 def test_unknown_buyer():
@@ -211,9 +238,10 @@ def test_every_broken_rule_is_reported_at_once():
 def test_receive_returns_the_order_and_its_event():
     lines = [line(1, 1200), line(2, 300, item_code="BB-CI", unit_price=111_000)]
     order, event = receive_purchase_order(
-        "po_1", "KAI", "KAI/PO/2027/00042", TODAY, "IDR", lines, TODAY, NOW, buyers=BUYERS, sites=SITES
+        "po_1", "KAI", "KAI/PO/2027/00042", TODAY, "IDR", lines, TODAY, NOW, buyers=BUYERS, sites=SITES, catalogue=CATALOGUE
     )
-    assert order.status is OrderStatus.RECEIVED and order.lines == tuple(lines)
+    assert order.status is OrderStatus.RECEIVED and order.lines == with_items(lines, CATALOGUE)
+    assert [line.item for line in order.lines] == [CATALOGUE["BB-COMP-K"], CATALOGUE["BB-CI"]]
     assert order.total_amount == 1200 * 203_700 + 300 * 111_000
     assert isinstance(order.total_amount, int)
     assert event == PurchaseOrderReceived(
@@ -231,7 +259,9 @@ def test_receive_returns_the_order_and_its_event():
 
 def test_receive_refuses_with_every_violation():
     with pytest.raises(OrderRejected) as refused:
-        receive_purchase_order("po_1", "KAI", "KAI/PO/1", TODAY, "USD", [line(0)], TODAY, NOW, buyers=BUYERS, sites=SITES)
+        receive_purchase_order(
+            "po_1", "KAI", "KAI/PO/1", TODAY, "USD", [line(0)], TODAY, NOW, buyers=BUYERS, sites=SITES, catalogue=CATALOGUE
+        )
     assert [v.field for v in refused.value.violations] == ["currency", "lines.0.line_no"]
     assert "currency: only IDR" in str(refused.value)
 

@@ -23,6 +23,7 @@ from services.orders.domain import (
     tkdn_of,
     why_not_eligible,
 )
+from tests.fixtures.catalogue import ORDERS_CATALOGUE as CATALOGUE
 
 TODAY = date(2026, 11, 24)
 FEB, MAR, JUN = date(2027, 2, 26), date(2027, 3, 31), date(2027, 6, 30)
@@ -35,6 +36,7 @@ LINE = OrderLine(
     unit_price=203_700,
     deliveries=(Delivery(FEB, 3_000, "BY-YK"), Delivery(MAR, 3_000, "BY-MRI"), Delivery(JUN, 3_000, "BY-YK")),
     requirements=Requirements(("SNI", "ISO9001"), 25),
+    item=CATALOGUE["BB-COMP-K"],
 )
 
 

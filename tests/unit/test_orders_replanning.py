@@ -12,6 +12,7 @@ from services.orders.domain import (
     CertificateHeld,
     Delivery,
     FoundryStanding,
+    Item,
     Lot,
     OrderLine,
     OrderStatus,
@@ -38,6 +39,7 @@ from services.orders.replanning import (
 from shared.events.capacity import ReservationConfirmed
 from shared.events.orders import PlannedAllocation
 from shared.weeks import iso_week, week_end, weeks_between
+from tests.fixtures.catalogue import ORDERS_CATALOGUE as CATALOGUE
 
 TODAY = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -47,7 +49,9 @@ FAMILY = "BRAKE_BLOCK_COMPOSITE"
 RULES = PlanRules(time_limit_s=0.5)
 
 
-def kai_order(status: OrderStatus = OrderStatus.RECEIVED, quantity: int = 2000, **requirements: object) -> PurchaseOrder:
+def kai_order(
+    status: OrderStatus = OrderStatus.RECEIVED, quantity: int = 2000, item: Item = CATALOGUE["BB-COMP-K"], **requirements: object
+) -> PurchaseOrder:
     half = quantity // 2
     line = OrderLine(
         1,
@@ -57,6 +61,7 @@ def kai_order(status: OrderStatus = OrderStatus.RECEIVED, quantity: int = 2000, 
         203_700,
         (Delivery(FIRST_DUE, half, "BY-YK"), Delivery(SECOND_DUE, quantity - half, "BY-MRI")),
         Requirements(**requirements),  # type: ignore[arg-type]
+        item=item,
     )
     return PurchaseOrder("po_1", "KAI", "KAI/PO/1", TODAY, "IDR", (line,), status, NOW)
 
@@ -318,12 +323,9 @@ def test_a_300_unit_line_is_planned_on_one_member():
     assert len({a.allocation.foundry_code for a in decision.allocations}) == 1
 
 
-def test_a_line_is_planned_with_its_items_minimum_lot(monkeypatch):
+def test_a_line_is_planned_with_its_items_minimum_lot():
     # An item cast in lots of 60 spreads a small line over more members than the brake blocks' 200 would allow.
-    from services.orders import domain
-
-    monkeypatch.setitem(domain.ITEMS, "BB-COMP-K", domain.Item("BB-COMP-K", "Blok rem komposit tipe K", FAMILY, min_lot=60))
-    decision = decide(kai_order(quantity=300))
+    decision = decide(kai_order(quantity=300, item=dataclasses.replace(CATALOGUE["BB-COMP-K"], version=2, min_lot=60)))
     assert isinstance(decision, NewPlan) and decision.shortfall == []
     load: dict[str, int] = {}
     foundry_weeks: dict[tuple[str, str], int] = {}  # a foundry-week may serve both deliveries

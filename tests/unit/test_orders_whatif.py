@@ -20,6 +20,7 @@ from services.orders.domain import (
 from services.orders.planner import PlanRules
 from shared.events.orders import PlannedAllocation
 from shared.weeks import iso_week, weeks_between
+from tests.fixtures.catalogue import ORDERS_CATALOGUE as CATALOGUE
 
 TODAY = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 3, tzinfo=UTC)
@@ -55,6 +56,7 @@ def order(quantity: int = 1000, certificates: tuple[str, ...] = ("SNI",)) -> Pur
         203_700,
         (Delivery(DUE, quantity, "BY-YK"),),
         Requirements(certificates),
+        item=CATALOGUE["BB-COMP-K"],
     )
     return PurchaseOrder("po_1", "KAI", "KAI/PO/1", TODAY, "IDR", (line,), OrderStatus.ACCEPTED, NOW)
 

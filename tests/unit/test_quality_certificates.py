@@ -27,10 +27,12 @@ from shared.events.quality import (
     CertificationExpiring,
     QualityStatus,
 )
+from tests.fixtures.catalogue import QUALITY_CATALOGUE as CATALOGUE
 
 NOW = datetime(2027, 3, 1, 3, 0, tzinfo=UTC)
 TODAY = date(2027, 3, 1)
 COMPOSITE = ("BRAKE_BLOCK_COMPOSITE",)
+K = CATALOGUE["BB-COMP-K"]
 
 
 def certificate(
@@ -51,6 +53,7 @@ def certificate(
         until,
         NOW,
         **{**defaults, **extra},
+        catalogue=CATALOGUE,
     )
     return cert
 
@@ -73,6 +76,7 @@ def test_granting_returns_the_certificate_and_its_event():
         date(2030, 2, 28),
         NOW,
         items=["BB-COMP-K", "BB-COMP-LL", "BB-COMP-K"],
+        catalogue=CATALOGUE,
     )
     assert cert.items == ("BB-COMP-K", "BB-COMP-LL") and cert.number == "SPPT-SNI/0123"
     assert event == CertificateGranted(
@@ -120,6 +124,7 @@ def test_granting_refuses_what_a_certificate_cannot_be(kind, changes, field, mes
             args.pop("valid_until"),
             NOW,
             **args,
+            catalogue=CATALOGUE,
         )
     assert message in violations(refused)[field]
 
@@ -227,7 +232,7 @@ REQUIRED = (CertificateKind.SNI, CertificateKind.ISO9001)
 
 def test_a_foundry_with_valid_certificates_and_enough_tkdn_is_eligible():
     certs = full_set()
-    [verdict] = judge_eligibility("BB-COMP-K", TODAY, [candidate("IKM-001", *certs)], REQUIRED, 25)
+    [verdict] = judge_eligibility(K, TODAY, [candidate("IKM-001", *certs)], REQUIRED, 25)
     assert verdict.eligible and verdict.reasons == ()
     assert verdict.certificate_ids == tuple(c.id for c in certs) and verdict.tkdn_percent == 42.5
 
@@ -237,7 +242,7 @@ def test_every_reason_why_not_is_given():
     lapsed_iso = certificate(CertificateKind.ISO9001, foundry="IKM-002", until=date(2027, 2, 1))
     low_tkdn = certificate(CertificateKind.TKDN, foundry="IKM-002", tkdn_percent=21.0)
     [verdict] = judge_eligibility(
-        "BB-COMP-K",
+        K,
         TODAY,
         [
             candidate(
@@ -266,38 +271,34 @@ def test_eligibility_is_judged_on_the_date_asked():
     certs = full_set(until=date(2027, 3, 31))
     revoked_sni, _ = revoke_certificate(certs[0], "product failed surveillance", datetime(2027, 3, 20, 3, 0, tzinfo=UTC))
     members = [candidate("IKM-001", revoked_sni, *certs[1:])]
-    assert judge_eligibility("BB-COMP-K", date(2027, 3, 19), members, REQUIRED, 25)[0].eligible
-    later = judge_eligibility("BB-COMP-K", date(2027, 3, 20), members, REQUIRED, 25)[0]
+    assert judge_eligibility(K, date(2027, 3, 19), members, REQUIRED, 25)[0].eligible
+    later = judge_eligibility(K, date(2027, 3, 20), members, REQUIRED, 25)[0]
     assert [r.message for r in later.reasons] == [
         f"no SNI certificate covering BB-COMP-K valid on 2027-03-20 ({revoked_sni.number} revoked: product failed surveillance)"
     ]
-    after_expiry = judge_eligibility("BB-COMP-K", date(2027, 4, 1), [candidate("IKM-001", *certs)], REQUIRED, 25)[0]
+    after_expiry = judge_eligibility(K, date(2027, 4, 1), [candidate("IKM-001", *certs)], REQUIRED, 25)[0]
     assert {r.rule for r in after_expiry.reasons} == {"certificate", "tkdn"}
 
 
 def test_requirements_are_data_the_asker_may_change():
     certs = full_set(tkdn=30)
     members = [candidate("IKM-001", *certs[:2])]  # no TKDN certificate at all
-    assert [r.rule for r in judge_eligibility("BB-COMP-K", TODAY, members, REQUIRED, 25)[0].reasons] == ["tkdn"]
-    assert judge_eligibility("BB-COMP-K", TODAY, members, REQUIRED, 0)[0].eligible
+    assert [r.rule for r in judge_eligibility(K, TODAY, members, REQUIRED, 25)[0].reasons] == ["tkdn"]
+    assert judge_eligibility(K, TODAY, members, REQUIRED, 0)[0].eligible
     with_tkdn = [candidate("IKM-001", *certs)]
-    assert not judge_eligibility("BB-COMP-K", TODAY, with_tkdn, REQUIRED, 40)[0].eligible
-    needs_workers = judge_eligibility("BB-COMP-K", TODAY, with_tkdn, (*REQUIRED, CertificateKind.SKKNI), 25)[0]
+    assert not judge_eligibility(K, TODAY, with_tkdn, REQUIRED, 40)[0].eligible
+    needs_workers = judge_eligibility(K, TODAY, with_tkdn, (*REQUIRED, CertificateKind.SKKNI), 25)[0]
     assert [r.message for r in needs_workers.reasons] == ["no SKKNI certificate valid on 2027-03-01"]
     skkni = certificate(CertificateKind.SKKNI)
-    assert judge_eligibility("BB-COMP-K", TODAY, [candidate("IKM-001", *certs, skkni)], (*REQUIRED, CertificateKind.SKKNI), 25)[
-        0
-    ].eligible
+    assert judge_eligibility(K, TODAY, [candidate("IKM-001", *certs, skkni)], (*REQUIRED, CertificateKind.SKKNI), 25)[0].eligible
 
 
 def test_watch_status_does_not_stop_a_foundry():
-    verdict = judge_eligibility(
-        "BB-COMP-K", TODAY, [candidate("IKM-001", *full_set(), status=QualityStatus.WATCH)], REQUIRED, 25
-    )[0]
+    verdict = judge_eligibility(K, TODAY, [candidate("IKM-001", *full_set(), status=QualityStatus.WATCH)], REQUIRED, 25)[0]
     assert verdict.eligible and verdict.status is QualityStatus.WATCH
 
 
 def test_a_certificate_valid_only_later_is_named():
     future = replace(certificate(CertificateKind.ISO9001), valid_from=date(2027, 6, 1))
-    [verdict] = judge_eligibility("BB-COMP-K", TODAY, [candidate("IKM-001", full_set()[0], future, full_set()[2])], REQUIRED, 25)
+    [verdict] = judge_eligibility(K, TODAY, [candidate("IKM-001", full_set()[0], future, full_set()[2])], REQUIRED, 25)
     assert verdict.reasons[0].message.endswith(f"({future.number} valid only from 2027-06-01)")

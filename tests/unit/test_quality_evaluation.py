@@ -25,6 +25,7 @@ from services.quality.domain import (
     revise_specification,
 )
 from shared.events.quality import LotFailed, LotPassed, LotRegistered
+from tests.fixtures.catalogue import QUALITY_CATALOGUE as CATALOGUE
 
 NOW = datetime(2027, 3, 1, 3, 0, tzinfo=UTC)  # 10:00 in Ceper
 TODAY = date(2027, 3, 1)
@@ -46,7 +47,7 @@ def good_sample(**changes: object) -> dict[str, object]:
 
 
 def registered(quantity: int = 200, spec=K) -> Lot:
-    lot, _ = register_lot("IKM-001-K-0001", "IKM-001", COMPOSITE, spec.item_code, quantity, "po_1", "al_1", spec, NOW)
+    lot, _ = register_lot("IKM-001-K-0001", "IKM-001", COMPOSITE, spec.item_code, quantity, "po_1", "al_1", spec, NOW, CATALOGUE)
     return lot
 
 
@@ -69,7 +70,8 @@ def test_default_specifications_follow_the_domain_reference():
     }
     cast_iron = {p.code: p.describe() for p in default_specification("BB-CI", NOW).parameters}
     assert cast_iron == {"hardness": "197–255 HB", "phosphorus": "0.5–1.5 %", "weight": "11–12 kg"}
-    assert set(DEFAULT_SPECIFICATIONS) == {"BB-COMP-K", "BB-COMP-LL", "BB-CI", "TMMIN-PRT"}
+    assert set(DEFAULT_SPECIFICATIONS) <= set(CATALOGUE)
+    assert {"BB-COMP-K", "BB-COMP-LL", "BB-CI", "TMMIN-PRT", "PMP-IMP-FC200"} <= set(DEFAULT_SPECIFICATIONS)
     assert K.version == 1 and K.sampling == SamplingRule("II", 2.5)
 
 
@@ -132,7 +134,7 @@ def test_a_revision_breaking_the_rules_is_refused_naming_each_field():
     assert "IV" in found["sampling.inspection_level"]
     with pytest.raises(Rejected) as unknown:
         revise_specification(None, "BB-RUBBER", [], SamplingRule(), "", NOW)
-    assert set(violations(unknown)) == {"item_code", "parameters"}
+    assert set(violations(unknown)) == {"parameters"}  # which items exist is the catalogue's, asked before
     with pytest.raises(Rejected) as aql:
         revise_specification(K, "BB-COMP-K", K.parameters, SamplingRule("II", 3.0), "", NOW)
     assert "AQL 3" in violations(aql)["sampling.aql"]
@@ -142,7 +144,7 @@ def test_a_revision_breaking_the_rules_is_refused_naming_each_field():
 
 
 def test_registering_a_lot_fixes_its_spec_version_and_sampling_plan():
-    lot, event = register_lot("IKM-001-K-0001", "IKM-001", COMPOSITE, "BB-COMP-K", 200, "po_1", "al_1", K, NOW)
+    lot, event = register_lot("IKM-001-K-0001", "IKM-001", COMPOSITE, "BB-COMP-K", 200, "po_1", "al_1", K, NOW, CATALOGUE)
     assert (lot.status, lot.spec_version, lot.plan.sample_size, lot.plan.acceptance_number) == (LotStatus.REGISTERED, 1, 32, 2)
     assert event == LotRegistered(
         lot_code="IKM-001-K-0001",
@@ -158,12 +160,12 @@ def test_registering_a_lot_fixes_its_spec_version_and_sampling_plan():
 
 def test_a_lot_breaking_the_rules_is_refused():
     with pytest.raises(Rejected) as refused:
-        register_lot("lot 1", "IKM-002", ["PUMP_PARTS"], "BB-COMP-K", 0, None, "al_1", K, NOW)
+        register_lot("lot 1", "IKM-002", ["PUMP_PARTS"], "BB-COMP-K", 0, None, "al_1", K, NOW, CATALOGUE)
     found = violations(refused)
     assert set(found) == {"lot_code", "item_code", "quantity", "order_id"}
     assert found["item_code"] == "IKM-002 does not make BRAKE_BLOCK_COMPOSITE (capacity's register)"
     with pytest.raises(Rejected) as unknown:
-        register_lot("IKM-002-X-1", "IKM-002", COMPOSITE, "BB-RUBBER", 10, None, None, None, NOW)
+        register_lot("IKM-002-X-1", "IKM-002", COMPOSITE, "BB-RUBBER", 10, None, None, None, NOW, CATALOGUE)
     assert "unknown item" in violations(unknown)["item_code"]
 
 

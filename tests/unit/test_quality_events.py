@@ -61,6 +61,22 @@ CONTRACT = {
         "foundry_code",
         {"foundry_code", "status", "previous_status", "pass_rate", "overridden", "reason", "changed_at"},
     ),
+    "item_published": (
+        "item_code",
+        {
+            "item_code",
+            "version",
+            "name_id",
+            "name_en",
+            "product_family",
+            "unit",
+            "min_lot",
+            "required_certificates",
+            "min_tkdn_percent",
+            "retired",
+            "published_at",
+        },
+    ),
 }
 
 

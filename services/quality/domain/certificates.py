@@ -19,7 +19,7 @@ from shared.events.quality import (
 from shared.weeks import local_date
 
 from .errors import Rejected, StateConflict, Violation
-from .items import ITEMS, unknown_item
+from .items import Catalogue, unknown_item
 
 FOUNDRY_CODE = re.compile(r"^IKM-\d{3,4}$")
 
@@ -99,7 +99,9 @@ def grant_certificate(
     tkdn_percent: float | None = None,
     certified_workers: int | None = None,
     items: Sequence[str] = (),
+    catalogue: Catalogue | None = None,
 ) -> tuple[Certificate, CertificateGranted]:
+    """`catalogue`: the items an SNI certificate may cover (needed only for SNI)."""
     found: list[Violation] = []
     if not FOUNDRY_CODE.fullmatch(foundry_code):
         found.append(Violation("foundry_code", f"foundry code {foundry_code!r} must look like IKM-001"))
@@ -131,8 +133,8 @@ def grant_certificate(
         if not items:
             found.append(Violation("items", "an SNI product certificate names the items it covers"))
         for i, item in enumerate(items):
-            if item not in ITEMS:
-                found.append(Violation(f"items.{i}", unknown_item(item)))
+            if item not in (catalogue or {}):
+                found.append(Violation(f"items.{i}", unknown_item(item, catalogue or {})))
     elif items:
         found.append(Violation("items", "only an SNI product certificate covers items"))
     if found:

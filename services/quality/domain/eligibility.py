@@ -11,17 +11,8 @@ from shared.events.quality import CertificateKind, QualityStatus
 from shared.weeks import local_date
 
 from .certificates import Certificate
-from .items import ITEMS
+from .items import Item
 from .specifications import figure
-
-# Certificates a foundry needs to make an item, unless the asker names others. An SNI certificate always has to
-# cover the item itself: a product certificate for cast-iron blocks says nothing about composite ones.
-REQUIRED_CERTIFICATES: dict[str, tuple[CertificateKind, ...]] = {
-    "BB-COMP-K": (CertificateKind.SNI, CertificateKind.ISO9001),
-    "BB-COMP-LL": (CertificateKind.SNI, CertificateKind.ISO9001),
-    "BB-CI": (CertificateKind.SNI, CertificateKind.ISO9001),
-    "TMMIN-PRT": (CertificateKind.ISO9001,),  # no SNI product standard covers tooling
-}
 
 
 @dataclass(frozen=True)
@@ -51,14 +42,14 @@ class Verdict:
 
 
 def judge_eligibility(
-    item_code: str,
+    item: Item,
     on: date,
     candidates: Iterable[Candidate],
     required: Sequence[CertificateKind],
     min_tkdn_percent: float,
 ) -> list[Verdict]:
     """Which foundries may make the item on the date, and for the others every reason why not."""
-    item = ITEMS[item_code]
+    item_code = item.code
     verdicts: list[Verdict] = []
     for c in candidates:
         reasons: list[Reason] = []

@@ -15,7 +15,7 @@ from shared.weeks import local_date
 
 from ..sampling import SamplingPlan
 from .errors import Rejected, StateConflict, Violation
-from .items import ITEMS, unknown_item
+from .items import Catalogue, unknown_item
 from .specifications import Specification, figure
 
 LOT_CODE = re.compile(r"^[A-Z0-9][A-Z0-9./-]{2,39}$")
@@ -55,14 +55,15 @@ def register_lot(
     allocation_id: str | None,
     spec: Specification | None,
     now: datetime,
+    catalogue: Catalogue,
 ) -> tuple[Lot, LotRegistered]:
-    """`spec` is the item's specification in force now (None for an unknown item)."""
+    """`spec` is the item's specification in force now (None for an unknown item); `catalogue` the items in force."""
     found: list[Violation] = []
     if not LOT_CODE.fullmatch(lot_code):
         found.append(Violation("lot_code", "3–40 characters: capital letters, digits, '-', '.', '/'"))
-    item = ITEMS.get(item_code)
+    item = catalogue.get(item_code)
     if item is None:
-        found.append(Violation("item_code", unknown_item(item_code)))
+        found.append(Violation("item_code", unknown_item(item_code, catalogue)))
     elif item.product_family not in set(foundry_families):
         found.append(Violation("item_code", f"{foundry_code} does not make {item.product_family} (capacity's register)"))
     if not 1 <= quantity <= MAX_LOT_QUANTITY:
