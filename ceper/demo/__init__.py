@@ -1,4 +1,5 @@
-"""Demo data for `ceper seed` and `make dev`: the cooperative's members and a first purchase order.
+"""Demo data for `ceper seed` and `make dev`: the cooperative's members and its first purchase orders: KAI's composite
+blocks, INKA's cast-iron blocks and a small lot of TMMIN's piston-ring tooling.
 
 Deterministic for a given seed, and safe to run again: what exists already is left as it is.
 """
@@ -106,7 +107,27 @@ def demo_purchase_orders(today: date) -> list[dict[str, object]]:
             }
         ],
     }
-    return [kai, inka]
+    # Tooling is made in tens of pieces: the members that cast automotive parts and hold ISO 9001 share it.
+    tmmin = {
+        "buyer_code": "TMMIN",
+        "po_number": f"TMMIN/PO/{year}/0031",
+        "issued_on": today.isoformat(),
+        "currency": "IDR",
+        "lines": [
+            {
+                "line_no": 1,
+                "item_code": "TMMIN-PRT",
+                "description": "Alat bantu pembuatan ring piston",
+                "quantity": 300,
+                "unit_price": 2_950_000,
+                "deliveries": [
+                    {"due_date": (today + timedelta(days=70)).isoformat(), "quantity": 150, "site_code": "TMMIN-SNT"},
+                    {"due_date": (today + timedelta(days=100)).isoformat(), "quantity": 150, "site_code": "TMMIN-SNT"},
+                ],
+            }
+        ],
+    }
+    return [kai, inka, tmmin]
 
 
 def seed_demo(urls: dict[str, str], auth: httpx.Auth, seed: int = 1995) -> str:

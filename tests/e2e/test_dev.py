@@ -128,7 +128,7 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
                 assert time.monotonic() < deadline, "the demo's foundries never reached quality"
                 time.sleep(0.5)
             orders_listed = client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders").json()
-            assert {o["buyer_code"] for o in orders_listed["items"]} == {"KAI", "INKA"}
+            assert {o["buyer_code"] for o in orders_listed["items"]} == {"KAI", "INKA", "TMMIN"}
             # The year's KAI order is planned in full across the eligible members and reserved.
             kai = next(o for o in orders_listed["items"] if o["buyer_code"] == "KAI")
             deadline = time.monotonic() + 90
@@ -138,6 +138,19 @@ def test_dev_runs_everything_with_the_demo_and_stops_cleanly(tmp_path):
                 assert time.monotonic() < deadline, f"the KAI demo order was not accepted: {detail['status']}"
                 time.sleep(1)
             assert detail["lines"][0]["quantities"]["reserved"] == 120_000 and not detail["lines"][0]["risk"]["at_risk"]
+            # The catalogue reaches beyond brake blocks, and TMMIN's small tooling order goes to members that cast
+            # automotive parts.
+            families = {i["product_family"] for i in client.get(f"http://127.0.0.1:{quality}/v1/items").json()}
+            assert {"PUMP_PARTS", "SHIP_PARTS", "RAILWAY_PARTS", "MACHINE_PARTS", "AUTOMOTIVE_PARTS"} <= families
+            tmmin = next(o for o in orders_listed["items"] if o["buyer_code"] == "TMMIN")
+            while (detail := client.get(f"http://127.0.0.1:{orders}/v1/purchase-orders/{tmmin['id']}").json())[
+                "status"
+            ] != "accepted":
+                assert time.monotonic() < deadline, f"the TMMIN demo order was not accepted: {detail['status']}"
+                time.sleep(1)
+            assert sum(a["quantity"] for a in detail["plan"]["allocations"]) == 300
+            held = client.get(f"http://127.0.0.1:{capacity}/v1/reservations", params={"order_id": tmmin["id"]}).json()
+            assert {r["product_family"] for r in held["items"]} == {"AUTOMOTIVE_PARTS"}
         # The printed demo logins work: a person signs in, a buyer's system gets a token.
         command = next(line for line in lines if "Get a token as kai-procurement" in line).split("curl -s -u ", 1)[1].split()
         client_id, secret = command[0].split(":", 1)

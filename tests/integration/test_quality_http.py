@@ -7,13 +7,13 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from services.quality.domain import DEFAULT_SPECIFICATIONS
 from tests.fixtures.tokens import as_
 from tests.integration.quality_helpers import foundry, good_composite_sample, register_foundries, run_quality
 from tests.integration.test_http import assert_problem
 from tests.support import RunningService, run_services, staged
 
 QA = as_("qa_officer")
+ITEMS = 8  # the catalogue quality's migration seeds
 
 LOT = {"lot_code": "IKM-001-K-0001", "foundry_code": "IKM-001", "item_code": "BB-COMP-K", "quantity": 200}
 SNI = {
@@ -62,8 +62,8 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(make_se
         assert (
             before["lots"] == 1
             and before["certificates"] == 1
-            and before["specifications"] == len(DEFAULT_SPECIFICATIONS)
-            and before["staged"] == 2
+            and before["specifications"] == ITEMS  # one for every item of the catalogue
+            and before["staged"] == ITEMS + 2  # each item announced once, the lot and the certificate
         )
 
         # Lots.
@@ -236,5 +236,14 @@ async def test_a_generated_lot_code_and_the_sampling_plan_endpoint(make_settings
             11,
         )
         specs = (await quality.http.get("/v1/specifications")).json()
-        assert [s["item_code"] for s in specs] == ["BB-COMP-K", "BB-COMP-LL", "BB-CI", "TMMIN-PRT"]
+        assert [s["item_code"] for s in specs] == [
+            "BB-CI",
+            "BB-COMP-K",
+            "BB-COMP-LL",
+            "KA-KLEM-REL",
+            "KPL-BOLDER-FCD450",
+            "MSN-RUMAH-GIR",
+            "PMP-IMP-FC200",
+            "TMMIN-PRT",
+        ]
         assert all(s["version"] == 1 for s in specs)
