@@ -3,7 +3,9 @@ orders and capacity learn it from `item_published`, and orders plans and require
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +13,9 @@ import sqlalchemy as sa
 from services.capacity import store as capacity_store
 from services.orders import projections
 from services.orders import store as orders_store
+from services.quality import handlers as quality_handlers
 from services.quality import store as quality_store
+from shared.db import create_engine, migrate, session_factory
 from shared.events.orders import AllocationPlanned
 from shared.weeks import iso_week
 from tests.fixtures.tokens import as_
@@ -228,3 +232,24 @@ async def test_bad_items_are_refused_with_a_problem_and_only_qa_officers_write(m
         [entry] = (await quality.http.get("/v1/audit", params={"entity_type": "item", "entity_id": "BB-CI"})).json()["items"]
         assert entry["action"] == "item.retired" and entry["actor_role"] == "qa_officer"
         assert (await state(quality))["outbox"] == before["outbox"] + 1
+
+
+async def test_two_replicas_starting_together_announce_each_seeded_item_once(make_settings):
+    settings = make_settings()
+    migrations = Path(quality_handlers.__file__).parent / "migrations"
+    engines = [create_engine(settings.database_url("quality")) for _ in range(2)]
+    try:
+        await migrate(engines[0], migrations)
+        first, second = await asyncio.gather(*(quality_handlers.announce_items(session_factory(e)) for e in engines))
+        assert not {i.code for i in first} & {i.code for i in second}
+        assert len(first) + len(second) == SEEDED
+        assert await quality_handlers.announce_items(session_factory(engines[1])) == []  # and never again
+        async with session_factory(engines[0])() as session:
+            outbox = quality_store.backbone.outbox
+            rows = (await session.execute(sa.select(outbox.c.event_type, outbox.c.key))).all()
+        assert sorted(key for kind, key in rows if kind == "ceper.quality.item_published.v1") == sorted(
+            i.code for i in first + second
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
