@@ -693,7 +693,15 @@ async def on_lot_registered(session: AsyncSession, envelope: Envelope[LotRegiste
     data = envelope.data
     if await store.lot_already_counted(session, data.lot_code):
         return
-    lot = ProducedLot(data.lot_code, data.foundry_code, data.item_code, data.quantity, data.order_id, data.allocation_id)
+    lot = ProducedLot(
+        data.lot_code,
+        data.foundry_code,
+        data.item_code,
+        data.quantity,
+        data.order_id,
+        data.allocation_id,
+        await store.item_family(session, data.item_code),
+    )
     candidates = await store.confirmed_reservations_for_lot(session, lot.foundry_code, lot.order_id, lot.allocation_id)
     if not candidates:
         log.info("lot serves no open reservation", lot_code=lot.lot_code, order_id=lot.order_id, allocation_id=lot.allocation_id)

@@ -828,3 +828,10 @@ async def set_item(session: AsyncSession, values: dict[str, Any]) -> None:
     await audit.record_change(
         session, audit_log, entity_type="item_projection", entity_id=values["item_code"], before=before, after=values
     )
+
+
+async def item_family(session: AsyncSession, item_code: str) -> str | None:
+    """The product family that makes the item, as quality's catalogue last said; None for an item not known here."""
+    return (
+        await session.execute(sa.select(item_projection.c.product_family).where(item_projection.c.item_code == item_code))
+    ).scalar()

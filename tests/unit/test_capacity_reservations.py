@@ -347,3 +347,14 @@ def test_a_lot_without_an_allocation_matches_its_order_and_item_and_nothing_else
     )
     assert [(e.reservation_id, e.quantity) for _, e in consumed] == [("r-k", 100)]
     assert consume_for_lot([composite], ProducedLot("L-2", "IKM-001", "BB-COMP-K", 100), NOW) == []
+
+
+def test_a_lot_without_an_allocation_counts_only_against_reservations_of_its_items_family():
+    # Reservations that name no item (an API hold turned plan) count a lot of the order only if they are of the
+    # family that makes the lot's item, as quality's catalogue says.
+    blocks = reservation("r-blocks", 100, order_id="po_1")
+    impellers = replace(reservation("r-pumps", 100, order_id="po_1"), product_family=ProductFamily.PUMP_PARTS)
+    lot = ProducedLot("L-3", "IKM-001", "PMP-IMP-FC200", 150, "po_1", product_family="PUMP_PARTS")
+    assert [(e.reservation_id, e.quantity) for _, e in consume_for_lot([blocks, impellers], lot, NOW)] == [("r-pumps", 100)]
+    unknown_item = replace(lot, product_family=None)  # not in capacity's catalogue yet: the order and item decide
+    assert {e.reservation_id for _, e in consume_for_lot([blocks, impellers], unknown_item, NOW)} == {"r-blocks", "r-pumps"}

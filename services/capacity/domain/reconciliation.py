@@ -103,16 +103,19 @@ class ProducedLot:
     quantity: int
     order_id: str | None = None
     allocation_id: str | None = None
+    product_family: str | None = None  # the item's, from quality's catalogue; None when capacity does not know it
 
 
 def lot_serves(reservation: Reservation, lot: ProducedLot) -> bool:
-    """The lot was made for this reservation: its allocation when it names one, else its order and item."""
+    """The lot was made for this reservation: its allocation when it names one, else its order and item (a
+    reservation that names no item must be of the item's product family)."""
     if reservation.foundry_code != lot.foundry_code or reservation.state is not ReservationState.CONFIRMED:
         return False
     if lot.allocation_id is not None:
         return reservation.allocation_id == lot.allocation_id
     if lot.order_id is not None:
-        return reservation.order_id == lot.order_id and reservation.item_code in (None, lot.item_code)
+        same_family = lot.product_family is None or reservation.product_family == lot.product_family
+        return reservation.order_id == lot.order_id and reservation.item_code in (None, lot.item_code) and same_family
     return False
 
 
