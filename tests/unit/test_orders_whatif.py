@@ -180,7 +180,7 @@ def test_late_units_are_told_per_due_date_as_the_planner_leaves_them() -> None:
     early = date(2027, 1, 15)
     line = OrderLine(
         1, "BB-COMP-K", "Blok rem komposit tipe K", 2000, 203_700,
-        (Delivery(early, 1000, "BY-YK"), Delivery(DUE, 1000, "BY-YK")), Requirements(("SNI",)),
+        (Delivery(early, 1000, "BY-YK"), Delivery(DUE, 1000, "BY-YK")), Requirements(("SNI",)), item=CATALOGUE["BB-COMP-K"],
     )  # fmt: skip
     two_dates = PurchaseOrder("po_2", "KAI", "KAI/PO/2", TODAY, "IDR", (line,), OrderStatus.RECEIVED, NOW)
     answer = whatif.what_if(world, [], added, [two_dates], today=TODAY, now=NOW, rules=RULES)
