@@ -29,7 +29,7 @@ from . import kafka, tracing
 from .auth import public
 from .clock import SYSTEM_CLOCK, Clock
 from .clock import use as use_clock
-from .db import BackboneTables, create_engine, migrate, session_factory
+from .db import READ_ONLY, BackboneTables, create_engine, migrate, session_factory
 from .http import RequestContextMiddleware, document_problems, install_problem_handlers, problem_responses
 from .inbox import InboxConsumer, Subscriptions
 from .logging import configure_logging, get_logger
@@ -101,6 +101,8 @@ class ServiceRuntime:
                 self.consumer = InboxConsumer(spec.name, spec.subscriptions, self.sessions, spec.backbone.inbox, settings)
         elif self.engine is not None:
             self.sessions = session_factory(self.engine)
+        # Sessions of requests that only read: on SQLite they do not queue for the single writer's lock.
+        self.read_sessions = session_factory(self.engine.execution_options(**READ_ONLY)) if self.engine is not None else None
         self.producer: AIOKafkaProducer | None = None
         self.broker_connected = asyncio.Event()
         # The broker may be away at start: HTTP and the outbox work meanwhile, events wait in the outbox.
@@ -205,9 +207,14 @@ def runtime_of(request: Request) -> ServiceRuntime:
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions = runtime_of(request).sessions
+    runtime = runtime_of(request)
+    # A GET changes nothing: its transaction reads (on SQLite, without waiting for the writer's lock).
+    sessions = runtime.read_sessions if request.method in SAFE_METHODS else runtime.sessions
     assert sessions is not None, "this service has no database"
     return sessions
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
