@@ -43,7 +43,7 @@ class Page(BaseModel, Generic[T]):
 def paging_query(*, default_limit: int = 50, max_limit: int = 500) -> Any:
     """The `limit` and `offset` query parameters of a list route, as a dependency: `Annotated[Paging, paging_query()]`."""
 
-    def paging(
+    async def paging(  # a coroutine: FastAPI would run a plain function in its thread pool
         limit: Annotated[int, Query(ge=1, le=max_limit)] = default_limit,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> Paging:

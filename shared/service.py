@@ -206,7 +206,8 @@ def runtime_of(request: Request) -> ServiceRuntime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+# Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a hop on every request.
+async def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     runtime = runtime_of(request)
     # A GET changes nothing: its transaction reads (on SQLite, without waiting for the writer's lock).
     sessions = runtime.read_sessions if request.method in SAFE_METHODS else runtime.sessions
@@ -218,7 +219,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+async def _runtime(request: Request) -> ServiceRuntime:
+    return runtime_of(request)
+
+
+Runtime = Annotated[ServiceRuntime, Depends(_runtime)]
 
 
 class Health(BaseModel):

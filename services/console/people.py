@@ -266,6 +266,10 @@ def authorization_of(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def _translator(request: Request) -> Translator:  # a coroutine: no hop to FastAPI's thread pool
+    return translator_of(request)
+
+
 def translator_of(request: Request) -> Translator:
     return Translator(pick_locale(request.cookies.get(LANGUAGE_COOKIE)))
 
@@ -274,7 +278,7 @@ def seconds_left(person: Person) -> float | None:
     return None if person.until is None else person.until - time.time()
 
 
-Language = Annotated[Translator, Depends(translator_of)]
+Language = Annotated[Translator, Depends(_translator)]
 # The rule of each kind of page and action; one dependency each, so FastAPI resolves it once per request.
 AnyRole = Annotated[Person, Depends(allowed())]
 DashboardViewer = Annotated[Person, Depends(allowed("dashboard.view"))]

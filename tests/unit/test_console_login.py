@@ -390,7 +390,9 @@ async def test_a_refused_renewal_of_a_still_valid_token_keeps_the_page(console: 
 async def test_the_requests_of_one_page_share_one_renewal(console: httpx.AsyncClient, services: Services):
     services.age_s = 400
     await sign_in(console)
-    answers = await asyncio.gather(*(console.get(path) for path in ("/orders", "/feed", "/orders?page=2")))
+    # Sent as a browser sends a page's requests: all with the cookie it held before any answer came back.
+    requests = [console.build_request("GET", path) for path in ("/orders", "/feed", "/orders?page=2")]
+    answers = await asyncio.gather(*(console.send(request) for request in requests))
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert services.renewals == ["refresh-1-planner"]  # one call to identity, the token spent once
 
