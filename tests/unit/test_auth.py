@@ -340,3 +340,69 @@ def test_a_secret_setting_may_come_from_a_file(tmp_path, monkeypatch):
     assert settings.identity_key_passphrase is not None
     assert settings.identity_key_passphrase.get_secret_value() == "correct horse battery staple"
     assert "correct horse" not in repr(settings)
+
+
+# --- verified tokens kept ---------------------------------------------------------------------------
+
+
+class _Rotating:
+    """A key source whose published keys can be replaced, as a JWKS after a rotation."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.keys = import_jwks(jwks)
+
+    async def key(self, kid: str) -> Any:
+        return self.keys.get(kid)
+
+
+async def test_a_token_verified_before_is_still_refused_once_it_expires(mint: TokenMint, monkeypatch):
+    import shared.auth
+    from shared.auth import TokenVerifier
+
+    checked: list[str] = []
+    decode = shared.auth.jwt.decode
+    monkeypatch.setattr(shared.auth.jwt, "decode", lambda token, *a, **k: checked.append(token) or decode(token, *a, **k))
+
+    clock = [time.time()]
+    verifier = TokenVerifier(_Rotating(mint.jwks()), issuer=mint.issuer, audience=mint.audience, leeway_s=0, now=lambda: clock[0])
+    token = mint.token(ttl_s=60)
+    assert (await verifier.verify(token)).subject == "test-subject"
+    assert (await verifier.verify(token)).subject == "test-subject"
+    assert checked == [token]  # kept: its signature was checked once
+    clock[0] += 120
+    with pytest.raises(InvalidToken, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_a_token_verified_before_is_refused_once_its_key_is_withdrawn(mint: TokenMint):
+    from shared.auth import TokenVerifier
+
+    keys = _Rotating(mint.jwks())
+    verifier = TokenVerifier(keys, issuer=mint.issuer, audience=mint.audience)
+    token = mint.token()
+    assert (await verifier.verify(token)).subject == "test-subject"
+    keys.keys = {}  # the issuer no longer publishes the key
+    with pytest.raises(InvalidToken, match="does not publish"):
+        await verifier.verify(token)
+    # Another key published under the same kid does not vouch for what the old one signed.
+    other = ECKey.generate_key("P-256", private=True)
+    keys.keys = import_jwks({"keys": [{**other.as_dict(private=False), "kid": mint.kid, "use": "sig", "alg": "ES256"}]})
+    with pytest.raises(InvalidToken, match="signature does not verify"):
+        await verifier.verify(token)
+
+
+async def test_a_forged_copy_of_a_kept_token_is_not_taken_for_it(mint: TokenMint):
+    verifier = mint.verifier()
+    token = mint.token()
+    await verifier.verify(token)
+    header, payload, signature = token.split(".")
+    forged_claims = {**json.loads(_unb64(payload)), "roles": ["admin"]}
+    forged = f"{header}.{b64(json.dumps(forged_claims).encode())}.{signature}"
+    with pytest.raises(InvalidToken, match="signature does not verify"):
+        await verifier.verify(forged)
+
+
+def _unb64(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
