@@ -219,6 +219,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+
+
 async def _runtime(request: Request) -> ServiceRuntime:
     return runtime_of(request)
 
