@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
@@ -367,9 +367,12 @@ async def set_item(session: AsyncSession, values: dict[str, Any]) -> None:
     await _save_audited(session, item_projection, values)
 
 
-async def catalogue(session: AsyncSession) -> dict[str, Item]:
-    """Every item orders knows, retired ones too (orders that name them keep them), by code."""
-    rows = await session.execute(sa.select(item_projection).order_by(item_projection.c.item_code))
+async def catalogue(session: AsyncSession, codes: Iterable[str] | None = None) -> dict[str, Item]:
+    """Every item orders knows, retired ones too (orders that name them keep them), by code; only `codes` if given."""
+    query = sa.select(item_projection).order_by(item_projection.c.item_code)
+    if codes is not None:
+        query = query.where(item_projection.c.item_code.in_(sorted(set(codes))))
+    rows = await session.execute(query)
     return {
         row.item_code: Item(
             code=row.item_code,
@@ -489,6 +492,11 @@ def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
     ]
 
 
+async def _items_of(session: AsyncSession, row: Any) -> dict[str, Item]:
+    """The items one order's lines name: reading one order costs nothing more as the catalogue grows."""
+    return await catalogue(session, (line["item_code"] for line in row.lines))
+
+
 def _to_order(row: Any, catalogue: Catalogue) -> PurchaseOrder:
     """An order with each line's item as the catalogue knows it now."""
     lines = tuple(
@@ -542,7 +550,7 @@ async def add_order(session: AsyncSession, order: PurchaseOrder) -> None:
 
 async def get_order(session: AsyncSession, order_id: str) -> PurchaseOrder | None:
     row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id))).first()
-    return _to_order(row, await catalogue(session)) if row else None
+    return _to_order(row, await _items_of(session, row)) if row else None
 
 
 async def order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
@@ -573,7 +581,7 @@ async def lock_order(session: AsyncSession, order_id: str) -> PurchaseOrder | No
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLANNING_LOCK})
     row = (await session.execute(sa.select(purchase_orders).where(purchase_orders.c.id == order_id).with_for_update())).first()
-    return _to_order(row, await catalogue(session)) if row else None
+    return _to_order(row, await _items_of(session, row)) if row else None
 
 
 async def lock_order_or_404(session: AsyncSession, order_id: str) -> PurchaseOrder:
@@ -589,7 +597,7 @@ async def find_order_by_po(session: AsyncSession, buyer_code: str, po_number: st
             sa.select(purchase_orders).where(purchase_orders.c.buyer_code == buyer_code, purchase_orders.c.po_number == po_number)
         )
     ).first()
-    return _to_order(row, await catalogue(session)) if row else None
+    return _to_order(row, await _items_of(session, row)) if row else None
 
 
 async def list_orders(
