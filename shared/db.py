@@ -7,7 +7,9 @@ tables to it so the service's own migrations create them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
+import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,11 +109,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_ms: int) -
     # Readers never block the single writer under WAL; busy_timeout queues writers instead of failing.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    _use_write_ahead_log(cursor, busy_timeout_ms / 1000)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _use_write_ahead_log(cursor: Any, wait_s: float) -> None:
+    """Puts the database file in WAL mode, once: the mode is stored in the file, so later connections only read it.
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once, without its busy
+    handler, when connections opening a fresh file together would otherwise wait on each other: the switch is
+    retried until one of them has made it or `wait_s` has passed.
+    """
+    deadline = time.monotonic() + wait_s
+    for pause in itertools.chain([0.005, 0.01, 0.02, 0.05], itertools.repeat(0.1)):
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if cursor.fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
 
 
 async def database_answers(engine: AsyncEngine, timeout_s: float) -> bool:
