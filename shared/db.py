@@ -82,8 +82,13 @@ def is_sqlite(url: str | sa.URL) -> bool:
     return sa.make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, sqlite_busy_timeout_s: float = 30.0) -> AsyncEngine:
-    """An engine for a service's database; on SQLite a writer waits `sqlite_busy_timeout_s` for the write lock."""
+# A pooled PostgreSQL connection used within this long is handed out without a ping first.
+PING_AFTER_IDLE_S = 1.0
+
+
+def create_engine(url: str, *, sqlite_busy_timeout_s: float = 30.0, ping_after_idle_s: float = PING_AFTER_IDLE_S) -> AsyncEngine:
+    """An engine for a service's database; on SQLite a writer waits `sqlite_busy_timeout_s` for the write lock,
+    on PostgreSQL a connection idle for `ping_after_idle_s` is pinged before use."""
     if is_sqlite(url):
         database = sa.make_url(url).database
         if database and database != ":memory:":
@@ -95,10 +100,45 @@ def create_engine(url: str, *, sqlite_busy_timeout_s: float = 30.0) -> AsyncEngi
         # Writers take the lock up front (no failed lock upgrades); readers that say so do not take it.
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    _ping_when_idle(engine, ping_after_idle_s)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    """Pings a pooled connection before use only when it has sat idle: one a request or a consumer gave back a
+    moment ago answers for itself, and the ping (begin, `;`, rollback with asyncpg) made a third of a short
+    read's round trips. A connection that does not answer is swapped for a fresh one by the pool (it retries a
+    checkout refused with DisconnectionError); one cut while in use fails that use, as it would after a ping."""
+    dialect = engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["ceper_used_at"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        used_at = record.info.get("ceper_used_at")  # none on a connection just made
+        if used_at is None or time.monotonic() - used_at < idle_s:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure to answer: this connection is done
+            raise sa.exc.DisconnectionError(f"a pooled connection did not answer: {exc}") from exc
+
+    event.listen(engine.sync_engine.pool, "checkin", checkin)
+    event.listen(engine.sync_engine.pool, "checkout", checkout)
 
 
 READ_ONLY = {"ceper_read_only": True}  # execution options of a connection that only reads
+
+
+def reading_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine as requests that only read use it. SQLite: a plain BEGIN, which does not queue for the single
+    writer's lock. PostgreSQL: no transaction at all; under READ COMMITTED each statement reads at its own
+    snapshot inside a transaction too, so one only cost a BEGIN and a ROLLBACK round trip per request."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(**READ_ONLY, isolation_level="AUTOCOMMIT")
+    return engine.execution_options(**READ_ONLY)
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
