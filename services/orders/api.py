@@ -311,8 +311,8 @@ async def submit_purchase_order(
 )
 async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessions) -> PurchaseOrderDetail:
     async with sessions() as session:
-        order = await _own_order(session, caller, order_id)
-        plan, rows = await store.current_plan(session, order_id)
+        order, plan, rows = await store.order_with_plan(session, order_id)
+        _for_buyer(caller, order.buyer_code, f"no purchase order {order_id}")
         lines_progress, content = await handlers.progress(session, order, rows)
     stages = {p.line_no: p for p in lines_progress}
     risks = {r["line_no"]: r for r in ((plan.risk or []) if plan is not None else [])}
@@ -329,7 +329,7 @@ async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessi
                     "min_tkdn_percent": line.requirements.min_tkdn_percent,
                 },
                 required={"certificates": list(line.required.certificates), "min_tkdn_percent": line.required.min_tkdn_percent},
-                quantities=LineQuantities(**{field: getattr(stage, field) for field in LineQuantities.model_fields}),
+                quantities=LineQuantities.model_validate(stage, from_attributes=True),
                 risk=LineRisk(
                     at_risk=True,
                     late_units=risk["shortfall"],
@@ -348,7 +348,7 @@ async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessi
             solver=plan.solver,
             reason=plan.reason,
             shortfall=[ShortfallOut(**s) for s in plan.shortfall],
-            allocations=[AllocationOut(**{k: getattr(r, k) for k in AllocationOut.model_fields}) for r in rows],
+            allocations=[AllocationOut.model_validate(row, from_attributes=True) for row in rows],
         )
     return detail
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -308,6 +308,24 @@ webhook_deliveries = sa.Table(
 # a fresh expression: that was a tenth of a short read's time.
 
 _ORDER = sa.select(purchase_orders).where(purchase_orders.c.id == sa.bindparam("order_id"))
+_PLAN_COLUMNS = ("version", "created_at", "solver", "shortfall", "reason", "risk")
+_versions = plans.alias("versions")
+_ORDER_WITH_PLAN_IN_FORCE = (
+    sa.select(purchase_orders, *(plans.c[name].label(f"plan_{name}") for name in _PLAN_COLUMNS))
+    .select_from(
+        purchase_orders.outerjoin(
+            plans,
+            sa.and_(
+                plans.c.order_id == purchase_orders.c.id,
+                plans.c.version
+                == sa.select(sa.func.max(_versions.c.version))
+                .where(_versions.c.order_id == purchase_orders.c.id)
+                .scalar_subquery(),
+            ),
+        )
+    )
+    .where(purchase_orders.c.id == sa.bindparam("order_id"))
+)
 _EVERY_ITEM = sa.select(item_projection).order_by(item_projection.c.item_code)
 _ITEMS_NAMED = _EVERY_ITEM.where(item_projection.c.item_code.in_(sa.bindparam("codes", expanding=True)))
 _PLAN_IN_FORCE = sa.select(plans).where(plans.c.order_id == sa.bindparam("order_id")).order_by(plans.c.version.desc()).limit(1)
@@ -660,6 +678,31 @@ async def set_status(session: AsyncSession, order_id: str, status: OrderStatus, 
     before = (await audit.rows_by_key(session, purchase_orders, purchase_orders.c.id, [order_id])).get(order_id)
     await session.execute(sa.update(purchase_orders).where(purchase_orders.c.id == order_id).values(**values))
     await audit.record_change(session, audit_log, entity_type="purchase_order", entity_id=order_id, before=before, after=values)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """A plan version's own columns, as a page of the order shows them."""
+
+    version: int
+    created_at: datetime
+    solver: str
+    shortfall: list[dict[str, Any]]
+    reason: str
+    risk: list[dict[str, Any]] | None
+
+
+async def order_with_plan(session: AsyncSession, order_id: str) -> tuple[PurchaseOrder, PlanRow | None, list[Any]]:
+    """An order, its plan in force and that plan's allocations: one read fewer than the order, then the plan."""
+    row = (await session.execute(_ORDER_WITH_PLAN_IN_FORCE, {"order_id": order_id})).first()
+    if row is None:
+        raise NotFound(f"no purchase order {order_id}")
+    order = _to_order(row, await _items_of(session, row))
+    if row.plan_version is None:
+        return order, None, []
+    plan = PlanRow(**{name: row._mapping[f"plan_{name}"] for name in _PLAN_COLUMNS})
+    rows = (await session.execute(_PLAN_ALLOCATIONS, {"order_id": order_id, "version": plan.version})).all()
+    return order, plan, list(rows)
 
 
 async def current_plan(session: AsyncSession, order_id: str) -> tuple[Any, list[Any]]:
