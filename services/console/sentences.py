@@ -242,23 +242,50 @@ _PLAN_REASONS: list[tuple[re.Pattern[str], str]] = [
         re.compile(r"^(?P<units>\d+) units refused at handover \(BAST (?P<bast>.+)\)$"),
         N_("%(units)s units refused at handover (BAST %(bast)s)"),
     ),
-    (re.compile(r"^(?P<foundry>IKM-\d+) suspended: (?P<text>.*)$"), N_("%(foundry)s suspended: %(text)s")),
+    (re.compile(r"^(?P<foundry>IKM-\d+) suspended: (?P<why>.*)$"), N_("%(foundry)s suspended: %(why)s")),
     (re.compile(r"^(?P<kind>\w+) certificate granted to (?P<foundry>\S+)$"), N_("%(kind)s certificate granted to %(foundry)s")),
     (
         re.compile(r"^(?P<kind>\w+) certificate of (?P<foundry>\S+) (?P<what>revoked|expired)$"),
         N_("%(kind)s certificate of %(foundry)s %(what)s"),
     ),
+    (re.compile(r"^(?P<foundry>\S+) no longer suspended$"), N_("%(foundry)s is no longer suspended")),
+    (
+        re.compile(r"^(?P<foundry>\S+) changed: membership or product families$"),
+        N_("%(foundry)s changed its membership or product families"),
+    ),
+    (re.compile(r"^capacity of (?P<foundry>\S+) changed$"), N_("the capacity of %(foundry)s changed")),
+    (re.compile(r"^and (?P<units>\d+) more$"), N_("and %(units)s more")),
+    # Quality's words for why a member is suspended, which orders quotes.
+    (re.compile(r"^(?P<passed>\d+) of the last (?P<lots>\d+) lots passed$"), N_("%(passed)s of the last %(lots)s lots passed")),
+    (
+        re.compile(r"^pass rate (?P<rate>\d+)% with the prior \(good at (?P<good>\d+)%, suspended below (?P<below>\d+)%\)$"),
+        N_("pass rate %(rate)s (good from %(good)s, suspended below %(below)s)"),
+    ),
+    (re.compile(r"^QA officer: (?P<reason>.*)$"), N_("set by a QA officer: %(reason)s")),
 ]
+_NUMBERS = ("units", "passed", "lots")
+_PERCENTS = ("rate", "good", "below")
 
 
 def plan_reason(reason: str, tr: Translator) -> str:
-    """A plan version's reason in the person's language; a reason orders words in a new way is shown as it is."""
+    """A plan version's reason in the person's language. Orders joins the reasons of one replan with "; ", so each
+    is translated on its own; a reason orders words in a new way is shown as it is."""
+    return "; ".join(_one_plan_reason(piece, tr) for piece in reason.split("; "))
+
+
+def _one_plan_reason(reason: str, tr: Translator) -> str:
     for pattern, message in _PLAN_REASONS:
         found = pattern.match(reason)
         if found:
             params = found.groupdict()
-            if "units" in params:
-                params["units"] = tr.number(int(params["units"]))
+            for name in _NUMBERS:
+                if name in params:
+                    params[name] = tr.number(int(params[name]))
+            for name in _PERCENTS:
+                if name in params:
+                    params[name] = tr.percent(int(params[name]) / 100, digits=0)
+            if "why" in params:  # quality's reason for a suspension, in the person's language too
+                params["why"] = _one_plan_reason(params["why"], tr)
             if "code" in params:
                 kind = "capacity_reason" if params["code"] in LABELS["capacity_reason"] else "reject_reason"
                 params["code"] = tr.label(kind, params["code"])

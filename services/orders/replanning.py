@@ -34,6 +34,7 @@ from .domain import (
 )
 from .planner import Candidate, Demand, PlanRules, plan_line, shortfall_by_week
 
+REASON_LENGTH = 200  # what a plan version keeps of why it was made (the column's width)
 RISK_HORIZON_WEEKS = 52  # how far ahead the expected completion of a late line is looked for
 QUALITY_UNKNOWN = 0.9  # the pass rate assumed for a member quality has not rated yet
 
@@ -181,7 +182,7 @@ def replan(
     return NewPlan(
         version=version,
         created_at=now,
-        reason=reason[:200],
+        reason=reason[:REASON_LENGTH],
         solver="+".join(sorted({solver for solver, _ in line_plans})) or "kept",
         allocations=tuple(planned),
         shortfall=shortfall,
@@ -399,6 +400,19 @@ def capacity_may_cure(
 # --- one replan per order for the reactions that share a cause ---------------------------------------------
 
 
+def joined_reasons(reasons: Sequence[str], width: int = REASON_LENGTH) -> str:
+    """Several reasons in one, as many whole ones as fit and then how many more: the console translates a reason
+    piece by piece, and a reason cut in the middle would no longer read as one."""
+    kept: list[str] = []
+    for i, reason in enumerate(reasons):
+        rest = len(reasons) - i - 1
+        tail = f"; and {rest} more" if rest else ""
+        if kept and len("; ".join([*kept, reason])) + len(tail) > width:
+            return "; ".join([*kept, f"and {len(reasons) - i} more"])
+        kept.append(reason)
+    return "; ".join(kept)
+
+
 @dataclass
 class Asked:
     """What the reactions of one batch ask of an order's plan: units lost, foundry-weeks not to plan in, failed lots."""
@@ -418,7 +432,7 @@ class Asked:
 
     @property
     def reason(self) -> str:
-        return "; ".join(self.reasons)
+        return joined_reasons(self.reasons)
 
 
 @dataclass

@@ -123,6 +123,26 @@ def test_plan_reasons_and_quality_reasons_are_translated():
     assert plan_reason("reservation revoked: press_breakdown", ID) == "reservasi kapasitas dicabut: press rusak"
     assert plan_reason("received", ID) == "pesanan pembelian masuk"
     assert plan_reason("a reason worded anew", ID) == "a reason worded anew"
+    # One replan for several causes: orders joins their reasons, each is translated on its own.
+    assert (
+        plan_reason("SNI certificate granted to IKM-003; capacity of IKM-007 changed; IKM-009 no longer suspended", ID)
+        == "sertifikat SNI diberikan kepada IKM-003; kapasitas IKM-007 berubah; IKM-009 tidak lagi ditangguhkan"
+    )
+    assert (
+        plan_reason("IKM-004 changed: membership or product families; and 12 more", ID)
+        == "keanggotaan atau kelompok produk IKM-004 berubah; dan 12 lainnya"
+    )
+    # Quality's reason for a suspension, quoted by orders, is translated too.
+    assert (
+        plan_reason(
+            "IKM-005 suspended: 2 of the last 5 lots passed; pass rate 41% with the prior (good at 90%, suspended below 70%)", ID
+        )
+        == "IKM-005 ditangguhkan: 2 dari 5 lot terakhir lulus; tingkat lulus 41% (baik mulai 90%, ditangguhkan di bawah 70%)"
+    )
+    assert (
+        plan_reason("IKM-005 suspended: QA officer: retort retak", ID)
+        == "IKM-005 ditangguhkan: ditetapkan petugas QA: retort retak"
+    )
     computed = {
         "overridden": False,
         "reason": "2 of the last 5 lots passed; pass rate 73%",

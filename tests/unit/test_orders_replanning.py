@@ -25,6 +25,7 @@ from services.orders.domain import (
 )
 from services.orders.planner import Demand, PlanRules
 from services.orders.replanning import (
+    REASON_LENGTH,
     MadeAgain,
     NewPlan,
     NothingToDo,
@@ -32,6 +33,7 @@ from services.orders.replanning import (
     Replans,
     capacity_may_cure,
     horizon,
+    joined_reasons,
     may_cure_shortfall,
     replan,
     units_lost_at,
@@ -375,6 +377,17 @@ def test_a_batch_asks_once_per_order_revocations_add_up_and_ineligibility_covers
     assert asked.blocked == {("IKM-001", "2027-W02"), ("IKM-001", "2027-W03")}
     assert asked.reason == "reservation revoked: press_breakdown; IKM-001 suspended" and asked.trigger == "reservation_revoked"
     assert replans.asked["po_1"].failed == [lot] and replans.asked["po_1"].lost == {}
+
+
+def test_reasons_of_one_replan_are_kept_whole_and_those_that_do_not_fit_are_counted():
+    granted = [f"SNI certificate granted to IKM-{n:03}" for n in range(1, 31)]
+    joined = joined_reasons(granted)
+    assert len(joined) <= REASON_LENGTH
+    kept, rest = joined.rsplit("; ", 1)
+    assert kept.split("; ") == granted[: len(kept.split("; "))]  # whole reasons, in order, none cut in the middle
+    assert rest == f"and {len(granted) - len(kept.split('; '))} more"
+    assert joined_reasons(granted[:3]) == "; ".join(granted[:3])
+    assert joined_reasons(["x" * 250]) == "x" * 250  # one reason alone is the plan version's to cut
 
 
 def test_capacity_may_cure_only_a_short_line_of_its_family_in_a_week_that_is_early_enough_and_free_enough():
