@@ -13,6 +13,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from . import sqlite_reads
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements only INTEGER keys
 
@@ -136,15 +139,38 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
 
 
 READ_ONLY = {"ceper_read_only": True}  # execution options of a connection that only reads
+# How long a SQLite read waits on a lock, on the event loop's thread: readers of a WAL file do not wait for the writer,
+# only in rare moments (another process recovering the file), and a long wait would hold up every request.
+READER_BUSY_TIMEOUT_MS = 2000
 
 
 def reading_engine(engine: AsyncEngine) -> AsyncEngine:
     """The engine as requests that only read use it. SQLite: a plain BEGIN, which does not queue for the single
-    writer's lock. PostgreSQL: no transaction at all; under READ COMMITTED each statement reads at its own
+    writer's lock; on a database file, connections of the readers' own that run on the event loop's thread and
+    refuse to write. PostgreSQL: no transaction at all; under READ COMMITTED each statement reads at its own
     snapshot inside a transaction too, so one only cost a BEGIN and a ROLLBACK round trip per request."""
     if engine.dialect.name == "postgresql":
         return engine.execution_options(**READ_ONLY, isolation_level="AUTOCOMMIT")
-    return engine.execution_options(**READ_ONLY)
+    database = engine.url.database
+    if not database or database == ":memory:":  # one connection, shared with the writers
+        return engine.execution_options(**READ_ONLY)
+    # A database file: reads run on the event loop's thread (see shared/sqlite_reads.py), on connections of their own.
+    readers = create_async_engine(
+        engine.url,
+        async_creator=partial(sqlite_reads.connect, database, timeout_s=READER_BUSY_TIMEOUT_MS / 1000),
+        pool_size=POOL_SIZE,
+        max_overflow=0,
+    )
+    event.listen(readers.sync_engine, "connect", _sqlite_reader_pragmas)
+    event.listen(readers.sync_engine, "begin", _sqlite_begin)
+    return readers.execution_options(**READ_ONLY)
+
+
+async def dispose_reading_engine(readers: AsyncEngine, engine: AsyncEngine) -> None:
+    """Closes the connections of `engine`'s reading engine when it has its own (SQLite files); one that shares the
+    writers' pool is closed with them."""
+    if readers.sync_engine.pool is not engine.sync_engine.pool:
+        await readers.dispose()
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
@@ -159,6 +185,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_ms: int) -
     _use_write_ahead_log(cursor, busy_timeout_ms / 1000)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_reader_pragmas(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record, READER_BUSY_TIMEOUT_MS)
+    # A request that only reads never writes: one that tried would wait for the writer's lock on the event loop.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
 

@@ -30,7 +30,7 @@ from . import kafka, tracing
 from .auth import public
 from .clock import SYSTEM_CLOCK, Clock
 from .clock import use as use_clock
-from .db import BackboneTables, create_engine, migrate, reading_engine, session_factory
+from .db import BackboneTables, create_engine, dispose_reading_engine, migrate, reading_engine, session_factory
 from .http import RequestContextMiddleware, document_problems, install_problem_handlers, problem_responses
 from .inbox import InboxConsumer, Subscriptions
 from .logging import configure_logging, get_logger
@@ -103,7 +103,8 @@ class ServiceRuntime:
         elif self.engine is not None:
             self.sessions = session_factory(self.engine)
         # Sessions of requests that only read (see reading_engine).
-        self.read_sessions = session_factory(reading_engine(self.engine)) if self.engine is not None else None
+        self.read_engine = reading_engine(self.engine) if self.engine is not None else None
+        self.read_sessions = session_factory(self.read_engine) if self.read_engine is not None else None
         self.producer: AIOKafkaProducer | None = None
         self.broker_connected = asyncio.Event()
         # The broker may be away at start: HTTP and the outbox work meanwhile, events wait in the outbox.
@@ -172,7 +173,8 @@ class ServiceRuntime:
             await self.producer.stop()
             self.producer = None
         self.broker_connected.clear()
-        if self.engine is not None:
+        if self.engine is not None and self.read_engine is not None:
+            await dispose_reading_engine(self.read_engine, self.engine)
             await self.engine.dispose()
 
     async def check_ready(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ from services.orders.app import SPEC
 from services.orders.domain import Delivery, OrderLine, OrderStatus, PlanInForce, PurchaseOrder, WebhookEndpoint
 from shared import clock
 from shared.auth import install_verifier
-from shared.db import create_engine, migrate, reading_engine, session_factory
+from shared.db import create_engine, dispose_reading_engine, migrate, reading_engine, session_factory
 from shared.events import Envelope
 from shared.events.capacity import CapacityChanged, FoundryRegistered
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
@@ -57,11 +57,16 @@ async def orders_api(sessions: Sessions, token_mint: Any, tmp_path: Path) -> Asy
     itself (consumers, relay) is not started."""
     app = create_service_app(SPEC, Settings(env="test", var_dir=tmp_path / "var"), clock.FixedClock(NOW))
     app.state.runtime.sessions = sessions
-    app.state.runtime.read_sessions = session_factory(reading_engine(sessions.kw["bind"]))  # GETs read
+    engine = sessions.kw["bind"]
+    readers = reading_engine(engine)
+    app.state.runtime.read_sessions = session_factory(readers)  # GETs read
     install_verifier(app, token_mint.verifier())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orders.test") as client:
-        yield client
-    await app.state.runtime.engine.dispose()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orders.test") as client:
+            yield client
+    finally:
+        await dispose_reading_engine(readers, engine)
+        await app.state.runtime.engine.dispose()
 
 
 async def know_members(sessions: Sessions, codes: Iterable[str], weekly_units: int = 400, *, certified: bool = True) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from shared.db import create_engine
+from shared.db import create_engine, dispose_reading_engine, reading_engine, session_factory
 from tests.integration.capacity_support import foundry, register, run_capacity
 
 
@@ -61,3 +62,46 @@ async def test_a_fresh_database_busy_with_a_writer_is_switched_to_wal_once_the_w
 async def _journal_mode(engine) -> str:
     async with engine.connect() as connection:
         return (await connection.execute(sa.text("PRAGMA journal_mode"))).scalar_one()
+
+
+async def test_reads_of_a_sqlite_file_run_on_the_event_loops_thread_see_committed_rows_and_refuse_to_write(tmp_path):
+    """Requests that only read use connections of their own that run on the event loop's thread (no hand-over to a
+    driver thread per call); they see what writers committed, never what a writer has not, and cannot write."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reads.db'}")
+    readers = reading_engine(engine)
+    writer = None
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE lots (code TEXT PRIMARY KEY, units INTEGER NOT NULL)"))
+            await conn.execute(sa.text("INSERT INTO lots VALUES ('L-1', 200)"))
+        reads = session_factory(readers)
+        loop_thread = threading.get_ident()
+
+        async with reads() as session:
+            driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            await driver.create_function("where_am_i", 0, threading.get_ident)
+            row = (await session.execute(sa.text("SELECT where_am_i(), sum(units) FROM lots"))).one()
+        assert tuple(row) == (loop_thread, 200)
+
+        writer = sqlite3.connect(tmp_path / "reads.db", isolation_level=None, check_same_thread=False)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO lots VALUES ('L-2', 300)")  # not committed yet
+        started = time.monotonic()
+        async with reads() as session:
+            assert (await session.execute(sa.text("SELECT sum(units) FROM lots"))).scalar() == 200
+        assert time.monotonic() - started < 1, "the read waited for the writer"
+        writer.execute("COMMIT")
+        async with reads() as session:
+            assert (await session.execute(sa.text("SELECT sum(units) FROM lots"))).scalar() == 500
+
+        with pytest.raises(sa.exc.OperationalError, match="readonly"):
+            async with reads.begin() as session:
+                await session.execute(sa.text("DELETE FROM lots"))
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM lots"))).scalar() == 2
+    finally:
+        if writer is not None:
+            writer.close()
+        await dispose_reading_engine(readers, engine)
+        await engine.dispose()
+    assert readers.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]  # closed with the service
