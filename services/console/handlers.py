@@ -559,13 +559,15 @@ def what_if_errors(problem: UpstreamProblem, form: Mapping[str, str], tr: Transl
 
 
 async def what_if_choices(up: Upstream, kept: Reference) -> dict[str, list[dict[str, Any]]]:
-    """What the new order may name: quality's items, orders' active buyers and their delivery sites (without
-    buyers' NPWP, so what is kept is the same for every role)."""
+    """What the new order may name: quality's active items (named in both languages, so what is kept serves every
+    person), orders' active buyers and their delivery sites (without buyers' NPWP, so what is kept is the same for
+    every role)."""
 
     async def items() -> list[dict[str, Any]]:
-        specs = await up.get("quality", "/v1/specifications")
+        catalogue = await up.get("quality", "/v1/items")
         return sorted(
-            ({k: s[k] for k in ("item_code", "description", "product_family")} for s in specs), key=lambda i: i["item_code"]
+            ({k: i[k] for k in ("code", "name_id", "name_en", "product_family")} for i in catalogue if not i["retired"]),
+            key=lambda i: i["code"],
         )
 
     async def buyers() -> list[dict[str, Any]]:

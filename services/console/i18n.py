@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date
 from functools import lru_cache
@@ -96,6 +96,10 @@ class Translator:
         message = LABELS["test_parameter"].get(code)
         return self.text(message) if message else name or code
 
+    def item_name(self, item: Mapping[str, Any]) -> str:
+        """An item of quality's catalogue by the name it has in this language."""
+        return str(item["name_en"] if self.locale == "en" else item["name_id"])
+
     def labels(self, kind: str) -> list[tuple[str, str]]:
         return [(code, self.text(message)) for code, message in LABELS.get(kind, {}).items()]
 
@@ -167,6 +171,7 @@ def template_globals(tr: Translator) -> dict[str, Any]:
         "label": tr.label,
         "labels": tr.labels,
         "parameter_name": tr.parameter,
+        "item_name": tr.item_name,
         "rupiah": tr.rupiah,
         "rupiah_short": tr.rupiah_short,
         "number": tr.number,

@@ -6,6 +6,7 @@ for by an httpx mock transport."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,6 +64,15 @@ ANSWER = {
         {"foundry_code": "IKM-071", "product_family": "BRAKE_BLOCK_COMPOSITE", "before": 0.9, "after": 0.0},
     ],
 }  # fmt: skip
+
+
+def item(code: str, name_id: str, name_en: str, retired: bool = False) -> dict[str, Any]:
+    return {"code": code, "version": 1, "name_id": name_id, "name_en": name_en, "product_family": "BRAKE_BLOCK_COMPOSITE",
+            "unit": "pcs", "min_lot": 200, "required_certificates": ["SNI", "ISO9001"], "min_tkdn_percent": 25.0,
+            "sampling": {"inspection_level": "II", "aql": 2.5}, "retired": retired,
+            "published_at": "2026-12-07T10:00:00Z"}  # fmt: skip
+
+
 IN_FORCE = {"id": "po_kai", "buyer_code": "KAI", "plan": {"allocations": [allocation("IKM-071", "2027-W10", 1200)]}}
 
 
@@ -73,14 +83,14 @@ class Planning(Services):
         super().__init__(mint)
         self.people["qa"] = {"roles": ["qa_officer"]}
         self.answer: httpx.Response = httpx.Response(200, json=ANSWER)
+        self.items = [item("BB-COMP-K", "Blok rem komposit tipe K", "Composite brake block, type K")]
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == "identity.test":
             return super().handle(request)
         self.calls.append(request)
-        if request.url.path == "/v1/specifications":
-            return httpx.Response(200, json=[{"item_code": "BB-COMP-K", "description": "Blok rem komposit tipe K",
-                                              "product_family": "BRAKE_BLOCK_COMPOSITE"}])  # fmt: skip
+        if request.url.path == "/v1/items":
+            return httpx.Response(200, json=self.items)
         if request.url.path == "/v1/buyers":
             return httpx.Response(
                 200, json=[{"code": "KAI", "legal_name": "PT Kereta Api Indonesia", "npwp": None, "active": True}]
@@ -144,6 +154,29 @@ async def test_only_planners_and_admins_are_offered_the_page(console: httpx.Asyn
         assert (await console.get("/what-if")).status_code == 403, who
         assert 'href="/what-if"' not in (await console.get("/quality")).text, who
         console.cookies.clear()
+
+
+async def test_a_new_order_may_name_only_active_items_by_their_name_in_the_persons_language(
+    console: httpx.AsyncClient, services: Planning
+):
+    services.items.append(item("BB-COMP-LL", "Blok rem komposit tipe LL", "Composite brake block, type LL"))
+    services.items.append(item("BB-OLD", "Blok rem lama", "Old brake block", retired=True))
+    await sign_in(console)
+    page = await console.get("/what-if")
+    options = re.findall(
+        r"<option value=\"([^\"]+)\"[^>]*>([^<]+)</option>", page.text.split('id="wi-new-item')[1].split("</select>")[0]
+    )
+    assert options == [
+        ("BB-COMP-K", "BB-COMP-K · Blok rem komposit tipe K"),
+        ("BB-COMP-LL", "BB-COMP-LL · Blok rem komposit tipe LL"),
+    ]
+    asked = [r for r in services.calls if r.url.path == "/v1/items"]
+    assert len(asked) == 1 and not asked[0].url.params  # the items in force only; retired ones are not asked for
+    switched = await console.post("/language", data={"csrftoken": token_in(page.text), "locale": "en", "back": "/what-if"})
+    assert switched.status_code in (302, 303)
+    english = await console.get("/what-if")
+    assert "BB-COMP-K · Composite brake block, type K" in english.text and "Blok rem komposit tipe K" not in english.text
+    assert "BB-OLD" not in english.text
 
 
 async def test_a_capacity_loss_is_asked_with_the_persons_token_and_answered_in_their_words(

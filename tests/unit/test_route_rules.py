@@ -97,7 +97,7 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
     "orders.what_if": [
         ("orders", "POST", "/v1/what-if"),
         ("orders", "GET", "/v1/purchase-orders/{order_id}"),
-        ("quality", "GET", "/v1/specifications"),
+        ("quality", "GET", "/v1/items"),
         ("orders", "GET", "/v1/buyers"),
         ("orders", "GET", "/v1/sites"),
     ],
