@@ -221,7 +221,7 @@ LABELS: dict[str, dict[str, str]] = {
     "membership_status": {"active": N_("Active"), "suspended": N_("Suspended"), "resigned": N_("Resigned")},
     "quality_status": {"good": N_("Good"), "watch": N_("Under watch"), "suspended": N_("Suspended")},
     "lot_status": {"registered": N_("Awaiting results"), "passed": N_("Passed"), "failed": N_("Failed")},
-    # The parameters of quality's default sampling specifications, by code.
+    # The parameters of quality's default sampling specifications, and of its general inspection, by code.
     "test_parameter": {
         "friction_coefficient": N_("Friction coefficient μ (mean)"),
         "density": N_("Density (ASTM D792)"),
@@ -231,6 +231,11 @@ LABELS: dict[str, dict[str, str]] = {
         "back_plate_bond": N_("Back-plate bond / bending"),
         "phosphorus": N_("Phosphorus content"),
         "weight": N_("Weight"),
+        "bore_deviation": N_("Bore diameter deviation"),
+        "tensile_strength": N_("Tensile strength"),
+        "balance": N_("Static balance"),
+        "elongation": N_("Elongation"),
+        "visual_dimensional": N_("Visual and dimensional inspection against the drawing"),
     },
     "test_rule": {
         "target": N_("target ± tolerance"),

@@ -295,6 +295,15 @@ def test_sampling_specification_parameters_are_named_in_the_persons_language():
     assert ID.parameter("thermal_fade", "Thermal fade at 400 °C") == "Thermal fade at 400 °C"
     assert ID.parameter("thermal_fade") == "thermal_fade"
     assert ID.label("test_rule", "pass_fail") == "lulus atau gagal"
+    assert ID.parameter("tensile_strength", "Tensile strength (FCD450)") == "Kekuatan tarik"
+
+
+def test_every_parameter_of_qualitys_default_specifications_has_an_indonesian_name():
+    from services.quality.domain.specifications import DEFAULT_SPECIFICATIONS, GENERAL_INSPECTION
+
+    defaults = [p for parameters, _, _ in DEFAULT_SPECIFICATIONS.values() for p in parameters] + list(GENERAL_INSPECTION)
+    unnamed = sorted({p.code for p in defaults if ID.parameter(p.code) in (p.code, p.name)})
+    assert not unnamed, f"name these in LABELS['test_parameter'] (services/console/i18n.py) and the catalogues: {unnamed}"
 
 
 async def test_dashboard_figures_are_kept_until_the_next_event():
