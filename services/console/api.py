@@ -46,6 +46,7 @@ from .people import (
     AnyRole,
     CapacityReporter,
     DashboardViewer,
+    ItemsViewer,
     Language,
     MembersViewer,
     Operator,
@@ -104,6 +105,7 @@ NAV = (
     ("/what-if", "orders.what_if", N_("What-if")),
     ("/members", "members.view", N_("Members")),
     ("/quality", "quality.view", N_("Quality")),
+    ("/items", "items.view", N_("Items")),
     ("/shipments", "shipments.view", N_("Shipments")),
     ("/operations", "operations.view", N_("Operations")),
 )
@@ -677,6 +679,29 @@ async def quality_override(
             values={"status": status, "reason": reason, "key": key, "foundry_code": code},
         )
     return done(request, "/quality")
+
+
+# --- the item catalogue --------------------------------------------------------------------------------------------
+
+
+@router.get("/items", response_class=HTMLResponse, include_in_schema=False)
+async def items_page(request: Request, runtime: Runtime, person: ItemsViewer, tr: Language) -> Response:
+    try:
+        items = await handlers.item_list(upstream(request, runtime))
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    return render(request, "items.html", tr, person, items=items)
+
+
+@router.get("/items/{item_code}", response_class=HTMLResponse, include_in_schema=False)
+async def item_page(request: Request, item_code: str, runtime: Runtime, person: ItemsViewer, tr: Language) -> Response:
+    try:
+        detail = await handlers.item_detail(upstream(request, runtime), item_code)
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    if detail is None:
+        return not_found(request, tr, person)
+    return render(request, "item.html", tr, person, **detail)
 
 
 # --- what-if ------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "quality.standing": frozenset({ADMIN, PLANNER, QA_OFFICER, FOUNDRY}),  # certificates and quality status
     "quality.record": frozenset({ADMIN, QA_OFFICER, LAB}),
     "quality.override": frozenset({QA_OFFICER}),  # quality lets only QA officers pin or release a status
+    "items.view": frozenset({ADMIN, PLANNER, QA_OFFICER, LAB, FOUNDRY}),  # the item catalogue, as quality lets everyone read it
     "operations.view": frozenset({ADMIN}),
     "dashboard.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
 }
@@ -358,6 +359,40 @@ def overall_rate(rates: Iterable[WeekRate]) -> float | None:
         passed += r.passed
         failed += r.failed
     return passed / (passed + failed) if passed + failed else None
+
+
+# What a QA officer states about an item; every version repeats all of it, so a version changed what differs.
+ITEM_TERMS = ("name_id", "name_en", "product_family", "unit", "min_lot", "required_certificates", "min_tkdn_percent", "sampling")
+
+
+@dataclass(frozen=True)
+class TermChange:
+    term: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class ItemVersion:
+    version: int
+    published_at: str
+    retired: bool
+    changes: tuple[TermChange, ...]  # none for the first version and for a retirement
+
+
+def item_history(versions: Iterable[Mapping[str, Any]]) -> list[ItemVersion]:
+    """An item's versions, newest first, each with the terms it changed from the version before it."""
+    history: list[ItemVersion] = []
+    before: Mapping[str, Any] | None = None
+    for item in sorted(versions, key=lambda v: v["version"]):
+        changes = (
+            ()
+            if before is None
+            else tuple(TermChange(term, before[term], item[term]) for term in ITEM_TERMS if before[term] != item[term])
+        )
+        history.append(ItemVersion(item["version"], item["published_at"], item["retired"], changes))
+        before = item
+    return history[::-1]
 
 
 # --- capacity --------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .domain import (
     Reference,
     WeekRate,
     WhatIfAnswer,
+    item_history,
     open_value,
     pass_rate_by_week,
     plan_matrix,
@@ -887,3 +888,26 @@ def consumer_lag(metrics: str | None) -> int | None:
         if family.name == "ceper_consumer_lag":
             total += sum(sample.value for sample in family.samples)
     return int(total)
+
+
+# --- the item catalogue -------------------------------------------------------------------------------------------
+
+ITEM_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,19}$")
+
+
+async def item_list(up: Upstream) -> list[dict[str, Any]]:
+    """Every item of quality's catalogue in its version in force, the active ones first, retired ones too."""
+    items = await up.get("quality", "/v1/items", {"retired": "true"})
+    return sorted(items, key=lambda i: (i["retired"], i["code"]))
+
+
+async def item_detail(up: Upstream, code: str) -> dict[str, Any] | None:
+    """An item with every version it had, and every version of its specification; newest first."""
+    if not ITEM_CODE.match(code):
+        return None
+    item, specifications = await asyncio.gather(
+        up.get_or_none("quality", f"/v1/items/{code}"), up.get_or_none("quality", f"/v1/specifications/{code}/versions")
+    )
+    if item is None:
+        return None
+    return {"item": item, "history": item_history(item["versions"]), "specifications": (specifications or [])[::-1]}

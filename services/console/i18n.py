@@ -113,6 +113,13 @@ class Translator:
         group, decimal = _symbols(self.locale)
         return f"{value:,.{digits}f}".replace(",", "\0").replace(".", decimal).replace("\0", group)
 
+    def decimal(self, value: float | None) -> str:
+        """A measured figure with the decimals it was given (`0,25`, `1,7`, `450`), up to four."""
+        if value is None:
+            return "–"
+        digits = len(f"{value:.4f}".rstrip("0").partition(".")[2])
+        return self.number(value, digits)
+
     def percent(self, fraction: float | None, digits: int = 1) -> str:
         if fraction is None:
             return "–"
@@ -175,6 +182,7 @@ def template_globals(tr: Translator) -> dict[str, Any]:
         "rupiah": tr.rupiah,
         "rupiah_short": tr.rupiah_short,
         "number": tr.number,
+        "decimal": tr.decimal,
         "percent": tr.percent,
         "fmt_date": tr.date,
         "fmt_datetime": tr.datetime,
@@ -236,6 +244,18 @@ LABELS: dict[str, dict[str, str]] = {
         "balance": N_("Static balance"),
         "elongation": N_("Elongation"),
         "visual_dimensional": N_("Visual and dimensional inspection against the drawing"),
+    },
+    "item_state": {"active": N_("Active"), "retired": N_("Retired")},
+    "unit": {"pcs": N_("pieces"), "set": N_("sets"), "pair": N_("pairs"), "kg": N_("kilograms")},
+    "item_term": {
+        "name_id": N_("Name in Indonesian"),
+        "name_en": N_("Name in English"),
+        "product_family": N_("Product family"),
+        "unit": N_("Unit"),
+        "min_lot": N_("Minimum lot"),
+        "required_certificates": N_("Required certificates"),
+        "min_tkdn_percent": N_("TKDN minimum"),
+        "sampling": N_("Sampling rule"),
     },
     "test_rule": {
         "target": N_("target ± tolerance"),

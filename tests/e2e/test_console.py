@@ -701,6 +701,27 @@ def test_a_qa_officer_pins_a_quality_status_and_releases_it(platform: Platform, 
     assert not released["overridden"], released
 
 
+def test_the_items_page_lists_the_demo_catalogue_and_opens_an_item(platform: Platform, context: Any) -> None:
+    catalogue = api(platform, "quality", "GET", "/v1/items", params={"retired": "true"})
+    item = api(platform, "quality", "GET", "/v1/items/PMP-IMP-FC200")
+    for size in SIZES:
+        page = context(size).new_page()
+        page.goto(platform.console + "/")
+        page.locator("nav a[href='/items']").click()  # on a phone the navigation may wrap, but it is there
+        page.wait_for_url("**/items")
+        rows = page.locator("#items tbody tr")
+        assert rows.count() == len(catalogue) >= 8, page.locator("#items").inner_text()
+        row = page.locator("#items tr[data-item='PMP-IMP-FC200']").inner_text()
+        assert "Impeler pompa sentrifugal besi cor FC200" in row and "Komponen pompa" in row, row
+        shoot(page, "items", size)
+        page.get_by_role("link", name="PMP-IMP-FC200").click()
+        page.wait_for_url("**/items/PMP-IMP-FC200")
+        assert page.locator("#item-versions tbody tr").count() == len(item["versions"])
+        spec = page.locator(".specification").first.inner_text()
+        assert "Kuat tarik" in spec and "≥ 200" in spec and "Keseimbangan statis" in spec, spec
+        shoot(page, "item", size)
+
+
 def test_an_administrator_redrives_a_dead_letter_once(platform: Platform, context: Any) -> None:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
@@ -783,6 +804,8 @@ def pages(platform: Platform) -> dict[str, str]:
         "surat-jalan": f"/shipments/{shipments[0]['id']}/surat-jalan",
         "operations": "/operations",
         "what-if": "/what-if",
+        "items": "/items",
+        "item": "/items/BB-COMP-K",
     }
 
 

@@ -358,8 +358,9 @@ async def test_changes_to_another_tenants_resources_are_refused_and_change_nothi
 
 # --- the console ------------------------------------------------------------------------------------------------------
 
-# What the console's path parameters name: the seeded KAI order and shipment, IKM-001's member page and lot.
-CONSOLE_PATHS = {"code": "IKM-001", "document": "surat-jalan", "what": "orders"}
+# What the console's path parameters name: the seeded KAI order and shipment, IKM-001's member page and lot, an
+# item of the catalogue (no tenant's).
+CONSOLE_PATHS = {"code": "IKM-001", "document": "surat-jalan", "what": "orders", "item_code": "BB-COMP-K"}
 
 
 class ServicesByHost(httpx.AsyncBaseTransport):

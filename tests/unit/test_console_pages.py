@@ -295,7 +295,7 @@ def test_sampling_specification_parameters_are_named_in_the_persons_language():
     assert ID.parameter("thermal_fade", "Thermal fade at 400 °C") == "Thermal fade at 400 °C"
     assert ID.parameter("thermal_fade") == "thermal_fade"
     assert ID.label("test_rule", "pass_fail") == "lulus atau gagal"
-    assert ID.parameter("tensile_strength", "Tensile strength (FCD450)") == "Kekuatan tarik"
+    assert ID.parameter("tensile_strength", "Tensile strength (FCD450)") == "Kuat tarik"
 
 
 def test_every_parameter_of_qualitys_default_specifications_has_an_indonesian_name():

@@ -134,6 +134,11 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
         ("quality", "PUT", "/v1/foundries/{foundry_code}/quality-status/override"),
         ("quality", "DELETE", "/v1/foundries/{foundry_code}/quality-status/override"),
     ],
+    "items.view": [
+        ("quality", "GET", "/v1/items"),
+        ("quality", "GET", "/v1/items/{item_code}"),
+        ("quality", "GET", "/v1/specifications/{item_code}/versions"),
+    ],
     "operations.view": [],  # the console's own dead-letter store and the services' public readiness and metrics
 }
 

@@ -1,0 +1,176 @@
+"""The console's item catalogue pages: quality's items with their terms in the person's language, and one item with
+what each of its versions changed and its specification's parameters and limits. Quality is stood in for by an httpx
+mock transport."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.console.app import create_app
+from services.console.domain import TermChange, item_history
+from shared.auth import install_verifier
+from tests.fixtures.tokens import TokenMint
+from tests.unit.test_console_login import Services, settings_for, sign_in, token_in
+
+QUALITY = "http://quality.test"
+
+
+def item(code: str, version: int = 1, **terms: Any) -> dict[str, Any]:
+    return {
+        "code": code, "version": version, "name_id": "Blok rem komposit tipe K", "name_en": "Composite brake block, type K",
+        "product_family": "BRAKE_BLOCK_COMPOSITE", "unit": "pcs", "min_lot": 1200, "required_certificates": ["SNI", "ISO9001"],
+        "min_tkdn_percent": 25.0, "sampling": {"inspection_level": "II", "aql": 2.5}, "retired": False,
+        "published_at": f"2026-12-0{version}T03:00:00Z", **terms,
+    }  # fmt: skip
+
+
+BB_COMP_K = [item("BB-COMP-K"), item("BB-COMP-K", 2, min_lot=1500, sampling={"inspection_level": "II", "aql": 1.0})]
+SPECIFICATIONS = [
+    {"item_code": "BB-COMP-K", "description": "Blok rem komposit tipe K", "product_family": "BRAKE_BLOCK_COMPOSITE",
+     "version": version, "sampling": {"inspection_level": "II", "aql": 2.5}, "note": note,
+     "effective_from": "2026-12-01T03:00:00Z",
+     "parameters": [
+         {"code": "friction_coefficient", "name": "Friction coefficient μ (mean)", "unit": "", "rule": "target",
+          "minimum": None, "maximum": None, "target": target, "tolerance": 0.04, "possible_min": 0, "possible_max": 1.5,
+          "acceptance": f"{target} ± 0.04"},
+         {"code": "density", "name": "Density (ASTM D792)", "unit": "g/cm³", "rule": "range", "minimum": 1.7,
+          "maximum": 2.4, "target": None, "tolerance": None, "possible_min": 0.1, "possible_max": 25, "acceptance": "1.7–2.4"},
+         {"code": "thermal_fade", "name": "Thermal fade at 400 °C", "unit": "%", "rule": "maximum", "minimum": None,
+          "maximum": 1250, "target": None, "tolerance": None, "possible_min": None, "possible_max": None, "acceptance": "≤ 1250"},
+     ]}
+    for version, target, note in ((1, 0.25, "Defaults"), (2, 0.26, "KAI asked for a tighter friction band"))
+]  # fmt: skip
+
+
+class Catalogue(Services):
+    """Quality's item catalogue and specifications, as the console sees them."""
+
+    def __init__(self, mint: TokenMint) -> None:
+        super().__init__(mint)
+        self.people["lab"] = {"roles": ["lab"]}
+        self.items = [item("BB-CI", name_id="Blok rem besi cor", name_en="Cast-iron brake block", min_tkdn_percent=None,
+                           product_family="BRAKE_BLOCK_CAST_IRON"),
+                      item("BB-OLD", retired=True, name_id="Blok rem lama", name_en="Old brake block", required_certificates=[]),
+                      {**BB_COMP_K[-1]}]  # fmt: skip
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "identity.test":
+            return super().handle(request)
+        self.calls.append(request)
+        path = request.url.path
+        if path == "/v1/items":
+            return httpx.Response(200, json=[i for i in self.items if request.url.params.get("retired") or not i["retired"]])
+        if path == "/v1/items/BB-COMP-K":
+            return httpx.Response(200, json={**BB_COMP_K[-1], "versions": BB_COMP_K})
+        if path == "/v1/specifications/BB-COMP-K/versions":
+            return httpx.Response(200, json=SPECIFICATIONS)
+        return httpx.Response(404, json={"title": "Not found", "status": 404})
+
+
+@pytest.fixture
+def mint() -> TokenMint:
+    return TokenMint()
+
+
+@pytest.fixture
+def services(mint: TokenMint) -> Catalogue:
+    return Catalogue(mint)
+
+
+@pytest.fixture
+async def console(tmp_path: Any, mint: TokenMint, services: Catalogue) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings_for(tmp_path, quality_url=QUALITY))
+    install_verifier(app, mint.verifier())
+    upstream = httpx.AsyncClient(transport=httpx.MockTransport(services.handle))
+    app.state.runtime.state["http"] = upstream
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as client:
+        yield client
+    await upstream.aclose()
+
+
+async def english(console: httpx.AsyncClient, path: str) -> httpx.Response:
+    page = await console.get(path)
+    await console.post("/language", data={"csrftoken": token_in(page.text), "locale": "en", "back": path})
+    return await console.get(path)
+
+
+def rows(page: str) -> dict[str, str]:
+    """The items table's rows as text, by item code."""
+    found = re.findall(r'<tr data-item="([^"]+)">(.*?)</tr>', page, re.S)
+    return {code: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip() for code, row in found}
+
+
+async def test_the_catalogue_lists_every_item_active_first_with_its_terms_in_the_persons_language(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console)
+    page = await console.get("/items")
+    assert page.status_code == 200 and 'href="/items" aria-current="page"' in page.text
+    asked = [r for r in services.calls if r.url.path == "/v1/items"]
+    assert asked[0].url.params["retired"] == "true" and asked[0].headers["authorization"] == f"Bearer {services.issued[0]}"
+    found = rows(page.text)
+    assert list(found) == ["BB-CI", "BB-COMP-K", "BB-OLD"]  # the retired item last
+    assert found["BB-COMP-K"] == "BB-COMP-K Blok rem komposit tipe K Blok rem komposit buah 1.500 SNI, ISO9001 25% 2 Aktif"
+    assert found["BB-CI"].endswith("Blok rem besi cor Blok rem besi cor buah 1.200 SNI, ISO9001 – 1 Aktif")
+    assert found["BB-OLD"].endswith("buah 1.200 – 25% 1 Dihentikan")
+    found = rows((await english(console, "/items")).text)
+    assert (
+        found["BB-COMP-K"]
+        == "BB-COMP-K Composite brake block, type K Composite brake blocks pieces 1,500 SNI, ISO9001 25% 2 Active"
+    )
+    assert found["BB-OLD"].endswith("Retired")
+
+
+async def test_an_item_shows_what_each_version_changed_and_its_specification_with_limits(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console, "ikm-001")  # quality lets members read the catalogue
+    page = await console.get("/items/BB-COMP-K")
+    assert page.status_code == 200, page.text
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text))
+    assert "BB-COMP-K · Blok rem komposit tipe K" in text
+    assert (
+        "Lot minimum: 1.200 → 1.500" in text
+        and "Aturan pengambilan sampel: tingkat inspeksi II, AQL 2,5 → tingkat inspeksi II, AQL 1" in text
+    )
+    assert "Versi pertama." in text
+    # Newest specification first, in force; parameters in Indonesian, limits written as Indonesians write them.
+    assert text.index("Versi 2") < text.index("Versi 1") and "KAI asked for a tighter friction band" in text
+    assert "Koefisien gesek μ (rata-rata)" in text and "0,26 ± 0,04" in text and "1,7 – 2,4" in text and "≤ 1.250" in text
+    assert "Thermal fade at 400 °C" in text  # a parameter a QA officer added keeps the name they gave it
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (await english(console, "/items/BB-COMP-K")).text))
+    assert "Minimum lot: 1,200 → 1,500" in text and "0.26 ± 0.04" in text and "≤ 1,250" in text and "First version." in text
+
+
+async def test_an_unknown_item_is_not_found_and_a_malformed_code_is_not_asked_for(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console)
+    assert (await console.get("/items/BB-NONE")).status_code == 404
+    assert (await console.get("/items/..%2Fv1")).status_code == 404
+    assert (await console.get("/items/bb-comp-k")).status_code == 404
+    assert [r.url.path for r in services.calls] == ["/v1/items/BB-NONE", "/v1/specifications/BB-NONE/versions"]
+
+
+async def test_every_role_quality_lets_read_items_finds_the_page(console: httpx.AsyncClient):
+    for who in ("planner", "lab", "ikm-001"):
+        await sign_in(console, who)
+        assert (await console.get("/items")).status_code == 200, who
+        assert 'href="/items"' in (await console.get("/items/BB-COMP-K")).text, who
+        console.cookies.clear()
+
+
+def test_a_version_changes_the_terms_that_differ_from_the_version_before():
+    retired = {**BB_COMP_K[-1], "version": 3, "retired": True}
+    history = item_history([BB_COMP_K[1], retired, BB_COMP_K[0]])
+    assert [(v.version, v.retired) for v in history] == [(3, True), (2, False), (1, False)]
+    assert history[0].changes == () and history[2].changes == ()
+    assert history[1].changes == (
+        TermChange("min_lot", 1200, 1500),
+        TermChange("sampling", {"inspection_level": "II", "aql": 2.5}, {"inspection_level": "II", "aql": 1.0}),
+    )
