@@ -53,6 +53,12 @@ def _release_reason(tr: Translator, code: str | None) -> str:
 # How orders words a cancellation that was the cooperative's rejection rather than the buyer's withdrawal.
 REJECTED = "rejected by the cooperative: "
 
+
+def _item_of(data: dict[str, Any], tr: Translator) -> dict[str, str]:
+    """An item version's event as a sentence names the item by its code and its name in the person's language."""
+    return {"item": data["item_code"], "name": tr.item_name(data), "version": tr.number(data["version"])}
+
+
 DESCRIBE: dict[str, Describe] = {
     "ceper.capacity.foundry_registered.v1": lambda d, tr: tr.text(
         "%(foundry)s (%(name)s, %(village)s) joined the cooperative's register",
@@ -154,6 +160,11 @@ DESCRIBE: dict[str, Describe] = {
         parameters=", ".join(tr.parameter(r["parameter"]) for r in d.get("reasons", [])) or "–",
         units=tr.number(d["quantity"]),
     ),
+    "ceper.quality.item_published.v1": lambda d, tr: (
+        tr.text("Item %(item)s (%(name)s) retired with version %(version)s", **_item_of(d, tr))
+        if d["retired"]
+        else tr.text("Version %(version)s of item %(item)s (%(name)s) published", **_item_of(d, tr))
+    ),
     "ceper.quality.foundry_quality_status_changed.v1": lambda d, tr: tr.text(
         "%(foundry)s's quality status is now %(status)s (was %(previous)s)",
         foundry=d["foundry_code"],
@@ -225,6 +236,8 @@ def link_of(item: FeedItem, person: Person | None = None) -> str | None:
         person is None or (person.may("members.view") and person.owns_foundry(foundry))
     ):
         return f"/members/{foundry}"
+    if item.type == "ceper.quality.item_published.v1" and (person is None or person.may("items.view")):
+        return f"/items/{data['item_code']}"
     return None
 
 

@@ -720,6 +720,15 @@ def test_the_items_page_lists_the_demo_catalogue_and_opens_an_item(platform: Pla
         spec = page.locator(".specification").first.inner_text()
         assert "Kuat tarik" in spec and "≥ 200" in spec and "Keseimbangan statis" in spec, spec
         shoot(page, "item", size)
+    # A new version of an item (as a QA officer would publish it through quality's API) reads as what it changed.
+    gearbox = api(platform, "quality", "GET", "/v1/items/MSN-RUMAH-GIR")
+    terms = {k: gearbox[k] for k in ("name_id", "name_en", "product_family", "unit", "required_certificates", "sampling")}
+    api(platform, "quality", "POST", "/v1/items/MSN-RUMAH-GIR/versions", json={**terms, "min_lot": gearbox["min_lot"] + 2})
+    page = context().new_page()
+    page.goto(f"{platform.console}/items/MSN-RUMAH-GIR")
+    latest = page.locator("#item-versions tbody tr").first.inner_text()
+    assert f"Lot minimum: {gearbox['min_lot']} → {gearbox['min_lot'] + 2}" in latest, latest
+    shoot(page, "item-versioned", "desktop")
 
 
 def test_an_administrator_redrives_a_dead_letter_once(platform: Platform, context: Any) -> None:

@@ -174,3 +174,23 @@ def test_a_version_changes_the_terms_that_differ_from_the_version_before():
         TermChange("min_lot", 1200, 1500),
         TermChange("sampling", {"inspection_level": "II", "aql": 2.5}, {"inspection_level": "II", "aql": 1.0}),
     )
+
+
+def test_a_published_item_version_reads_as_a_sentence_and_links_to_the_item_for_those_who_may_read_it():
+    from datetime import UTC, datetime
+
+    from services.console.domain import FOUNDRY, PLANNER, FeedItem, Person
+    from services.console.i18n import Translator
+    from services.console.sentences import describe, link_of
+
+    def published(**terms: Any) -> FeedItem:
+        data = {**item("BB-COMP-K", 2), "item_code": "BB-COMP-K", **terms}
+        return FeedItem("e", "ceper.quality.item_published.v1", "/ceper/quality", "BB-COMP-K", datetime.now(UTC), "t", data)
+
+    assert describe(published(), Translator("id")) == "Versi 2 barang BB-COMP-K (Blok rem komposit tipe K) diterbitkan"
+    assert describe(published(), Translator("en")) == "Version 2 of item BB-COMP-K (Composite brake block, type K) published"
+    assert describe(published(retired=True), Translator("en")) == (
+        "Item BB-COMP-K (Composite brake block, type K) retired with version 2"
+    )
+    assert link_of(published(), Person("p", "planner", PLANNER)) == "/items/BB-COMP-K"
+    assert link_of(published(), Person("f", "ikm-001", FOUNDRY, "IKM-001")) == "/items/BB-COMP-K"
