@@ -582,14 +582,15 @@ def test_people_sign_in_in_indonesian_or_english_and_a_refusal_names_no_account(
         page.wait_for_url("**/login?next=/orders")
 
 
-def test_a_member_foundry_sees_only_its_own_member_page_and_quality(platform: Platform, context: Any) -> None:
+def test_a_member_foundry_sees_only_its_own_member_page_quality_and_the_item_catalogue(platform: Platform, context: Any) -> None:
     page = context("phone", who=platform.member.lower()).new_page()
     page.goto(f"{platform.console}/")
     page.wait_for_url(f"**/members/{platform.member}")
     settle(page)
     shoot(page, "member-as-foundry-id", "phone")
     assert "/orders/" not in page.locator("#feed").inner_html()  # the feed links only to pages a foundry may open
-    assert page.locator("header nav").inner_text().split() == ["Anggota", "Mutu"]
+    # The catalogue is the cooperative's, the same for every member: what each item is and the limits it is tested to.
+    assert page.locator("header nav").inner_text().split() == ["Anggota", "Mutu", "Barang"]
     record = api(platform, "capacity", "GET", f"/v1/foundries/{platform.member}")
     text = page.inner_text("body")
     assert not [v for v in (record.get("owner"), record.get("npwp")) if v and v in text]  # personal data: admin and planner only
@@ -597,6 +598,7 @@ def test_a_member_foundry_sees_only_its_own_member_page_and_quality(platform: Pl
     assert page.goto(f"{platform.console}/members/{other}").status == 404
     assert page.goto(f"{platform.console}/orders").status == 403
     assert page.goto(f"{platform.console}/operations").status == 403
+    assert page.goto(f"{platform.console}/items/BB-COMP-K").status == 200
 
 
 # --- the staff's actions, each one request whatever the clicks -----------------------------------------------------
