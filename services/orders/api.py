@@ -6,6 +6,7 @@ webhook answers 404, as if it did not exist. Only the cooperative's staff reject
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -217,13 +218,35 @@ class LineQuantities(BaseModel):
     shippable: int = Field(description="Passed and not yet on any shipment")
 
 
+class LateOut(BaseModel):
+    due_date: date
+    units: int = Field(description="Units due on the date that are (or would be) late")
+
+
 class LineRisk(BaseModel):
     at_risk: bool = Field(description="The plan in force cannot make every unit in time")
     late_units: int = 0
     late_due_dates: list[date] = Field(default_factory=list)
+    late: list[LateOut] = Field(
+        default_factory=list,
+        description="The late units per due date, adding up to late_units; empty for a plan made before it was kept",
+    )
     expected_completion: date | None = Field(
         default=None, description="Earliest date the late units could reach the buyer; none if not within a year"
     )
+
+    @classmethod
+    def of(cls, risk: Mapping[str, Any] | None) -> LineRisk:
+        """A line's risk as the plan in force keeps it; no risk kept is a line on time."""
+        if not risk:
+            return cls(at_risk=False)
+        return cls(
+            at_risk=True,
+            late_units=risk["shortfall"],
+            late_due_dates=risk["due_dates"],
+            late=risk.get("late", []),  # a plan made before late units were kept per due date has none
+            expected_completion=risk["expected_completion"],
+        )
 
 
 class LineDetail(LineOut):
@@ -320,7 +343,6 @@ async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessi
     lines = []
     for line, out in zip(order.lines, summary.pop("lines"), strict=False):
         stage = stages[line.line_no]
-        risk = risks.get(line.line_no)
         lines.append(
             LineDetail(
                 **out,
@@ -330,14 +352,7 @@ async def get_purchase_order(order_id: str, caller: OrderReader, sessions: Sessi
                 },
                 required={"certificates": list(line.required.certificates), "min_tkdn_percent": line.required.min_tkdn_percent},
                 quantities=LineQuantities.model_validate(stage, from_attributes=True),
-                risk=LineRisk(
-                    at_risk=True,
-                    late_units=risk["shortfall"],
-                    late_due_dates=risk["due_dates"],
-                    expected_completion=risk["expected_completion"],
-                )
-                if risk
-                else LineRisk(at_risk=False),
+                risk=LineRisk.of(risks.get(line.line_no)),
             )
         )
     detail = PurchaseOrderDetail(**summary, lines=lines, status_reason=order.status_reason, local_content_percent=content)
@@ -1165,17 +1180,12 @@ class WhatIfPlanOut(BaseModel):
     shortfall: list[ShortfallOut]
 
 
-class WhatIfLateOut(BaseModel):
-    due_date: date
-    units: int = Field(description="Units due on the date that would be late")
-
-
 class WhatIfLineOut(BaseModel):
     line_no: int
     at_risk: bool = Field(description="The plan it would have cannot make every unit in time")
     late_units: int
     late_due_dates: list[date]
-    late: list[WhatIfLateOut] = Field(
+    late: list[LateOut] = Field(
         description="The late units per due date: they add up to late_units, one entry for each of late_due_dates"
     )
     expected_completion: date | None = Field(description="Earliest date the late units could reach the buyer")

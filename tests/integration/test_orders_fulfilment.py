@@ -276,6 +276,7 @@ async def test_a_revoked_certificate_puts_a_line_at_risk_and_a_new_one_brings_it
             due = date.fromisoformat(order["lines"][0]["deliveries"][0]["due_date"])
             assert risk["late_units"] == 1200 - line_of(order)["quantities"]["planned"] > 0
             assert risk["late_due_dates"] == [due.isoformat()]
+            assert risk["late"] == [{"due_date": due.isoformat(), "units": risk["late_units"]}]
             assert risk["expected_completion"] is not None and date.fromisoformat(risk["expected_completion"]) > date.today()
             assert order["status"] in ("planned", "accepted")  # under way, not back in review
 

@@ -4,9 +4,11 @@ status and what the buyer hears; capacity's confirmations; members losing or reg
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
+from services.orders.api import LineRisk
 from services.orders.domain import (
     Allocated,
     CertificateHeld,
@@ -215,6 +217,17 @@ def test_a_replan_that_only_drops_units_of_a_reserved_plan_accepts_the_order_and
     assert at_risk["expected_completion"] is None and at_risk["reason"] == "because"
     # The plan's risk keeps the late units per due date as the planner left them.
     assert plan.risk[0]["late"] == [{"due_date": FIRST_DUE.isoformat(), "units": 200}]
+    # The order's GET answers them from the plan's risk.
+    answered = LineRisk.of(json.loads(json.dumps(plan.risk[0]))).model_dump(mode="json")
+    assert answered["at_risk"] and answered["late_units"] == 200 and answered["late_due_dates"] == [FIRST_DUE.isoformat()]
+    assert answered["late"] == [{"due_date": FIRST_DUE.isoformat(), "units": 200}]
+
+
+def test_a_line_at_risk_in_a_plan_kept_before_late_units_per_due_date_answers_none_per_due_date():
+    kept = {"line_no": 1, "shortfall": 200, "due_dates": [FIRST_DUE.isoformat()], "expected_completion": None}
+    answered = LineRisk.of(kept)
+    assert answered.at_risk and answered.late_units == 200 and answered.late == []
+    assert LineRisk.of(None) == LineRisk(at_risk=False, late_units=0, late_due_dates=[], late=[])
 
 
 def test_a_line_at_risk_that_is_covered_again_is_back_on_track():
