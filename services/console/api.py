@@ -44,6 +44,7 @@ from .people import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
     AnyRole,
+    BuyersViewer,
     CapacityReporter,
     DashboardViewer,
     ItemsViewer,
@@ -106,6 +107,7 @@ NAV = (
     ("/members", "members.view", N_("Members")),
     ("/quality", "quality.view", N_("Quality")),
     ("/items", "items.view", N_("Items")),
+    ("/buyers", "buyers.view", N_("Buyers")),
     ("/shipments", "shipments.view", N_("Shipments")),
     ("/operations", "operations.view", N_("Operations")),
 )
@@ -702,6 +704,18 @@ async def item_page(request: Request, item_code: str, runtime: Runtime, person: 
     if detail is None:
         return not_found(request, tr, person)
     return render(request, "item.html", tr, person, **detail)
+
+
+# --- buyers and delivery sites -------------------------------------------------------------------------------------
+
+
+@router.get("/buyers", response_class=HTMLResponse, include_in_schema=False)
+async def buyers_page(request: Request, runtime: Runtime, person: BuyersViewer, tr: Language) -> Response:
+    try:
+        buyers = await handlers.buyers_with_sites(upstream(request, runtime))
+    except UpstreamProblem as problem:
+        return unavailable(request, tr, person, problem)
+    return render(request, "buyers.html", tr, person, buyers=buyers)
 
 
 # --- what-if ------------------------------------------------------------------------------------------------------

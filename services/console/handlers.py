@@ -911,3 +911,19 @@ async def item_detail(up: Upstream, code: str) -> dict[str, Any] | None:
     if item is None:
         return None
     return {"item": item, "history": item_history(item["versions"]), "specifications": (specifications or [])[::-1]}
+
+
+# --- buyers and delivery sites ------------------------------------------------------------------------------------
+
+
+async def buyers_with_sites(up: Upstream) -> list[dict[str, Any]]:
+    """Orders' buyers, those that may send orders first, each with its delivery sites (those new orders may name
+    first); inactive ones too. A buyer's NPWP is there only when orders tells it to the person."""
+    buyers, sites = await asyncio.gather(up.get("orders", "/v1/buyers"), up.get("orders", "/v1/sites"))
+    by_buyer: dict[str, list[dict[str, Any]]] = {}
+    for site in sorted(sites, key=lambda s: (not s["active"], s["code"])):
+        by_buyer.setdefault(site["buyer_code"], []).append(site)
+    return [
+        {**buyer, "sites": by_buyer.get(buyer["code"], [])}
+        for buyer in sorted(buyers, key=lambda b: (not b["active"], b["code"]))
+    ]

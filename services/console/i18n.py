@@ -246,6 +246,7 @@ LABELS: dict[str, dict[str, str]] = {
         "visual_dimensional": N_("Visual and dimensional inspection against the drawing"),
     },
     "item_state": {"active": N_("Active"), "retired": N_("Retired")},
+    "active_state": {"active": N_("Active"), "inactive": N_("Inactive")},
     "unit": {"pcs": N_("pieces"), "set": N_("sets"), "pair": N_("pairs"), "kg": N_("kilograms")},
     "item_term": {
         "name_id": N_("Name in Indonesian"),

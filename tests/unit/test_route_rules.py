@@ -139,6 +139,7 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
         ("quality", "GET", "/v1/items/{item_code}"),
         ("quality", "GET", "/v1/specifications/{item_code}/versions"),
     ],
+    "buyers.view": [("orders", "GET", "/v1/buyers"), ("orders", "GET", "/v1/sites")],
     "operations.view": [],  # the console's own dead-letter store and the services' public readiness and metrics
 }
 
