@@ -703,6 +703,22 @@ def test_a_qa_officer_pins_a_quality_status_and_releases_it(platform: Platform, 
     assert not released["overridden"], released
 
 
+def test_the_buyers_page_lists_kai_and_its_workshops(platform: Platform, context: Any) -> None:
+    sites = [s for s in api(platform, "orders", "GET", "/v1/sites", params={"buyer_code": "KAI"}) if s["active"]]
+    for size in SIZES:
+        page = context(size).new_page()
+        page.goto(platform.console + "/")
+        page.locator("nav a[href='/buyers']").click()
+        page.wait_for_url("**/buyers")
+        kai = page.locator("section[data-buyer='KAI']")
+        assert "PT Kereta Api Indonesia (Persero)" in kai.locator("h2").inner_text()
+        assert kai.locator("tr[data-site]").count() >= len(sites) >= 8
+        row = kai.locator("tr[data-site='BY-YK']").inner_text()
+        assert "Balai Yasa Yogyakarta" in row and "Yogyakarta" in row and "Aktif" in row, row
+        assert "Balai Yasa Pulubrayan" in kai.inner_text() and "NPWP" not in kai.inner_text()  # a planner is told no NPWP
+        shoot(page, "buyers", size)
+
+
 def test_the_items_page_lists_the_demo_catalogue_and_opens_an_item(platform: Platform, context: Any) -> None:
     catalogue = api(platform, "quality", "GET", "/v1/items", params={"retired": "true"})
     item = api(platform, "quality", "GET", "/v1/items/PMP-IMP-FC200")
@@ -816,6 +832,7 @@ def pages(platform: Platform) -> dict[str, str]:
         "operations": "/operations",
         "what-if": "/what-if",
         "items": "/items",
+        "buyers": "/buyers",
         "item": "/items/BB-COMP-K",
     }
 
