@@ -10,10 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.console.app import create_app
-from shared.auth import install_verifier
 from tests.fixtures.tokens import TokenMint
-from tests.unit.test_console_login import Services, settings_for, sign_in, token_in
+from tests.unit.test_console_login import Services, console_over, settings_for, sign_in, token_in
 
 BUYERS = [
     {"code": "OLD", "legal_name": "PT Pembeli Lama", "npwp": None, "active": False},
@@ -71,13 +69,8 @@ def services(mint: TokenMint) -> Orders:
 
 @pytest.fixture
 async def console(tmp_path: Any, mint: TokenMint, services: Orders) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(tmp_path))
-    install_verifier(app, mint.verifier())
-    upstream = httpx.AsyncClient(transport=httpx.MockTransport(services.handle))
-    app.state.runtime.state["http"] = upstream
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as client:
+    async with console_over(services.handle, mint, settings_for(tmp_path)) as client:
         yield client
-    await upstream.aclose()
 
 
 def text_of(html: str) -> str:

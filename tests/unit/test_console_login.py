@@ -11,7 +11,8 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -110,6 +111,20 @@ def services(mint: TokenMint) -> Services:
 
 def settings_for(tmp_path: Any, **overrides: Any) -> Settings:
     return Settings(**{"env": "test", "var_dir": tmp_path, "identity_url": IDENTITY, "orders_url": ORDERS, **overrides})
+
+
+@asynccontextmanager
+async def console_over(
+    handle: Callable[[httpx.Request], httpx.Response], mint: TokenMint, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The console in-process, trusting `mint`'s tokens, its calls to the services answered by `handle`."""
+    app = create_app(settings)
+    install_verifier(app, mint.verifier())
+    upstream = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    app.state.runtime.state["http"] = upstream
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as client:
+        yield client
+    await upstream.aclose()
 
 
 @pytest.fixture
