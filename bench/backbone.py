@@ -51,6 +51,7 @@ from shared.inbox import InboxConsumer, Subscriptions  # noqa: E402
 from shared.kafka import BrokerError  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from shared.outbox import WAKE_KEY, Relay, stage  # noqa: E402
+from shared.service import freeze_startup_heap  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topics import DLQ_TOPIC_CONFIG, EVENT_TOPIC_CONFIG, RETRY_TOPIC_CONFIG, ensure_topics  # noqa: E402
 
@@ -246,6 +247,7 @@ async def relay_role(job: Job, signals: Signals) -> dict[str, Any]:
             await stage(session, backbone.outbox, *[foundry_updated(i, job.keys) for i in range(start, end)])
     producer = kafka.producer(settings, client_id="bench-relay")
     await producer.start()
+    freeze_startup_heap()  # as a service does once it has started
     signals.ready.set()
     await _until(signals.go)
     started = time.monotonic()
@@ -283,7 +285,7 @@ async def bare_producer_role(job: Job, signals: Signals) -> dict[str, Any]:
 
 
 # Stage times of the events in the batch being applied, per applying task.
-staged_in_batch: contextvars.ContextVar[list[float]] = contextvars.ContextVar("staged_in_batch")
+staged_in_batch: contextvars.ContextVar[list[datetime]] = contextvars.ContextVar("staged_in_batch")
 
 
 class Tally:
@@ -295,16 +297,26 @@ class Tally:
         self.applied = signals.applied
         self.count = 0
         self.done_at: float | None = None
-        self.latencies: list[tuple[float, float]] = []
+        # Each commit's time and the stage times of its events, turned into latencies only once the run is over:
+        # the consumer measured spends no CPU on it while it works.
+        self._commits: list[tuple[float, list[datetime]]] = []
 
-    def committed(self, count: int, staged_at: list[float] | None = None) -> None:
+    def committed(self, count: int, staged_at: list[datetime] | None = None) -> None:
         if staged_at:
-            now = time.time()
-            self.latencies.extend((staged, now - staged) for staged in staged_at)
+            self._commits.append((time.time(), staged_at))
         self.count += count
         with self.applied.get_lock():
             self.applied.value += count
         self.done()
+
+    def latencies(self) -> list[tuple[float, float]]:
+        """(staged at, seconds from staged to committed) of every event committed with its stage time."""
+        out = []
+        for committed_at, staged_at in self._commits:
+            for staged in staged_at:
+                stamp = staged.timestamp()
+                out.append((stamp, committed_at - stamp))
+        return out
 
     def done(self) -> bool:
         # The process whose commit reaches the target notes the time first; the others see it a poll later.
@@ -321,7 +333,7 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
 
     async def apply_update(session: Any, envelope: Envelope[FoundryUpdated]) -> None:
         await write_effect(session, envelope.id, envelope.data.foundry_code, envelope.data.revision)
-        staged_in_batch.get().append(envelope.time.timestamp())
+        staged_in_batch.get().append(envelope.time)
 
     subscriptions = Subscriptions(CONSUMING_SERVICE)
     subscriptions.add(FoundryUpdated, apply_update)
@@ -344,6 +356,7 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
     producer = kafka.producer(settings, client_id="bench-inbox-dlq")
     await producer.start()
     await consumer.start(producer)
+    freeze_startup_heap()  # as a service does once it has started
     await _until_assigned(consumer.assignment)
     # The events' partitions: the consumer also owns partitions of its retry topic, which stays empty here.
     events_topic = job.topic  # once: building the settings on every report tick would cost the consumer its CPU
@@ -363,7 +376,7 @@ async def inbox_role(job: Job, signals: Signals) -> dict[str, Any]:
         "duplicates": stats.duplicates,
         "dead_lettered": stats.dead_lettered,
         "batches": stats.batches,
-        "latencies": tally.latencies,
+        "latencies": tally.latencies(),
     }
 
 
@@ -480,6 +493,7 @@ async def service_role(job: Job, signals: Signals) -> dict[str, Any]:
     producer = kafka.producer(settings, client_id="bench-service")
     await producer.start()
     await relay.start(producer)
+    freeze_startup_heap()  # as a service does once it has started
     signals.ready.set()
     await _until(signals.go)
     started_wall = time.time()

@@ -42,7 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from . import kafka, metrics, tracing
-from .audit import Actor, current_actor
+from .audit import Actor, acting, current_actor
 from .db import database_answers
 from .events import (
     REGISTRY,
@@ -56,7 +56,7 @@ from .events import (
     retry_topic_of,
 )
 from .lag import LagMeter
-from .logging import get_logger
+from .logging import applying_event, get_logger
 from .membership import leave_group
 from .outbox import current_trace_id
 from .settings import Settings
@@ -123,14 +123,12 @@ class Subscription:
     reactions: tuple[Handler, ...] = ()
 
     async def apply(self, session: AsyncSession, envelope: Envelope[Any]) -> None:
-        # Changes made for the event are audited as the event's: its source acted, its id caused them.
-        token = current_actor.set(Actor.of_event(envelope.id, envelope.type.source))  # `acting`, without its wrapper
-        try:
+        """The handler, then the reactions, audited as the event's: its source acted, its id caused the changes.
+        (The inbox does the same inline, in `_apply_together`.)"""
+        with acting(Actor.of_event(envelope.id, envelope.type.source)):
             await self.handler(session, envelope)
             for reaction in self.reactions:
                 await reaction(session, envelope)
-        finally:
-            current_actor.reset(token)
 
     @property
     def is_projection(self) -> bool:
@@ -190,6 +188,38 @@ class Delivery:
     record: ConsumerRecord[bytes, bytes]
     envelope: Envelope[Any]
     subscription: Subscription
+
+
+class _Applying:
+    """What is bound while one event is applied: the audit's actor, the trace of the events and log lines it
+    causes, and its span when tracing is on. Restores what was bound before, as the tokens say."""
+
+    __slots__ = ("_delivery", "_service", "_span", "_tokens")
+
+    def __init__(self, service: str, delivery: Delivery) -> None:
+        self._service = service
+        self._delivery = delivery
+
+    def __enter__(self) -> None:
+        delivery = self._delivery
+        envelope = delivery.envelope
+        trace_id = envelope.trace_id or envelope.id
+        # Changes made for the event are audited as the event's: its source acted, its id caused them.
+        actor = current_actor.set(Actor.of_event(envelope.id, envelope.type.source))
+        trace = current_trace_id.set(trace_id)
+        logged = applying_event.set((envelope.id, trace_id))
+        self._tokens = (actor, trace, logged)
+        self._span = tracing.consuming(self._service, delivery.record, envelope.type.name, envelope.id)
+        self._span.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._span.__exit__(*exc_info)
+        finally:
+            actor, trace, logged = self._tokens
+            applying_event.reset(logged)
+            current_trace_id.reset(trace)
+            current_actor.reset(actor)
 
 
 @dataclass
@@ -568,15 +598,23 @@ class InboxConsumer:
             await self._apply_alone(tp, delivery)
 
     async def _apply_together(self, deliveries: list[Delivery]) -> None:
+        """Applies the events in one transaction, with their inbox rows; those applied before are skipped."""
         async with self._transaction() as session:
             fresh = await self._record_in_inbox(session, deliveries)
             applied: list[Delivery] = []
             for delivery in deliveries:
-                if delivery.envelope.id not in fresh:
+                envelope = delivery.envelope
+                if envelope.id not in fresh:
                     self._count_duplicate(delivery)
                     continue
-                fresh.discard(delivery.envelope.id)  # a second copy within the batch is a duplicate too
-                await self._handle(session, delivery)
+                fresh.discard(envelope.id)  # a second copy within the batch is a duplicate too
+                # The handler is awaited right here, not through a coroutine of its own: every suspension of a
+                # handler passes through each coroutine frame above it, and this loop runs once per event.
+                subscription = delivery.subscription
+                with _Applying(self.service, delivery):
+                    await subscription.handler(session, envelope)
+                    for reaction in subscription.reactions:
+                        await reaction(session, envelope)
                 applied.append(delivery)
             await self.subscriptions.settled(session)
         self._count_applied(applied)
@@ -586,13 +624,7 @@ class InboxConsumer:
         attempts = 0
         while True:
             try:
-                async with self._transaction() as session:
-                    if not await self._record_in_inbox(session, [delivery]):
-                        self._count_duplicate(delivery)
-                        return
-                    await self._handle(session, delivery)
-                    await self.subscriptions.settled(session)
-                self._count_applied([delivery])
+                await self._apply_together([delivery])
                 return
             except EVENT_ERRORS as exc:
                 metrics.EVENTS_FAILED.labels(self.service, envelope.type.name).inc()
@@ -651,19 +683,6 @@ class InboxConsumer:
             log.info("database answers again", down_for_s=round(time.monotonic() - self._database_down_since, 1))
             self._database_down_since = None
 
-    async def _handle(self, session: AsyncSession, delivery: Delivery) -> None:
-        envelope = delivery.envelope
-        trace_id = envelope.trace_id or envelope.id
-        token = current_trace_id.set(trace_id)
-        # Tokens restore the previous bindings as `bound_contextvars` does, without copying the whole context.
-        log_tokens = structlog.contextvars.bind_contextvars(event_id=envelope.id, trace_id=trace_id)
-        try:
-            with tracing.consuming(self.service, delivery.record, envelope.type.name, envelope.id):
-                await delivery.subscription.apply(session, envelope)
-        finally:
-            structlog.contextvars.reset_contextvars(**log_tokens)
-            current_trace_id.reset(token)
-
     async def _record_in_inbox(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> set[str]:
         """Adds the inbox rows of events not applied before and returns their ids: the events to apply now.
 
@@ -682,22 +701,25 @@ class InboxConsumer:
                 self._insert_new_postgresql,
                 {"consumer": self.service, "ids": list(types), "types": list(types.values()), "at": received_at},
             )
-        else:
-            rows = [
-                {"consumer": self.service, "event_id": event_id, "event_type": event_type, "received_at": received_at}
-                for event_id, event_type in types.items()
-            ]
-            result = await session.execute(self._insert_new(dialect), rows)
+            return set(result.scalar_one() or ())
+        rows = [
+            {"consumer": self.service, "event_id": event_id, "event_type": event_type, "received_at": received_at}
+            for event_id, event_type in types.items()
+        ]
+        result = await session.execute(self._insert_new(dialect), rows)
         return set(result.scalars())
 
     @functools.cached_property
     def _insert_new_postgresql(self) -> sa.TextClause:
         inbox = self.inbox
+        # The new ids come back as one array in one row: the driver decodes it at once, where a row per event would
+        # each go through the result's machinery.
         return sa.text(
-            f"INSERT INTO {inbox.name} (consumer, event_id, event_type, received_at) "
+            f"WITH fresh AS (INSERT INTO {inbox.name} (consumer, event_id, event_type, received_at) "
             "SELECT :consumer, batch.event_id, batch.event_type, :at "
             "FROM unnest(CAST(:ids AS varchar[]), CAST(:types AS varchar[])) AS batch(event_id, event_type) "
-            "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+            "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id) "
+            "SELECT array_agg(event_id) FROM fresh"
         ).bindparams(sa.bindparam("at", type_=inbox.c.received_at.type))
 
     def _insert_new(self, dialect: str) -> Any:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
@@ -45,9 +48,24 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+# The event the inbox applies now, as (event id, trace id): named on every line logged meanwhile. One context
+# variable set per event, where binding both through structlog would set and reset two.
+applying_event: ContextVar[tuple[str, str] | None] = ContextVar("ceper_applying_event", default=None)
+
+
+def add_event_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the ids of the event being applied, unless the line names its own."""
+    ids = applying_event.get()
+    if ids is not None:
+        event_dict.setdefault("event_id", ids[0])
+        event_dict.setdefault("trace_id", ids[1])
+    return event_dict
+
+
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
     global _configured
     shared_processors: list[structlog.types.Processor] = [
+        add_event_ids,  # before the bound context: the event is applied within whatever bound it
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

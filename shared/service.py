@@ -267,6 +267,14 @@ def _operations_router(service: str) -> APIRouter:
     return router
 
 
+def freeze_startup_heap() -> None:
+    """Called once a process has started its service. What is alive then (modules, table metadata, settings, the
+    planner's tables) lives as long as the process: frozen out of the collector, a full collection walks only what
+    the work since made, and holds the event loop for milliseconds rather than a tenth of a second."""
+    if gc.get_freeze_count() == 0:  # once per process
+        gc.freeze()
+
+
 def create_service_app(spec: ServiceSpec, settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
     runtime = ServiceRuntime(spec, settings, clock or SYSTEM_CLOCK)
@@ -276,11 +284,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None, cloc
         configure_logging(spec.name, settings.log_level, settings.log_json)
         use_clock(runtime.clock)  # background tasks started below inherit it
         await runtime.start()
-        # What is alive once the service has started (modules, table metadata, settings, the planner's tables)
-        # lives as long as the process: frozen out of the collector, a full collection walks only what the work
-        # since made, and holds the event loop for milliseconds rather than a tenth of a second. Once per process.
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
+        freeze_startup_heap()
         log.info("service started", service=spec.name)
         try:
             yield

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 from shared.events import REGISTRY, Envelope, EventData, MalformedEvent, from_kafka, to_kafka, topic_of
+from shared.events import envelope as envelope_module
 from shared.events.capacity import FoundryRegistered, FoundryUpdated
 from shared.events.fields import INT32_MAX
 from shared.events.orders import PurchaseOrderReceived, ReceivedLine
@@ -215,6 +216,48 @@ def test_any_valid_foundry_update_round_trips_unchanged(data: FoundryUpdated, tr
     assert decoded.data == data
     assert decoded.data.updated_at == data.updated_at  # the same instant, whatever the offset
     assert (decoded.id, decoded.type, decoded.trace_id, decoded.key) == (original.id, original.type, trace, data.foundry_code)
+
+
+# What the fast way in decides, the long way (attribute by attribute, the CloudEvents library for anything
+# unusual) decides too: a header changed, added, repeated or dropped, in any order.
+header_names = st.sampled_from(
+    ["ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_subject", "ce_traceid", "ce_traceparent",
+     "content-type", "Content-Type", "CE_ID", "ce_dataschema", "x-forwarded-by"]
+)  # fmt: skip
+header_values = st.sampled_from(
+    [b"1.0", b"", b"\xff\xfe", b"application/json", b"text/plain", b"/ceper/capacity", b"2027-01-05T10:00:00Z",
+     b"2027-01-05 10:00:00", b"2027-01-05T10:00:00.123456+07:00", b"ceper.capacity.foundry_updated.v1", b"IKM-042"]
+)  # fmt: skip
+header_changes = st.lists(st.tuples(st.sampled_from(["set", "add", "drop"]), header_names, header_values), min_size=1, max_size=4)
+
+
+def decided(decode, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> object:
+    try:
+        envelope = decode(key, value, headers)
+    except MalformedEvent:
+        return MalformedEvent
+    timed = any(name == "ce_time" for name, _ in headers)  # without one, the library takes the time of decoding
+    return envelope.type, envelope.data, envelope.id, envelope.trace_id, envelope.time if timed else None
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(changes=header_changes, shuffle=st.randoms(use_true_random=False))
+def test_the_fast_way_in_decides_as_the_long_way(changes, shuffle):
+    _, key, value, headers = encoded(foundry_updated())
+    for change, name, new in changes:
+        if change == "set":
+            headers = [(n, new if n == name else v) for n, v in headers]
+        elif change == "add":
+            headers.append((name, new))
+        else:
+            headers = [(n, v) for n, v in headers if n != name]
+    shuffle.shuffle(headers)
+    assert decided(from_kafka, key, value, headers) == decided(envelope_module._explained, key, value, headers)
+
+
+def test_the_long_way_decides_a_message_as_written_like_the_fast_way():
+    envelope, key, value, headers = encoded(foundry_updated())
+    assert envelope_module._explained(key, value, headers) == from_kafka(key, value, headers) == envelope
 
 
 # --- refusing malformed messages ------------------------------------------------------------------------
