@@ -45,8 +45,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Two test processes (pytest-xdist), each starting its own broker, PostgreSQL and identity provider: most tests wait on
+# a server, so two share the machine's two cores well. `make test PYTEST_WORKERS=0` runs them in one process.
+PYTEST_WORKERS ?= 2
+
 test: kafka keycloak lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 contracts: install
 	$(CEPER) contracts export
