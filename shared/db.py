@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -111,7 +112,36 @@ def create_engine(url: str, *, sqlite_busy_timeout_s: float = 30.0, ping_after_i
         return engine
     engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=0)
     _ping_when_idle(engine, ping_after_idle_s)
+    event.listen(engine.sync_engine, "handle_error", _cut_is_a_disconnect)
     return engine
+
+
+# SQLSTATEs that say the server ended the session: connection exceptions, shutdown, crash, not yet accepting.
+_CUT_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def connection_cut(error: BaseException | None) -> bool:
+    """Whether a driver error says the connection itself is gone, whatever the statement was.
+
+    asyncpg reports a connection the server terminated as busy ("another operation is in progress") when it is used
+    after the server's last message arrived but before the socket's end did: that message left the protocol waiting
+    for a reply that never comes. Within a SQLAlchemy connection nothing else runs two operations at once.
+    """
+    for cause in (error, getattr(error, "__cause__", None)):
+        if cause is None:
+            continue
+        if str(getattr(cause, "sqlstate", None) or "").startswith(_CUT_STATES):
+            return True
+        if isinstance(cause, asyncpg.exceptions.InternalClientError) and "another operation" in str(cause):
+            return True
+    return False
+
+
+def _cut_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
+    """The pool drops a connection the server cut, and the error says so (`connection_invalidated`): the service
+    answers 503, and the next use gets a fresh connection."""
+    if not context.is_disconnect and connection_cut(context.original_exception):
+        context.is_disconnect = True
 
 
 def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:

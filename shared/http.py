@@ -200,9 +200,11 @@ class RequestContextMiddleware:
             # Answered here rather than by an outer handler, so the answer and the log line carry the request id.
             if status_holder.get("started"):
                 raise
-            unavailable = isinstance(
-                exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError)
-            ) or _database_unreachable(exc)
+            unavailable = (
+                isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+                or _database_unreachable(exc)
+                or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)  # the server cut the connection
+            )
             if _value_refused(exc):
                 # The database refused a value the request carried (a NUL character, text longer than its
                 # column): the request is at fault, and its transaction rolled back.

@@ -204,22 +204,20 @@ class _Applying:
         delivery = self._delivery
         envelope = delivery.envelope
         trace_id = envelope.trace_id or envelope.id
+        self._span = tracing.consuming(self._service, delivery.record, envelope.type.name, envelope.id)
+        self._span.__enter__()
         # Changes made for the event are audited as the event's: its source acted, its id caused them.
         actor = current_actor.set(Actor.of_event(envelope.id, envelope.type.source))
         trace = current_trace_id.set(trace_id)
         logged = applying_event.set((envelope.id, trace_id))
         self._tokens = (actor, trace, logged)
-        self._span = tracing.consuming(self._service, delivery.record, envelope.type.name, envelope.id)
-        self._span.__enter__()
 
     def __exit__(self, *exc_info: Any) -> None:
-        try:
-            self._span.__exit__(*exc_info)
-        finally:
-            actor, trace, logged = self._tokens
-            applying_event.reset(logged)
-            current_trace_id.reset(trace)
-            current_actor.reset(actor)
+        actor, trace, logged = self._tokens
+        applying_event.reset(logged)
+        current_trace_id.reset(trace)
+        current_actor.reset(actor)
+        self._span.__exit__(*exc_info)
 
 
 @dataclass
@@ -608,8 +606,8 @@ class InboxConsumer:
                     self._count_duplicate(delivery)
                     continue
                 fresh.discard(envelope.id)  # a second copy within the batch is a duplicate too
-                # The handler is awaited right here, not through a coroutine of its own: every suspension of a
-                # handler passes through each coroutine frame above it, and this loop runs once per event.
+                # A plain context manager binds the event's context, not a coroutine around the handler: this runs
+                # once per event, and each coroutine layer adds to every one of the handler's suspensions.
                 subscription = delivery.subscription
                 with _Applying(self.service, delivery):
                     await subscription.handler(session, envelope)

@@ -29,6 +29,12 @@ def app_that_fails() -> FastAPI:
         refusal.sqlstate = "55000"  # type: ignore[attr-defined]  # set as asyncpg sets it on its errors
         raise sa.exc.DBAPIError("connect", {}, refusal)
 
+    @app.get("/connection-cut")
+    async def connection_cut() -> None:
+        # A connection the server terminated, which the pool dropped as a disconnect.
+        busy = Exception("cannot switch to state 11; another operation (2) is in progress")
+        raise sa.exc.InternalError("SELECT 1", {}, busy, connection_invalidated=True)
+
     @app.get("/nul")
     async def nul() -> None:
         raise sa.exc.DataError("INSERT …", {}, ValueError("invalid byte sequence for encoding UTF8: 0x00"))
@@ -54,6 +60,8 @@ async def test_an_unavailable_database_is_a_503_to_retry_later():
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     refused = await call("/database-refuses")
     assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    cut = await call("/connection-cut")
+    assert cut.status_code == 503 and cut.headers["retry-after"] == "5"
     assert response.json()["request_id"] == "req-42" and response.json()["type"].endswith("/unavailable")
 
 
