@@ -48,6 +48,7 @@ from .people import (
     CapacityReporter,
     DashboardViewer,
     ItemsViewer,
+    ItemsWriter,
     Language,
     MembersViewer,
     Operator,
@@ -686,24 +687,103 @@ async def quality_override(
 # --- the item catalogue --------------------------------------------------------------------------------------------
 
 
-@router.get("/items", response_class=HTMLResponse, include_in_schema=False)
-async def items_page(request: Request, runtime: Runtime, person: ItemsViewer, tr: Language) -> Response:
+async def _items_page(
+    request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, status_code: int = 200, **context: Any
+) -> Response:
+    """The catalogue with the new item's form; after a refusal, htmx gets the form alone (it swaps only 2xx)."""
+    context = {"values": dict(handlers.NEW_ITEM), "errors": {}, **context, **handlers.ITEM_CHOICES}
+    if is_htmx(request):
+        return render(request, "_form_item.html", tr, person, **context)
     try:
         items = await handlers.item_list(upstream(request, runtime))
     except UpstreamProblem as problem:
         return unavailable(request, tr, person, problem)
-    return render(request, "items.html", tr, person, items=items)
+    return render(request, "items.html", tr, person, status_code=status_code, items=items, **context)
 
 
-@router.get("/items/{item_code}", response_class=HTMLResponse, include_in_schema=False)
-async def item_page(request: Request, item_code: str, runtime: Runtime, person: ItemsViewer, tr: Language) -> Response:
+async def _item_page(
+    request: Request, runtime: ServiceRuntime, person: Person, tr: Translator, code: str, status_code: int = 200, **context: Any
+) -> Response:
+    """One item with its version and retire forms; after a refusal, htmx gets the refused form alone."""
     try:
-        detail = await handlers.item_detail(upstream(request, runtime), item_code)
+        detail = await handlers.item_detail(upstream(request, runtime), code)
     except UpstreamProblem as problem:
         return unavailable(request, tr, person, problem)
     if detail is None:
         return not_found(request, tr, person)
-    return render(request, "item.html", tr, person, **detail)
+    errors = context.pop("errors", {})
+    context = {"values": handlers.item_values(detail["item"], tr), **context, **handlers.ITEM_CHOICES}
+    if is_htmx(request) and errors:
+        fragment = "_form_retire_item.html" if errors.get("_form") == "retire" else "_form_item.html"
+        return render(request, fragment, tr, person, **detail, errors=errors, **context)
+    return render(request, "item.html", tr, person, status_code=status_code, **detail, errors=errors, **context)
+
+
+async def _item_form(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    values: dict[str, Any] = {k: str(v) for k, v in form.items() if k != CSRF_FIELD}
+    values["required_certificates"] = [str(v) for v in form.getlist("required_certificates")]
+    return values
+
+
+@router.get("/items", response_class=HTMLResponse, include_in_schema=False)
+async def items_page(request: Request, runtime: Runtime, person: ItemsViewer, tr: Language) -> Response:
+    return await _items_page(request, runtime, person, tr)
+
+
+@router.post("/items", include_in_schema=False)
+async def item_create(request: Request, runtime: Runtime, person: ItemsWriter, tr: Language) -> Response:
+    values = await _item_form(request)
+    code = values.get("code", "").strip()
+    body, errors = handlers.item_terms(values, tr)
+    key = values.get("key") or None
+    if not errors:
+        up = upstream(request, runtime)
+        try:
+            await handlers.perform(_ledger(runtime), key, lambda: handlers.create_item(up, {"code": code, **body}, key))
+            return done(request, f"/items/{code}")
+        except UpstreamProblem as problem:
+            errors = handlers.item_errors(problem, tr)
+            if problem.status == 409:  # the code is taken: said where the code is typed
+                errors["code"] = tr.text("An item with this code exists already; publish a new version of it instead.")
+    return await _items_page(request, runtime, person, tr, 422, values=values, errors=errors)
+
+
+@router.get("/items/{item_code}", response_class=HTMLResponse, include_in_schema=False)
+async def item_page(request: Request, item_code: str, runtime: Runtime, person: ItemsViewer, tr: Language) -> Response:
+    return await _item_page(request, runtime, person, tr, item_code)
+
+
+@router.post("/items/{item_code}/versions", include_in_schema=False)
+async def item_publish_version(request: Request, item_code: str, runtime: Runtime, person: ItemsWriter, tr: Language) -> Response:
+    if not handlers.ITEM_CODE.match(item_code):
+        return not_found(request, tr, person)
+    values = await _item_form(request)
+    body, errors = handlers.item_terms(values, tr)
+    key = values.get("key") or None
+    if not errors:
+        up = upstream(request, runtime)
+        try:
+            await handlers.perform(_ledger(runtime), key, lambda: handlers.publish_item_version(up, item_code, body, key))
+            return done(request, f"/items/{item_code}")
+        except UpstreamProblem as problem:
+            errors = handlers.item_errors(problem, tr)
+    return await _item_page(request, runtime, person, tr, item_code, 422, values=values, errors={**errors, "_form": "version"})
+
+
+@router.post("/items/{item_code}/retire", include_in_schema=False)
+async def item_retire(
+    request: Request, item_code: str, runtime: Runtime, person: ItemsWriter, tr: Language, key: Annotated[str, Form()] = ""
+) -> Response:
+    if not handlers.ITEM_CODE.match(item_code):
+        return not_found(request, tr, person)
+    up = upstream(request, runtime)
+    try:
+        await handlers.perform(_ledger(runtime), key or None, lambda: handlers.retire_item(up, item_code, key or None))
+    except UpstreamProblem as problem:
+        errors = {"_summary": handlers.problem_summary(problem, tr), "_form": "retire"}
+        return await _item_page(request, runtime, person, tr, item_code, 422, errors=errors, retire_key=key)
+    return done(request, f"/items/{item_code}")
 
 
 # --- buyers and delivery sites -------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "quality.record": frozenset({ADMIN, QA_OFFICER, LAB}),
     "quality.override": frozenset({QA_OFFICER}),  # quality lets only QA officers pin or release a status
     "items.view": frozenset({ADMIN, PLANNER, QA_OFFICER, LAB, FOUNDRY}),  # the item catalogue, as quality lets everyone read it
+    "items.write": frozenset({ADMIN, QA_OFFICER}),  # create an item, publish a version, retire one
     "buyers.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),  # buyers and their delivery sites, as orders lets staff read them
     "operations.view": frozenset({ADMIN}),
     "dashboard.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),

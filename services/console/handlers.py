@@ -913,6 +913,80 @@ async def item_detail(up: Upstream, code: str) -> dict[str, Any] | None:
     return {"item": item, "history": item_history(item["versions"]), "specifications": (specifications or [])[::-1]}
 
 
+# Quality's choices for an item's terms (services do not import each other): its units are the console's `unit`
+# labels, its certificate kinds CERTIFICATE_KINDS; ISO 2859-1's inspection levels and acceptance quality limits.
+INSPECTION_LEVELS = ("S-1", "S-2", "S-3", "S-4", "I", "II", "III")
+AQLS = (0.01, 0.015, 0.025, 0.04, 0.065, 0.1, 0.15, 0.25, 0.4, 0.65, 1, 1.5, 2.5, 4, 6.5, 10, 15, 25, 40, 65, 100, 150, 250,
+        400, 650, 1000)  # fmt: skip
+ITEM_CHOICES = {"certificate_kinds": CERTIFICATE_KINDS, "inspection_levels": INSPECTION_LEVELS, "aqls": AQLS}
+NEW_ITEM = {"unit": "pcs", "min_lot": "1", "sampling.inspection_level": "II", "sampling.aql": "2.5"}
+
+
+def item_values(item: Mapping[str, Any], tr: Translator) -> dict[str, Any]:
+    """An item's terms as its form shows them, numbers written as the person writes them: a new version starts
+    from the one in force."""
+    sampling = item.get("sampling") or {}
+    tkdn = item.get("min_tkdn_percent")
+    return {
+        "name_id": item["name_id"],
+        "name_en": item["name_en"],
+        "product_family": item["product_family"],
+        "unit": item["unit"],
+        "min_lot": str(item["min_lot"]),
+        "required_certificates": list(item.get("required_certificates") or []),
+        "min_tkdn_percent": "" if tkdn is None else tr.decimal(tkdn),
+        "sampling.inspection_level": sampling.get("inspection_level", "II"),
+        "sampling.aql": f"{sampling.get('aql', 2.5):g}",
+    }
+
+
+def item_terms(form: Mapping[str, Any], tr: Translator) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body of quality's item routes from the form, and the fields the console could not read as numbers."""
+    errors: dict[str, str] = {}
+    min_lot = parse_number(str(form.get("min_lot", "")), tr)
+    if min_lot is None or min_lot != int(min_lot):
+        errors["min_lot"] = tr.text("Enter a whole number.")
+    tkdn_text = str(form.get("min_tkdn_percent", "")).strip()
+    tkdn = parse_number(tkdn_text, tr) if tkdn_text else None
+    if tkdn_text and tkdn is None:
+        errors["min_tkdn_percent"] = tr.text("Enter a number.")
+    try:
+        aql: float | str = float(str(form.get("sampling.aql", "")))
+    except ValueError:
+        aql = str(form.get("sampling.aql", ""))  # quality names what it accepts
+    body = {
+        "name_id": str(form.get("name_id", "")).strip(),
+        "name_en": str(form.get("name_en", "")).strip(),
+        "product_family": str(form.get("product_family", "")),
+        "unit": str(form.get("unit", "")),
+        "min_lot": int(min_lot) if min_lot is not None and "min_lot" not in errors else None,
+        "required_certificates": list(form.get("required_certificates") or []),
+        "min_tkdn_percent": tkdn,
+        "sampling": {"inspection_level": str(form.get("sampling.inspection_level", "")), "aql": aql},
+    }
+    return body, errors
+
+
+def item_errors(problem: UpstreamProblem, tr: Translator) -> dict[str, str]:
+    """Quality's refusal of an item, by form field: a certificate named twice is the certificates' error."""
+    errors: dict[str, str] = {}
+    for name, message in field_errors(problem, tr).items():
+        errors.setdefault(name.split(".")[0] if name.startswith("required_certificates.") else name, message)
+    return {**errors, "_summary": problem_summary(problem, tr)}
+
+
+async def create_item(up: Upstream, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("quality", "POST", "/v1/items", body, idempotency_key=key)
+
+
+async def publish_item_version(up: Upstream, code: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("quality", "POST", f"/v1/items/{code}/versions", body, idempotency_key=key)
+
+
+async def retire_item(up: Upstream, code: str, key: str | None) -> Any:
+    return await up.send("quality", "DELETE", f"/v1/items/{code}", idempotency_key=key)
+
+
 # --- buyers and delivery sites ------------------------------------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
 """The console's item catalogue pages: quality's items with their terms in the person's language, and one item with
-what each of its versions changed and its specification's parameters and limits. Quality is stood in for by an httpx
-mock transport."""
+what each of its versions changed and its specification's parameters and limits; QA officers' and admins' forms that
+add an item, publish a version of one and retire one. Quality is stood in for by an httpx mock transport."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,6 +52,9 @@ class Catalogue(Services):
     def __init__(self, mint: TokenMint) -> None:
         super().__init__(mint)
         self.people["lab"] = {"roles": ["lab"]}
+        self.people["qa"] = {"roles": ["qa_officer"]}
+        self.writes: list[httpx.Request] = []  # what the console asked quality to change
+        self.refusal: tuple[int, dict[str, Any]] | None = None  # quality's answer to every write, when set
         self.items = [item("BB-CI", name_id="Blok rem besi cor", name_en="Cast-iron brake block", min_tkdn_percent=None,
                            product_family="BRAKE_BLOCK_CAST_IRON"),
                       item("BB-OLD", retired=True, name_id="Blok rem lama", name_en="Old brake block", required_certificates=[]),
@@ -61,6 +65,11 @@ class Catalogue(Services):
             return super().handle(request)
         self.calls.append(request)
         path = request.url.path
+        if request.method != "GET":
+            self.writes.append(request)
+            if self.refusal:
+                return httpx.Response(self.refusal[0], json=self.refusal[1])
+            return httpx.Response(200 if request.method == "DELETE" else 201, json=BB_COMP_K[-1])
         if path == "/v1/items":
             return httpx.Response(200, json=[i for i in self.items if request.url.params.get("retired") or not i["retired"]])
         if path == "/v1/items/BB-COMP-K":
@@ -187,3 +196,159 @@ def test_a_published_item_version_reads_as_a_sentence_and_links_to_the_item_for_
     )
     assert link_of(published(), Person("p", "planner", PLANNER)) == "/items/BB-COMP-K"
     assert link_of(published(), Person("f", "ikm-001", FOUNDRY, "IKM-001")) == "/items/BB-COMP-K"
+
+
+# --- the forms ------------------------------------------------------------------------------------------------
+
+
+def form_of(page: str, form_id: str) -> str:
+    found = re.search(rf'<form[^>]*id="{form_id}".*?</form>', page, re.S)
+    assert found, f"no form {form_id}"
+    return found.group(0)
+
+
+def key_in(form: str) -> str:
+    found = re.search(r'name="key" value="([0-9a-f]{32})"', form)
+    assert found, "the form carries no idempotency key"
+    return found.group(1)
+
+
+NEW_ITEM = {
+    "code": "PMP-IMP-150", "name_id": "Impeler pompa 150", "name_en": "Pump impeller 150", "product_family": "PUMP_PARTS",
+    "unit": "pcs", "min_lot": "1.200", "min_tkdn_percent": "27,5", "sampling.inspection_level": "II", "sampling.aql": "1.5",
+    "required_certificates": ["ISO9001", "TKDN"],
+}  # fmt: skip
+
+
+async def test_a_qa_officer_adds_an_item_once_per_form_with_its_idempotency_key(console: httpx.AsyncClient, services: Catalogue):
+    await sign_in(console, "qa")
+    page = await console.get("/items")
+    form = form_of(page.text, "item-form")
+    assert 'name="code"' in form and '<option value="PUMP_PARTS">Komponen pompa</option>' in form
+    assert '<option value="2.5" selected>2,5</option>' in form  # quality's usual rule to start from
+    key = key_in(form)
+    data = {"csrftoken": token_in(page.text), "key": key, **NEW_ITEM}
+    for _ in range(2):  # a double click adds it once
+        answer = await console.post("/items", data=data)
+        assert answer.status_code == 303 and answer.headers["location"] == "/items/PMP-IMP-150"
+    assert len(services.writes) == 1
+    sent = services.writes[0]
+    assert sent.method == "POST" and sent.url.path == "/v1/items" and sent.headers["idempotency-key"] == key
+    assert sent.headers["authorization"] == f"Bearer {services.issued[-1]}"
+    assert json.loads(sent.content) == {
+        "code": "PMP-IMP-150", "name_id": "Impeler pompa 150", "name_en": "Pump impeller 150", "product_family": "PUMP_PARTS",
+        "unit": "pcs", "min_lot": 1200, "required_certificates": ["ISO9001", "TKDN"], "min_tkdn_percent": 27.5,
+        "sampling": {"inspection_level": "II", "aql": 1.5},
+    }  # fmt: skip
+
+
+async def test_qualitys_refusal_is_shown_next_to_its_field_in_the_persons_language_and_the_form_keeps_its_key(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console, "qa")
+    page = await console.get("/items")
+    key = key_in(form_of(page.text, "item-form"))
+    services.refusal = (422, {"title": "Request is invalid", "status": 422, "errors": [
+        {"field": "body.min_lot", "message": "Input should be less than or equal to 1000000", "type": "less_than_equal"},
+        {"field": "body.required_certificates.1", "message": "TKDN appears twice"}]})  # fmt: skip
+    data = {"csrftoken": token_in(page.text), "key": key, **NEW_ITEM, "min_lot": "2000000", "min_tkdn_percent": "27"}
+    refused = await console.post("/items", data=data)
+    assert refused.status_code == 422
+    form = form_of(refused.text, "item-form")
+    assert '<p class="error" id="err-min_lot">Maksimal 1.000.000.</p>' in form and 'aria-describedby="err-min_lot"' in form
+    assert 'id="err-required_certificates">Ditolak oleh layanan: TKDN appears twice' in form
+    assert key_in(form) == key and 'value="Impeler pompa 150"' in form  # the corrected form goes with the same key
+    # In English, and by htmx: the form alone, a 200 so htmx swaps it in.
+    await console.post("/language", data={"csrftoken": token_in(page.text), "locale": "en", "back": "/items"})
+    refused = await console.post("/items", data=data, headers={"hx-request": "true"})
+    assert refused.status_code == 200 and refused.text.startswith('<form class="card wide"')
+    assert '<p class="error" id="err-min_lot">Must be at most 1,000,000.</p>' in refused.text and "<h1>" not in refused.text
+    # A code quality has already: said next to the code.
+    services.refusal = (409, {"title": "Conflict", "status": 409, "detail": "item PMP-IMP-150 exists (version 1)"})
+    refused = await console.post("/items", data=data | {"min_lot": "20"}, headers={"hx-request": "true"})
+    assert '<p class="error" id="err-code">An item with this code exists already; publish a new version of it instead.</p>' in (
+        refused.text
+    )
+
+
+async def test_a_number_the_console_cannot_read_is_refused_before_quality_is_asked(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console, "qa")
+    page = await console.get("/items")
+    data = {"csrftoken": token_in(page.text), "key": key_in(form_of(page.text, "item-form")), **NEW_ITEM}
+    refused = await console.post("/items", data=data | {"min_lot": "banyak", "min_tkdn_percent": "x"})
+    assert refused.status_code == 422 and not services.writes
+    form = form_of(refused.text, "item-form")
+    assert 'id="err-min_lot">Isi bilangan bulat.' in form and 'id="err-min_tkdn_percent">' in form
+
+
+async def test_a_new_version_starts_from_the_one_in_force_and_is_published_with_its_key(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console, "qa")
+    page = await console.get("/items/BB-COMP-K")
+    form = form_of(page.text, "version-form")
+    assert 'action="/items/BB-COMP-K/versions"' in form and 'name="code"' not in form
+    assert 'value="Blok rem komposit tipe K"' in form and 'name="min_lot" inputmode="numeric" required value="1500"' in form
+    assert '<option value="1" selected>1</option>' in form and 'value="25"' in form  # AQL 1 and TKDN 25 %
+    assert 'value="SNI" checked' in form and 'value="ISO9001" checked' in form and 'value="TKDN">' in form
+    key = key_in(form)
+    data = {"csrftoken": token_in(page.text), "key": key, "name_id": "Blok rem komposit tipe K", "name_en": "Composite brake block, type K",
+            "product_family": "BRAKE_BLOCK_COMPOSITE", "unit": "pcs", "min_lot": "1.800", "min_tkdn_percent": "25",
+            "sampling.inspection_level": "II", "sampling.aql": "1", "required_certificates": ["SNI", "ISO9001"]}  # fmt: skip
+    answer = await console.post("/items/BB-COMP-K/versions", data=data)
+    assert answer.status_code == 303 and answer.headers["location"] == "/items/BB-COMP-K"
+    sent = services.writes[-1]
+    assert sent.url.path == "/v1/items/BB-COMP-K/versions" and sent.headers["idempotency-key"] == key
+    assert json.loads(sent.content)["min_lot"] == 1800 and "code" not in json.loads(sent.content)
+    # Quality's "nothing changed" is shown on the version form, nothing else refused.
+    services.refusal = (409, {"title": "Conflict", "status": 409, "detail": "version 2 of BB-COMP-K already says exactly this"})
+    refused = await console.post("/items/BB-COMP-K/versions", data=data | {"key": "f" * 32})
+    assert refused.status_code == 422
+    assert "version 2 of BB-COMP-K already says exactly this" in form_of(refused.text, "version-form")
+    assert 'role="alert"' not in form_of(refused.text, "retire-form")
+
+
+async def test_retiring_an_item_asks_first_and_sends_quality_one_delete_per_form(console: httpx.AsyncClient, services: Catalogue):
+    await sign_in(console, "qa")
+    page = await console.get("/items/BB-COMP-K")
+    form = form_of(page.text, "retire-form")
+    assert 'hx-confirm="Hentikan BB-COMP-K? Pesanan baru tidak boleh menyebutnya' in form
+    key = key_in(form)
+    for _ in range(2):
+        answer = await console.post("/items/BB-COMP-K/retire", data={"csrftoken": token_in(page.text), "key": key})
+        assert answer.status_code == 303 and answer.headers["location"] == "/items/BB-COMP-K"
+    assert [(r.method, r.url.path, r.headers["idempotency-key"]) for r in services.writes] == [
+        ("DELETE", "/v1/items/BB-COMP-K", key)
+    ]
+    services.refusal = (409, {"title": "Conflict", "status": 409, "detail": "item BB-COMP-K is retired already"})
+    refused = await console.post(
+        "/items/BB-COMP-K/retire", data={"csrftoken": token_in(page.text), "key": "e" * 32}, headers={"hx-request": "true"}
+    )
+    assert refused.status_code == 200 and 'id="retire-form"' in refused.text and "is retired already" in refused.text
+
+
+async def test_a_retired_item_offers_no_forms(console: httpx.AsyncClient, services: Catalogue):
+    BB_COMP_K.append(item("BB-COMP-K", 3, retired=True))
+    try:
+        await sign_in(console, "qa")
+        page = await console.get("/items/BB-COMP-K")
+        assert page.status_code == 200 and 'id="version-form"' not in page.text and 'id="retire-form"' not in page.text
+    finally:
+        BB_COMP_K.pop()
+
+
+async def test_a_planner_sees_no_form_and_their_posts_are_refused_without_asking_quality(
+    console: httpx.AsyncClient, services: Catalogue
+):
+    await sign_in(console)
+    page = await console.get("/items")
+    assert page.status_code == 200 and 'id="item-form"' not in page.text and 'action="/items"' not in page.text
+    detail = await console.get("/items/BB-COMP-K")
+    assert 'id="version-form"' not in detail.text and 'id="retire-form"' not in detail.text
+    token = token_in(page.text)
+    for path, data in (("/items", NEW_ITEM), ("/items/BB-COMP-K/versions", NEW_ITEM), ("/items/BB-COMP-K/retire", {})):
+        refused = await console.post(path, data={"csrftoken": token, "key": "a" * 32, **data})
+        assert refused.status_code == 403, path
+    assert not services.writes

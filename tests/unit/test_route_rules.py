@@ -139,6 +139,11 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
         ("quality", "GET", "/v1/items/{item_code}"),
         ("quality", "GET", "/v1/specifications/{item_code}/versions"),
     ],
+    "items.write": [
+        ("quality", "POST", "/v1/items"),
+        ("quality", "POST", "/v1/items/{item_code}/versions"),
+        ("quality", "DELETE", "/v1/items/{item_code}"),
+    ],
     "buyers.view": [("orders", "GET", "/v1/buyers"), ("orders", "GET", "/v1/sites")],
     "operations.view": [],  # the console's own dead-letter store and the services' public readiness and metrics
 }
@@ -158,6 +163,7 @@ def test_the_console_offers_each_action_to_the_roles_the_services_allow():
                 f"console {action} is offered to {sorted(ACTIONS[action] - allowed)}, whom {service} {method} {path} refuses"
             )
     # An action is for everyone the services allow it to, not fewer: the writes match exactly.
-    for action in ("orders.decide", "shipments.manage", "capacity.report", "quality.record", "quality.override"):
+    writes = ("orders.decide", "shipments.manage", "capacity.report", "quality.record", "quality.override", "items.write")
+    for action in writes:
         service, method, path = CONSOLE_CALLS[action][0]
         assert ACTIONS[action] == {str(role) for role in rules[service][(method, path)].roles} - {"buyer"}, action
