@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +45,7 @@ from .people import (
     SESSION_COOKIE,
     AnyRole,
     BuyersViewer,
+    BuyersWriter,
     CapacityReporter,
     DashboardViewer,
     ItemsViewer,
@@ -789,13 +790,123 @@ async def item_retire(
 # --- buyers and delivery sites -------------------------------------------------------------------------------------
 
 
-@router.get("/buyers", response_class=HTMLResponse, include_in_schema=False)
-async def buyers_page(request: Request, runtime: Runtime, person: BuyersViewer, tr: Language) -> Response:
+@dataclass(frozen=True)
+class Refused:
+    """Which of the buyers page's forms a refusal is about: its id, and the buyer and site it changes."""
+
+    form: str
+    buyer: str | None
+    site: str | None
+
+    @property
+    def template(self) -> str:
+        return "_form_site.html" if self.form.startswith("site-") else "_form_buyer.html"
+
+    @property
+    def adds(self) -> bool:
+        return self.form == "buyer-new" or self.form.startswith("site-new-")
+
+
+async def _buyers_page(
+    request: Request,
+    runtime: ServiceRuntime,
+    person: Person,
+    tr: Translator,
+    status_code: int = 200,
+    refused: Refused | None = None,
+    **context: Any,
+) -> Response:
+    """The buyers with their sites and, for admins, their forms. After a refusal, htmx gets the refused form alone,
+    a 200 (htmx swaps only 2xx)."""
     try:
         buyers = await handlers.buyers_with_sites(upstream(request, runtime))
     except UpstreamProblem as problem:
         return unavailable(request, tr, person, problem)
-    return render(request, "buyers.html", tr, person, buyers=buyers)
+    context = {"values": {}, "errors": {}, "buyer_values": handlers.buyer_values, "site_values": handlers.site_values, **context}
+    if refused is not None and is_htmx(request):
+        site = next((s for b in buyers for s in b["sites"] if s["code"] == refused.site), None)
+        buyer = next((b for b in buyers if b["code"] == (site["buyer_code"] if site else refused.buyer)), None)
+        return render(request, refused.template, tr, person, buyer=buyer, site=site, **context)
+    return render(request, "buyers.html", tr, person, status_code=status_code, buyers=buyers, **context)
+
+
+async def _buyers_action(
+    request: Request,
+    runtime: ServiceRuntime,
+    person: Person,
+    tr: Translator,
+    refused: Refused,
+    act: Any,
+    values: dict[str, str],
+) -> Response:
+    """Sends a buyer's or a site's form once per key; a refusal comes back on that form, its fields kept."""
+    key = values.get("key") or None
+    try:
+        await handlers.perform(_ledger(runtime), key, act)
+    except UpstreamProblem as problem:
+        errors = {**handlers.field_errors(problem, tr), "_summary": handlers.problem_summary(problem, tr), "_form": refused.form}
+        if problem.status == 409 and refused.adds:  # the code is taken: said where it is typed
+            errors["code"] = tr.text("This code is taken already; change the one that has it instead.")
+        return await _buyers_page(request, runtime, person, tr, 422, refused, values=values, errors=errors)
+    return done(request, "/buyers")
+
+
+async def _buyers_form(request: Request) -> dict[str, str]:
+    return {k: str(v) for k, v in (await request.form()).items() if k != CSRF_FIELD}
+
+
+@router.get("/buyers", response_class=HTMLResponse, include_in_schema=False)
+async def buyers_page(request: Request, runtime: Runtime, person: BuyersViewer, tr: Language) -> Response:
+    return await _buyers_page(request, runtime, person, tr)
+
+
+@router.post("/buyers", include_in_schema=False)
+async def buyer_add(request: Request, runtime: Runtime, person: BuyersWriter, tr: Language) -> Response:
+    values = await _buyers_form(request)
+    body = {"code": values.get("code", "").strip(), **handlers.buyer_body(values)}
+    up, key = upstream(request, runtime), values.get("key") or None
+    return await _buyers_action(
+        request, runtime, person, tr, Refused("buyer-new", None, None), lambda: handlers.add_buyer(up, body, key), values
+    )
+
+
+@router.post("/buyers/{buyer_code}", include_in_schema=False)
+async def buyer_change(request: Request, buyer_code: str, runtime: Runtime, person: BuyersWriter, tr: Language) -> Response:
+    if not handlers.BUYER_CODE.match(buyer_code):
+        return not_found(request, tr, person)
+    values = await _buyers_form(request)
+    body = handlers.buyer_body(values)
+    up, key = upstream(request, runtime), values.get("key") or None
+    return await _buyers_action(
+        request, runtime, person, tr, Refused(f"buyer-{buyer_code}", buyer_code, None),
+        lambda: handlers.change_buyer(up, buyer_code, body, key), values,
+    )  # fmt: skip
+
+
+@router.post("/buyers/{buyer_code}/sites", include_in_schema=False)
+async def site_add(request: Request, buyer_code: str, runtime: Runtime, person: BuyersWriter, tr: Language) -> Response:
+    if not handlers.BUYER_CODE.match(buyer_code):
+        return not_found(request, tr, person)
+    values = await _buyers_form(request)
+    body = {"code": values.get("code", "").strip(), "buyer_code": buyer_code, **handlers.site_body(values)}
+    up, key = upstream(request, runtime), values.get("key") or None
+    return await _buyers_action(
+        request, runtime, person, tr, Refused(f"site-new-{buyer_code}", buyer_code, None),
+        lambda: handlers.add_site(up, body, key), values,
+    )  # fmt: skip
+
+
+@router.post("/sites/{site_code}", include_in_schema=False)
+async def site_change(request: Request, site_code: str, runtime: Runtime, person: BuyersWriter, tr: Language) -> Response:
+    if not handlers.SITE_CODE.match(site_code):
+        return not_found(request, tr, person)
+    values = await _buyers_form(request)
+    body = handlers.site_body(values)
+    up, key = upstream(request, runtime), values.get("key") or None
+    return await _buyers_action(
+        request, runtime, person, tr, Refused(f"site-{site_code}", None, site_code),
+        lambda: handlers.change_site(up, site_code, body, key), values,
+    )  # fmt: skip
 
 
 # --- what-if ------------------------------------------------------------------------------------------------------

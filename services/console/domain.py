@@ -40,6 +40,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "items.view": frozenset({ADMIN, PLANNER, QA_OFFICER, LAB, FOUNDRY}),  # the item catalogue, as quality lets everyone read it
     "items.write": frozenset({ADMIN, QA_OFFICER}),  # create an item, publish a version, retire one
     "buyers.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),  # buyers and their delivery sites, as orders lets staff read them
+    "buyers.write": frozenset({ADMIN}),  # add and change buyers and delivery sites
     "operations.view": frozenset({ADMIN}),
     "dashboard.view": frozenset({ADMIN, PLANNER, QA_OFFICER}),
 }

@@ -1001,3 +1001,61 @@ async def buyers_with_sites(up: Upstream) -> list[dict[str, Any]]:
         {**buyer, "sites": by_buyer.get(buyer["code"], [])}
         for buyer in sorted(buyers, key=lambda b: (not b["active"], b["code"]))
     ]
+
+
+BUYER_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,15}$")
+SITE_CODE = re.compile(r"^[A-Z][A-Z0-9-]{1,19}$")
+
+
+def buyer_values(buyer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A buyer's form as it starts: its record as orders told it, or a new active buyer."""
+    if buyer is None:
+        return {"active": "on"}
+    return {"legal_name": buyer["legal_name"], "npwp": buyer.get("npwp") or "", "active": "on" if buyer["active"] else ""}
+
+
+def site_values(site: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A delivery site's form as it starts: the site as orders told it, or a new active site."""
+    if site is None:
+        return {"active": "on"}
+    return {
+        "name": site["name"],
+        "city": site["city"],
+        "address": site.get("address") or "",
+        "active": "on" if site["active"] else "",
+    }
+
+
+def buyer_body(form: Mapping[str, str]) -> dict[str, Any]:
+    """A buyer's name, NPWP (left empty: none, or removed) and whether it may send new orders."""
+    return {
+        "legal_name": form.get("legal_name", "").strip(),
+        "npwp": form.get("npwp", "").strip() or None,
+        "active": form.get("active") == "on",
+    }
+
+
+def site_body(form: Mapping[str, str]) -> dict[str, Any]:
+    """A site's name, city, address (left empty: none, or removed) and whether new orders may name it."""
+    return {
+        "name": form.get("name", "").strip(),
+        "city": form.get("city", "").strip(),
+        "address": form.get("address", "").strip() or None,
+        "active": form.get("active") == "on",
+    }
+
+
+async def add_buyer(up: Upstream, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("orders", "POST", "/v1/buyers", body, idempotency_key=key)
+
+
+async def change_buyer(up: Upstream, code: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("orders", "PATCH", f"/v1/buyers/{code}", body, idempotency_key=key)
+
+
+async def add_site(up: Upstream, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("orders", "POST", "/v1/sites", body, idempotency_key=key)
+
+
+async def change_site(up: Upstream, code: str, body: dict[str, Any], key: str | None) -> Any:
+    return await up.send("orders", "PATCH", f"/v1/sites/{code}", body, idempotency_key=key)

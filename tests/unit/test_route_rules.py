@@ -145,6 +145,12 @@ CONSOLE_CALLS: dict[str, list[tuple[str, str, str]]] = {
         ("quality", "DELETE", "/v1/items/{item_code}"),
     ],
     "buyers.view": [("orders", "GET", "/v1/buyers"), ("orders", "GET", "/v1/sites")],
+    "buyers.write": [
+        ("orders", "POST", "/v1/buyers"),
+        ("orders", "PATCH", "/v1/buyers/{buyer_code}"),
+        ("orders", "POST", "/v1/sites"),
+        ("orders", "PATCH", "/v1/sites/{site_code}"),
+    ],
     "operations.view": [],  # the console's own dead-letter store and the services' public readiness and metrics
 }
 
@@ -163,7 +169,8 @@ def test_the_console_offers_each_action_to_the_roles_the_services_allow():
                 f"console {action} is offered to {sorted(ACTIONS[action] - allowed)}, whom {service} {method} {path} refuses"
             )
     # An action is for everyone the services allow it to, not fewer: the writes match exactly.
-    writes = ("orders.decide", "shipments.manage", "capacity.report", "quality.record", "quality.override", "items.write")
+    writes = ("orders.decide", "shipments.manage", "capacity.report", "quality.record", "quality.override", "items.write",
+              "buyers.write")  # fmt: skip
     for action in writes:
         service, method, path = CONSOLE_CALLS[action][0]
         assert ACTIONS[action] == {str(role) for role in rules[service][(method, path)].roles} - {"buyer"}, action
