@@ -769,6 +769,9 @@ async def item_publish_version(request: Request, item_code: str, runtime: Runtim
             return done(request, f"/items/{item_code}")
         except UpstreamProblem as problem:
             errors = handlers.item_errors(problem, tr)
+            if problem.status == 409 and await handlers.publishes_nothing(up, item_code, body):
+                # Said in the person's language: the form was sent as it came, or changed back to the version in force.
+                errors["_summary"] = tr.text("The new version would say what the version in force says: change something first.")
     return await _item_page(request, runtime, person, tr, item_code, 422, values=values, errors={**errors, "_form": "version"})
 
 

@@ -967,6 +967,15 @@ def item_terms(form: Mapping[str, Any], tr: Translator) -> tuple[dict[str, Any],
     return body, errors
 
 
+async def publishes_nothing(up: Upstream, code: str, body: Mapping[str, Any]) -> bool:
+    """Whether a new version would say exactly what the item's version in force says (quality refuses it)."""
+    try:
+        item = await up.get_or_none("quality", f"/v1/items/{code}")
+    except UpstreamProblem:
+        return False  # quality's own words stand
+    return bool(item) and not item["retired"] and all(item.get(term) == value for term, value in body.items())
+
+
 def item_errors(problem: UpstreamProblem, tr: Translator) -> dict[str, str]:
     """Quality's refusal of an item, by form field: a certificate named twice is the certificates' error."""
     errors: dict[str, str] = {}

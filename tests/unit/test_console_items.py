@@ -308,6 +308,10 @@ async def test_a_new_version_starts_from_the_one_in_force_and_is_published_with_
     assert refused.status_code == 422
     assert "version 2 of BB-COMP-K already says exactly this" in form_of(refused.text, "version-form")
     assert 'role="alert"' not in form_of(refused.text, "retire-form")
+    # Sent as it came, the form says what the version in force says: told so in the person's language.
+    refused = await console.post("/items/BB-COMP-K/versions", data=data | {"key": "d" * 32, "min_lot": "1.500"})
+    assert "Versi baru akan sama persis dengan versi yang berlaku: ubah sesuatu dulu." in form_of(refused.text, "version-form")
+    assert [r.method for r in services.writes] == ["POST", "POST", "POST"]  # quality decided each time
 
 
 async def test_retiring_an_item_asks_first_and_sends_quality_one_delete_per_form(console: httpx.AsyncClient, services: Catalogue):
@@ -352,3 +356,13 @@ async def test_a_planner_sees_no_form_and_their_posts_are_refused_without_asking
         refused = await console.post(path, data={"csrftoken": token, "key": "a" * 32, **data})
         assert refused.status_code == 403, path
     assert not services.writes
+
+
+async def test_a_new_version_keeps_the_order_of_the_items_certificates(console: httpx.AsyncClient, services: Catalogue):
+    BB_COMP_K.append(item("BB-COMP-K", 3, required_certificates=["TKDN", "SNI"]))
+    try:
+        await sign_in(console, "qa")
+        form = form_of((await console.get("/items/BB-COMP-K")).text, "version-form")
+        assert re.findall(r'name="required_certificates" value="([A-Z0-9]+)"', form) == ["TKDN", "SNI", "ISO9001", "SKKNI"]
+    finally:
+        BB_COMP_K.pop()
