@@ -159,6 +159,8 @@ async def test_an_administrator_adds_a_delivery_site_to_a_buyer_once_per_form(co
     assert len(services.writes) == 1
     sent = services.writes[0]
     assert (sent.method, sent.url.path, sent.headers["idempotency-key"]) == ("POST", "/v1/sites", key)
+    expired = await console.post("/buyers/KAI/sites", data={**data, "csrftoken": "", "key": "b" * 32})
+    assert expired.status_code == 403 and "Formulir sudah kedaluwarsa" in expired.text and len(services.writes) == 1
     assert json.loads(sent.content) == {"code": "BY-PUB", "buyer_code": "KAI", "name": "Balai Yasa Pulubrayan", "city": "Medan",
                                         "address": None, "active": True}  # fmt: skip
 

@@ -326,6 +326,11 @@ async def test_retiring_an_item_asks_first_and_sends_quality_one_delete_per_form
     assert [(r.method, r.url.path, r.headers["idempotency-key"]) for r in services.writes] == [
         ("DELETE", "/v1/items/BB-COMP-K", key)
     ]
+    # A form without the page's CSRF token (an expired page, another site's form) changes nothing.
+    for path in ("/items", "/items/BB-COMP-K/versions", "/items/BB-COMP-K/retire"):
+        expired = await console.post(path, data={"key": "b" * 32, **NEW_ITEM})
+        assert expired.status_code == 403 and "Formulir sudah kedaluwarsa" in expired.text, path
+    assert len(services.writes) == 1
     services.refusal = (409, {"title": "Conflict", "status": 409, "detail": "item BB-COMP-K is retired already"})
     refused = await console.post(
         "/items/BB-COMP-K/retire", data={"csrftoken": token_in(page.text), "key": "e" * 32}, headers={"hx-request": "true"}
