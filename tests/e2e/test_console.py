@@ -749,6 +749,60 @@ def test_the_items_page_lists_the_demo_catalogue_and_opens_an_item(platform: Pla
     shoot(page, "item-versioned", "desktop")
 
 
+def test_a_qa_officer_adds_an_item_and_publishes_a_version_of_it(platform: Platform, context: Any) -> None:
+    code = f"E2E-{uuid.uuid4().hex[:6].upper()}"
+    page = context(who="qa.officer").new_page()
+    page.goto(f"{platform.console}/items")
+    page.fill("#item-code", code.lower())  # quality takes capitals only, and says so next to the code
+    page.fill("#item-name-id", "Rumah pompa uji")
+    page.fill("#item-name-en", "Test pump casing")
+    page.select_option("#item-family", "PUMP_PARTS")
+    page.fill("#item-min-lot", "20")
+    page.locator("#item-form input[name=required_certificates][value=ISO9001]").check()
+    page.locator("#item-form button[type=submit]").click()
+    assert page.locator("#item-form #err-code").inner_text() == "Formatnya tidak sesuai."
+    shoot(page, "items-refused", "desktop")
+    page.fill("#item-code", code)
+    with page.expect_navigation(url=f"**/items/{code}"):
+        page.locator("#item-form button[type=submit]").dblclick()  # a double click adds it once
+    created = api(platform, "quality", "GET", f"/v1/items/{code}")
+    assert len(created["versions"]) == 1 and created["required_certificates"] == ["ISO9001"] and created["min_lot"] == 20
+    page.goto(f"{platform.console}/items")
+    row = page.locator(f"#items tr[data-item='{code}']").inner_text()
+    assert "Rumah pompa uji" in row and "Komponen pompa" in row and "ISO9001" in row, row
+
+    # A new version starts from the one in force; what it changed is the first line of the item's versions.
+    page.goto(f"{platform.console}/items/{code}")
+    assert page.locator("#version-min-lot").input_value() == "20"
+    assert page.locator("#version-form input[value=ISO9001]").is_checked()
+    page.fill("#version-min-lot", "25")
+    with page.expect_navigation(url=f"**/items/{code}"):
+        page.locator("#version-form button[type=submit]").dblclick()  # a double click publishes once
+    latest = page.locator("#item-versions tbody tr").first.inner_text()
+    assert "Lot minimum: 20 → 25" in latest, latest
+    assert len(api(platform, "quality", "GET", f"/v1/items/{code}")["versions"]) == 2
+    shoot(page, "item-new-version", "desktop")
+
+
+def test_an_administrator_adds_a_delivery_site_to_kai(platform: Platform, context: Any) -> None:
+    code = f"BY-E2E{uuid.uuid4().hex[:4].upper()}"
+    page = context(who="admin").new_page()
+    page.goto(f"{platform.console}/buyers")
+    kai = page.locator("section[data-buyer='KAI']")
+    kai.get_by_text("Tambah lokasi pengiriman KAI").click()
+    page.fill("#site-new-KAI-code", code)
+    page.fill("#site-new-KAI-name", "Depo Lokomotif Uji")
+    page.fill("#site-new-KAI-city", "Purwokerto")
+    page.fill("#site-new-KAI-address", "Jl. Stasiun 1")
+    with page.expect_navigation(url="**/buyers"):
+        page.locator("#site-new-KAI-form button[type=submit]").dblclick()  # a double click adds it once
+    row = kai.locator(f"tr[data-site='{code}']").inner_text()
+    assert "Depo Lokomotif Uji" in row and "Purwokerto" in row and "Jl. Stasiun 1" in row and "Aktif" in row, row
+    added = [s for s in api(platform, "orders", "GET", "/v1/sites", params={"buyer_code": "KAI"}) if s["code"] == code]
+    assert len(added) == 1 and added[0]["active"], added
+    shoot(page, "buyers-site-added", "desktop")
+
+
 def test_an_administrator_redrives_a_dead_letter_once(platform: Platform, context: Any) -> None:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
@@ -843,6 +897,11 @@ def settle(page: Any) -> None:
     page.wait_for_function("() => !document.querySelector('#feed') || document.querySelector('#feed li')")
 
 
+def open_forms(page: Any) -> None:
+    """The forms folded away (a buyer's, each site's) unfolded, so their words and their accessibility are checked too."""
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true })")
+
+
 def _pieces(message: str) -> list[str]:
     """The literal parts of a message worth looking for: two words or more, or one long word."""
     out = []
@@ -908,6 +967,7 @@ def test_every_page_in_both_languages_on_desktop_and_phone_with_no_serious_acces
         for name, path in pages(platform).items():
             page.goto(platform.console + path)
             settle(page)
+            open_forms(page)
             assert page.locator("html").get_attribute("lang") == "id"
             shoot(page, f"{name}-id", size)
             if left := leftovers(page_words(page), english_only):
@@ -924,6 +984,7 @@ def test_every_page_in_both_languages_on_desktop_and_phone_with_no_serious_acces
         for name, path in pages(platform).items():
             page.goto(platform.console + path)
             settle(page)
+            open_forms(page)
             assert page.locator("html").get_attribute("lang") == "en"
             shoot(page, f"{name}-en", size)
             if left := leftovers(page_words(page), indonesian_only):
