@@ -412,7 +412,7 @@ def error_message(kind: str, message: str, tr: Translator) -> str:
 
 
 def problem_summary(problem: UpstreamProblem, tr: Translator) -> str:
-    """One sentence for a refusal that names no field."""
+    """One sentence for a refusal, above the errors of its fields if it names any."""
     if problem.unavailable:
         return tr.text("%(service)s is unavailable; nothing was changed. Try again shortly.", service=problem.service)
     if problem.status == 404:
@@ -421,6 +421,10 @@ def problem_summary(problem: UpstreamProblem, tr: Translator) -> str:
         return tr.text("Not possible in the current state: %(detail)s", detail=problem.detail or problem.title)
     if problem.status in (401, 403):
         return tr.text("You are not allowed to do this.")
+    if problem.errors:
+        # The fields say what is wrong, each in the person's language; the service's own sentence repeats them in
+        # its words (pydantic's, in English).
+        return tr.text("Some entries need correcting; nothing was changed:")
     return tr.text("Refused by the service: %(message)s", message=problem.detail or problem.title)
 
 

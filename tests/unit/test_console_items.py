@@ -256,6 +256,8 @@ async def test_qualitys_refusal_is_shown_next_to_its_field_in_the_persons_langua
     assert refused.status_code == 422
     form = form_of(refused.text, "item-form")
     assert '<p class="error" id="err-min_lot">Maksimal 1.000.000.</p>' in form and 'aria-describedby="err-min_lot"' in form
+    # Above the fields, a sentence in the person's language rather than the service's own words.
+    assert "<p>Ada isian yang perlu diperbaiki; tidak ada yang diubah:</p>" in form and "Request is invalid" not in form
     assert 'id="err-required_certificates">Ditolak oleh layanan: TKDN appears twice' in form
     assert key_in(form) == key and 'value="Impeler pompa 150"' in form  # the corrected form goes with the same key
     # In English, and by htmx: the form alone, a 200 so htmx swaps it in.
@@ -263,6 +265,7 @@ async def test_qualitys_refusal_is_shown_next_to_its_field_in_the_persons_langua
     refused = await console.post("/items", data=data, headers={"hx-request": "true"})
     assert refused.status_code == 200 and refused.text.startswith('<form class="card wide"')
     assert '<p class="error" id="err-min_lot">Must be at most 1,000,000.</p>' in refused.text and "<h1>" not in refused.text
+    assert "<p>Some entries need correcting; nothing was changed:</p>" in refused.text
     # A code quality has already: said next to the code.
     services.refusal = (409, {"title": "Conflict", "status": 409, "detail": "item PMP-IMP-150 exists (version 1)"})
     refused = await console.post("/items", data=data | {"min_lot": "20"}, headers={"hx-request": "true"})
